@@ -1,0 +1,56 @@
+"""Where each batch artifact lives in the object store (bucket `S3_BUCKET`).
+
+Every output is scoped by the run id that produced it, so two runs never mix, and each dataset written
+there is committed by its `_manifest.json`, written last: a reader that finds no manifest treats the
+output as absent. `pointers/` holds the small mutable records that say which run is current.
+"""
+
+from __future__ import annotations
+
+import re
+
+_RUN_ID = re.compile(r"^[A-Za-z0-9._:+-]{1,200}$")
+
+MANIFEST = "_manifest.json"
+
+
+def check_run_id(run_id: str) -> str:
+    """Run ids become key prefixes; refuse anything that could escape its prefix."""
+    if not _RUN_ID.match(run_id) or ".." in run_id:
+        raise ValueError(f"run id {run_id!r}: use letters, digits and . _ : + - only")
+    return run_id
+
+
+def run_prefix(run_id: str) -> str:
+    return f"runs/{check_run_id(run_id)}"
+
+
+def raw_prefix(run_id: str) -> str:
+    """The dataset files exactly as ingested, plus a manifest (source, checksums, row counts)."""
+    return f"{run_prefix(run_id)}/raw"
+
+
+def normalized_key(run_id: str, table: str) -> str:
+    """Normalized tables: `ratings` (user_id, movie_id, rating, timestamp), `movies` (movie_id, title, year, genres)."""
+    return f"{run_prefix(run_id)}/normalized/{table}"
+
+
+def split_key(run_id: str, part: str) -> str:
+    """`train` or `test` ratings of the split."""
+    return f"{run_prefix(run_id)}/split/{part}"
+
+
+def features_key(run_id: str, name: str) -> str:
+    """Feature tables: offline `train_examples` / `eval_examples`, online `online_users` / `online_items`, ..."""
+    return f"{run_prefix(run_id)}/features/{name}"
+
+
+def quality_report_key(run_id: str, step: str) -> str:
+    return f"{run_prefix(run_id)}/quality/{step}.json"
+
+
+def manifest_key(dataset_key: str) -> str:
+    return f"{dataset_key}/{MANIFEST}"
+
+
+LAST_GOOD_COUNTS = "pointers/last_good_counts.json"

@@ -1,0 +1,151 @@
+"""Every setting of the platform, named once.
+
+Precedence: environment variables, then the project's `.env`, then the defaults below. The defaults are
+the local-mode endpoints; `.env.example` lists the same names (a test keeps the two in step), and
+`docker-compose.yml` passes the same names to the containers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, fields
+from functools import cache
+from pathlib import Path
+from urllib.parse import urlparse
+
+from dotenv import dotenv_values
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+SPLIT_STRATEGIES = ("temporal", "random")
+DATASET_NAMES = ("auto", "ml-latest-small", "ml-100k", "ml-1m", "ml-25m", "ml-32m", "synthetic")
+
+
+class SettingsError(ValueError):
+    """A setting has a value the platform cannot use; the message names the setting."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Typed view of the environment; field names are the upper-cased variable names."""
+
+    # Data and experiment
+    dataset: str = "auto"
+    synthetic_ratings: int = 100_000
+    split_strategy: str = "temporal"
+    test_fraction: float = 0.2
+    seed: int = 42
+    data_cache_dir: str = ".local/data/downloads"
+
+    # Redis (feature store and predictions)
+    redis_host: str = "127.0.0.1"
+    redis_port: int = 6379
+    redis_password: str = "change-me-redis"
+    prediction_ttl_seconds: int = 86_400
+    feature_set_ttl_seconds: int = 7 * 86_400
+
+    # Kafka
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    kafka_home: str = ""
+
+    # Object store (MinIO in Docker, MinIO or moto's server natively)
+    s3_endpoint_url: str = "http://127.0.0.1:9000"
+    s3_access_key: str = "mlops"
+    s3_secret_key: str = "change-me-s3-secret"
+    s3_region: str = "us-east-1"
+    s3_bucket: str = "mlops-data"
+    mlflow_artifact_bucket: str = "mlflow-artifacts"
+
+    # MLflow
+    mlflow_tracking_uri: str = "http://127.0.0.1:5000"
+    mlflow_experiment: str = "movielens-recommender"
+    model_name: str = "movielens-recommender"
+
+    # Spark
+    spark_master: str = "local[*]"
+    spark_driver_memory: str = "4g"
+    spark_io: str = "staged"  # "staged": via local scratch + S3 API; "s3a": direct (Docker's Spark image)
+
+    # Airflow
+    airflow_url: str = "http://127.0.0.1:8080"
+    airflow_admin_user: str = "admin"
+    airflow_admin_password: str = "change-me-airflow"
+
+    # Inference consumer
+    inference_consumers: int = 1
+    inference_metrics_port: int = 9108
+    inference_batch_size: int = 500
+    inference_batch_timeout_ms: int = 5
+
+    # Local mode
+    local_dir: str = ".local"
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://:{self.redis_password}@{self.redis_host}:{self.redis_port}/0"
+
+    def port_of(self, url_setting: str) -> int:
+        """Port of a URL-valued setting such as `airflow_url`, for local mode's process manager."""
+        parsed = urlparse(getattr(self, url_setting))
+        if parsed.port is None:
+            raise SettingsError(f"{url_setting.upper()}={getattr(self, url_setting)!r} has no port")
+        return parsed.port
+
+    def path(self, setting: str) -> Path:
+        """A path-valued setting, resolved against the project root when relative."""
+        p = Path(getattr(self, setting))
+        return p if p.is_absolute() else PROJECT_ROOT / p
+
+    def replace(self, **changes: object) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    def validate(self) -> Settings:
+        if self.split_strategy not in SPLIT_STRATEGIES:
+            raise SettingsError(f"SPLIT_STRATEGY={self.split_strategy!r}: expected one of {SPLIT_STRATEGIES}")
+        if not 0.0 < self.test_fraction < 1.0:
+            raise SettingsError(f"TEST_FRACTION={self.test_fraction}: expected a number between 0 and 1")
+        if self.synthetic_ratings < 1:
+            raise SettingsError(f"SYNTHETIC_RATINGS={self.synthetic_ratings}: expected a positive integer")
+        if self.spark_io not in ("staged", "s3a"):
+            raise SettingsError(f"SPARK_IO={self.spark_io!r}: expected 'staged' or 's3a'")
+        return self
+
+
+def env_names() -> list[str]:
+    """The variable names, in declaration order (what `.env.example` must list)."""
+    return [f.name.upper() for f in fields(Settings)]
+
+
+def _coerce(name: str, raw: str, default: object) -> object:
+    try:
+        if isinstance(default, bool):
+            return raw.strip().lower() in ("1", "true", "yes", "on")
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r}: expected a {type(default).__name__}") from None
+    return raw
+
+
+def load_settings(env_file: Path | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Build settings from the environment and the `.env` file (environment wins)."""
+    env_file = env_file or PROJECT_ROOT / ".env"
+    values: dict[str, str] = {}
+    if env_file.exists():
+        values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+    values.update(os.environ if environ is None else environ)
+    kwargs = {}
+    for f in fields(Settings):
+        name = f.name.upper()
+        if name in values and values[name] != "":
+            kwargs[f.name] = _coerce(name, values[name], f.default)
+    return Settings(**kwargs).validate()
+
+
+@cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()
