@@ -1,0 +1,1 @@
+"""One module per batch step; each exposes `main(argv)` and runs alone from the command line."""
