@@ -1,0 +1,212 @@
+"""The Kafka messages of the stream (CONTRACTS.md), defined once: requests, results and dead letters.
+
+Requests are validated by hand rather than with a schema library: the consumer parses thousands per
+second, and every rejection must say which field broke which rule, with a short `reason` code that
+stays a bounded Prometheus label.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+MAX_MESSAGE_BYTES = 64 * 1024
+"""Larger requests are rejected before parsing: no legitimate request comes near this."""
+MAX_MOVIE_IDS = 1000
+MAX_REQUEST_ID_CHARS = 200
+MIN_K, MAX_K = 1, 100
+
+# Reason codes of rejected messages (DLQ `reason`, metric label `reason`).
+OVERSIZED = "oversized"
+NOT_JSON = "not_json"
+NOT_OBJECT = "not_object"
+MISSING_FIELD = "missing_field"
+WRONG_TYPE = "wrong_type"
+AMBIGUOUS = "ambiguous_request"
+K_OUT_OF_RANGE = "k_out_of_range"
+EMPTY_MOVIE_IDS = "empty_movie_ids"
+TOO_MANY_MOVIE_IDS = "too_many_movie_ids"
+BAD_REQUEST_ID = "bad_request_id"
+REASONS = (
+    OVERSIZED, NOT_JSON, NOT_OBJECT, MISSING_FIELD, WRONG_TYPE, AMBIGUOUS,
+    K_OUT_OF_RANGE, EMPTY_MOVIE_IDS, TOO_MANY_MOVIE_IDS, BAD_REQUEST_ID,
+)  # fmt: skip
+
+SCORE, TOPK = "score", "topk"
+
+
+class InvalidRequest(ValueError):
+    """A request that can never be answered; `reason` is a code from REASONS, the message says why."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreRequest:
+    """Score these movies for this user."""
+
+    request_id: str
+    user_id: int
+    movie_ids: tuple[int, ...]
+    kind = SCORE
+
+
+@dataclass(frozen=True, slots=True)
+class TopKRequest:
+    """The user's top-k movies among those they have not rated."""
+
+    request_id: str
+    user_id: int
+    k: int
+    kind = TOPK
+
+
+Request = ScoreRequest | TopKRequest
+
+
+def _is_int(value: object) -> bool:
+    return type(value) is int  # bool is an int subclass; `true` is not a user id
+
+
+def parse_request(raw: bytes | None) -> Request:
+    """Validate one message value; raise InvalidRequest naming the field and the rule it breaks."""
+    if raw is None:
+        raise InvalidRequest(NOT_JSON, "message has no value (tombstone)")
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise InvalidRequest(OVERSIZED, f"message is {len(raw)} bytes; the limit is {MAX_MESSAGE_BYTES}")
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(NOT_JSON, f"message is not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise InvalidRequest(NOT_OBJECT, f"message must be a JSON object, got {type(doc).__name__}")
+
+    request_id = doc.get("request_id")
+    if request_id is None:
+        raise InvalidRequest(MISSING_FIELD, "missing field 'request_id'")
+    if not isinstance(request_id, str) or not 0 < len(request_id) <= MAX_REQUEST_ID_CHARS:
+        raise InvalidRequest(
+            BAD_REQUEST_ID, f"field 'request_id' must be a non-empty string of at most {MAX_REQUEST_ID_CHARS} chars"
+        )
+    user_id = doc.get("user_id")
+    if user_id is None:
+        raise InvalidRequest(MISSING_FIELD, "missing field 'user_id'")
+    if not _is_int(user_id):
+        raise InvalidRequest(WRONG_TYPE, f"field 'user_id' must be an int, got {type(user_id).__name__}")
+
+    has_movies, has_k = "movie_ids" in doc, "k" in doc
+    if has_movies and has_k:
+        raise InvalidRequest(AMBIGUOUS, "give either 'movie_ids' (scoring) or 'k' (top-k), not both")
+    if has_movies:
+        movie_ids = doc["movie_ids"]
+        if not isinstance(movie_ids, list):
+            kind = type(movie_ids).__name__
+            raise InvalidRequest(WRONG_TYPE, f"field 'movie_ids' must be a list of ints, got {kind}")
+        if not movie_ids:
+            raise InvalidRequest(EMPTY_MOVIE_IDS, "field 'movie_ids' must not be empty")
+        if len(movie_ids) > MAX_MOVIE_IDS:
+            raise InvalidRequest(
+                TOO_MANY_MOVIE_IDS, f"field 'movie_ids' has {len(movie_ids)} ids; the limit is {MAX_MOVIE_IDS}"
+            )
+        for i, movie_id in enumerate(movie_ids):
+            if not _is_int(movie_id):
+                raise InvalidRequest(
+                    WRONG_TYPE, f"field 'movie_ids[{i}]' must be an int, got {type(movie_id).__name__}"
+                )
+        return ScoreRequest(request_id, user_id, tuple(movie_ids))
+    if has_k:
+        k = doc["k"]
+        if not _is_int(k):
+            raise InvalidRequest(WRONG_TYPE, f"field 'k' must be an int, got {type(k).__name__}")
+        if not MIN_K <= k <= MAX_K:
+            raise InvalidRequest(K_OUT_OF_RANGE, f"field 'k' is {k}; it must be in {MIN_K}..{MAX_K}")
+        return TopKRequest(request_id, user_id, k)
+    raise InvalidRequest(MISSING_FIELD, "missing field: give 'movie_ids' (scoring) or 'k' (top-k)")
+
+
+def _dumps(doc: Any) -> bytes:
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def encode_request(request: Request) -> bytes:
+    """The wire form of a request (what clients, the verifier and the benchmark send)."""
+    doc: dict[str, Any] = {"request_id": request.request_id, "user_id": request.user_id}
+    if isinstance(request, ScoreRequest):
+        doc["movie_ids"] = list(request.movie_ids)
+    else:
+        doc["k"] = request.k
+    return _dumps(doc)
+
+
+def request_key(user_id: int) -> bytes:
+    """Requests and results are keyed by user id as a string (CONTRACTS.md)."""
+    return str(user_id).encode()
+
+
+def utc_now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def score_result(
+    request_id: str, user_id: int, scores: dict[int, float], model_version: str, feature_set: str,
+    fallback: bool, created_at: str,
+) -> bytes:  # fmt: skip
+    """A scoring result: `scores` maps movie id (a string key in JSON) to P(rating >= 4)."""
+    return _dumps({
+        "request_id": request_id, "user_id": user_id,
+        "scores": {str(m): float(s) for m, s in scores.items()},
+        "model_version": model_version, "feature_set": feature_set,
+        "fallback": fallback, "created_at": created_at,
+    })  # fmt: skip
+
+
+def topk_result(
+    request_id: str, user_id: int, recommendations: list[tuple[int, float]], model_version: str,
+    feature_set: str, fallback: bool, created_at: str,
+) -> bytes:  # fmt: skip
+    """A top-k result: `recommendations` best first."""
+    return _dumps({
+        "request_id": request_id, "user_id": user_id,
+        "recommendations": [{"movie_id": int(m), "score": float(s)} for m, s in recommendations],
+        "model_version": model_version, "feature_set": feature_set,
+        "fallback": fallback, "created_at": created_at,
+    })  # fmt: skip
+
+
+RESULT_FIELDS = ("request_id", "user_id", "model_version", "feature_set", "fallback", "created_at")
+
+
+def parse_result(raw: bytes | str) -> dict[str, Any]:
+    """Decode a result and check it has the contract's fields (for clients and the verifier)."""
+    doc = json.loads(raw)
+    missing = [f for f in RESULT_FIELDS if f not in doc]
+    if ("scores" in doc) == ("recommendations" in doc):
+        missing.append("scores|recommendations")
+    if missing:
+        raise ValueError(f"result lacks {', '.join(missing)}: {raw!r:.200}")
+    return doc
+
+
+def dlq_record(
+    original: bytes | None, key: bytes | None, reason: str, detail: str, topic: str, partition: int, offset: int
+) -> bytes:
+    """A dead letter: the original bytes (base64, so any payload survives), why, and where it came from."""
+    return _dumps({
+        "original_base64": base64.b64encode(original or b"").decode(),
+        "original_key": None if key is None else base64.b64encode(key).decode(),
+        "reason": reason, "detail": detail,
+        "source_topic": topic, "source_partition": partition, "source_offset": offset,
+        "failed_at": utc_now_iso(),
+    })  # fmt: skip
+
+
+def parse_dlq_record(raw: bytes) -> dict[str, Any]:
+    """A dead letter with `original` decoded back to bytes."""
+    doc = json.loads(raw)
+    doc["original"] = base64.b64decode(doc["original_base64"])
+    return doc
