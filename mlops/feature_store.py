@@ -1,0 +1,269 @@
+"""The online feature store in Redis, modelled on Feast's Redis online store.
+
+Each load is a new, immutable feature-set version: `fs:{version}:user:{id}` and `fs:{version}:item:{id}`
+hold a JSON object of that entity's features, `fs:{version}:meta` the set's metadata and
+`fs:{version}:index:users|items` its entity ids (so nothing ever needs SCAN). `fs:current` names the
+version serving reads.
+
+Why it is safe to load while serving: a version is written completely (keys with a TTL, so an aborted
+load cleans itself up), its meta last, and only then does `fs:current` move, in one atomic step that
+refuses a version without meta. Readers either name a version (one MGET) or let a small Lua script
+resolve `fs:current` and read under it in the same atomic call, so no reader sees two versions mixed.
+The version going live loses its TTL; the one it replaces gets the TTL and stays readable until it
+expires, for readers still holding its name.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+
+from mlops.errors import DataError
+from mlops.settings import Settings
+
+log = logging.getLogger(__name__)
+
+CURRENT = "fs:current"
+_ENTITIES = ("user", "item")
+_CHUNK = 5000
+
+# ARGV: version ('' = whatever fs:current names), number of user ids, then the user ids, then the item ids.
+# Returns {version, value...}; {false} when no version is current. Reads keys it is not given in KEYS,
+# which standalone Redis allows (a cluster would need a hash tag per version).
+_READ_SCRIPT = """
+local v = ARGV[1]
+if v == '' then v = redis.call('GET', KEYS[1]) end
+if not v then return {false} end
+local n_users = tonumber(ARGV[2])
+local out = {v}
+for i = 3, #ARGV do
+  local kind = 'item'
+  if i - 2 <= n_users then kind = 'user' end
+  out[#out + 1] = redis.call('GET', 'fs:' .. v .. ':' .. kind .. ':' .. ARGV[i])
+end
+return out
+"""
+
+# KEYS: fs:current, the new version's meta. ARGV: new version. Returns the previous version (or false).
+_SWITCH_SCRIPT = """
+if redis.call('EXISTS', KEYS[2]) == 0 then return redis.error_reply('no meta for version ' .. ARGV[1]) end
+local previous = redis.call('GET', KEYS[1])
+redis.call('SET', KEYS[1], ARGV[1])
+return previous
+"""
+
+
+@dataclass(frozen=True)
+class OnlineFeatures:
+    """Features read in one round trip; a missing entity (cold start) maps to None."""
+
+    version: str | None
+    users: dict[int, dict[str, Any] | None]
+    items: dict[int, dict[str, Any] | None]
+
+
+def _json_default(value: Any) -> Any:
+    """numpy scalars and arrays (what pandas rows hold) as plain JSON."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"feature value {value!r} of type {type(value).__name__} is not JSON-serializable")
+
+
+def encode(features: dict[str, Any]) -> bytes:
+    return json.dumps(features, separators=(",", ":"), default=_json_default).encode()
+
+
+def _decode(raw: bytes | None) -> dict[str, Any] | None:
+    return None if raw is None else json.loads(raw)
+
+
+def _chunks(values: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+class RedisFeatureStore:
+    """Versioned feature sets with an atomic `fs:current` switch and one-round-trip reads."""
+
+    def __init__(self, client: redis.Redis, ttl_seconds: int):
+        self.r = client
+        self.ttl = ttl_seconds
+        self._read = client.register_script(_READ_SCRIPT)
+        self._switch = client.register_script(_SWITCH_SCRIPT)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RedisFeatureStore:
+        return cls(redis.Redis.from_url(settings.redis_url), settings.feature_set_ttl_seconds)
+
+    # -- keys -------------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def key(version: str, entity: str, entity_id: int) -> str:
+        return f"fs:{version}:{entity}:{int(entity_id)}"
+
+    @staticmethod
+    def meta_key(version: str) -> str:
+        return f"fs:{version}:meta"
+
+    @staticmethod
+    def index_key(version: str, entity: str) -> str:
+        return f"fs:{version}:index:{entity}s"
+
+    # -- reads ------------------------------------------------------------------------------------------------
+
+    def current_version(self) -> str | None:
+        raw = self.r.get(CURRENT)
+        return raw.decode() if raw is not None else None
+
+    def exists(self, version: str) -> bool:
+        """Whether `version` was loaded completely (its meta is written last) and has not expired."""
+        return bool(self.r.exists(self.meta_key(version)))
+
+    def get_online_features(
+        self, user_ids: Iterable[int], movie_ids: Iterable[int], version: str | None = None
+    ) -> OnlineFeatures:
+        """Features of these users and movies, in one round trip, all from one version.
+
+        With `version=None` the current version is resolved inside the same atomic call, so a switch
+        happening meanwhile can never mix two versions in one answer.
+        """
+        users = [int(u) for u in user_ids]
+        items = [int(m) for m in movie_ids]
+        if version is not None:
+            keys = [self.key(version, "user", u) for u in users] + [self.key(version, "item", m) for m in items]
+            values = self.r.mget(keys) if keys else []
+            resolved: str | None = version
+        else:
+            reply = self._read(keys=[CURRENT], args=["", len(users), *users, *items])
+            if not reply or reply[0] is None:
+                return OnlineFeatures(None, dict.fromkeys(users), dict.fromkeys(items))
+            resolved, values = reply[0].decode(), reply[1:]
+        return OnlineFeatures(
+            resolved,
+            {u: _decode(v) for u, v in zip(users, values[: len(users)], strict=True)},
+            {m: _decode(v) for m, v in zip(items, values[len(users) :], strict=True)},
+        )
+
+    def metadata(self, version: str) -> dict[str, Any]:
+        raw = self.r.get(self.meta_key(version))
+        if raw is None:
+            raise DataError(f"feature set {version!r} not found in Redis (never loaded completely, or expired)")
+        return json.loads(raw)
+
+    def ids(self, version: str, entity: str) -> list[int]:
+        """The ids of one entity type (`user` or `item`) in `version`."""
+        raw = self.r.get(self.index_key(version, entity))
+        if raw is None:
+            raise DataError(f"feature set {version!r} has no {entity} index (never loaded completely, or expired)")
+        return json.loads(raw)
+
+    def get_all_items(self, version: str) -> dict[int, dict[str, Any]]:
+        """Every movie's features in `version` (the candidate catalog), by MGET in chunks, no SCAN."""
+        out: dict[int, dict[str, Any]] = {}
+        for chunk in _chunks(self.ids(version, "item"), _CHUNK):
+            for movie_id, raw in zip(chunk, self.r.mget([self.key(version, "item", m) for m in chunk]), strict=True):
+                if raw is not None:
+                    out[movie_id] = json.loads(raw)
+        return out
+
+    # -- writes -----------------------------------------------------------------------------------------------
+
+    def write_feature_set(
+        self,
+        version: str,
+        users: Iterable[tuple[int, dict[str, Any]]],
+        items: Iterable[tuple[int, dict[str, Any]]],
+        metadata: dict[str, Any],
+        batch_size: int = 2000,
+    ) -> dict[str, Any]:
+        """Load a new feature-set version, then make it current; returns its metadata.
+
+        Refuses a version that already exists, so a stored set is never changed under its readers.
+        """
+        if not version or any(c.isspace() for c in version):
+            raise ValueError(f"feature-set version {version!r}: expected a non-empty string without spaces")
+        if self.exists(version):
+            raise DataError(f"feature set {version!r} already exists in Redis; a stored version is never overwritten")
+        started = time.monotonic()
+        counts = {}
+        for entity, rows in (("user", users), ("item", items)):
+            ids = self._write_entities(version, entity, rows, batch_size)
+            self.r.set(self.index_key(version, entity), json.dumps(ids), ex=self.ttl)
+            counts[entity] = len(ids)
+        meta = {
+            **metadata,
+            "version": version,
+            "n_users": counts["user"],
+            "n_items": counts["item"],
+            "created_at": datetime.now(UTC).isoformat(),
+        }
+        self.r.set(self.meta_key(version), json.dumps(meta, default=_json_default), ex=self.ttl)
+        previous = self.switch_to(version)
+        log.info(
+            "feature set %s live: %d users, %d items in %.1fs (previous: %s)",
+            version, counts["user"], counts["item"], time.monotonic() - started, previous,
+        )  # fmt: skip
+        return meta
+
+    def _write_entities(
+        self, version: str, entity: str, rows: Iterable[tuple[int, dict[str, Any]]], batch_size: int
+    ) -> list[int]:
+        ids: list[int] = []
+        seen: set[int] = set()
+        pipe = self.r.pipeline(transaction=False)
+        started = last_log = time.monotonic()
+        for entity_id, features in rows:
+            entity_id = int(entity_id)
+            if entity_id in seen:
+                raise DataError(f"feature set {version!r}: {entity} {entity_id} appears twice in the input")
+            seen.add(entity_id)
+            ids.append(entity_id)
+            pipe.set(self.key(version, entity, entity_id), encode(features), ex=self.ttl)
+            if len(ids) % batch_size == 0:
+                pipe.execute()
+                if time.monotonic() - last_log > 5:
+                    last_log = time.monotonic()
+                    log.info("feature set %s: %d %ss written (%.0f/s)", version, len(ids), entity,
+                             len(ids) / (last_log - started))  # fmt: skip
+        pipe.execute()
+        log.info("feature set %s: %d %ss written", version, len(ids), entity)
+        return ids
+
+    def switch_to(self, version: str) -> str | None:
+        """Make `version` current (atomically; it must be complete); returns the version it replaced.
+
+        The new version stops expiring; the replaced one starts to, but stays readable until then.
+        """
+        previous = self._switch(keys=[CURRENT, self.meta_key(version)], args=[version])
+        previous = previous.decode() if previous is not None else None
+        self._set_expiry(version, persist=True)
+        if previous and previous != version:
+            self._set_expiry(previous, persist=False)
+        return previous
+
+    def _set_expiry(self, version: str, persist: bool) -> None:
+        """PERSIST (live version) or EXPIRE (retired version) every key of `version`, pipelined."""
+        for entity in _ENTITIES:
+            raw = self.r.get(self.index_key(version, entity))
+            if raw is None:
+                continue
+            for chunk in _chunks(json.loads(raw), _CHUNK):
+                pipe = self.r.pipeline(transaction=False)
+                for entity_id in chunk:
+                    key = self.key(version, entity, entity_id)
+                    pipe.persist(key) if persist else pipe.expire(key, self.ttl)
+                pipe.execute()
+        pipe = self.r.pipeline(transaction=False)
+        for key in (self.meta_key(version), *(self.index_key(version, e) for e in _ENTITIES)):
+            pipe.persist(key) if persist else pipe.expire(key, self.ttl)
+        pipe.execute()
+
