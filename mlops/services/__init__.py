@@ -1,0 +1,1 @@
+"""Running the platform's services: launch definitions, health checks, local and Docker backends."""

@@ -1,0 +1,94 @@
+"""Protocol-level health checks: an open port is not enough, each check speaks the service's protocol.
+
+Every check raises on failure (with the client's own message) and returns a short description on success.
+"""
+
+from __future__ import annotations
+
+import socket
+from urllib.parse import urlparse
+
+import requests
+
+from mlops.settings import Settings
+
+TIMEOUT_S = 3.0
+
+
+def tcp_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    """True when something accepts connections on host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def bootstrap_address(settings: Settings) -> tuple[str, int]:
+    """Host and port of the first Kafka bootstrap server."""
+    first = settings.kafka_bootstrap_servers.split(",")[0].strip()
+    host, _, port = first.rpartition(":")
+    return host or "127.0.0.1", int(port)
+
+
+def s3_address(settings: Settings) -> tuple[str, int]:
+    parsed = urlparse(settings.s3_endpoint_url)
+    return parsed.hostname or "127.0.0.1", parsed.port or (443 if parsed.scheme == "https" else 80)
+
+
+def redis_ping(settings: Settings) -> str:
+    import redis
+
+    client = redis.Redis(
+        host=settings.redis_host,
+        port=settings.redis_port,
+        password=settings.redis_password,
+        socket_timeout=TIMEOUT_S,
+        socket_connect_timeout=TIMEOUT_S,
+    )
+    try:
+        client.ping()
+        return f"PING ok, redis {client.info('server')['redis_version']}"
+    finally:
+        client.close()
+
+
+def kafka_metadata(settings: Settings) -> str:
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers, "socket.timeout.ms": 3000})
+    meta = admin.list_topics(timeout=TIMEOUT_S)
+    return f"metadata ok, {len(meta.brokers)} broker(s), {len(meta.topics)} topic(s)"
+
+
+def s3_client(settings: Settings):
+    """A minio SDK client for the configured endpoint (the platform's S3 client of choice)."""
+    from minio import Minio
+
+    parsed = urlparse(settings.s3_endpoint_url)
+    return Minio(
+        parsed.netloc,
+        access_key=settings.s3_access_key,
+        secret_key=settings.s3_secret_key,
+        secure=parsed.scheme == "https",
+        region=settings.s3_region,
+    )
+
+
+def s3_list_buckets(settings: Settings) -> str:
+    buckets = s3_client(settings).list_buckets()
+    return f"list-buckets ok, {len(buckets)} bucket(s)"
+
+
+def http_ok(url: str) -> str:
+    response = requests.get(url, timeout=TIMEOUT_S)
+    response.raise_for_status()
+    return f"GET {urlparse(url).path} {response.status_code}"
+
+
+def mlflow_health(settings: Settings) -> str:
+    return http_ok(settings.mlflow_tracking_uri.rstrip("/") + "/health")
+
+
+def airflow_health(settings: Settings) -> str:
+    return http_ok(settings.airflow_url.rstrip("/") + "/api/v2/monitor/health")

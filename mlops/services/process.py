@@ -1,0 +1,131 @@
+"""Starting, waiting for and stopping one service process.
+
+Each process gets its own session (so its process group can be signalled as a whole: MLflow's and
+Airflow's workers go with their parent) and appends its output to a log file.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from mlops.services.errors import ServiceError
+from mlops.services.health import tcp_open
+from mlops.services.specs import Launch
+
+
+def last_log_line(log: Path) -> str:
+    """The last non-empty line of a log, to put the likely cause in the one-line error."""
+    try:
+        with log.open("rb") as fh:
+            fh.seek(max(0, log.stat().st_size - 4096))
+            lines = [ln.strip() for ln in fh.read().decode(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return lines[-1][:300] if lines else ""
+
+
+def start(launch: Launch, log: Path, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Prepare and spawn `launch`, refusing when its port is already taken by someone else."""
+    if launch.port is not None and tcp_open(launch.host, launch.port):
+        raise ServiceError(launch.name, f"port {launch.host}:{launch.port} is already in use by another process")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    if launch.prepare is not None:
+        try:
+            launch.prepare()
+        except Exception as exc:
+            raise ServiceError(launch.name, f"preparation failed: {exc}", log) from exc
+    env = {**os.environ, **(extra_env or {}), **launch.env}
+    with log.open("ab") as out:
+        out.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting: {' '.join(launch.argv)}\n".encode())
+        out.flush()
+        try:
+            return subprocess.Popen(
+                launch.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=launch.cwd,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise ServiceError(launch.name, f"cannot execute {launch.argv[0]}: {exc}", log) from exc
+
+
+def wait_ready(launch: Launch, proc: subprocess.Popen, log: Path) -> str:
+    """Block until the health check passes; fail fast when the process exits first."""
+    deadline = time.monotonic() + launch.timeout_s
+    last_error = "no answer yet"
+    while True:
+        code = proc.poll()
+        if code is not None:
+            hint = last_log_line(log)
+            raise ServiceError(launch.name, f"exited with code {code} while starting" + (f": {hint}" if hint else ""), log)
+        try:
+            return launch.check()
+        except Exception as exc:
+            last_error = f"{type(exc).__name__}: {exc}"[:300]
+        if time.monotonic() > deadline:
+            stop(proc.pid)
+            raise ServiceError(launch.name, f"not healthy after {launch.timeout_s:.0f}s ({last_error})", log)
+        time.sleep(0.25)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (exited, not yet reaped) is not alive
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def stop(pid: int, timeout_s: float = 15.0) -> None:
+    """SIGTERM the process group led by `pid` (the process itself if it leads none), then SIGKILL."""
+    try:
+        group = os.getpgid(pid)
+    except ProcessLookupError:
+        return
+    target = group if group == pid else None
+
+    def send(sig: int) -> None:
+        try:
+            if target is not None:
+                os.killpg(target, sig)
+            else:
+                os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+    send(signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        _reap(pid)
+        if not alive(pid):
+            break
+        time.sleep(0.1)
+    send(signal.SIGKILL)  # stragglers of the group (workers) even when the leader exited
+    _reap(pid)
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
