@@ -30,9 +30,12 @@ K_OUT_OF_RANGE = "k_out_of_range"
 EMPTY_MOVIE_IDS = "empty_movie_ids"
 TOO_MANY_MOVIE_IDS = "too_many_movie_ids"
 BAD_REQUEST_ID = "bad_request_id"
+PROCESSING_ERROR = "processing_error"
+"""A well-formed request the model could not answer (a bug, not the client's fault): dead-lettered so that
+it cannot block its partition."""
 REASONS = (
     OVERSIZED, NOT_JSON, NOT_OBJECT, MISSING_FIELD, WRONG_TYPE, AMBIGUOUS,
-    K_OUT_OF_RANGE, EMPTY_MOVIE_IDS, TOO_MANY_MOVIE_IDS, BAD_REQUEST_ID,
+    K_OUT_OF_RANGE, EMPTY_MOVIE_IDS, TOO_MANY_MOVIE_IDS, BAD_REQUEST_ID, PROCESSING_ERROR,
 )  # fmt: skip
 
 SCORE, TOPK = "score", "topk"
@@ -146,6 +149,11 @@ def encode_request(request: Request) -> bytes:
 def request_key(user_id: int) -> bytes:
     """Requests and results are keyed by user id as a string (CONTRACTS.md)."""
     return str(user_id).encode()
+
+
+def prediction_key(request_id: str) -> str:
+    """Where a result lives in Redis (CONTRACTS.md)."""
+    return f"prediction:{request_id}"
 
 
 def utc_now_iso() -> str:

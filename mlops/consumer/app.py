@@ -1,0 +1,103 @@
+"""Wiring of one consumer process: settings -> store, ranker, Kafka clients, metrics server, model watcher.
+
+`python inference/queue_consumer.py --index i` runs it; process i serves its metrics on
+INFERENCE_METRICS_PORT + i, so the N processes that local mode starts never collide.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+from confluent_kafka import Consumer, Producer
+
+from mlops.consumer import kafka
+from mlops.consumer.metrics import ConsumerMetrics, serve
+from mlops.consumer.processor import BatchProcessor
+from mlops.consumer.reload import CHAMPION, ModelWatcher, RankerHolder, champion_version
+from mlops.consumer.service import MAX_BACKOFF_S, StreamConsumer
+from mlops.feature_store import RedisFeatureStore
+from mlops.settings import Settings, get_settings
+
+log = logging.getLogger("mlops.consumer")
+
+RELOAD_INTERVAL_S = 10.0
+
+
+def build(settings: Settings, index: int = 0, **consumer_overrides: Any) -> tuple[StreamConsumer, ModelWatcher]:
+    """A consumer and its model watcher, not started; the caller loads the first model and runs them."""
+    from mlops.serving import Ranker  # heavy (LightGBM, MLflow): imported when a process really serves
+
+    name = f"inference-{index}"
+    metrics = ConsumerMetrics()
+    holder = RankerHolder()
+
+    def on_swap(ranker: Any) -> None:
+        metrics.set_model(str(ranker.info.model_version), str(ranker.info.feature_set))
+        metrics.reloads.inc()
+
+    holder.on_swap = on_swap
+    store = RedisFeatureStore.from_settings(settings)
+    processor = BatchProcessor(store, redis.Redis.from_url(settings.redis_url), settings.prediction_ttl_seconds)
+    service = StreamConsumer(
+        Consumer(kafka.consumer_config(settings, **{"client.id": name, **consumer_overrides})),
+        Producer(kafka.producer_config(settings, **{"client.id": name})),
+        processor, holder, metrics, settings.inference_batch_size, settings.inference_batch_timeout_ms, name,
+    )  # fmt: skip
+    watcher = ModelWatcher(
+        holder,
+        lambda: champion_version(settings.mlflow_tracking_uri, settings.model_name, CHAMPION),
+        lambda: Ranker.load(settings, store, alias=CHAMPION),
+        RELOAD_INTERVAL_S,
+        service.stopping,
+    )
+    return service, watcher
+
+
+def wait_for_model(watcher: ModelWatcher, stopping: threading.Event) -> bool:
+    """Block until a champion is loaded (a fresh stack has none until the first pipeline run)."""
+    delay = 1.0
+    while not stopping.is_set():
+        try:
+            if watcher.check_once() or watcher.holder.ranker is not None:
+                return True
+            log.info("no `%s` model registered yet: waiting (requests stay queued)", CHAMPION)
+        except Exception as exc:
+            log.warning("cannot load the `%s` model yet (%s): retrying", CHAMPION, exc)
+        stopping.wait(delay)
+        delay = min(delay * 2, MAX_BACKOFF_S * 2)
+    return False
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Kafka inference consumer (micro-batching, idempotent, hot reload)")
+    parser.add_argument("--index", type=int, default=0, help="process number i: metrics on INFERENCE_METRICS_PORT + i")
+    parser.add_argument("--metrics-port", type=int, default=None, help="override the metrics/health port")
+    parser.add_argument("--reload-interval", type=float, default=RELOAD_INTERVAL_S, help="seconds between checks")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    settings = get_settings()
+    service, watcher = build(settings, args.index)
+    watcher.interval = args.reload_interval
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: service.stop())
+    port = args.metrics_port if args.metrics_port is not None else settings.inference_metrics_port + args.index
+    server = serve(port, service.metrics, service.health)
+    try:
+        if not wait_for_model(watcher, service.stopping):
+            return 0
+        watcher.start()
+        return service.run()
+    finally:
+        server.shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""Prometheus metrics and the health endpoint of one consumer process (`/metrics`, `/healthz`).
+
+Each process has its own registry (several consumers may live in one test process) and serves it on
+INFERENCE_METRICS_PORT + its index, so N local processes never collide.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+log = logging.getLogger(__name__)
+
+_LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2000)
+
+
+class ConsumerMetrics:
+    """The consumer's instruments, registered in a registry of their own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("inference_requests", "Requests answered, by type", ["type"], registry=r)
+        self.errors = Counter(
+            "inference_errors", "Rejected requests (by DLQ reason) and retried failures", ["reason"], registry=r
+        )
+        self.fallbacks = Counter("inference_fallbacks", "Answers from the cold-start popularity fallback", registry=r)
+        self.redelivered = Counter(
+            "inference_redelivered", "Requests already answered: the stored result was republished", registry=r
+        )
+        self.batch_size = Histogram("inference_batch_size", "Messages per micro-batch", buckets=_BATCH_BUCKETS,
+                                    registry=r)  # fmt: skip
+        self.batch_seconds = Histogram(
+            "inference_batch_seconds", "Time to process one micro-batch (validate to commit)",
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.latency = Histogram(
+            "inference_end_to_end_seconds", "Request message timestamp to result published and committed",
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.model_info = Gauge(
+            "inference_model_info", "The model serving (1 = current)", ["model_version", "feature_set"], registry=r
+        )
+        self.reloads = Counter("inference_model_reloads", "Hot swaps of the model", registry=r)
+        self.last_batch = Gauge("inference_last_batch_timestamp_seconds", "When the last batch committed", registry=r)
+
+    def set_model(self, model_version: str, feature_set: str) -> None:
+        self.model_info.clear()
+        self.model_info.labels(model_version=model_version, feature_set=feature_set).set(1)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _MetricsServer
+
+    def do_GET(self) -> None:
+        if self.path.startswith("/metrics"):
+            self._send(200, CONTENT_TYPE_LATEST, generate_latest(self.server.metrics.registry))
+        elif self.path.startswith("/healthz"):
+            healthy, detail = self.server.health()
+            self._send(200 if healthy else 503, "application/json", json.dumps(detail).encode())
+        else:
+            self._send(404, "text/plain", b"try /metrics or /healthz\n")
+
+    def _send(self, status: int, content_type: str, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:  # scrapes every few seconds: keep the log quiet
+        pass
+
+
+class _MetricsServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, port: int, metrics: ConsumerMetrics, health: Callable[[], tuple[bool, dict]]) -> None:
+        super().__init__(("0.0.0.0", port), _Handler)
+        self.metrics = metrics
+        self.health = health
+
+
+def serve(port: int, metrics: ConsumerMetrics, health: Callable[[], tuple[bool, dict]]) -> ThreadingHTTPServer:
+    """Serve /metrics and /healthz in a daemon thread; a taken port fails here, naming it."""
+    try:
+        server = _MetricsServer(port, metrics, health)
+    except OSError as exc:
+        raise OSError(f"inference metrics port {port} is taken ({exc}); pass --index or --metrics-port") from exc
+    threading.Thread(target=server.serve_forever, name=f"metrics:{port}", daemon=True).start()
+    log.info("metrics on http://127.0.0.1:%d/metrics, health on /healthz", server.server_address[1])
+    return server
