@@ -12,12 +12,11 @@ import json
 import os
 import secrets
 import subprocess
-import sys
 from collections.abc import Mapping
-from dataclasses import fields
 from pathlib import Path
 from urllib.parse import urlparse
 
+from mlops.services.specs import BIN_DIR, s3_client_environ, settings_environ, venv_tool
 from mlops.settings import PROJECT_ROOT, Settings
 
 DAGS_FOLDER = PROJECT_ROOT / "airflow" / "dags"
@@ -26,18 +25,11 @@ DAG_ID = "mlops_platform"
 # Two cores: load_to_redis and train may run side by side, nothing more.
 PARALLELISM = 2
 
-_VENV_BIN = Path(sys.executable).parent
-_AIRFLOW = str(_VENV_BIN / "airflow")
 SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
 
 
 def airflow_home(settings: Settings) -> Path:
     return settings.path("local_dir") / "data" / "airflow"
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The settings as variables, so task processes (spark-submit, training) see exactly these values."""
-    return {f.name.upper(): str(getattr(settings, f.name)) for f in fields(settings)}
 
 
 def _log_server_ports(api_port: int) -> tuple[int, int]:
@@ -96,7 +88,9 @@ def airflow_env(settings: Settings, base: Mapping[str, str] | None = None) -> di
     base_url = settings.airflow_url.rstrip("/")
 
     env = dict(os.environ if base is None else base)
-    env.update(settings_env(settings))
+    # Task processes (spark-submit, training) load their settings from these, so they see exactly ours.
+    env.update(settings_environ(settings))
+    env.update(s3_client_environ(settings))
     env.update(
         {
             "AIRFLOW_HOME": str(home),
@@ -126,7 +120,7 @@ def airflow_env(settings: Settings, base: Mapping[str, str] | None = None) -> di
             "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
             # The DAG and its tasks import `mlops` from the checkout and run the venv's spark-submit.
             "PYTHONPATH": os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p),
-            "PATH": os.pathsep.join(p for p in (str(_VENV_BIN), env.get("PATH", "")) if p),
+            "PATH": os.pathsep.join(p for p in (str(BIN_DIR), env.get("PATH", "")) if p),
         }
     )
     return env
@@ -138,10 +132,11 @@ def airflow_commands() -> list[tuple[str, list[str]]]:
     No triggerer: the DAG has no deferrable tasks. Names start with `airflow` so their pid files match
     the `airflow*.pid` contract.
     """
+    airflow = venv_tool("airflow")
     return [
-        ("airflow-api-server", [_AIRFLOW, "api-server"]),
-        ("airflow-scheduler", [_AIRFLOW, "scheduler"]),
-        ("airflow-dag-processor", [_AIRFLOW, "dag-processor"]),
+        ("airflow-api-server", [airflow, "api-server"]),
+        ("airflow-scheduler", [airflow, "scheduler"]),
+        ("airflow-dag-processor", [airflow, "dag-processor"]),
     ]
 
 
@@ -153,7 +148,7 @@ def prepare(settings: Settings, timeout: float = 600) -> None:
     """Create or upgrade the metadata DB; safe to run on every start (a migrated DB is left as it is)."""
     env = airflow_env(settings)
     proc = subprocess.run(
-        [_AIRFLOW, "db", "migrate"], env=env, capture_output=True, text=True, timeout=timeout, check=False
+        [venv_tool("airflow"), "db", "migrate"], env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-30:])
