@@ -18,6 +18,7 @@ import redis
 from confluent_kafka import Consumer, Producer
 
 from mlops.consumer import kafka
+from mlops.consumer.kafka import StreamTopics
 from mlops.consumer.metrics import ConsumerMetrics, serve
 from mlops.consumer.processor import BatchProcessor
 from mlops.consumer.reload import CHAMPION, ModelWatcher, RankerHolder, champion_version
@@ -30,11 +31,14 @@ log = logging.getLogger("mlops.consumer")
 RELOAD_INTERVAL_S = 10.0
 
 
-def build(settings: Settings, index: int = 0, **consumer_overrides: Any) -> tuple[StreamConsumer, ModelWatcher]:
+def build(
+    settings: Settings, index: int = 0, topics: StreamTopics | None = None, **consumer_overrides: Any
+) -> tuple[StreamConsumer, ModelWatcher]:
     """A consumer and its model watcher, not started; the caller loads the first model and runs them."""
     from mlops.serving import Ranker  # heavy (LightGBM, MLflow): imported when a process really serves
 
     name = f"inference-{index}"
+    topics = topics or StreamTopics()
     metrics = ConsumerMetrics()
     holder = RankerHolder()
 
@@ -46,9 +50,10 @@ def build(settings: Settings, index: int = 0, **consumer_overrides: Any) -> tupl
     store = RedisFeatureStore.from_settings(settings)
     processor = BatchProcessor(store, redis.Redis.from_url(settings.redis_url), settings.prediction_ttl_seconds)
     service = StreamConsumer(
-        Consumer(kafka.consumer_config(settings, **{"client.id": name, **consumer_overrides})),
+        Consumer(kafka.consumer_config(settings, topics.group, **{"client.id": name, **consumer_overrides})),
         Producer(kafka.producer_config(settings, **{"client.id": name})),
         processor, holder, metrics, settings.inference_batch_size, settings.inference_batch_timeout_ms, name,
+        topics,
     )  # fmt: skip
     watcher = ModelWatcher(
         holder,
@@ -80,11 +85,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--index", type=int, default=0, help="process number i: metrics on INFERENCE_METRICS_PORT + i")
     parser.add_argument("--metrics-port", type=int, default=None, help="override the metrics/health port")
     parser.add_argument("--reload-interval", type=float, default=RELOAD_INTERVAL_S, help="seconds between checks")
+    parser.add_argument(
+        "--namespace", default=None,
+        help="use private topics `<topic>.<namespace>` and group (benchmarks, tests); default: the contract's",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     settings = get_settings()
-    service, watcher = build(settings, args.index)
+    topics = StreamTopics.namespaced(args.namespace)
+    if args.namespace:
+        kafka.ensure_topics(settings, topics)
+    service, watcher = build(settings, args.index, topics)
     watcher.interval = args.reload_interval
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: service.stop())

@@ -2,10 +2,58 @@
 
 from __future__ import annotations
 
+import contextlib
+from dataclasses import dataclass
 from typing import Any
 
+from confluent_kafka.admin import AdminClient, NewTopic
+
 from mlops.settings import Settings
-from mlops.topics import CONSUMER_GROUP
+from mlops.topics import CONSUMER_GROUP, DLQ, PREDICTIONS, REQUESTS, TOPICS
+
+
+@dataclass(frozen=True)
+class StreamTopics:
+    """The topics and group one consumer works with: the contract's names, or a private namespace of
+    them (`namespaced`) so that a benchmark or a test can run a consumer without the stack's consumers
+    taking its requests."""
+
+    requests: str = REQUESTS
+    predictions: str = PREDICTIONS
+    dlq: str = DLQ
+    group: str = CONSUMER_GROUP
+
+    @classmethod
+    def namespaced(cls, namespace: str | None) -> StreamTopics:
+        if not namespace:
+            return cls()
+        return cls(f"{REQUESTS}.{namespace}", f"{PREDICTIONS}.{namespace}", f"{DLQ}.{namespace}",
+                   f"{CONSUMER_GROUP}.{namespace}")  # fmt: skip
+
+    def partitions(self) -> dict[str, int]:
+        """Partition count of each topic (the contract's counts)."""
+        counts = {t.name: t.partitions for t in TOPICS}
+        return {self.requests: counts[REQUESTS], self.predictions: counts[PREDICTIONS], self.dlq: counts[DLQ]}
+
+
+def ensure_topics(settings: Settings, topics: StreamTopics) -> None:
+    """Create the namespace's topics if missing (the stack's own topics are provisioned by `up`)."""
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    existing = set(admin.list_topics(timeout=10).topics)
+    wanted = [NewTopic(name, n, 1) for name, n in topics.partitions().items() if name not in existing]
+    for future in admin.create_topics(wanted).values() if wanted else ():
+        try:
+            future.result()
+        except Exception as exc:
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise
+
+
+def delete_topics(settings: Settings, topics: StreamTopics) -> None:
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    for future in admin.delete_topics(list(topics.partitions())).values():
+        with contextlib.suppress(Exception):  # best effort: a benchmark's leftovers are harmless
+            future.result()
 
 
 def consumer_config(settings: Settings, group: str = CONSUMER_GROUP, **overrides: Any) -> dict[str, Any]:

@@ -19,11 +19,11 @@ from typing import Any, TypeVar
 import redis
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
+from mlops.consumer.kafka import StreamTopics
 from mlops.consumer.metrics import ConsumerMetrics
 from mlops.consumer.processor import Answer, BatchProcessor
 from mlops.consumer.reload import RankerHolder
 from mlops.schemas import PROCESSING_ERROR, InvalidRequest, Request, dlq_record, parse_request, request_key
-from mlops.topics import DLQ, PREDICTIONS, REQUESTS
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +44,11 @@ class StreamConsumer:
     def __init__(
         self, consumer: Consumer, producer: Producer, processor: BatchProcessor, holder: RankerHolder,
         metrics: ConsumerMetrics, batch_size: int, batch_timeout_ms: int, name: str = "inference-0",
+        topics: StreamTopics | None = None,
     ) -> None:  # fmt: skip
         self.consumer, self.producer, self.processor = consumer, producer, processor
         self.holder, self.metrics, self.name = holder, metrics, name
+        self.topics = topics or StreamTopics()
         self.batch_size = max(1, batch_size)
         self.batch_timeout_s = batch_timeout_ms / 1000
         self.stopping = threading.Event()
@@ -61,8 +63,8 @@ class StreamConsumer:
     # -- loop -------------------------------------------------------------------------------------------------
 
     def run(self) -> int:
-        self.consumer.subscribe([REQUESTS])
-        log.info("%s consuming %s (batch %d, timeout %.0f ms)", self.name, REQUESTS, self.batch_size,
+        self.consumer.subscribe([self.topics.requests])
+        log.info("%s consuming %s (batch %d, timeout %.0f ms)", self.name, self.topics.requests, self.batch_size,
                  self.batch_timeout_s * 1000)  # fmt: skip
         try:
             while not self.stopping.is_set():
@@ -112,11 +114,11 @@ class StreamConsumer:
                 dead.append(self._dead_letter(message, exc.reason, str(exc)))
         answers = self._answer(requests, sources, dead) if requests else []
         records = [
-            (PREDICTIONS, request_key(request.user_id), answer.payload)
+            (self.topics.predictions, request_key(request.user_id), answer.payload)
             for request, answer in zip(requests, answers, strict=True)
             if answer is not None
         ]
-        records += [(DLQ, message.key(), record) for message, record in dead]
+        records += [(self.topics.dlq, message.key(), record) for message, record in dead]
         self._publish(records)
         self._commit(batch)
 

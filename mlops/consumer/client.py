@@ -1,0 +1,121 @@
+"""The client side of the stream, shared by the verifier, the benchmark and the tests.
+
+`TopicListener` reads a topic from its current end (positions taken before anything is sent, so no
+answer can slip past it) and records when each message arrived; `Sender` produces requests and keeps
+the time each was sent and where it landed.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
+
+from mlops.consumer.kafka import producer_config
+from mlops.schemas import Request, encode_request, request_key
+from mlops.settings import Settings
+
+
+class TopicListener(threading.Thread):
+    """Collects `key_of(value) -> (arrival time, value)` for every message appended to `topic` from now on."""
+
+    def __init__(self, settings: Settings, topic: str, key_of: Callable[[bytes], Any] | None = None) -> None:
+        super().__init__(name=f"listen:{topic}", daemon=True)
+        self.topic = topic
+        self.key_of = key_of or (lambda value: json.loads(value)["request_id"])
+        self.received: dict[Any, tuple[float, bytes]] = {}
+        self.duplicates = 0
+        self._stopping = threading.Event()
+        self._consumer = Consumer({
+            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "group.id": f"listener-{uuid.uuid4().hex}",  # never commits; assigned partitions, no group join wait
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 10,
+        })  # fmt: skip
+        metadata = self._consumer.list_topics(topic, timeout=10).topics[topic]
+        if metadata.error is not None:
+            raise RuntimeError(f"topic {topic}: {metadata.error}")
+        assignment = []
+        for partition in sorted(metadata.partitions):
+            _, high = self._consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+            assignment.append(TopicPartition(topic, partition, high))
+        self._consumer.assign(assignment)
+
+    def run(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                for message in self._consumer.consume(1000, 0.05):
+                    if message.error() is None:
+                        self._record(message)
+        finally:
+            self._consumer.close()
+
+    def _record(self, message: Message) -> None:
+        now = time.time()
+        try:
+            key = self.key_of(message.value())
+        except (ValueError, KeyError, TypeError):
+            return
+        if key in self.received:
+            self.duplicates += 1
+        else:
+            self.received[key] = (now, message.value())
+
+    def wait_for(self, keys: Iterable[Any], timeout: float, progress: Callable[[int, int], None] | None = None) -> set:
+        """Block until every key arrived or the timeout passed; returns the keys still missing."""
+        wanted = set(keys)
+        deadline = time.monotonic() + timeout
+        last_report = time.monotonic()
+        while True:
+            missing = wanted - self.received.keys()
+            if not missing or time.monotonic() > deadline:
+                return missing
+            if progress is not None and time.monotonic() - last_report > 2:
+                last_report = time.monotonic()
+                progress(len(wanted) - len(missing), len(wanted))
+            time.sleep(0.02)
+
+    def close(self) -> None:
+        self._stopping.set()
+        self.join(timeout=5)
+
+
+class Sender:
+    """Produces requests (keyed by user id); `sent[request_id]` is the send time, `placed` where it landed."""
+
+    def __init__(self, settings: Settings, topic: str) -> None:
+        self.topic = topic
+        self.producer = Producer(producer_config(settings, **{"linger.ms": 0}))
+        self.sent: dict[str, float] = {}
+        self.placed: dict[bytes, tuple[int, int]] = {}  # raw value -> (partition, offset), for raw sends
+
+    def send(self, request: Request) -> None:
+        self._produce(encode_request(request), request_key(request.user_id))
+        self.sent[request.request_id] = time.time()
+
+    def send_raw(self, value: bytes, key: bytes | None = None) -> None:
+        """A message as given (the verifier's malformed ones); its partition and offset land in `placed`."""
+
+        def placed(err: Any, msg: Message) -> None:
+            if err is None:
+                self.placed[msg.value()] = (msg.partition(), msg.offset())
+
+        self._produce(value, key, placed)
+
+    def _produce(self, value: bytes, key: bytes | None, on_delivery: Callable | None = None) -> None:
+        while True:
+            try:
+                self.producer.produce(self.topic, value, key, on_delivery=on_delivery)
+                self.producer.poll(0)
+                return
+            except BufferError:
+                self.producer.poll(0.05)
+
+    def flush(self) -> None:
+        if self.producer.flush(30) > 0:
+            raise RuntimeError(f"could not deliver every request to {self.topic} within 30s (broker down?)")
