@@ -1,0 +1,264 @@
+"""`./run.sh bench`: throughput and latency of the stream, side by side with the naive baseline.
+
+Runs against the running stack (`./run.sh up` and a `pipeline` run must have produced a champion and a
+feature set; it says so and exits 2 otherwise). So as not to share its load with the stack's own
+consumers, it starts one consumer process of its own (the real service, `python -m mlops.consumer.app`)
+on a private namespace of the topics, and then the naive consumer on another, and times them with the
+same client: rate = results received / time from the first to the last result, latency = request
+produced to result received on the predictions topic. Figures only, never pass/fail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+
+from mlops import schemas
+from mlops.consumer.client import Sender, TopicListener
+from mlops.consumer.kafka import StreamTopics, delete_topics, ensure_topics
+from mlops.consumer.reload import CHAMPION, champion_version
+from mlops.consumer.verify import percentile
+from mlops.feature_store import RedisFeatureStore
+from mlops.schemas import ScoreRequest, TopKRequest
+from mlops.settings import PROJECT_ROOT, Settings, get_settings
+
+STARTUP_TIMEOUT_S = 180
+
+
+def say(quiet: bool, text: str) -> None:
+    print(text, file=sys.stderr if quiet else sys.stdout, flush=True)
+
+
+def machine() -> dict[str, Any]:
+    memory_kb = 0
+    with open("/proc/meminfo") as fh:
+        for line in fh:
+            if line.startswith("MemTotal:"):
+                memory_kb = int(line.split()[1])
+    return {"cores": os.cpu_count(), "memory": f"{memory_kb / 1024 / 1024:.1f} GiB"}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Process:
+    """A consumer process of the benchmark's own (the real service or the naive baseline)."""
+
+    def __init__(self, argv: list[str], log_name: str, settings: Settings) -> None:
+        log_dir = settings.path("local_dir") / "logs"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.log = log_dir / f"{log_name}.log"
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen([sys.executable, *argv], stdout=out, stderr=subprocess.STDOUT,
+                                         cwd=PROJECT_ROOT)  # fmt: skip
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def _wait_healthy(port: int, process: Process) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.proc.poll() is not None:
+            raise RuntimeError(f"benchmark consumer exited with code {process.proc.returncode}; see {process.log}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"benchmark consumer not healthy after {STARTUP_TIMEOUT_S}s; see {process.log}")
+
+
+class Workload:
+    """Requests over the champion feature set's real users and movies."""
+
+    def __init__(self, store: RedisFeatureStore, feature_set: str, seed: int) -> None:
+        self.users = store.ids(feature_set, "user")
+        self.movies = store.ids(feature_set, "item")
+        self.rng = random.Random(seed)
+        self.tag = f"bench-{uuid.uuid4().hex[:8]}"
+        self.count = 0
+        self.ids: list[str] = []
+
+    def score(self) -> ScoreRequest:
+        self.count += 1
+        rid = f"{self.tag}-{self.count}"
+        self.ids.append(rid)
+        return ScoreRequest(rid, self.rng.choice(self.users), tuple(self.rng.sample(self.movies, 10)))
+
+    def top10(self) -> TopKRequest:
+        self.count += 1
+        rid = f"{self.tag}-{self.count}"
+        self.ids.append(rid)
+        return TopKRequest(rid, self.rng.choice(self.users), 10)
+
+
+def drain_rate(settings: Settings, topics: StreamTopics, requests: list, timeout: float) -> dict[str, float]:
+    """Send all at once (a backlog), then time the results: first to last."""
+    listener = TopicListener(settings, topics.predictions)
+    listener.start()
+    sender = Sender(settings, topics.requests)
+    try:
+        for request in requests:
+            sender.send(request)
+        sender.flush()
+        missing = listener.wait_for([r.request_id for r in requests], timeout)
+    finally:
+        listener.close()
+    arrivals = sorted(t for t, _ in listener.received.values())
+    answered = len(requests) - len(missing)
+    span = arrivals[-1] - arrivals[0] if len(arrivals) > 1 else float("nan")
+    return {"rps": round((answered - 1) / span, 1) if answered > 1 else 0.0, "answered": answered,
+            "requests": len(requests), "seconds": round(span, 2)}  # fmt: skip
+
+
+def paced_latency(settings: Settings, topics: StreamTopics, requests: list, rate: float) -> dict[str, float]:
+    """Offer `rate` requests/s, evenly spaced; latency = produced -> result received."""
+    listener = TopicListener(settings, topics.predictions)
+    listener.start()
+    sender = Sender(settings, topics.requests)
+    started = time.perf_counter()
+    try:
+        for i, request in enumerate(requests):
+            delay = started + i / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            sender.send(request)
+        offered = len(requests) / (time.perf_counter() - started)
+        sender.flush()
+        missing = listener.wait_for([r.request_id for r in requests], 60)
+    finally:
+        listener.close()
+    lat = [(listener.received[r.request_id][0] - sender.sent[r.request_id]) * 1000
+           for r in requests if r.request_id not in missing]  # fmt: skip
+    return {"offered_rps": round(offered, 1), "answered": len(lat), "p50_ms": round(percentile(lat, 50), 2),
+            "p95_ms": round(percentile(lat, 95), 2), "p99_ms": round(percentile(lat, 99), 2),
+            "max_ms": round(max(lat), 2) if lat else float("nan")}  # fmt: skip
+
+
+def feature_reads(store: RedisFeatureStore, work: Workload, feature_set: str, batch: int) -> dict[str, float]:
+    """Latency of one online read: a request's (1 user + 10 movies) and a micro-batch's (`batch` users)."""
+    single, batched = [], []
+    for _ in range(2000):
+        users, movies = [work.rng.choice(work.users)], work.rng.sample(work.movies, 10)
+        t = time.perf_counter()
+        store.get_online_features(users, movies, feature_set)
+        single.append((time.perf_counter() - t) * 1000)
+    for _ in range(200):
+        users = work.rng.sample(work.users, min(batch, len(work.users)))
+        t = time.perf_counter()
+        store.get_online_features(users, (), feature_set)
+        batched.append((time.perf_counter() - t) * 1000)
+    return {"feature_read_p99_ms": round(percentile(single, 99), 3),
+            "feature_read_p50_ms": round(percentile(single, 50), 3),
+            f"feature_read_batch{batch}_p99_ms": round(percentile(batched, 99), 3)}  # fmt: skip
+
+
+def run(settings: Settings, args: argparse.Namespace, quiet: bool) -> dict[str, Any]:
+    from mlops.serving import Ranker
+
+    store = RedisFeatureStore.from_settings(settings)
+    version = champion_version(settings.mlflow_tracking_uri, settings.model_name, CHAMPION)
+    if version is None:
+        raise LookupError(f"no `{CHAMPION}` version of {settings.model_name}: run `./run.sh pipeline` first")
+    info = Ranker.load(settings, store, alias=CHAMPION).info
+    work = Workload(store, info.feature_set, settings.seed)
+    out: dict[str, Any] = {"model_version": str(info.model_version), "feature_set": str(info.feature_set),
+                           "n_users": len(work.users), "n_movies": len(work.movies),
+                           "batch_size": settings.inference_batch_size,
+                           "batch_timeout_ms": settings.inference_batch_timeout_ms}  # fmt: skip
+    say(quiet, f"champion v{info.model_version}, feature set {info.feature_set}: "
+               f"{len(work.users)} users, {len(work.movies)} movies")  # fmt: skip
+    out.update(feature_reads(store, work, info.feature_set, settings.inference_batch_size))
+    say(quiet, f"feature read p99 {out['feature_read_p99_ms']} ms (1 user + 10 movies)")
+
+    namespace = f"bench{int(time.time())}"
+    stream_topics, naive_topics = StreamTopics.namespaced(namespace), StreamTopics.namespaced(namespace + "naive")
+    for topics in (stream_topics, naive_topics):
+        ensure_topics(settings, topics)
+    port = _free_port()
+    consumer = Process(["-m", "mlops.consumer.app", "--namespace", namespace, "--metrics-port", str(port)],
+                       "bench-consumer", settings)  # fmt: skip
+    try:
+        _wait_healthy(port, consumer)
+        warm = drain_rate(settings, stream_topics, [work.score() for _ in range(500)], STARTUP_TIMEOUT_S)
+        say(quiet, f"stream consumer up (warm-up: {warm['answered']}/500 answered)")
+        score = drain_rate(settings, stream_topics, [work.score() for _ in range(args.score_requests)], 300)
+        out["stream_score_rps"] = score["rps"]
+        out["stream_score"] = score
+        say(quiet, f"stream scoring: {score['rps']} req/s ({score['answered']}/{score['requests']})")
+        top = drain_rate(settings, stream_topics, [work.top10() for _ in range(args.recommend_requests)], 300)
+        out["stream_recommend_rps"] = top["rps"]
+        out["stream_recommend"] = top
+        say(quiet, f"stream top-10: {top['rps']} req/s ({top['answered']}/{top['requests']})")
+        paced = paced_latency(settings, stream_topics, [work.score() for _ in range(int(args.latency_seconds * 1000))],
+                              1000)  # fmt: skip
+        out["stream_p99_ms_at_1000rps"] = paced["p99_ms"]
+        out["stream_latency_at_1000rps"] = paced
+        say(quiet, f"latency at {paced['offered_rps']} req/s offered: p50 {paced['p50_ms']} ms, "
+                   f"p95 {paced['p95_ms']} ms, p99 {paced['p99_ms']} ms")  # fmt: skip
+    finally:
+        consumer.stop()
+
+    naive = Process(["-m", "mlops.bench.naive", "--namespace", namespace + "naive"], "bench-naive", settings)
+    try:
+        warm = drain_rate(settings, naive_topics, [work.score() for _ in range(50)], STARTUP_TIMEOUT_S)
+        say(quiet, f"naive consumer up (warm-up: {warm['answered']}/50 answered)")
+        result = drain_rate(settings, naive_topics, [work.score() for _ in range(args.naive_requests)], 600)
+        out["naive_score_rps"] = result["rps"]
+        out["naive_score"] = result
+        say(quiet, f"naive scoring: {result['rps']} req/s ({result['answered']}/{result['requests']})")
+    finally:
+        naive.stop()
+    naive_rps = out["naive_score_rps"]
+    out["speedup_vs_naive"] = round(out["stream_score_rps"] / naive_rps, 1) if naive_rps else None
+    for topics in (stream_topics, naive_topics):
+        delete_topics(settings, topics)
+    client = redis.Redis.from_url(settings.redis_url)
+    for start in range(0, len(work.ids), 5000):
+        client.delete(*[schemas.prediction_key(rid) for rid in work.ids[start : start + 5000]])
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="stream benchmark (figures, never pass/fail)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object (progress goes to stderr)")
+    parser.add_argument("--score-requests", type=int, default=30000)
+    parser.add_argument("--recommend-requests", type=int, default=5000)
+    parser.add_argument("--latency-seconds", type=float, default=15)
+    parser.add_argument("--naive-requests", type=int, default=2000)
+    args = parser.parse_args(argv)
+    settings = get_settings()
+    started = time.time()
+    try:
+        out = {"machine": machine(), **run(settings, args, args.json)}
+    except (LookupError, ConnectionError, OSError, RuntimeError) as exc:
+        say(args.json, f"bench: cannot run against the stack ({type(exc).__name__}: {exc}); "
+                       "start it with `./run.sh up` and `./run.sh pipeline`")  # fmt: skip
+        return 2
+    out["bench_seconds"] = round(time.time() - started, 1)
+    print(json.dumps(out, indent=None if args.json else 2))
+    return 0
