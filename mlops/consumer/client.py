@@ -29,7 +29,8 @@ class TopicListener(threading.Thread):
         self.topic = topic
         self.key_of = key_of or (lambda value: json.loads(value)["request_id"])
         self.received: dict[Any, tuple[float, bytes]] = {}
-        self.duplicates = 0
+        self.duplicates = 0  # the same key again (at-least-once redelivery), with the same value
+        self.conflicts: list[Any] = []  # the same key again with a different value: must never happen
         self._stopping = threading.Event()
         self._consumer = Consumer({
             "bootstrap.servers": settings.kafka_bootstrap_servers,
@@ -63,6 +64,8 @@ class TopicListener(threading.Thread):
             return
         if key in self.received:
             self.duplicates += 1
+            if self.received[key][1] != message.value():
+                self.conflicts.append(key)
         else:
             self.received[key] = (now, message.value())
 

@@ -157,6 +157,7 @@ def verify(settings: Settings, n: int, timeout: float, seed: int, topics: Stream
         dead.close()
 
     failures: list[str] = [f"no result for {rid}" for rid in sorted(missing)[:20]]
+    failures += [f"{rid}: two different results published" for rid in results.conflicts[:20]]
     if len(missing) > 20:
         failures.append(f"... {len(missing) - 20} more requests without a result")
     answered = [r for r in requests if r.request_id not in missing]
