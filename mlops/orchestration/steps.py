@@ -178,6 +178,8 @@ def raise_for(result: StepResult, step: Step) -> None:
 def execute(task_id: str, settings: Settings, run_id: str, params: Mapping[str, Any]) -> None:
     """Run one step for a DAG run (bad params, like bad data, fail without retry)."""
     step = STEPS[task_id]
+    if not (PROJECT_ROOT / step.script).exists():
+        raise AirflowFailException(f"{task_id}: entry point {step.script} is missing from {PROJECT_ROOT}")
     try:
         argv = step_argv(settings, step, run_id, RunParams.from_params(params, settings))
     except ValueError as exc:

@@ -1,0 +1,331 @@
+"""`./run.sh pipeline`: trigger `mlops_platform` through the Airflow REST API (v2), follow it live, and wait.
+
+The run goes through the real scheduler, so it shows in the UI like any other; this client only logs in
+(SimpleAuthManager token from `/auth/token`), unpauses the DAG, triggers a run with the run parameters
+from the settings (so `DATASET=... ./run.sh pipeline` works), prints one line per task state change, and
+on failure names the failing task and prints the tail of its log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+from urllib.parse import quote
+
+import requests
+
+from mlops.orchestration.airflow_config import DAG_ID
+from mlops.orchestration.steps import STEPS, RunParams
+from mlops.settings import DATASET_NAMES, SPLIT_STRATEGIES, Settings, get_settings
+
+SUCCESS_STATES = frozenset({"success"})
+FAILED_RUN_STATES = frozenset({"failed"})
+TASK_FAILED = "failed"
+
+
+class PipelineError(RuntimeError):
+    """Airflow could not be reached, refused us, or the DAG is not there; the message says which."""
+
+
+# --- pure logic: what changed, how to show it ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TaskView:
+    task_id: str
+    state: str  # Airflow's state, "none" when not yet scheduled
+    try_number: int
+
+    @classmethod
+    def from_api(cls, ti: Mapping[str, Any]) -> TaskView:
+        return cls(ti["task_id"], ti.get("state") or "none", int(ti.get("try_number") or 0))
+
+
+def changed(previous: Mapping[str, TaskView], current: Iterable[TaskView]) -> list[tuple[TaskView | None, TaskView]]:
+    """The tasks whose state or attempt differs from the last poll, in the DAG's step order.
+
+    A task first seen unscheduled is not news: it appears when something happens to it.
+    """
+    order = {task_id: i for i, task_id in enumerate(STEPS)}
+    out = [
+        (previous.get(t.task_id), t)
+        for t in current
+        if previous.get(t.task_id) != t and not (t.task_id not in previous and t.state == "none")
+    ]
+    return sorted(out, key=lambda pair: order.get(pair[1].task_id, len(order)))
+
+
+def render_change(elapsed_s: float, before: TaskView | None, after: TaskView) -> str:
+    """One line per change, e.g. `[   42.1s] split                 running      (try 1)  was queued`."""
+    attempt = f"(try {after.try_number})" if after.try_number else ""
+    was = f"  was {before.state}" if before is not None and before.state != after.state else ""
+    return f"[{elapsed_s:7.1f}s] {after.task_id:<22} {after.state:<12} {attempt:<8}{was}".rstrip()
+
+
+def log_lines(content: Any) -> list[str]:
+    """Lines of an API v2 task log: structured entries (`event`, `timestamp`, `level`) or plain strings."""
+    lines: list[str] = []
+    for entry in content if isinstance(content, list) else [content]:
+        if isinstance(entry, str):
+            lines.extend(entry.splitlines())
+            continue
+        event = str(entry.get("event", ""))
+        if event.startswith("::group::") or event.startswith("::endgroup::"):
+            continue
+        stamp = str(entry.get("timestamp", ""))[11:19]
+        level = str(entry.get("level", "")).upper()
+        lines.append(" ".join(p for p in (stamp, level, event) if p))
+    return lines
+
+
+def first_failure(tasks: Iterable[TaskView]) -> TaskView | None:
+    """The failed task earliest in step order: the cause; later ones are consequences."""
+    failed = {t.task_id: t for t in tasks if t.state == TASK_FAILED}
+    return next((failed[task_id] for task_id in STEPS if task_id in failed), next(iter(failed.values()), None))
+
+
+def run_conf(settings: Settings, cwd: Path | None = None) -> dict[str, Any]:
+    """The run parameters from the settings; a relative dataset path is made absolute (tasks run elsewhere)."""
+    params = RunParams.defaults(settings)
+    dataset = params.dataset
+    if dataset not in DATASET_NAMES:
+        path = Path(dataset)
+        if not path.is_absolute():
+            path = (cwd or Path.cwd()) / path
+        if path.exists():
+            dataset = str(path.resolve())
+    return {
+        "dataset": dataset,
+        "split_strategy": params.split_strategy,
+        "test_fraction": params.test_fraction,
+        "seed": params.seed,
+    }
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    return "pipeline__" + (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+
+
+# --- the REST API v2 client ----------------------------------------------------------------------------
+
+
+class AirflowClient:
+    """The few calls the pipeline needs; logs in lazily and again when the token expires."""
+
+    def __init__(self, base_url: str, username: str, password: str, timeout: float = 15) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.username = username
+        self.password = password
+        self.timeout = timeout
+        self.http = requests.Session()
+        self._token: str | None = None
+
+    def login(self) -> None:
+        resp = self.http.post(
+            f"{self.base_url}/auth/token",
+            json={"username": self.username, "password": self.password},
+            timeout=self.timeout,
+        )
+        if resp.status_code in (401, 403):
+            raise PipelineError(
+                f"Airflow at {self.base_url} refused the login of {self.username!r}: "
+                "check AIRFLOW_ADMIN_USER / AIRFLOW_ADMIN_PASSWORD in .env"
+            )
+        resp.raise_for_status()
+        self._token = resp.json()["access_token"]
+
+    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        if self._token is None:
+            self.login()
+        for attempt in (1, 2):
+            resp = self.http.request(
+                method,
+                f"{self.base_url}/api/v2{path}",
+                headers={"Authorization": f"Bearer {self._token}", "Accept": "application/json"},
+                timeout=self.timeout,
+                **kwargs,
+            )
+            if resp.status_code == 401 and attempt == 1:
+                self.login()
+                continue
+            return resp
+        raise AssertionError("unreachable")
+
+    def json(self, method: str, path: str, **kwargs: Any) -> Any:
+        resp = self.request(method, path, **kwargs)
+        if not resp.ok:
+            raise PipelineError(f"{method} {path}: HTTP {resp.status_code}: {resp.text[:500]}")
+        return resp.json()
+
+    def health(self) -> dict[str, Any]:
+        resp = self.http.get(f"{self.base_url}/api/v2/monitor/health", timeout=self.timeout)
+        resp.raise_for_status()
+        return resp.json()
+
+    def dag(self, dag_id: str) -> dict[str, Any] | None:
+        resp = self.request("GET", f"/dags/{dag_id}")
+        if resp.status_code == 404:
+            return None
+        if not resp.ok:
+            raise PipelineError(f"GET /dags/{dag_id}: HTTP {resp.status_code}: {resp.text[:500]}")
+        return resp.json()
+
+    def import_errors(self) -> list[dict[str, Any]]:
+        return self.json("GET", "/importErrors")["import_errors"]
+
+    def unpause(self, dag_id: str) -> None:
+        self.json("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+
+    def trigger(self, dag_id: str, run_id: str, conf: Mapping[str, Any]) -> dict[str, Any]:
+        body = {"dag_run_id": run_id, "logical_date": None, "conf": dict(conf)}
+        return self.json("POST", f"/dags/{dag_id}/dagRuns", json=body)
+
+    def dag_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
+        return self.json("GET", f"/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}")
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        return self.json("GET", f"/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances")["task_instances"]
+
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int) -> list[str]:
+        path = f"/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances/{task_id}/logs/{try_number}"
+        return log_lines(self.json("GET", path, params={"full_content": "true"}).get("content", []))
+
+
+# --- the command ----------------------------------------------------------------------------------------
+
+
+def not_ready_reason(client: AirflowClient) -> str | None:
+    """Why a run cannot start yet (None: ready); raises when waiting cannot help (bad login, broken DAG file)."""
+    health = client.health()
+    for component in ("scheduler", "dag_processor"):
+        status = (health.get(component) or {}).get("status")
+        if status != "healthy":
+            return f"{component} is {status or 'not reporting'}"
+    if client.dag(DAG_ID) is not None:
+        return None
+    errors = [e for e in client.import_errors() if Path(e.get("filename", "")).stem == DAG_ID]
+    if errors:
+        raise PipelineError(f"the DAG file does not import:\n{errors[0].get('stack_trace', errors[0])}")
+    return f"DAG {DAG_ID} not parsed yet"
+
+
+def wait_ready(client: AirflowClient, timeout_s: float, say: Callable[[str], None]) -> None:
+    """Until the API answers, the scheduler and DAG processor heartbeat, and the DAG is parsed."""
+    deadline = time.monotonic() + timeout_s
+    last = ""
+    while True:
+        try:
+            reason = not_ready_reason(client)
+        except requests.RequestException as exc:
+            reason = f"API at {client.base_url} not answering ({type(exc).__name__})"
+        if reason is None:
+            return
+        if time.monotonic() > deadline:
+            raise PipelineError(f"Airflow not ready after {timeout_s:.0f}s: {reason} (is it up? ./run.sh status)")
+        if reason != last:
+            say(f"waiting for Airflow: {reason}")
+            last = reason
+        time.sleep(2)
+
+
+def follow(
+    client: AirflowClient,
+    run_id: str,
+    say: Callable[[str], None],
+    poll_s: float = 2.0,
+    timeout_s: float = 4 * 3600,
+) -> tuple[str, dict[str, TaskView], float]:
+    """Poll the run until it ends, printing each task state change; returns (run state, tasks, seconds)."""
+    start = time.monotonic()
+    seen: dict[str, TaskView] = {}
+    run_state = "queued"
+    transient = 0
+    while True:
+        try:
+            run_state = client.dag_run(DAG_ID, run_id)["state"]
+            tasks = [TaskView.from_api(ti) for ti in client.task_instances(DAG_ID, run_id)]
+            transient = 0
+        except requests.RequestException as exc:
+            transient += 1
+            if transient > 15:
+                raise PipelineError(f"lost contact with Airflow at {client.base_url}: {exc}") from exc
+            time.sleep(poll_s)
+            continue
+        elapsed = time.monotonic() - start
+        for before, after in changed(seen, tasks):
+            say(render_change(elapsed, before, after))
+            seen[after.task_id] = after
+        if run_state in SUCCESS_STATES | FAILED_RUN_STATES:
+            return run_state, seen, elapsed
+        if elapsed > timeout_s:
+            raise PipelineError(f"run {run_id} still {run_state} after {timeout_s:.0f}s")
+        time.sleep(poll_s)
+
+
+def main(
+    settings: Settings | None = None,
+    conf: Mapping[str, Any] | None = None,
+    *,
+    out: TextIO = sys.stdout,
+    ready_timeout_s: float = 300,
+    poll_s: float = 2.0,
+    log_tail: int = 40,
+) -> int:
+    """Trigger one run and wait for it; 0 on success, 1 on a failed run, 2 when Airflow is not usable."""
+    settings = settings or get_settings()
+
+    def say(line: str) -> None:
+        print(line, file=out, flush=True)
+
+    conf = dict(conf) if conf is not None else run_conf(settings)
+    client = AirflowClient(settings.airflow_url, settings.airflow_admin_user, settings.airflow_admin_password)
+    try:
+        wait_ready(client, ready_timeout_s, say)
+        client.unpause(DAG_ID)
+        run_id = new_run_id()
+        client.trigger(DAG_ID, run_id, conf)
+        say(f"triggered {DAG_ID} run {run_id} with {conf}")
+        say(f"UI: {client.base_url}/dags/{DAG_ID}/runs/{quote(run_id, safe='')}")
+        state, tasks, elapsed = follow(client, run_id, say, poll_s=poll_s)
+    except PipelineError as exc:
+        say(f"pipeline: {exc}")
+        return 2
+    if state in SUCCESS_STATES:
+        say(f"run {run_id} succeeded in {elapsed:.1f}s")
+        return 0
+    failed = first_failure(tasks.values())
+    if failed is None:
+        say(f"run {run_id} ended {state} after {elapsed:.1f}s without a failed task (was it marked failed by hand?)")
+        return 1
+    say(f"run {run_id} FAILED after {elapsed:.1f}s: task {failed.task_id} failed (try {failed.try_number})")
+    try:
+        lines = client.task_log(DAG_ID, run_id, failed.task_id, max(failed.try_number, 1))
+    except (requests.RequestException, PipelineError) as exc:
+        lines = [f"(could not fetch the log: {exc})"]
+    say(f"--- last {log_tail} log lines of {failed.task_id} ---")
+    for line in lines[-log_tail:]:
+        say(line)
+    return 1
+
+
+def parse_conf(argv: Sequence[str] | None, settings: Settings) -> dict[str, Any]:
+    """`python -m mlops.orchestration.pipeline [--dataset D] ...`: per-run overrides on top of the settings."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset")
+    parser.add_argument("--split-strategy", choices=SPLIT_STRATEGIES)
+    parser.add_argument("--test-fraction", type=float)
+    parser.add_argument("--seed", type=int)
+    args = parser.parse_args(argv)
+    overrides = {k: v for k, v in vars(args).items() if v is not None}
+    return run_conf(settings.replace(**overrides).validate())
+
+
+if __name__ == "__main__":
+    _settings = get_settings()
+    sys.exit(main(_settings, parse_conf(None, _settings)))
