@@ -18,6 +18,8 @@ MAX_MESSAGE_BYTES = 64 * 1024
 MAX_MOVIE_IDS = 1000
 MAX_REQUEST_ID_CHARS = 200
 MIN_K, MAX_K = 1, 100
+MAX_ID = 2**63 - 1
+"""Ids are non-negative and fit an int64, the type every feature table and the model's input use."""
 
 # Reason codes of rejected messages (DLQ `reason`, metric label `reason`).
 OVERSIZED = "oversized"
@@ -30,12 +32,13 @@ K_OUT_OF_RANGE = "k_out_of_range"
 EMPTY_MOVIE_IDS = "empty_movie_ids"
 TOO_MANY_MOVIE_IDS = "too_many_movie_ids"
 BAD_REQUEST_ID = "bad_request_id"
+ID_OUT_OF_RANGE = "id_out_of_range"
 PROCESSING_ERROR = "processing_error"
 """A well-formed request the model could not answer (a bug, not the client's fault): dead-lettered so that
 it cannot block its partition."""
 REASONS = (
     OVERSIZED, NOT_JSON, NOT_OBJECT, MISSING_FIELD, WRONG_TYPE, AMBIGUOUS,
-    K_OUT_OF_RANGE, EMPTY_MOVIE_IDS, TOO_MANY_MOVIE_IDS, BAD_REQUEST_ID, PROCESSING_ERROR,
+    K_OUT_OF_RANGE, EMPTY_MOVIE_IDS, TOO_MANY_MOVIE_IDS, BAD_REQUEST_ID, ID_OUT_OF_RANGE, PROCESSING_ERROR,
 )  # fmt: skip
 
 SCORE, TOPK = "score", "topk"
@@ -101,6 +104,8 @@ def parse_request(raw: bytes | None) -> Request:
         raise InvalidRequest(MISSING_FIELD, "missing field 'user_id'")
     if not _is_int(user_id):
         raise InvalidRequest(WRONG_TYPE, f"field 'user_id' must be an int, got {type(user_id).__name__}")
+    if not 0 <= user_id <= MAX_ID:
+        raise InvalidRequest(ID_OUT_OF_RANGE, f"field 'user_id' is {user_id}; ids are in 0..2**63-1")
 
     has_movies, has_k = "movie_ids" in doc, "k" in doc
     if has_movies and has_k:
@@ -121,6 +126,8 @@ def parse_request(raw: bytes | None) -> Request:
                 raise InvalidRequest(
                     WRONG_TYPE, f"field 'movie_ids[{i}]' must be an int, got {type(movie_id).__name__}"
                 )
+            if not 0 <= movie_id <= MAX_ID:
+                raise InvalidRequest(ID_OUT_OF_RANGE, f"field 'movie_ids[{i}]' is {movie_id}; ids are in 0..2**63-1")
         return ScoreRequest(request_id, user_id, tuple(movie_ids))
     if has_k:
         k = doc["k"]

@@ -46,6 +46,9 @@ def test_valid_score_and_topk_round_trip():
         (_raw({"request_id": "r", "user_id": 1, "movie_ids": []}), schemas.EMPTY_MOVIE_IDS, "not be empty"),
         (_raw({"request_id": "r", "user_id": 1, "movie_ids": list(range(1001))}), schemas.TOO_MANY_MOVIE_IDS, "1001"),
         (_raw({"request_id": "r", "user_id": 1, "movie_ids": [1], "k": 2}), schemas.AMBIGUOUS, "not both"),
+        (_raw({"request_id": "r", "user_id": -1, "k": 2}), schemas.ID_OUT_OF_RANGE, "'user_id' is -1"),
+        (_raw({"request_id": "r", "user_id": 2**64, "k": 2}), schemas.ID_OUT_OF_RANGE, "'user_id'"),
+        (_raw({"request_id": "r", "user_id": 1, "movie_ids": [3, -5]}), schemas.ID_OUT_OF_RANGE, "'movie_ids[1]'"),
         (b"{" + b" " * schemas.MAX_MESSAGE_BYTES + b"}", schemas.OVERSIZED, "bytes"),
     ],
 )

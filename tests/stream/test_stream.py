@@ -336,3 +336,65 @@ def test_champion_swap_mid_stream_fails_no_request(settings, champion, topics):
         got = json.loads(results.received[request.request_id][1])
         if "scores" in got:
             assert got["scores"] == pytest.approx(expected[request.request_id]["scores"], abs=1e-9)
+
+
+def _start_redis(port: int, password: str, data_dir: Path) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--requirepass", password,
+         "--appendonly", "yes", "--save", "", "--dir", str(data_dir)],
+        stdout=(data_dir / "redis.log").open("ab"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    client = redis.Redis(port=port, password=password)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            client.ping()
+            return proc
+        except redis.ConnectionError:
+            time.sleep(0.1)
+    raise AssertionError("private redis-server did not start")
+
+
+def test_redis_outage_mid_stream_loses_and_skips_nothing(settings, champion, topics, tmp_path):
+    """A private Redis (a copy of the feature set) is shut down mid-stream and brought back: the consumer
+    backs off and retries the batch, and every request is answered exactly once, in Redis and on the topic."""
+    port, password = _port(), "outage-test"
+    proc = _start_redis(port, password, tmp_path)
+    private = settings.replace(redis_port=port, redis_password=password)
+    source, target = redis.Redis.from_url(settings.redis_url), redis.Redis.from_url(private.redis_url)
+    for key in source.scan_iter("fs:*", count=1000):
+        target.restore(key, 0, source.dump(key), replace=True)
+    requests = _requests(settings, champion, 2000)
+    results = TopicListener(settings, topics.predictions)
+    results.start()
+    consumer = InProcessConsumer(private, topics)
+    sender = Sender(settings, topics.requests)
+
+    def send_steadily() -> None:  # about 4 s of traffic at 500 requests/s, spanning the outage
+        for request in requests:
+            sender.send(request)
+            time.sleep(0.002)
+        sender.flush()
+
+    traffic = threading.Thread(target=send_steadily)
+    try:
+        traffic.start()
+        while len(results.received) < 200:
+            time.sleep(0.01)
+        target.shutdown(save=True)  # AOF on disk: the restarted server has every result written so far
+        proc.wait(10)
+        time.sleep(1.0)
+        answered_while_down = len(results.received)
+        time.sleep(1.0)
+        assert len(results.received) == answered_while_down, "answers kept coming with Redis down"
+        assert consumer.service.health()[0] is False
+        assert "redis unavailable" in consumer.service.health()[1]["problem"]
+        proc = _start_redis(port, password, tmp_path)
+        traffic.join(60)
+        assert results.wait_for([r.request_id for r in requests], 120) == set()
+    finally:
+        consumer.stop()
+        results.close()
+        proc.terminate()
+    assert consumer.service.metrics.errors.labels(reason="redis_unavailable")._value.get() > 0
+    _assert_redis_matches_topic(private, requests, results)
