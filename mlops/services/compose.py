@@ -141,8 +141,6 @@ def ensure_strong_passwords(
     weak = weak_passwords(settings)
     if not weak:
         return settings
-    if not env_file.exists() and ENV_EXAMPLE.exists():
-        shutil.copyfile(ENV_EXAMPLE, env_file)
     listing = "\n".join(f"  {w.name} {w.reason}" for w in weak)
     print(f"Docker mode will not start with these passwords:\n{listing}", flush=True)
     if not assume_yes:
@@ -493,7 +491,7 @@ def run_airflow(component: str, settings: Settings) -> None:
     os.execvpe(argv[0], argv, env)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m mlops.services.compose", description=__doc__)
     sub = parser.add_subparsers(dest="verb", required=True)
     sub.add_parser("secrets", help="write strong random passwords into .env for every weak one")
@@ -501,7 +499,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("what", choices=("buckets", "topics"))
     a = sub.add_parser("airflow", help="(in a container) run an Airflow component with local mode's configuration")
     a.add_argument("component")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     if args.verb == "secrets":
         env_file = PROJECT_ROOT / ".env"

@@ -1,0 +1,208 @@
+"""The images install from pyproject.toml alone, bake no secret, and run the entry points local mode runs."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from mlops.services.compose import ONE_SHOT, airflow_container_env, build_parser
+from mlops.settings import PROJECT_ROOT
+
+DOCKERFILES = {
+    "inference": PROJECT_ROOT / "inference" / "Dockerfile",
+    "mlflow": PROJECT_ROOT / "mlflow" / "Dockerfile",
+    "airflow": PROJECT_ROOT / "airflow" / "Dockerfile",
+    "spark": PROJECT_ROOT / "spark-jobs" / "Dockerfile",
+}
+WORKDIR = "/opt/mlops"
+
+
+def instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    text = re.sub(r"\\\n", " ", path.read_text())
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            out.append((word.upper(), rest.strip()))
+    return out
+
+
+def copies(path: Path) -> list[str]:
+    """Sources of every COPY (relative to the build context, the project root)."""
+    sources = []
+    for word, rest in instructions(path):
+        if word == "COPY" and "--from" not in rest:
+            parts = [p for p in rest.split() if not p.startswith("--")]
+            sources += parts[:-1]
+    return sources
+
+
+@pytest.mark.parametrize("name", sorted(DOCKERFILES))
+def test_base_image_is_pinned(name: str) -> None:
+    froms = [rest for word, rest in instructions(DOCKERFILES[name]) if word == "FROM"]
+    assert froms, f"{name}: no FROM"
+    for image in froms:
+        tag = image.split()[0].rpartition(":")[2]
+        pinned = re.fullmatch(r"\d+\.\d+\.\d+-[a-z-]+", tag)
+        assert pinned, f"{name}: base image {image} is not pinned to a patch release"
+
+
+@pytest.mark.parametrize("name", sorted(DOCKERFILES))
+def test_installs_from_pyproject_only(name: str) -> None:
+    runs = " ".join(rest for word, rest in instructions(DOCKERFILES[name]) if word == "RUN")
+    assert 'pip install ".[docker]"' in runs, f"{name}: dependencies must come from pyproject.toml"
+    assert "pip install --no-deps -e ." in runs, f"{name}: the package is installed editable, as in local mode"
+    assert "requirements" not in runs, f"{name}: no second requirements list"
+    assert "pyproject.toml" in copies(DOCKERFILES[name])
+
+
+def test_no_requirements_file_in_the_repository() -> None:
+    tracked = subprocess.run(["git", "ls-files"], cwd=PROJECT_ROOT, capture_output=True, text=True).stdout.split()
+    assert not [f for f in tracked if re.search(r"requirements[^/]*\.(txt|in)$", f)]
+
+
+def test_dependency_layers_are_identical_in_every_image() -> None:
+    """Docker builds the heavy install once when the first instructions are the same in all four files."""
+    prefixes = set()
+    for path in DOCKERFILES.values():
+        steps = instructions(path)
+        until = next(i for i, (word, rest) in enumerate(steps) if word == "RUN" and "pip install" in rest)
+        prefixes.add(tuple(steps[: until + 1]))
+    assert len(prefixes) == 1, "the FROM..pip install block differs between Dockerfiles"
+
+
+@pytest.mark.parametrize("name", sorted(DOCKERFILES))
+def test_copied_sources_exist(name: str) -> None:
+    for source in copies(DOCKERFILES[name]):
+        assert (PROJECT_ROOT / source).exists(), f"{name}: COPY {source}: no such file in the build context"
+
+
+@pytest.mark.parametrize("name", sorted(DOCKERFILES))
+def test_no_secret_in_any_image(name: str) -> None:
+    for word, rest in instructions(DOCKERFILES[name]):
+        if word in ("ENV", "ARG", "LABEL"):
+            assert not re.search(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY", rest, re.I), f"{name}: {word} {rest}"
+        if word in ("COPY", "ADD"):
+            assert ".env" not in rest.split(), f"{name}: copies .env into the image"
+    assert any(word == "USER" and rest != "root" for word, rest in instructions(DOCKERFILES[name])), (
+        f"{name}: runs as root"
+    )
+
+
+def test_dockerignore_keeps_secrets_and_state_out_of_the_context() -> None:
+    patterns = {p.strip() for p in (PROJECT_ROOT / ".dockerignore").read_text().splitlines()}
+    for required in (".env", ".venv", ".local", ".git"):
+        assert required in patterns, f".dockerignore must exclude {required}"
+    assert "!.env.example" in patterns
+
+
+def test_java_images_carry_the_s3a_connector() -> None:
+    for name in ("airflow", "spark"):
+        runs = " ".join(rest for word, rest in instructions(DOCKERFILES[name]) if word == "RUN")
+        assert "openjdk-17-jre-headless" in runs and "fetch_s3a_jars.py" in runs, name
+
+
+def test_s3a_jars_match_the_hadoop_that_pyspark_bundles() -> None:
+    """hadoop-aws is pinned to the hadoop-client version inside the pinned PySpark (checked here, offline)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("fetch_s3a_jars", PROJECT_ROOT / "docker" / "fetch_s3a_jars.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.check_hadoop_version(module.pyspark_jars_dir())
+    for path, sha1 in module.JARS:
+        assert path.endswith(".jar") and re.fullmatch(r"[0-9a-f]{40}", sha1)
+
+
+# --- each compose command traces to the entry point local mode runs ------------------------------
+
+
+def command_of(resolved: dict, service: str) -> list[str]:
+    return [str(part) for part in resolved["services"][service]["command"]]
+
+
+def dockerfile_of(resolved: dict, service: str) -> Path:
+    build = resolved["services"][service]["build"]
+    return Path(build["context"]) / build["dockerfile"]
+
+
+def test_consumer_runs_inference_queue_consumer(resolved: dict) -> None:
+    command = command_of(resolved, "inference")
+    assert command == ["python", "inference/queue_consumer.py"]
+    assert (PROJECT_ROOT / "inference" / "queue_consumer.py").is_file()
+    assert "inference" in copies(dockerfile_of(resolved, "inference"))
+    cmd = [rest for word, rest in instructions(dockerfile_of(resolved, "inference")) if word == "CMD"][-1]
+    assert "inference/queue_consumer.py" in cmd
+
+
+def test_module_commands_parse(resolved: dict) -> None:
+    """Every `python -m mlops.services.compose ...` command is one the module accepts."""
+    parser = build_parser()
+    seen = set()
+    for name in resolved["services"]:
+        command = resolved["services"][name].get("command")
+        if command and command[:3] == ["python", "-m", "mlops.services.compose"]:
+            args = parser.parse_args(command[3:])
+            seen.add(args.verb)
+    assert seen == {"provision", "airflow"}
+
+
+def test_airflow_components_are_local_modes(resolved: dict) -> None:
+    from mlops.orchestration.airflow_config import airflow_commands
+
+    local = {name.removeprefix("airflow-") for name, _ in airflow_commands()}
+    for service in ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-init"):
+        component = command_of(resolved, service)[-1]
+        assert component == "init" or component in local, f"{service}: {component} is not a local-mode component"
+    assert {command_of(resolved, s)[-1] for s in resolved["services"] if s.startswith("airflow-")} >= local | {"init"}
+    assert "airflow-init" in ONE_SHOT
+
+
+def test_airflow_image_holds_the_dag_and_every_step_entry_point(resolved: dict) -> None:
+    from mlops.orchestration.airflow_config import DAGS_FOLDER
+    from mlops.orchestration.steps import STEPS
+
+    copied = set(copies(dockerfile_of(resolved, "airflow-scheduler")))
+    dags = DAGS_FOLDER.relative_to(PROJECT_ROOT)
+    assert dags.as_posix() == "airflow/dags" and (PROJECT_ROOT / dags / "mlops_platform.py").is_file()
+    assert dags.parts[0] in copied
+    for step in STEPS.values():
+        top = Path(step.script).parts[0]
+        assert top in copied, f"step {step.task_id}: {step.script} is not in the Airflow image"
+
+
+def test_airflow_container_env_is_local_modes_with_compose_overrides(
+    resolved: dict, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The containers run local mode's Airflow configuration; compose's AIRFLOW__* values win."""
+    from mlops.settings import Settings
+
+    compose_env = resolved["services"]["airflow-scheduler"]["environment"]
+    for key, value in compose_env.items():
+        if key.startswith("AIRFLOW__"):
+            monkeypatch.setenv(key, str(value))
+    settings = Settings(local_dir=str(tmp_path), airflow_url="http://airflow-apiserver:8080")
+    env = airflow_container_env(settings)
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://")
+    assert env["AIRFLOW__API__HOST"] == "0.0.0.0"
+    assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://airflow-apiserver:8080/execution/"
+    assert env["AIRFLOW__CORE__DAGS_FOLDER"].endswith("airflow/dags")
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+    # Secrets are generated at run time into the shared volume, identical for every component.
+    assert env["AIRFLOW__API_AUTH__JWT_SECRET"] == airflow_container_env(settings)["AIRFLOW__API_AUTH__JWT_SECRET"]
+
+
+def test_airflow_state_is_shared_by_every_component(resolved: dict) -> None:
+    """The generated signing keys and task logs live in AIRFLOW_HOME: one volume for all components."""
+    mounts = {}
+    for service in ("airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor"):
+        volumes = resolved["services"][service]["volumes"]
+        mounts[service] = {(v["source"], v["target"]) if isinstance(v, dict) else tuple(v.split(":")[:2])
+                           for v in volumes}  # fmt: skip
+    assert len({frozenset(m) for m in mounts.values()}) == 1
+    assert ("airflow-state", f"{WORKDIR}/.local") in next(iter(mounts.values()))
