@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import tomllib
 from dataclasses import fields
 from pathlib import Path
@@ -305,3 +307,17 @@ def test_fields_used_by_compose_module_exist() -> None:
 @pytest.mark.parametrize("profile_service", ["prometheus", "grafana"])
 def test_monitoring_is_an_optional_profile(resolved: dict, profile_service: str) -> None:
     assert resolved["services"][profile_service].get("profiles") == ["monitoring"]
+
+
+def test_file_and_resolution_match_the_current_compose_spec(resolved: dict, tmp_path: Path) -> None:
+    """docker-compose v1 validates against its own (older) schema; `docker compose` v2 uses the current
+    compose-spec schema, which check-jsonschema ships: both the file as written and resolved must pass."""
+    pytest.importorskip("check_jsonschema", reason="check-jsonschema (dev extra) is not installed")
+    resolved_file = tmp_path / "resolved.yml"
+    resolved_file.write_text(yaml.safe_dump(resolved))
+    for path in (COMPOSE_FILE, resolved_file):
+        proc = subprocess.run(
+            [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec", str(path)],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert proc.returncode == 0, f"{path.name} violates the compose spec:\n{proc.stdout}{proc.stderr}"
