@@ -65,7 +65,7 @@ class ModelWatcher(threading.Thread):
         serving = self.holder.ranker
         if wanted is None or (serving is not None and str(serving.info.model_version) == wanted):
             return False
-        log.info("champion moved to version %s: loading it in the background", wanted)
+        log.info("champion is version %s: loading it (the current model keeps serving meanwhile)", wanted)
         self.holder.swap(self.load())
         return True
 
