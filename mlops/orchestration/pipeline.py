@@ -12,7 +12,7 @@ import argparse
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -69,7 +69,7 @@ def render_change(elapsed_s: float, before: TaskView | None, after: TaskView) ->
 
 
 def log_lines(content: Any) -> list[str]:
-    """Lines of an API v2 task log: structured entries (`event`, `timestamp`, `level`) or plain strings."""
+    """Lines of an API v2 task log: structured entries (`event`, `timestamp`, `level`, `error_detail`) or text."""
     lines: list[str] = []
     for entry in content if isinstance(content, list) else [content]:
         if isinstance(entry, str):
@@ -81,6 +81,9 @@ def log_lines(content: Any) -> list[str]:
         stamp = str(entry.get("timestamp", ""))[11:19]
         level = str(entry.get("level", "")).upper()
         lines.append(" ".join(p for p in (stamp, level, event) if p))
+        for exc in entry.get("error_detail") or []:  # the exception a task failed with, as structured data
+            first, *rest = f"{exc.get('exc_type', 'Exception')}: {exc.get('exc_value', '')}".splitlines() or [""]
+            lines.extend(["  " + first, *("    " + r for r in rest)])
     return lines
 
 
@@ -268,23 +271,34 @@ def follow(
         time.sleep(poll_s)
 
 
-def main(
-    settings: Settings | None = None,
+@dataclass(frozen=True)
+class Outcome:
+    """How a `./run.sh pipeline` ended: the exit code, and what the run did (for tests and benchmarks)."""
+
+    code: int  # 0 success, 1 the run failed, 2 Airflow not usable
+    run_id: str | None = None
+    elapsed_s: float = 0.0
+    failed_task: str | None = None
+    durations_s: dict[str, float] = field(default_factory=dict)
+
+
+def run_pipeline(
+    settings: Settings,
     conf: Mapping[str, Any] | None = None,
     *,
     out: TextIO = sys.stdout,
     ready_timeout_s: float = 300,
     poll_s: float = 2.0,
     log_tail: int = 40,
-) -> int:
-    """Trigger one run and wait for it; 0 on success, 1 on a failed run, 2 when Airflow is not usable."""
-    settings = settings or get_settings()
+) -> Outcome:
+    """Trigger one run of the DAG with `conf` (default: from the settings), follow it, report the result."""
 
     def say(line: str) -> None:
         print(line, file=out, flush=True)
 
     conf = dict(conf) if conf is not None else run_conf(settings)
     client = AirflowClient(settings.airflow_url, settings.airflow_admin_user, settings.airflow_admin_password)
+    run_id = None
     try:
         wait_ready(client, ready_timeout_s, say)
         client.unpause(DAG_ID)
@@ -293,16 +307,22 @@ def main(
         say(f"triggered {DAG_ID} run {run_id} with {conf}")
         say(f"UI: {client.base_url}/dags/{DAG_ID}/runs/{quote(run_id, safe='')}")
         state, tasks, elapsed = follow(client, run_id, say, poll_s=poll_s)
-    except PipelineError as exc:
+        durations = {
+            ti["task_id"]: float(ti["duration"])
+            for ti in client.task_instances(DAG_ID, run_id)
+            if ti.get("duration") is not None
+        }
+    except (PipelineError, requests.RequestException) as exc:
         say(f"pipeline: {exc}")
-        return 2
+        return Outcome(2, run_id)
+    say("task durations: " + ", ".join(f"{t} {durations[t]:.1f}s" for t in STEPS if t in durations))
     if state in SUCCESS_STATES:
         say(f"run {run_id} succeeded in {elapsed:.1f}s")
-        return 0
+        return Outcome(0, run_id, elapsed, None, durations)
     failed = first_failure(tasks.values())
     if failed is None:
         say(f"run {run_id} ended {state} after {elapsed:.1f}s without a failed task (was it marked failed by hand?)")
-        return 1
+        return Outcome(1, run_id, elapsed, None, durations)
     say(f"run {run_id} FAILED after {elapsed:.1f}s: task {failed.task_id} failed (try {failed.try_number})")
     try:
         lines = client.task_log(DAG_ID, run_id, failed.task_id, max(failed.try_number, 1))
@@ -311,7 +331,12 @@ def main(
     say(f"--- last {log_tail} log lines of {failed.task_id} ---")
     for line in lines[-log_tail:]:
         say(line)
-    return 1
+    return Outcome(1, run_id, elapsed, failed.task_id, durations)
+
+
+def main(settings: Settings | None = None, conf: Mapping[str, Any] | None = None, **options: Any) -> int:
+    """`./run.sh pipeline`: 0 on success, 1 when the run failed, 2 when Airflow is not usable."""
+    return run_pipeline(settings or get_settings(), conf, **options).code
 
 
 def parse_conf(argv: Sequence[str] | None, settings: Settings) -> dict[str, Any]:

@@ -67,10 +67,21 @@ def test_log_lines_from_structured_and_plain_content() -> None:
     content = [
         {"event": "::group::Log message source details", "sources": ["/x.log"]},
         {"event": "::endgroup::"},
-        {"timestamp": "2026-11-24T09:57:21.123456Z", "level": "error", "event": "Task failed with exception"},
+        {
+            "timestamp": "2026-11-24T09:57:21.123456Z",
+            "level": "error",
+            "event": "Task failed with exception",
+            "error_detail": [{"exc_type": "AirflowFailException", "exc_value": "validate exited 3\nline 3: bad"}],
+        },
         "plain line 1\nplain line 2",
     ]
-    assert log_lines(content) == ["09:57:21 ERROR Task failed with exception", "plain line 1", "plain line 2"]
+    assert log_lines(content) == [
+        "09:57:21 ERROR Task failed with exception",
+        "  AirflowFailException: validate exited 3",
+        "    line 3: bad",
+        "plain line 1",
+        "plain line 2",
+    ]
 
 
 def test_run_conf_from_settings(base_settings: Settings, tmp_path: Path) -> None:
