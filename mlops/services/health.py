@@ -56,7 +56,12 @@ def redis_ping(settings: Settings) -> str:
 def kafka_metadata(settings: Settings) -> str:
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers, "socket.timeout.ms": 3000})
+    host, port = bootstrap_address(settings)
+    if not tcp_open(host, port):
+        raise ConnectionError(f"nothing listens on {host}:{port}")
+    admin = AdminClient(
+        {"bootstrap.servers": settings.kafka_bootstrap_servers, "socket.timeout.ms": 3000, "log_level": 0}
+    )
     meta = admin.list_topics(timeout=TIMEOUT_S)
     return f"metadata ok, {len(meta.brokers)} broker(s), {len(meta.topics)} topic(s)"
 
@@ -92,3 +97,18 @@ def mlflow_health(settings: Settings) -> str:
 
 def airflow_health(settings: Settings) -> str:
     return http_ok(settings.airflow_url.rstrip("/") + "/api/v2/monitor/health")
+
+
+def airflow_component(settings: Settings, component: str) -> str:
+    """A scheduler/dag-processor/triggerer is ready when the API server reports its heartbeat healthy."""
+    response = requests.get(settings.airflow_url.rstrip("/") + "/api/v2/monitor/health", timeout=TIMEOUT_S)
+    response.raise_for_status()
+    status = (response.json().get(component) or {}).get("status")
+    if status != "healthy":
+        raise RuntimeError(f"API server reports {component} {status or 'unknown'}")
+    return f"{component} healthy"
+
+
+def consumer_metrics(port: int) -> str:
+    """A consumer is up when it serves its metrics; `/healthz` stays 503 until a champion model exists."""
+    return http_ok(f"http://127.0.0.1:{port}/metrics")

@@ -57,25 +57,36 @@ def start(launch: Launch, log: Path, extra_env: dict[str, str] | None = None) ->
             raise ServiceError(launch.name, f"cannot execute {launch.argv[0]}: {exc}", log) from exc
 
 
-def wait_ready(launch: Launch, proc: subprocess.Popen, log: Path) -> str:
-    """Block until the health check passes; fail fast when the process exits first."""
+def wait_ready(launch: Launch, proc: subprocess.Popen | int, log: Path) -> str:
+    """Block until the health check passes; fail fast when the process exits first.
+
+    `proc` is our child (its exit code is known) or the pid of a process started by an earlier `up`.
+    """
     deadline = time.monotonic() + launch.timeout_s
+    pid = proc if isinstance(proc, int) else proc.pid
     last_error = "no answer yet"
     while True:
-        code = proc.poll()
+        code = proc.poll() if isinstance(proc, subprocess.Popen) else (None if alive(pid) else "?")
         if code is not None:
             hint = last_log_line(log)
-            raise ServiceError(
-                launch.name, f"exited with code {code} while starting" + (f": {hint}" if hint else ""), log
-            )
+            reason = f"exited with code {code} while starting" + (f": {hint}" if hint else "")
+            raise ServiceError(launch.name, reason, log)
         try:
             return launch.check()
         except Exception as exc:
             last_error = f"{type(exc).__name__}: {exc}"[:300]
         if time.monotonic() > deadline:
-            stop(proc.pid)
+            stop(pid)
             raise ServiceError(launch.name, f"not healthy after {launch.timeout_s:.0f}s ({last_error})", log)
         time.sleep(0.25)
+
+
+def start_time(pid: int) -> int | None:
+    """The kernel's start time of `pid` (clock ticks since boot): with the pid, it names one process for good."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def alive(pid: int) -> bool:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from mlops.services import health
 from mlops.services.errors import ServiceError
-from mlops.settings import Settings
+from mlops.settings import PROJECT_ROOT, Settings
 
 BIN_DIR = Path(sys.executable).parent
 
@@ -272,7 +272,7 @@ def mlflow(settings: Settings, data_dir: Path) -> Launch:
             "--port",
             str(port),
             "--workers",
-            "2",
+            "1",
             "--backend-store-uri",
             f"sqlite:///{data_dir / 'mlflow.db'}",
             "--serve-artifacts",
@@ -283,8 +283,82 @@ def mlflow(settings: Settings, data_dir: Path) -> Launch:
         check=lambda: health.mlflow_health(settings),
         port=port,
         host=host,
-        env=s3_client_environ(settings),
+        # No server-side job runner: it forks eight workers for GenAI jobs this platform never submits.
+        env={**s3_client_environ(settings), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
         prepare=lambda: data_dir.mkdir(parents=True, exist_ok=True),
         cwd=data_dir,
         timeout_s=120,
     )
+
+
+AIRFLOW_COMPONENT_HEALTH = {
+    "airflow-scheduler": "scheduler",
+    "airflow-dag-processor": "dag_processor",
+    "airflow-triggerer": "triggerer",
+}
+
+
+def airflow_prepare(settings: Settings) -> None:
+    """Create or migrate Airflow's metadata DB (Orchestration's `airflow_config.prepare`)."""
+    from mlops.orchestration import airflow_config
+
+    airflow_config.prepare(settings)
+
+
+def airflow(settings: Settings) -> list[Launch]:
+    """Airflow's components as separate processes; the environment is Orchestration's `airflow_env`.
+
+    The API server is started first and checked by its health endpoint; the others are checked by the
+    heartbeat the API server reports for them.
+    """
+    from mlops.orchestration import airflow_config
+
+    env = airflow_config.airflow_env(settings)
+    host = health.urlparse(settings.airflow_url).hostname or "127.0.0.1"
+    launches = []
+    for name, argv in airflow_config.airflow_commands():
+        component = AIRFLOW_COMPONENT_HEALTH.get(name)
+        api = component is None
+        launches.append(
+            Launch(
+                name=name,
+                service="airflow",
+                argv=tuple(argv),
+                url=settings.airflow_url if api else "",
+                check=(lambda: health.airflow_health(settings))
+                if api
+                else (lambda c=component: health.airflow_component(settings, c)),
+                port=settings.port_of("airflow_url") if api else None,
+                host=host,
+                env=env,
+                cwd=airflow_config.airflow_home(settings),
+                timeout_s=180,
+            )
+        )
+    return launches
+
+
+CONSUMER_SCRIPT = PROJECT_ROOT / "inference" / "queue_consumer.py"
+
+
+def inference(settings: Settings) -> list[Launch]:
+    """INFERENCE_CONSUMERS consumer processes; process i serves metrics on INFERENCE_METRICS_PORT + i."""
+    if not CONSUMER_SCRIPT.exists():
+        return []
+    env = {**settings_environ(settings), **s3_client_environ(settings)}
+    launches = []
+    for index in range(settings.inference_consumers):
+        port = settings.inference_metrics_port + index
+        launches.append(
+            Launch(
+                name=f"inference-{index}",
+                service="inference",
+                argv=(sys.executable, str(CONSUMER_SCRIPT), "--index", str(index)),
+                url=f"http://127.0.0.1:{port}/metrics",
+                check=lambda p=port: health.consumer_metrics(p),
+                port=port,
+                env=env,
+                timeout_s=90,
+            )
+        )
+    return launches

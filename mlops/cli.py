@@ -1,0 +1,169 @@
+"""What `./run.sh` dispatches to: `python -m mlops.cli [--local|--docker] [verb] [args]`.
+
+Verbs (CONTRACTS.md): none = up + pipeline + restart consumers + verify, then the URLs; `up`, `down
+[--purge]`, `status`, `test`, `pipeline`, `verify`, `bench [--json]`. The mode defaults to Docker when
+an engine answers `docker info`, else local (native processes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from mlops.services.backend import Backend
+from mlops.services.errors import ServiceError
+from mlops.settings import PROJECT_ROOT, Settings, SettingsError, get_settings
+
+VERBS = ("all", "up", "down", "status", "test", "pipeline", "verify", "bench")
+NOT_AVAILABLE = 2
+VERIFY_SCRIPT = PROJECT_ROOT / "verification" / "verify_streaming.py"
+
+
+def docker_available() -> bool:
+    if not shutil.which("docker"):
+        return False
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=10, check=False).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def make_backend(mode: str, settings: Settings) -> Backend:
+    if mode == "docker":
+        compose = _optional("mlops.services.compose")
+        if compose is None:
+            raise ServiceError("docker", "Docker mode is not yet available (mlops/services/compose.py); use --local")
+        return compose.ComposeBackend(settings)
+    from mlops.services.local import LocalBackend
+
+    return LocalBackend(settings)
+
+
+def _optional(module: str):
+    """Import a module another part of the project provides, or None while it does not exist yet."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name and module.startswith(exc.name):
+            return None
+        raise
+
+
+def not_available(verb: str) -> int:
+    print(f"{verb}: not yet available", file=sys.stderr)
+    return NOT_AVAILABLE
+
+
+def run_pipeline(settings: Settings) -> int:
+    pipeline = _optional("mlops.orchestration.pipeline")
+    return not_available("pipeline") if pipeline is None else int(pipeline.main(settings) or 0)
+
+
+def run_verify(settings: Settings) -> int:
+    if not VERIFY_SCRIPT.exists():
+        return not_available("verify")
+    from mlops.services.specs import settings_environ
+
+    env = {**_environ(), **settings_environ(settings)}
+    return subprocess.run([sys.executable, str(VERIFY_SCRIPT)], env=env, cwd=PROJECT_ROOT, check=False).returncode
+
+
+def run_bench(argv: Sequence[str]) -> int:
+    bench = _optional("mlops.bench")
+    return not_available("bench") if bench is None else int(bench.main(list(argv)) or 0)
+
+
+def run_tests(extra: Sequence[str]) -> int:
+    """`ruff check .` then the whole pytest suite (extra arguments go to pytest)."""
+    bin_dir = Path(sys.executable).parent
+    print("== ruff check .", flush=True)
+    ruff = subprocess.run([str(bin_dir / "ruff"), "check", "."], cwd=PROJECT_ROOT, check=False)
+    if ruff.returncode != 0:
+        print("test: ruff check failed (fix the findings above)", file=sys.stderr)
+        return ruff.returncode
+    print("== pytest " + " ".join(extra), flush=True)
+    code = subprocess.run([sys.executable, "-m", "pytest", *extra], cwd=PROJECT_ROOT, check=False).returncode
+    if code == 5:
+        print("test: pytest collected no tests: that is a failure, not a pass", file=sys.stderr)
+        return 1
+    return code
+
+
+def _environ() -> dict[str, str]:
+    import os
+
+    return dict(os.environ)
+
+
+def print_urls(backend: Backend) -> None:
+    print("\nThe platform is up:")
+    for name, url in backend.urls().items():
+        print(f"  {name:<22} {url}")
+
+
+def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(prog="./run.sh", description=__doc__.split("\n\n")[0])
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--local", dest="mode", action="store_const", const="local", help="native processes")
+    mode.add_argument("--docker", dest="mode", action="store_const", const="docker", help="Docker Compose")
+    parser.add_argument("verb", nargs="?", default="all", choices=VERBS, help="default: all (up, pipeline, verify)")
+    parser.add_argument("--purge", action="store_true", help="down: also delete the local state (.local/data)")
+    parser.add_argument("--json", action="store_true", help="bench: print one JSON object")
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.verb != "test":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args, extra
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args, extra = parse(sys.argv[1:] if argv is None else argv)
+    if args.verb == "test":
+        return run_tests(extra)
+    try:
+        settings = get_settings()
+    except SettingsError as exc:
+        print(f"settings: {exc} (fix it in .env or the environment)", file=sys.stderr)
+        return 2
+    if args.verb == "bench":
+        return run_bench(["--json"] if args.json else [])
+    if args.verb == "pipeline":
+        return run_pipeline(settings)
+    if args.verb == "verify":
+        return run_verify(settings)
+
+    mode = args.mode or ("docker" if docker_available() else "local")
+    try:
+        backend = make_backend(mode, settings)
+        if args.verb == "status":
+            return backend.status()
+        if args.verb == "down":
+            backend.down(purge=args.purge)
+            return 0
+        backend.up()
+        if args.verb == "up":
+            print_urls(backend)
+            return 0
+        code = run_pipeline(settings)
+        if code != 0:
+            print(f"pipeline failed (exit {code}); the services stay up: ./run.sh status", file=sys.stderr)
+            return code
+        backend.restart_consumers()
+        code = run_verify(settings)
+        print_urls(backend)
+        return code
+    except ServiceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        print("see what is up: ./run.sh status", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

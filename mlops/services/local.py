@@ -1,0 +1,328 @@
+"""Local mode: every service a native process under `.local/` (pid files, logs, data), health-checked.
+
+A process counts as ours only when its pid file and the start time recorded beside it still match the
+live process, so `down` can never signal a stranger that reused the pid, and nothing is stopped by name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlops.services import process, provision, specs
+from mlops.services.errors import ServiceError
+from mlops.services.specs import Launch
+from mlops.settings import Settings
+from mlops.status import ServiceRow, print_report
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+@dataclass(frozen=True)
+class Pid:
+    pid: int
+    argv: tuple[str, ...]
+    start_time: int | None
+
+
+class LocalState:
+    """The `.local/` tree: pid files (`run/<name>.pid` + `run/<name>.json`), logs, data."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.run = root / "run"
+        self.logs = root / "logs"
+        self.data = root / "data"
+
+    def log(self, name: str) -> Path:
+        return self.logs / f"{name}.log"
+
+    def pid_file(self, name: str) -> Path:
+        return self.run / f"{name}.pid"
+
+    def record(self, name: str, proc: subprocess.Popen, argv: tuple[str, ...]) -> None:
+        self.run.mkdir(parents=True, exist_ok=True)
+        meta = {"pid": proc.pid, "argv": list(argv), "start_time": process.start_time(proc.pid)}
+        (self.run / f"{name}.json").write_text(json.dumps(meta))
+        self.pid_file(name).write_text(f"{proc.pid}\n")
+
+    def forget(self, name: str) -> None:
+        self.pid_file(name).unlink(missing_ok=True)
+        (self.run / f"{name}.json").unlink(missing_ok=True)
+
+    def read(self, name: str) -> Pid | None:
+        try:
+            pid = int(self.pid_file(name).read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        try:
+            meta = json.loads((self.run / f"{name}.json").read_text())
+        except (OSError, ValueError):
+            meta = {}
+        if meta.get("pid") != pid:
+            meta = {}
+        return Pid(pid, tuple(meta.get("argv", ())), meta.get("start_time"))
+
+    def names(self) -> list[str]:
+        return sorted(p.stem for p in self.run.glob("*.pid")) if self.run.exists() else []
+
+
+def owned(record: Pid, expected_argv: tuple[str, ...] = ()) -> bool:
+    """True when the live process with this pid is the one we started (same start time), not a stranger.
+
+    Without a recorded start time (a pid file written by hand), fall back to the command line: the
+    executable we would have launched must appear in it.
+    """
+    if not process.alive(record.pid):
+        return False
+    if record.start_time is not None:
+        return process.start_time(record.pid) == record.start_time
+    argv = record.argv or expected_argv
+    if not argv:
+        return False
+    exe = Path(argv[0]).name
+    return any(Path(part).name == exe for part in process.cmdline(record.pid))
+
+
+class LocalBackend:
+    """Native processes; the order of `_phases` is the dependency order."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.state = LocalState(settings.path("local_dir"))
+        self.include_airflow = True
+        self.include_inference = True
+
+    # --- what runs ------------------------------------------------------------------------
+    def _core(self) -> list[Launch]:
+        data = self.state.data
+        return [
+            specs.redis(self.settings, data / "redis"),
+            specs.kafka(self.settings, data / "kafka"),
+            specs.s3(self.settings, data / "s3"),
+        ]
+
+    def _airflow(self) -> list[Launch]:
+        if not self.include_airflow:
+            return []
+        try:
+            return specs.airflow(self.settings)
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.startswith("mlops.orchestration"):
+                say("airflow: skipped (mlops.orchestration.airflow_config is not available yet)")
+                return []
+            raise
+
+    def _inference(self) -> list[Launch]:
+        if not self.include_inference:
+            return []
+        launches = specs.inference(self.settings)
+        if not launches:
+            say(f"inference: skipped ({specs.CONSUMER_SCRIPT} does not exist yet)")
+        return launches
+
+    def _known_launches(self) -> list[Launch]:
+        """Every launch, for status and down: a service whose binary is missing shows as a placeholder."""
+        data = self.state.data
+        factories = [
+            ("redis", lambda: [specs.redis(self.settings, data / "redis")]),
+            ("kafka", lambda: [specs.kafka(self.settings, data / "kafka")]),
+            ("s3", lambda: [specs.s3(self.settings, data / "s3")]),
+            ("mlflow", lambda: [specs.mlflow(self.settings, data / "mlflow")]),
+        ]
+        if self.include_airflow:
+            factories.append(("airflow", lambda: specs.airflow(self.settings)))
+        if self.include_inference:
+            factories.append(("inference", lambda: specs.inference(self.settings)))
+        launches: list[Launch] = []
+        for name, factory in factories:
+            try:
+                launches += factory()
+            except ModuleNotFoundError:
+                continue  # a part of the project not written yet
+            except ServiceError as exc:
+                launches.append(_unavailable(name, exc.reason))
+        return launches
+
+    # --- up -------------------------------------------------------------------------------
+    def up(self) -> None:
+        with self._interruptible() as started:
+            self._ensure(self._core(), started)
+            created = provision.ensure_buckets(self.settings)
+            say(f"s3: buckets {self.settings.s3_bucket}, {self.settings.mlflow_artifact_bucket} ready"
+                + (f" (created {', '.join(created)})" if created else ""))  # fmt: skip
+            created = provision.ensure_topics(self.settings)
+            say("kafka: topics ready" + (f" (created {', '.join(created)})" if created else ""))
+            # MLflow starts while Airflow's metadata DB is migrated: the two are independent.
+            pending = self._launch([specs.mlflow(self.settings, self.state.data / "mlflow")], started)
+            airflow = self._airflow()
+            if airflow and not all(self._running_healthy(launch) for launch in airflow):
+                say("airflow: migrating the metadata database (first run takes a minute)")
+                try:
+                    specs.airflow_prepare(self.settings)
+                except Exception as exc:
+                    raise ServiceError("airflow", f"db migrate failed: {exc}".splitlines()[0]) from exc
+            self._await(pending + self._launch(airflow, started), started)
+            self._ensure(self._inference(), started)
+
+    def _running_healthy(self, launch: Launch) -> bool:
+        record = self.state.read(launch.name)
+        if record is None or not owned(record, launch.argv):
+            return False
+        try:
+            launch.check()
+            return True
+        except Exception:
+            return False
+
+    def _ensure(self, launches: list[Launch], started: list[str]) -> None:
+        self._await(self._launch(launches, started), started)
+
+    def _launch(self, launches: list[Launch], started: list[str]) -> list[tuple[Launch, subprocess.Popen | int]]:
+        """Start what is not running, all at once (waiting comes after); keep what runs."""
+        pending: list[tuple[Launch, subprocess.Popen | int]] = []
+        for launch in launches:
+            record = self.state.read(launch.name)
+            if record is not None and owned(record, launch.argv):
+                pending.append((launch, record.pid))  # running: give it the chance to be (or become) healthy
+                continue
+            if record is not None:
+                self.state.forget(launch.name)
+            pending.append((launch, self._spawn(launch, started)))
+        return pending
+
+    def _await(self, pending: list[tuple[Launch, subprocess.Popen | int]], started: list[str]) -> None:
+        """Wait for each to be healthy; one that runs but stays unhealthy is restarted once."""
+        for launch, proc in pending:
+            log = self.state.log(launch.name)
+            if isinstance(proc, int):
+                try:
+                    patient = dataclasses.replace(launch, timeout_s=min(launch.timeout_s, 30))
+                    detail = process.wait_ready(patient, proc, log)
+                    say(f"{launch.name}: already running (pid {proc}), {detail}")
+                    continue
+                except ServiceError:
+                    say(f"{launch.name}: pid {proc} is unhealthy; restarting it")
+                    process.stop(proc)
+                    self.state.forget(launch.name)
+                    proc = self._spawn(launch, started)
+            detail = process.wait_ready(launch, proc, log)
+            say(f"{launch.name}: started (pid {proc.pid}), {detail}" + (f"; {launch.note}" if launch.note else ""))
+
+    def _spawn(self, launch: Launch, started: list[str]) -> subprocess.Popen:
+        proc = process.start(launch, self.state.log(launch.name))
+        self.state.record(launch.name, proc, launch.argv)
+        started.append(launch.name)
+        return proc
+
+    @contextmanager
+    def _interruptible(self) -> Iterator[list[str]]:
+        """On Ctrl-C or SIGTERM, stop what this `up` started, so no orphan outlives it.
+
+        A service that fails to start does not stop the others: `status` then shows what is up.
+        """
+        started: list[str] = []
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+        try:
+            yield started
+        except KeyboardInterrupt:
+            say("\ninterrupted: stopping what this `up` started")
+            self._stop_names(reversed(started))
+            raise
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    # --- down / restart -------------------------------------------------------------------
+    def down(self, purge: bool) -> None:
+        order = [launch.name for launch in self._known_launches()]
+        names = [n for n in reversed(order) if n in self.state.names()]
+        names += [n for n in self.state.names() if n not in names]  # e.g. more consumers than now configured
+        expected = {launch.name: launch.argv for launch in self._known_launches()}
+        self._stop_names(names, expected=expected)
+        if not names:
+            say("nothing to stop")
+        if purge:
+            shutil.rmtree(self.state.data, ignore_errors=True)
+            shutil.rmtree(self.state.run, ignore_errors=True)
+            say(f"purged {self.state.data}")
+
+    def _stop_names(self, names: Iterable[str], expected: dict[str, tuple[str, ...]] | None = None) -> None:
+        for name in names:
+            record = self.state.read(name)
+            if record is None:
+                self.state.forget(name)
+                continue
+            if not process.alive(record.pid):
+                self.state.forget(name)
+                say(f"{name}: was not running (stale pid file removed)")
+                continue
+            if not owned(record, (expected or {}).get(name, ())):
+                self.state.forget(name)
+                shown = " ".join(process.cmdline(record.pid))[:80]
+                say(f"{name}: pid {record.pid} is not a process this project started ({shown!r}); "
+                    "left it alone, removed the stale pid file")  # fmt: skip
+                continue
+            process.stop(record.pid)
+            self.state.forget(name)
+            say(f"{name}: stopped (pid {record.pid})")
+
+    def restart_consumers(self) -> None:
+        self._stop_names([n for n in self.state.names() if n.startswith("inference-")])
+        with self._interruptible() as started:
+            self._ensure(self._inference(), started)
+
+    # --- status / urls --------------------------------------------------------------------
+    def rows(self) -> list[ServiceRow]:
+        rows = []
+        for launch in self._known_launches():
+            record = self.state.read(launch.name)
+            pid = record.pid if record is not None and owned(record, launch.argv) else None
+            state = "down"
+            if pid is not None:
+                try:
+                    launch.check()
+                    state = "up"
+                except Exception:
+                    state = "unhealthy"
+            rows.append(ServiceRow(launch.name, state, pid, launch.url, launch.note))
+        return rows
+
+    def status(self) -> int:
+        rows = self.rows()
+        print_report(self.settings, rows, mode="local", logs=self.state.logs)
+        return 0 if all(r.state == "up" for r in rows) else 1
+
+    def urls(self) -> dict[str, str]:
+        login = f"login {self.settings.airflow_admin_user} / AIRFLOW_ADMIN_PASSWORD from .env"
+        urls = {
+            "Airflow UI": f"{self.settings.airflow_url}  ({login})",
+            "MLflow UI": self.settings.mlflow_tracking_uri,
+            "S3 API": self.settings.s3_endpoint_url,
+            "Kafka bootstrap": self.settings.kafka_bootstrap_servers,
+            "Redis": f"{self.settings.redis_host}:{self.settings.redis_port}",
+        }
+        for launch in specs.inference(self.settings):
+            urls[f"Consumer {launch.name}"] = launch.url
+        return urls
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _unavailable(name: str, reason: str) -> Launch:
+    """A stand-in for a service that cannot be launched here, so status and down still list it."""
+
+    def check() -> str:
+        raise RuntimeError(reason)
+
+    return Launch(name=name, service=name, argv=(), url="", check=check, note=reason)

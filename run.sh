@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# The one entry point: bootstraps a fresh machine, then hands over to `python -m mlops.cli`.
+# Usage: ./run.sh [--local|--docker] [up|down [--purge]|status|test|pipeline|verify|bench [--json]]
+# Kept thin on purpose: everything past the bootstrap lives in mlops/cli.py.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")"
+VENV=.venv
+STAMP="$VENV/.installed-pyproject.sha256"
+
+say() { printf '[run.sh] %s\n' "$*" >&2; }
+die() { say "error: $*"; exit 1; }
+
+find_python() {
+  local candidate
+  for candidate in python3.12 python3.11 python3; do
+    if command -v "$candidate" >/dev/null 2>&1 &&
+      "$candidate" -c 'import sys; sys.exit(0 if (3, 11) <= sys.version_info[:2] < (3, 13) else 1)' 2>/dev/null; then
+      echo "$candidate"
+      return 0
+    fi
+  done
+  return 1
+}
+
+wants_docker() {
+  local arg
+  for arg in "$@"; do [[ "$arg" == "--docker" ]] && return 0; done
+  return 1
+}
+
+# System packages local mode needs: redis-server, and Java for Spark.
+system_packages() {
+  local missing=()
+  command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+  command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
+  if ! "${PY:-python3}" -m venv --help >/dev/null 2>&1 || ! "${PY:-python3}" -c 'import ensurepip' 2>/dev/null; then
+    missing+=(python3-venv)
+  fi
+  ((${#missing[@]} == 0)) && return 0
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    say "installing system packages: ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    die "missing system packages: ${missing[*]}. Install them with:
+    sudo apt-get update && sudo apt-get install -y ${missing[*]}"
+  fi
+}
+
+PY=$(find_python) || die "Python 3.11 or 3.12 is required (found: $(python3 --version 2>&1 || echo none)).
+    On Debian/Ubuntu: sudo apt-get install -y python3 python3-venv"
+
+wants_docker "$@" || system_packages
+
+if [[ ! -x "$VENV/bin/python" ]]; then
+  say "creating $VENV with $($PY --version)"
+  "$PY" -m venv "$VENV"
+fi
+
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [[ ! -f "$STAMP" || "$(cat "$STAMP")" != "$want" ]]; then
+  say "installing the project into $VENV (first run: several minutes)"
+  [[ -x "$VENV/bin/uv" ]] || "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check uv
+  "$VENV/bin/uv" pip install --quiet --python "$VENV/bin/python" -e '.[local,dev]'
+  echo "$want" >"$STAMP"
+fi
+
+if [[ ! -f .env ]]; then
+  cp .env.example .env
+  say "created .env from .env.example: change the passwords in it before exposing anything"
+fi
+
+exec "$VENV/bin/python" -m mlops.cli "$@"
