@@ -398,3 +398,30 @@ def test_redis_outage_mid_stream_loses_and_skips_nothing(settings, champion, top
         proc.terminate()
     assert consumer.service.metrics.errors.labels(reason="redis_unavailable")._value.get() > 0
     _assert_redis_matches_topic(private, requests, results)
+
+
+def test_two_processes_share_the_partitions(settings, champion, topics, tmp_path):
+    """Two members of one group split the partitions: both answer, nothing is answered twice differently."""
+    requests = _requests(settings, champion, 2000)
+    results = TopicListener(settings, topics.predictions)
+    results.start()
+    members = [ConsumerProcess(topics, tmp_path / f"consumer-{i}.log", _port()) for i in range(2)]
+    try:
+        for member in members:
+            member.wait_healthy()
+        time.sleep(8)  # both joined: the group rebalanced over the 3 partitions
+        sender = Sender(settings, topics.requests)
+        for request in requests:
+            sender.send(request)
+        sender.flush()
+        assert results.wait_for([r.request_id for r in requests], 120) == set()
+        answered = [member.healthz()[1]["answered"] for member in members]
+    finally:
+        for member in members:
+            member.proc.send_signal(signal.SIGTERM)
+        codes = [member.proc.wait(30) for member in members]
+        results.close()
+    assert codes == [0, 0]
+    assert all(n > 0 for n in answered), f"one member did nothing: {answered}"
+    assert sum(answered) >= len(requests)
+    _assert_redis_matches_topic(settings, requests, results)

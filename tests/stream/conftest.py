@@ -1,0 +1,26 @@
+"""A real champion for the stream tests: the pipeline's own steps over a small synthetic dataset.
+
+Built once per session, exactly as the DAG runs them (`mlops.orchestration.steps`: ingest ... train,
+evaluate_and_promote), against the session's throwaway Redis, S3 and MLflow; the result is a feature
+set in Redis and a registered model behind `champion`, loaded here through the serving code.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from mlops.orchestration.steps import STEPS, RunParams, run_step, step_argv
+
+
+@pytest.fixture(scope="session")
+def champion(settings, mlflow_server):
+    """The `RankerInfo` (model_version, feature_set, ...) of the champion the pipeline registered."""
+    from mlops.feature_store import RedisFeatureStore
+    from mlops.serving import Ranker
+
+    params = RunParams.defaults(settings)
+    for step in STEPS.values():
+        result = run_step(step_argv(settings, step, "stream-tests", params))
+        assert result.returncode == 0, result.summary(step)
+    store = RedisFeatureStore.from_settings(settings)
+    return Ranker.load(settings, store, alias="champion").info
