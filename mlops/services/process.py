@@ -32,7 +32,9 @@ def last_log_line(log: Path) -> str:
 def start(launch: Launch, log: Path, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
     """Prepare and spawn `launch`, refusing when its port is already taken by someone else."""
     if launch.port is not None and tcp_open(launch.host, launch.port):
-        raise ServiceError(launch.name, f"port {launch.host}:{launch.port} is already in use by another process")
+        owner = port_owner(launch.port)
+        taken = f"port {launch.host}:{launch.port} is already in use by another process"
+        raise ServiceError(launch.name, taken + (f" ({owner})" if owner else ""), log)
     log.parent.mkdir(parents=True, exist_ok=True)
     if launch.prepare is not None:
         try:
@@ -55,6 +57,23 @@ def start(launch: Launch, log: Path, extra_env: dict[str, str] | None = None) ->
             )
         except OSError as exc:
             raise ServiceError(launch.name, f"cannot execute {launch.argv[0]}: {exc}", log) from exc
+
+
+def port_owner(port: int) -> str:
+    """Who listens on `port` (pid and command), when `ss` can tell: makes the port-taken error actionable."""
+    try:
+        out = subprocess.run(
+            ["ss", "-Htlnp", f"sport = :{port}"], capture_output=True, text=True, timeout=5, check=False
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    for line in out.splitlines():
+        if "pid=" in line:
+            users = line[line.index("users:") :]
+            name = users.split('"')[1] if '"' in users else "?"
+            pid = users.split("pid=")[1].split(",")[0]
+            return f"pid {pid}, {name}"
+    return ""
 
 
 def wait_ready(launch: Launch, proc: subprocess.Popen | int, log: Path) -> str:

@@ -1,0 +1,211 @@
+"""Local mode against real processes: lifecycle, repair, and the faults `up`/`down` must handle.
+
+Each test gets its own LOCAL_DIR and free ports, so it never meets the fixture servers or a developer's
+stack. Airflow and the consumers are left out (too slow for here; the orchestration and stream tests
+cover them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import free_port
+
+from mlops.services import process
+from mlops.services.errors import ServiceError
+from mlops.services.local import LocalBackend
+from mlops.settings import PROJECT_ROOT, Settings, load_settings
+
+
+def local_environ(root: Path, **overrides: str) -> dict[str, str]:
+    env = {
+        "LOCAL_DIR": str(root),
+        "REDIS_PORT": str(free_port()),
+        "REDIS_PASSWORD": "lifecycle-pw",
+        "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+        "KAFKA_HOME": "",
+        "S3_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
+        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}",
+        "AIRFLOW_URL": f"http://127.0.0.1:{free_port()}",
+        "INFERENCE_METRICS_PORT": str(free_port()),
+    }
+    env.update(overrides)
+    return env
+
+
+def local_settings(root: Path, **overrides: str) -> Settings:
+    return load_settings(env_file=root / "no.env", environ=local_environ(root, **overrides))
+
+
+def core_backend(settings: Settings) -> LocalBackend:
+    backend = LocalBackend(settings)
+    backend.include_airflow = False
+    backend.include_inference = False
+    return backend
+
+
+def pids(root: Path) -> dict[str, int]:
+    return {p.stem: int(p.read_text()) for p in (root / "run").glob("*.pid")}
+
+
+@pytest.mark.slow
+def test_up_status_down_up(tmp_path, capsys):
+    settings = local_settings(tmp_path)
+    backend = core_backend(settings)
+    try:
+        backend.up()
+        first = pids(tmp_path)
+        assert set(first) == {"redis", "kafka", "s3", "mlflow"}
+        assert all(process.alive(pid) for pid in first.values())
+        assert (tmp_path / "logs" / "mlflow.log").exists()
+
+        capsys.readouterr()
+        assert backend.status() == 0
+        report = capsys.readouterr().out
+        for name in first:
+            assert any(line.split()[:3] == [name, "up", str(first[name])] for line in report.splitlines()), report
+        assert "inference-requests" in report and "p2=0" in report
+        assert "feature set (fs:current): none yet" in report
+        assert "champion model (movielens-recommender@champion): none yet" in report
+
+        # A second `up` changes nothing; a dead service is restarted, the healthy ones left alone.
+        backend.up()
+        assert pids(tmp_path) == first
+        os.kill(first["redis"], signal.SIGKILL)
+        _wait_dead(first["redis"])
+        backend.up()
+        again = pids(tmp_path)
+        assert again["redis"] != first["redis"] and process.alive(again["redis"])
+        assert {k: v for k, v in again.items() if k != "redis"} == {k: v for k, v in first.items() if k != "redis"}
+
+        backend.down(purge=False)
+        assert pids(tmp_path) == {}
+        assert not any(process.alive(pid) for pid in again.values())
+        assert backend.status() == 1
+        assert "down" in capsys.readouterr().out
+        assert (tmp_path / "data" / "mlflow" / "mlflow.db").exists()  # down keeps data
+
+        backend.up()
+        assert set(pids(tmp_path)) == set(first)
+    finally:
+        backend.down(purge=True)
+    assert not (tmp_path / "data").exists()
+
+
+def test_port_taken_by_a_stranger_stops_up_with_one_line(tmp_path):
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        backend = core_backend(local_settings(tmp_path, REDIS_PORT=str(port)))
+        with pytest.raises(ServiceError) as caught:
+            backend.up()
+    message = str(caught.value)
+    assert message.startswith("redis: port 127.0.0.1:") and str(port) in message
+    assert "redis.log" in message and "\n" not in message
+    assert pids(tmp_path) == {}  # nothing was started
+
+
+def test_service_that_exits_at_start_is_reported_with_its_log(tmp_path):
+    # 192.0.2.1 (TEST-NET) is no local address: redis-server cannot bind it and exits.
+    backend = core_backend(local_settings(tmp_path, REDIS_HOST="192.0.2.1"))
+    with pytest.raises(ServiceError) as caught:
+        backend.up()
+    message = str(caught.value)
+    assert message.startswith("redis: exited with code")
+    assert str(tmp_path / "logs" / "redis.log") in message
+
+
+def test_missing_kafka_distribution_is_named(tmp_path):
+    backend = core_backend(local_settings(tmp_path, KAFKA_HOME=str(tmp_path / "no-kafka")))
+    with pytest.raises(ServiceError, match=r"^kafka: KAFKA_HOME=.*no-kafka has no bin/kafka-server-start.sh"):
+        backend.up()
+
+
+def test_down_leaves_alone_a_process_that_is_not_ours(tmp_path, capsys):
+    backend = core_backend(local_settings(tmp_path))
+    stranger = subprocess.Popen(["sleep", "300"])
+    other = subprocess.Popen(["sleep", "300"])
+    try:
+        run = tmp_path / "run"
+        run.mkdir(parents=True)
+        # A pid file by hand (no start-time record): the command line is not redis-server's.
+        (run / "redis.pid").write_text(f"{stranger.pid}\n")
+        # A recorded process whose pid now belongs to someone else: the start time differs.
+        (run / "kafka.pid").write_text(f"{other.pid}\n")
+        (run / "kafka.json").write_text(json.dumps({"pid": other.pid, "argv": ["sleep"], "start_time": 1}))
+        backend.down(purge=False)
+        assert stranger.poll() is None and other.poll() is None
+        out = capsys.readouterr().out
+        assert f"redis: pid {stranger.pid} is not a process this project started" in out
+        assert f"kafka: pid {other.pid} is not a process this project started" in out
+        assert pids(tmp_path) == {}
+    finally:
+        stranger.kill()
+        other.kill()
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_up_leaves_no_orphan(tmp_path):
+    env = {**os.environ, **local_environ(tmp_path)}
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "mlops.cli", "--local", "up"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    seen: dict[str, int] = {}
+    deadline = time.monotonic() + 120
+    # Interrupt while MLflow is starting, i.e. after the core services are up and recorded.
+    while "mlflow" not in seen and time.monotonic() < deadline and cli.poll() is None:
+        seen.update(pids(tmp_path))
+        time.sleep(0.05)
+    assert "mlflow" in seen, cli.communicate()[0]
+    cli.send_signal(signal.SIGINT)
+    out = cli.communicate(timeout=60)[0]
+    assert cli.returncode == 130, out
+    assert "interrupted" in out
+    for name, pid in seen.items():
+        _wait_dead(pid)
+        assert not process.alive(pid), f"{name} (pid {pid}) outlived Ctrl-C"
+    assert pids(tmp_path) == {}
+
+
+def test_status_of_a_stack_that_is_not_running_is_a_readable_report(tmp_path):
+    env = {**os.environ, **local_environ(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-m", "mlops.cli", "--local", "status"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    for name in ("redis", "kafka", "s3", "mlflow"):
+        assert any(line.split()[:2] == [name, "down"] for line in lines), result.stdout
+    assert "topics: -" in result.stdout and "champion model" in result.stdout
+
+
+def test_unknown_verb_and_unavailable_verbs(tmp_path):
+    env = {**os.environ, **local_environ(tmp_path)}
+    bad = subprocess.run([sys.executable, "-m", "mlops.cli", "launch"], cwd=PROJECT_ROOT, env=env, capture_output=True)
+    assert bad.returncode == 2 and b"invalid choice" in bad.stderr
+
+
+def _wait_dead(pid: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while process.alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)

@@ -1,0 +1,32 @@
+"""`.env.example` documents every setting exactly once, and its values load into valid settings."""
+
+from __future__ import annotations
+
+import re
+
+from dotenv import dotenv_values
+
+from mlops.settings import PROJECT_ROOT, Settings, env_names, load_settings
+
+EXAMPLE = PROJECT_ROOT / ".env.example"
+
+
+def example_names() -> list[str]:
+    return [m.group(1) for m in re.finditer(r"^([A-Z][A-Z0-9_]*)=", EXAMPLE.read_text(), re.MULTILINE)]
+
+
+def test_every_setting_is_in_env_example_and_nothing_else():
+    names = example_names()
+    assert len(names) == len(set(names)), f"listed twice: {sorted({n for n in names if names.count(n) > 1})}"
+    assert set(names) == set(env_names()), {
+        "missing from .env.example": sorted(set(env_names()) - set(names)),
+        "unknown to mlops.settings": sorted(set(names) - set(env_names())),
+    }
+
+
+def test_env_example_values_are_the_defaults():
+    """A fresh `.env` (copied from the example) must behave like no `.env` at all."""
+    from_example = load_settings(env_file=EXAMPLE, environ={})
+    assert from_example == Settings()
+    values = dotenv_values(EXAMPLE)
+    assert values["REDIS_PASSWORD"] == Settings().redis_password
