@@ -18,7 +18,7 @@ import requests
 from mlops.feature_store import RedisFeatureStore
 from mlops.layout import manifest_key, normalized_key, run_prefix, split_key
 from mlops.object_store import ObjectStore
-from mlops.orchestration.pipeline import AirflowClient, Outcome, run_pipeline
+from mlops.orchestration.pipeline import AirflowClient, Outcome, run_pipeline, wait_ready
 from mlops.orchestration.steps import STEPS
 from mlops.services import process, specs
 from mlops.settings import Settings
@@ -36,6 +36,8 @@ def airflow_stack(settings: Settings, mlflow_server, servers_root: Path) -> Iter
             proc = process.start(launch, log)
             started.append(proc)
             process.wait_ready(launch, proc, log)
+        client = AirflowClient(settings.airflow_url, settings.airflow_admin_user, settings.airflow_admin_password)
+        wait_ready(client, 240, print)  # until the DAG is parsed
         yield settings
     finally:
         for proc in reversed(started):
