@@ -74,3 +74,18 @@ def test_urls_include_kafka_ui_on_8090() -> None:
     assert urls["Kafka UI"] == "http://127.0.0.1:8090"
     assert urls["Airflow UI"].startswith(Settings().airflow_url)
     assert "Grafana" in ComposeBackend(Settings(), monitoring=True).urls()
+
+
+def test_status_rows_show_one_shots_as_done_and_unhealthy_services(monkeypatch: pytest.MonkeyPatch) -> None:
+    backend = ComposeBackend(Settings())
+    monkeypatch.setattr(backend, "containers", lambda: containers(
+        inspect_item("kafka-init", "exited", 0),
+        inspect_item("airflow-init", "exited", 2),
+        inspect_item("redis", "running", health="healthy"),
+        inspect_item("mlflow", "running", health="unhealthy"),
+    ))  # fmt: skip
+    rows = {r.name: r for r in backend.rows()}
+    assert rows["mlops-kafka-init-1"].state == "done"
+    assert rows["mlops-airflow-init-1"].state == "failed (exit 2)"
+    assert rows["mlops-redis-1"].state == "up" and rows["mlops-redis-1"].url.endswith(":6379")
+    assert rows["mlops-mlflow-1"].state == "unhealthy" and rows["mlops-mlflow-1"].url == Settings().mlflow_tracking_uri
