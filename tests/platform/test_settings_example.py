@@ -30,3 +30,12 @@ def test_env_example_values_are_the_defaults():
     assert from_example == Settings()
     values = dotenv_values(EXAMPLE)
     assert values["REDIS_PASSWORD"] == Settings().redis_password
+
+
+def test_readme_configuration_table_matches_env_example():
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    rows = dict(re.findall(r"^\| `([A-Z][A-Z0-9_]*)` \| ([^|]*) \|", readme, re.MULTILINE))
+    assert set(rows) == set(env_names()), sorted(set(rows) ^ set(env_names()))
+    for name, default in dotenv_values(EXAMPLE).items():
+        shown = rows[name].strip()
+        assert shown == (f"`{default}`" if default else "(empty)"), (name, shown, default)
