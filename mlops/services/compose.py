@@ -199,6 +199,10 @@ def endpoint_mismatches(settings: Settings, spec: dict) -> list[str]:
                             f"{published[0]}:{published[1]}")  # fmt: skip
     if settings.redis_host not in LOOPBACK:
         problems.append(f"REDIS_HOST={settings.redis_host}: Docker mode publishes Redis on 127.0.0.1")
+    # Compose publishes the broker at exactly this address and advertises it: one IPv4 host:port.
+    if not re.fullmatch(r"127\.0\.0\.1:\d+", settings.kafka_bootstrap_servers):
+        servers = settings.kafka_bootstrap_servers
+        problems.append(f"KAFKA_BOOTSTRAP_SERVERS={servers}: Docker mode needs 127.0.0.1:<port>")
     return problems
 
 

@@ -207,6 +207,9 @@ def test_endpoint_mismatch_is_reported(raw: dict) -> None:
     settings = load_settings(ENV_EXAMPLE, environ={}).replace(airflow_url="http://127.0.0.1:8088")
     problems = endpoint_mismatches(settings, raw)
     assert len(problems) == 1 and "AIRFLOW_URL" in problems[0] and "8080" in problems[0]
+    settings = settings.replace(airflow_url="http://127.0.0.1:8080", kafka_bootstrap_servers="localhost:9092")
+    (problem,) = endpoint_mismatches(settings, raw)
+    assert problem.startswith("KAFKA_BOOTSTRAP_SERVERS=localhost:9092")
 
 
 # --- one source of truth for settings ------------------------------------------------------------
