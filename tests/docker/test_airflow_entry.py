@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,11 +20,16 @@ import requests
 
 from mlops.services.specs import settings_environ
 from mlops.settings import PROJECT_ROOT, Settings
-from tests.conftest import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 PASSWORD = "Zq4-t9YwR2_pLx7sKm3vB8nH"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def container_env(tmp_path: Path, port: int) -> dict[str, str]:
