@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import redis
@@ -70,11 +71,15 @@ class OnlineFeatures:
 
 
 def _json_default(value: Any) -> Any:
-    """numpy scalars and arrays (what pandas rows hold) as plain JSON."""
+    """numpy scalars and arrays (pandas rows), dates and decimals (Spark rows) as plain JSON."""
     if hasattr(value, "tolist"):
         return value.tolist()
     if hasattr(value, "item"):
         return value.item()
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return float(value)
     raise TypeError(f"feature value {value!r} of type {type(value).__name__} is not JSON-serializable")
 
 

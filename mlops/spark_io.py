@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mlops.errors import DataError
@@ -174,6 +175,46 @@ def write_parquet(
     return full
 
 
+def write_table(
+    table: pa.Table,
+    key: str,
+    settings: Settings,
+    manifest: dict[str, Any],
+    rows_per_file: int = 2_000_000,
+    store: ObjectStore | None = None,
+) -> dict[str, Any]:
+    """Write an Arrow table as the dataset at `key`: the same files and manifest `write_parquet` makes.
+
+    For steps that hold their data on the driver anyway (ingest): no Spark round trip needed.
+    """
+    store = store or ObjectStore.from_settings(settings)
+    store.ensure_bucket()
+    _uncommit(key, store)
+    scratch = _staging_root(settings) / f"{uuid.uuid4().hex}"
+    scratch.mkdir(parents=True)
+    files = []
+    try:
+        for i, start in enumerate(range(0, max(table.num_rows, 1), rows_per_file)):
+            name = f"part-{i:05d}.parquet"
+            pq.write_table(table.slice(start, rows_per_file), scratch / name, compression="snappy")
+            store.put_file(f"{key}/{name}", scratch / name)
+            files.append(name)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    full = {
+        "schema_version": SCHEMA_VERSION,
+        **manifest,
+        "row_count": table.num_rows,
+        "columns": [{"name": f.name, "type": str(f.type)} for f in table.schema],
+        "partition_by": [],
+        "files": files,
+        "created_at": datetime.now(UTC).isoformat(),
+    }
+    store.put_json(manifest_key(key), full)
+    log.info("committed %s: %d rows, %d files", key, table.num_rows, len(files))
+    return full
+
+
 def _uncommit(key: str, store: ObjectStore) -> None:
     """Remove a previous output at `key`, manifest first, so it stops being readable before it changes."""
     if store.exists(manifest_key(key)):
@@ -222,9 +263,17 @@ def read_parquet(spark: SparkSession, key: str, settings: Settings, store: Objec
     return spark.read.parquet(str(path))
 
 
-def read_pandas(key: str, settings: Settings, store: ObjectStore | None = None) -> pd.DataFrame:
-    """The committed dataset at `key` as pandas, without Spark (for training and small tables)."""
+def read_pandas(
+    key: str, settings: Settings, store: ObjectStore | None = None, nullable_ints: bool = False
+) -> pd.DataFrame:
+    """The committed dataset at `key` as pandas, without Spark (for training and small tables).
+
+    `nullable_ints`: integer columns become pandas `Int64`, so one with nulls (a movie's year) stays integer.
+    """
+    import pandas as pd
+
     path, manifest = local_copy(key, settings, store)
     if not manifest["files"]:
         raise DataError(f"dataset {key!r} has no part files (its manifest lists none)")
-    return pq.read_table(str(path), partitioning="hive").to_pandas()
+    table = pq.read_table(str(path), partitioning="hive")
+    return table.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get if nullable_ints else None)
