@@ -11,7 +11,8 @@ import json
 import shutil
 import signal
 import subprocess
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,10 +158,10 @@ class LocalBackend:
     def up(self) -> None:
         with self._interruptible() as started:
             self._ensure(self._core(), started)
-            created = provision.ensure_buckets(self.settings)
+            created = self._provision("s3", provision.ensure_buckets)
             say(f"s3: buckets {self.settings.s3_bucket}, {self.settings.mlflow_artifact_bucket} ready"
                 + (f" (created {', '.join(created)})" if created else ""))  # fmt: skip
-            created = provision.ensure_topics(self.settings)
+            created = self._provision("kafka", provision.ensure_topics)
             say("kafka: topics ready" + (f" (created {', '.join(created)})" if created else ""))
             # MLflow starts while Airflow's metadata DB is migrated: the two are independent.
             pending = self._launch([specs.mlflow(self.settings, self.state.data / "mlflow")], started)
@@ -173,6 +174,13 @@ class LocalBackend:
                     raise ServiceError("airflow", f"db migrate failed: {exc}".splitlines()[0]) from exc
             self._await(pending + self._launch(airflow, started), started)
             self._ensure(self._inference(), started)
+
+    def _provision(self, service: str, step: Callable[[Settings], list[str]]) -> list[str]:
+        try:
+            return step(self.settings)
+        except Exception as exc:
+            reason = f"{step.__name__} failed: {exc}".splitlines()[0]
+            raise ServiceError(service, reason, self.state.log(service)) from exc
 
     def _running_healthy(self, launch: Launch) -> bool:
         record = self.state.read(launch.name)
@@ -243,11 +251,11 @@ class LocalBackend:
 
     # --- down / restart -------------------------------------------------------------------
     def down(self, purge: bool) -> None:
-        order = [launch.name for launch in self._known_launches()]
+        launches = self._known_launches()
+        order = [launch.name for launch in launches]
         names = [n for n in reversed(order) if n in self.state.names()]
         names += [n for n in self.state.names() if n not in names]  # e.g. more consumers than now configured
-        expected = {launch.name: launch.argv for launch in self._known_launches()}
-        self._stop_names(names, expected=expected)
+        self._stop_names(names, expected={launch.name: launch.argv for launch in launches})
         if not names:
             say("nothing to stop")
         if purge:
@@ -256,24 +264,34 @@ class LocalBackend:
             say(f"purged {self.state.data}")
 
     def _stop_names(self, names: Iterable[str], expected: dict[str, tuple[str, ...]] | None = None) -> None:
+        """Stop in waves, each in parallel: consumers first (they commit offsets on the way out), then the
+        servers that depend on the core ones, then the core (Redis, Kafka, S3)."""
+        waves: dict[int, list[str]] = {}
         for name in names:
-            record = self.state.read(name)
-            if record is None:
-                self.state.forget(name)
-                continue
-            if not process.alive(record.pid):
-                self.state.forget(name)
-                say(f"{name}: was not running (stale pid file removed)")
-                continue
-            if not owned(record, (expected or {}).get(name, ())):
-                self.state.forget(name)
-                shown = " ".join(process.cmdline(record.pid))[:80]
-                say(f"{name}: pid {record.pid} is not a process this project started ({shown!r}); "
-                    "left it alone, removed the stale pid file")  # fmt: skip
-                continue
-            process.stop(record.pid)
+            tier = 0 if name.startswith("inference") else 1 if name.startswith(("airflow", "mlflow")) else 2
+            waves.setdefault(tier, []).append(name)
+        for tier in sorted(waves):
+            with ThreadPoolExecutor(max_workers=len(waves[tier])) as pool:
+                list(pool.map(lambda n: self._stop_one(n, (expected or {}).get(n, ())), waves[tier]))
+
+    def _stop_one(self, name: str, expected_argv: tuple[str, ...]) -> None:
+        record = self.state.read(name)
+        if record is None:
             self.state.forget(name)
-            say(f"{name}: stopped (pid {record.pid})")
+            return
+        if not process.alive(record.pid):
+            self.state.forget(name)
+            say(f"{name}: was not running (stale pid file removed)")
+            return
+        if not owned(record, expected_argv):
+            self.state.forget(name)
+            shown = " ".join(process.cmdline(record.pid))[:80]
+            say(f"{name}: pid {record.pid} is not a process this project started ({shown!r}); "
+                "left it alone, removed the stale pid file")  # fmt: skip
+            return
+        process.stop(record.pid)
+        self.state.forget(name)
+        say(f"{name}: stopped (pid {record.pid})")
 
     def restart_consumers(self) -> None:
         self._stop_names([n for n in self.state.names() if n.startswith("inference-")])
