@@ -81,6 +81,10 @@ class Settings:
     # Local mode
     local_dir: str = ".local"
 
+    # Docker mode only
+    postgres_password: str = "change-me-postgres"
+    grafana_admin_password: str = "change-me-grafana"
+
     @property
     def redis_url(self) -> str:
         return f"redis://:{self.redis_password}@{self.redis_host}:{self.redis_port}/0"

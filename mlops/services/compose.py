@@ -41,6 +41,8 @@ HOST_ONLY_SETTINGS = {
     "LOCAL_DIR": "a host path; containers keep their state in named volumes under their own .local",
     "DATA_CACHE_DIR": "a host path; containers use the default under their own .local",
     "INFERENCE_CONSUMERS": "not read by a consumer: it is the replica count (`--scale inference=N`)",
+    "POSTGRES_PASSWORD": "read by the postgres container; our services get it inside their database URLs",
+    "GRAFANA_ADMIN_PASSWORD": "read by the grafana container (profile monitoring) only",
 }
 
 # --- Passwords ------------------------------------------------------------------------------------
