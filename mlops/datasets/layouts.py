@@ -45,7 +45,7 @@ _GENRE_ALIASES = {"Children's": "Children", "unknown": NO_GENRES, "": NO_GENRES}
 
 RATING_COLUMNS = ("user_id", "movie_id", "rating", "timestamp")
 _YEAR = re.compile(r"\((\d{4})(?:\s*[-–]\s*\d{0,4})?\)")
-_DELIMITERS = {"\t": "tab", ",": "comma", "::": "'::'", "|": "'|'", ";": "';'", " ": "space"}
+_DELIMITERS = {"\t": "tab", ",": "comma", "::": "'::'", "|": "'|'", ";": "';'"}
 
 
 @dataclass(frozen=True)
@@ -135,7 +135,7 @@ def _field_count_error(path: Path, line: int, sep: str, expected: int, encoding:
     text = _line(path, line, encoding)
     found = len(text.split(sep)) if text else 0
     for other, label in _DELIMITERS.items():
-        if other != sep and len(text.split(other)) == expected:
+        if found == 1 and other != sep and len(text.split(other)) == expected:
             return QualityError(
                 "wrong delimiter",
                 f"expected {expected} fields separated by {_DELIMITERS[sep]}, but the line is separated by {label}: "

@@ -37,8 +37,8 @@ _CHUNK = 1_000_000
 def sizes(n_ratings: int) -> tuple[int, int, int]:
     """Users, movies and the most ratings one user gives, for a target size, near the MovieLens ratios
     (ml-1m: 6k users, 3.7k movies); small sizes get more users so that no one has to rate everything."""
-    n_movies = max(MIN_PER_USER * 4, round(3.5 * n_ratings**0.5))
-    cap = max(MIN_PER_USER, int(0.3 * n_movies))
+    n_movies = max(MIN_PER_USER * 4, round(6 * n_ratings**0.5))
+    cap = max(MIN_PER_USER, int(0.5 * n_movies))
     n_users = max(2, min(n_ratings // MIN_PER_USER, max(round(n_ratings / 150), -(-2 * n_ratings // cap))))
     return n_users, n_movies, cap
 
@@ -69,7 +69,7 @@ def generate(n_ratings: int, seed: int, out_dir: Path) -> dict[str, int]:
 
     # Users: activity, genre tastes, bias, factors, active window.
     counts = _activity(rng, n_users, n_ratings, cap=cap)
-    taste = rng.dirichlet(np.maximum(prevalence * n_genres * 0.35, 0.05), n_users).astype(np.float32)
+    taste = rng.dirichlet(np.maximum(prevalence * n_genres * 0.2, 0.05), n_users).astype(np.float32)
     user_bias = rng.normal(0, 0.4, n_users)
     user_factors = rng.normal(0, 1 / np.sqrt(FACTORS), (n_users, FACTORS)).astype(np.float32)
     start = rng.uniform(_T0, _T1 - 30 * 86_400, n_users)
