@@ -207,13 +207,21 @@ def parse_result(raw: bytes | str) -> dict[str, Any]:
     return doc
 
 
+MAX_DLQ_ORIGINAL_BYTES = 256 * 1024
+"""A dead letter keeps at most this much of the original (base64 grows it by a third, and the record must
+stay under the broker's message size); `original_size` and `original_truncated` say when it was cut."""
+
+
 def dlq_record(
     original: bytes | None, key: bytes | None, reason: str, detail: str, topic: str, partition: int, offset: int
 ) -> bytes:
     """A dead letter: the original bytes (base64, so any payload survives), why, and where it came from."""
+    original = original or b""
     return _dumps({
-        "original_base64": base64.b64encode(original or b"").decode(),
-        "original_key": None if key is None else base64.b64encode(key).decode(),
+        "original_base64": base64.b64encode(original[:MAX_DLQ_ORIGINAL_BYTES]).decode(),
+        "original_size": len(original),
+        "original_truncated": len(original) > MAX_DLQ_ORIGINAL_BYTES,
+        "original_key": None if key is None else base64.b64encode(key[:MAX_DLQ_ORIGINAL_BYTES]).decode(),
         "reason": reason, "detail": detail,
         "source_topic": topic, "source_partition": partition, "source_offset": offset,
         "failed_at": utc_now_iso(),

@@ -205,6 +205,10 @@ class StreamConsumer:
                         break
                     except BufferError:  # local queue full: let deliveries drain
                         self.producer.poll(0.05)
+                    except KafkaException as exc:  # e.g. the topic is missing: retried like a failed delivery
+                        log.warning("cannot produce to %s: %s", topic, exc)
+                        failed.append((topic, key, value))
+                        break
             while self.producer.flush(0.5) > 0:  # each message ends acknowledged or failed (message.timeout.ms)
                 self.heartbeat = time.time()
             if not failed:

@@ -81,3 +81,10 @@ def test_dlq_record_keeps_original_bytes_and_source():
         schemas.NOT_JSON, "inference-requests", 2, 41,
     )
     assert doc["failed_at"].endswith("Z")
+
+
+def test_dlq_record_truncates_huge_originals_and_says_so():
+    huge = b"x" * (schemas.MAX_DLQ_ORIGINAL_BYTES + 10)
+    doc = schemas.parse_dlq_record(schemas.dlq_record(huge, None, schemas.OVERSIZED, "big", "t", 0, 1))
+    assert doc["original"] == huge[: schemas.MAX_DLQ_ORIGINAL_BYTES]
+    assert (doc["original_size"], doc["original_truncated"]) == (len(huge), True)
