@@ -118,11 +118,11 @@ def check_tables(
     rating = ratings["rating"].to_numpy()
     bad = np.flatnonzero((rating < MIN_RATING) | (rating > MAX_RATING))
     if bad.size:
-        row = ratings.iloc[int(bad[0])]
+        i = int(bad[0])
         raise QualityError(
             "rating range",
-            f"{bad.size} ratings outside [{MIN_RATING}, {MAX_RATING}], e.g. {row['rating']} "
-            f"(user {row['user_id']}, movie {row['movie_id']})",
+            f"{bad.size} ratings outside [{MIN_RATING}, {MAX_RATING}], e.g. {rating[i]} "
+            f"(user {ratings['user_id'].iat[i]}, movie {ratings['movie_id'].iat[i]})",
             file="ratings", column="rating",
         )  # fmt: skip
     report.ok("rating range", min=float(rating.min()), max=float(rating.max()))
@@ -136,10 +136,11 @@ def check_tables(
 
     dup = ratings.duplicated(["user_id", "movie_id"])
     if dup.any():
-        row = ratings[dup].iloc[0]
+        i = int(np.flatnonzero(dup.to_numpy())[0])
         raise QualityError(
             "duplicate (user, movie)",
-            f"{int(dup.sum())} duplicate pairs, e.g. user {row['user_id']} movie {row['movie_id']}",
+            f"{int(dup.sum())} duplicate pairs, e.g. user {ratings['user_id'].iat[i]} "
+            f"movie {ratings['movie_id'].iat[i]}",
             file="ratings", column="user_id,movie_id",
         )  # fmt: skip
     report.ok("duplicate (user, movie)")
