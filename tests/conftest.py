@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -28,9 +29,27 @@ from mlops.settings import Settings, load_settings
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port nothing listens on, picked at random below the kernel's ephemeral range.
+
+    Not `bind(0)`: that hands out ephemeral ports, which outgoing connections and other test sessions
+    running in parallel also draw from, and the servers bind their ports only when first needed.
+    """
+    low, _high = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(20000, min(low, 32768) - 1)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        if port + 1 not in _handed_out and port not in _handed_out:  # +1: MinIO's console, KRaft's controller
+            _handed_out.update((port, port + 1))
+            return port
+    raise RuntimeError("no free port found in 20000-32767")
+
+
+_handed_out: set[int] = set()
 
 
 @dataclass(frozen=True)
