@@ -160,6 +160,7 @@ def _read_table(
     """
     if path.stat().st_size == 0:
         raise QualityError("empty file", "the file has no content", file=str(path), line=1)
+    _check_complete(path, encoding)
     source = io.StringIO(text) if text is not None else path
     first_line = 2 if header else 1
     try:
@@ -189,6 +190,18 @@ def _read_table(
         raise _field_count_error(path, row + first_line, sep, len(names), encoding)
     df.attrs["first_line"] = first_line
     return df
+
+
+def _check_complete(path: Path, encoding: str) -> None:
+    """MovieLens files end with a newline; a last line without one is what an interrupted copy leaves."""
+    with path.open("rb") as f:
+        f.seek(-1, 2)
+        if f.read(1) == b"\n":
+            return
+    line = _n_lines(path) + 1
+    raise QualityError("truncated file", f"the last line does not end with a newline, so it may be cut short: "
+                       f"{_line(path, line, encoding)[:80]!r} (if the file is complete, add the final newline)",
+                       file=str(path), line=line)  # fmt: skip
 
 
 def _integer_column(df: pd.DataFrame, column: str, path: Path) -> np.ndarray:

@@ -175,3 +175,13 @@ def test_truncated_movies_line(tmp_path):
     with pytest.raises(QualityError) as info:
         read_movies(locate(src, tmp_path / "x"))
     assert (info.value.rule, info.value.line) == ("truncated file", 2)
+
+
+def test_short_last_line_with_newline_is_truncated(tmp_path):
+    err = _ratings_error(tmp_path, write_u_data, "u.data", "1\t1\t5\t874965758\n1\t2\t3\t876893171\n2\t1\n")
+    assert (err.rule, err.line) == ("truncated file", 3) and "last line has 2 of 4 fields" in str(err)
+
+
+def test_short_line_in_the_middle(tmp_path):
+    err = _ratings_error(tmp_path, write_u_data, "u.data", "1\t1\t5\t874965758\n1\t2\n2\t1\t4\t888550871\n")
+    assert (err.rule, err.line) == ("column count", 2)
