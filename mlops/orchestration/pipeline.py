@@ -310,7 +310,7 @@ def run_pipeline(
         durations = {
             ti["task_id"]: float(ti["duration"])
             for ti in client.task_instances(DAG_ID, run_id)
-            if ti.get("duration") is not None
+            if ti.get("start_date") and ti.get("duration") is not None
         }
     except (PipelineError, requests.RequestException) as exc:
         say(f"pipeline: {exc}")

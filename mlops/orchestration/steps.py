@@ -37,8 +37,9 @@ class Step:
 STEPS: dict[str, Step] = {
     s.task_id: s
     for s in (
-        Step("ingest", "spark-jobs/ingest.py", spark=True),
-        Step("validate", "spark-jobs/validate.py", spark=True),
+        # ingest and validate are pandas/pyarrow work: a JVM would only add start-up time.
+        Step("ingest", "spark-jobs/ingest.py", spark=False),
+        Step("validate", "spark-jobs/validate.py", spark=False),
         Step("split", "spark-jobs/split_dataset.py", spark=True),
         Step("features", "spark-jobs/feature_engineering.py", spark=True),
         Step("load_to_redis", "spark-jobs/load_to_redis.py", spark=True),
