@@ -47,11 +47,14 @@ def topics(settings, champion):
 class InProcessConsumer:
     """The real service (app.build: real Ranker from the registry, real store) in a thread."""
 
-    def __init__(self, settings, topics: StreamTopics, reload_interval: float = 10.0) -> None:
+    def __init__(self, settings, topics: StreamTopics, reload_interval: float = 10.0, wrap=None) -> None:
         self.service, self.watcher = app.build(settings, 0, topics)
         self.watcher.interval = reload_interval
         assert app.wait_for_model(self.watcher, self.service.stopping)
-        self.watcher.start()
+        if wrap is not None:
+            self.watcher.holder.ranker = wrap(self.watcher.holder.ranker)
+        else:
+            self.watcher.start()
         self.thread = threading.Thread(target=self.service.run, daemon=True)
         self.thread.start()
 
@@ -424,4 +427,49 @@ def test_two_processes_share_the_partitions(settings, champion, topics, tmp_path
     assert codes == [0, 0]
     assert all(n > 0 for n in answered), f"one member did nothing: {answered}"
     assert sum(answered) >= len(requests)
+    _assert_redis_matches_topic(settings, requests, results)
+
+
+POISON_MOVIE = 999_999_999
+
+
+class FailsOnOneMovie:
+    """Fault injection around the real champion: any call that includes POISON_MOVIE raises."""
+
+    def __init__(self, ranker) -> None:
+        self.ranker, self.info = ranker, ranker.info
+
+    def score_with_flags(self, users, movie_ids):
+        if any(POISON_MOVIE in ids for ids in movie_ids):
+            raise ValueError("the model cannot score this movie")
+        return self.ranker.score_with_flags(users, movie_ids)
+
+    def recommend_with_flags(self, users, ks):
+        return self.ranker.recommend_with_flags(users, ks)
+
+
+def test_a_request_the_model_fails_on_is_dead_lettered_alone(settings, champion, topics):
+    """A valid request that makes the model raise must not block its partition or fail its batch."""
+    requests = _requests(settings, champion, 200)
+    bad = ScoreRequest(f"bad-{uuid.uuid4().hex[:6]}", requests[0].user_id, (1, POISON_MOVIE))
+    results = TopicListener(settings, topics.predictions)
+    dead = TopicListener(settings, topics.dlq, key_of=lambda v: schemas.parse_dlq_record(v)["original"])
+    results.start()
+    dead.start()
+    sender = Sender(settings, topics.requests)
+    for request in [*requests[:100], bad, *requests[100:]]:
+        sender.send(request)
+    sender.flush()
+    consumer = InProcessConsumer(settings, topics, wrap=FailsOnOneMovie)
+    try:
+        assert results.wait_for([r.request_id for r in requests], 60) == set()
+        assert dead.wait_for([schemas.encode_request(bad)], 30) == set()
+    finally:
+        consumer.stop()
+        results.close()
+        dead.close()
+    record = schemas.parse_dlq_record(dead.received[schemas.encode_request(bad)][1])
+    assert record["reason"] == schemas.PROCESSING_ERROR
+    assert "cannot score this movie" in record["detail"]
+    assert bad.request_id not in results.received
     _assert_redis_matches_topic(settings, requests, results)
