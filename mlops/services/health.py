@@ -112,3 +112,14 @@ def airflow_component(settings: Settings, component: str) -> str:
 def consumer_metrics(port: int) -> str:
     """A consumer is up when it serves its metrics; `/healthz` stays 503 until a champion model exists."""
     return http_ok(f"http://127.0.0.1:{port}/metrics")
+
+
+def consumer_health(port: int) -> str:
+    """What a consumer's `/healthz` says, in a few words (for `status`); never raises."""
+    try:
+        detail = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=TIMEOUT_S).json()
+    except (requests.RequestException, ValueError) as exc:
+        return f"/healthz unreadable ({type(exc).__name__})"
+    if detail.get("status") == "ok":
+        return f"healthy, model v{detail.get('model_version')}, feature set {detail.get('feature_set')}"
+    return f"not serving: {detail.get('problem') or 'unhealthy'}"

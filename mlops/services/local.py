@@ -7,6 +7,7 @@ live process, so `down` can never signal a stranger that reused the pid, and not
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import shutil
 import signal
@@ -17,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlops.services import process, provision, specs
+from mlops.services import health, process, provision, specs
 from mlops.services.errors import ServiceError
 from mlops.services.specs import Launch
 from mlops.settings import Settings
@@ -155,8 +156,20 @@ class LocalBackend:
         return launches
 
     # --- up -------------------------------------------------------------------------------
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """One `up`/`down` at a time per LOCAL_DIR: two would race on the same ports and pid files."""
+        self.state.run.mkdir(parents=True, exist_ok=True)
+        with (self.state.run / ".lock").open("w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                say("another ./run.sh up/down is running on this LOCAL_DIR: waiting for it")
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
     def up(self) -> None:
-        with self._interruptible() as started:
+        with self._exclusive(), self._interruptible() as started:
             self._ensure(self._core(), started)
             created = self._provision("s3", provision.ensure_buckets)
             say(f"s3: buckets {self.settings.s3_bucket}, {self.settings.mlflow_artifact_bucket} ready"
@@ -251,6 +264,10 @@ class LocalBackend:
 
     # --- down / restart -------------------------------------------------------------------
     def down(self, purge: bool) -> None:
+        with self._exclusive():
+            self._down(purge)
+
+    def _down(self, purge: bool) -> None:
         launches = self._known_launches()
         order = [launch.name for launch in launches]
         names = [n for n in reversed(order) if n in self.state.names()]
@@ -295,7 +312,7 @@ class LocalBackend:
 
     def restart_consumers(self) -> None:
         self._stop_names([n for n in self.state.names() if n.startswith("inference-")])
-        with self._interruptible() as started:
+        with self._exclusive(), self._interruptible() as started:
             self._ensure(self._inference(), started)
 
     # --- status / urls --------------------------------------------------------------------
@@ -311,7 +328,10 @@ class LocalBackend:
                     state = "up"
                 except Exception:
                     state = "unhealthy"
-            rows.append(ServiceRow(launch.name, state, pid, launch.url, launch.note))
+            note = launch.note
+            if state == "up" and launch.service == "inference":
+                note = health.consumer_health(launch.port or 0)
+            rows.append(ServiceRow(launch.name, state, pid, launch.url, note))
         return rows
 
     def status(self) -> int:

@@ -147,6 +147,7 @@ def stop(pid: int, timeout_s: float = 15.0) -> None:
             pass
 
     send(signal.SIGTERM)
+    send(signal.SIGCONT)  # a stopped (hung, SIGSTOPped) process must run to act on the SIGTERM
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         _reap(pid)

@@ -86,6 +86,14 @@ def test_up_status_down_up(tmp_path, capsys):
         assert again["redis"] != first["redis"] and process.alive(again["redis"])
         assert {k: v for k, v in again.items() if k != "redis"} == {k: v for k, v in first.items() if k != "redis"}
 
+        # A process that is alive but does not answer (frozen) is restarted too.
+        os.kill(again["kafka"], signal.SIGSTOP)
+        backend.up()
+        thawed = pids(tmp_path)
+        assert thawed["kafka"] != again["kafka"] and not process.alive(again["kafka"])
+        assert thawed["redis"] == again["redis"]
+        again = thawed
+
         backend.down(purge=False)
         assert pids(tmp_path) == {}
         assert not any(process.alive(pid) for pid in again.values())
