@@ -108,7 +108,7 @@ def base_settings(servers_root: Path) -> Iterator[Settings]:
 
 
 def _serve(launch: specs.Launch, log: Path) -> Iterator[Server]:
-    proc = process.start(launch, log)
+    proc = process.start(launch, log, die_with_parent=True)
     try:
         process.wait_ready(launch, proc, log)
         yield Server(launch.name, launch.url, proc.pid, log)

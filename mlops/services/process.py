@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -29,8 +30,14 @@ def last_log_line(log: Path) -> str:
     return lines[-1][:300] if lines else ""
 
 
-def start(launch: Launch, log: Path, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
-    """Prepare and spawn `launch`, refusing when its port is already taken by someone else."""
+def start(
+    launch: Launch, log: Path, extra_env: dict[str, str] | None = None, die_with_parent: bool = False
+) -> subprocess.Popen:
+    """Prepare and spawn `launch`, refusing when its port is already taken by someone else.
+
+    `die_with_parent` is for throwaway servers (the test fixtures): a test run killed hard leaves none behind.
+    Local mode's services must outlive `./run.sh up`, so they do not use it.
+    """
     if launch.port is not None and tcp_open(launch.host, launch.port):
         owner = port_owner(launch.port)
         taken = f"port {launch.host}:{launch.port} is already in use by another process"
@@ -42,12 +49,15 @@ def start(launch: Launch, log: Path, extra_env: dict[str, str] | None = None) ->
         except Exception as exc:
             raise ServiceError(launch.name, f"preparation failed: {exc}", log) from exc
     env = {**os.environ, **(extra_env or {}), **launch.env}
+    argv = list(launch.argv)
+    if die_with_parent and shutil.which("setpriv"):  # util-linux: sets PR_SET_PDEATHSIG, then execs
+        argv = ["setpriv", "--pdeathsig", "TERM", *argv]
     with log.open("ab") as out:
         out.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting: {' '.join(launch.argv)}\n".encode())
         out.flush()
         try:
             return subprocess.Popen(
-                launch.argv,
+                argv,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
