@@ -47,6 +47,7 @@ def airflow_stack(settings: Settings, mlflow_server, servers_root: Path) -> Iter
 def _run(settings: Settings, conf: dict | None = None) -> tuple[Outcome, str]:
     out = io.StringIO()
     outcome = run_pipeline(settings, conf, out=out, ready_timeout_s=240, poll_s=1.0)
+    print(out.getvalue())  # shown by pytest when a test fails (or with -rP)
     return outcome, out.getvalue()
 
 
@@ -112,7 +113,7 @@ def test_bad_data_fails_at_once_and_leaves_serving_alone(
     assert outcome.code == 1, output
     assert outcome.failed_task in ("ingest", "validate"), output
     assert f"task {outcome.failed_task} failed (try 1)" in output  # bad data is not retried
-    assert "ratings.csv" in output and "rating" in output, output  # the log tail names file and rule
+    assert "ratings.csv, line 3" in output and "rating" in output, output  # the log tail names file, line, rule
     assert (fs.current_version(), _champion_version(airflow_stack)) == before
 
 
