@@ -17,7 +17,7 @@ import os
 import random
 import socket
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,6 +82,12 @@ def _test_environ(root: Path) -> dict[str, str]:
         "INFERENCE_METRICS_PORT": str(free_port()),
         "LOCAL_DIR": str(root / "local"),
     }
+
+
+@pytest.fixture(scope="session", name="free_port")
+def free_port_fixture() -> Callable[[], int]:
+    """`free_port()` for tests that start servers of their own (conftest cannot be imported by name)."""
+    return free_port
 
 
 @pytest.fixture(scope="session")

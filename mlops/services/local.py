@@ -184,7 +184,11 @@ class LocalBackend:
                 try:
                     specs.airflow_prepare(self.settings)
                 except Exception as exc:
-                    raise ServiceError("airflow", f"db migrate failed: {exc}".splitlines()[0]) from exc
+                    log = self.state.log("airflow-db-migrate")
+                    log.parent.mkdir(parents=True, exist_ok=True)
+                    log.write_text(f"{exc}\n")
+                    lines = [ln for ln in str(exc).splitlines() if ln.strip()] or [type(exc).__name__]
+                    raise ServiceError("airflow", f"metadata DB migration failed: {lines[-1].strip()}", log) from exc
             self._await(pending + self._launch(airflow, started), started)
             self._ensure(self._inference(), started)
 

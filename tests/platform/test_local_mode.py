@@ -14,10 +14,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import free_port
 
 from mlops import cli
 from mlops.services import process
@@ -26,7 +26,7 @@ from mlops.services.local import LocalBackend
 from mlops.settings import PROJECT_ROOT, Settings, load_settings
 
 
-def local_environ(root: Path, **overrides: str) -> dict[str, str]:
+def local_environ(root: Path, free_port: Callable[[], int], **overrides: str) -> dict[str, str]:
     env = {
         "LOCAL_DIR": str(root),
         "REDIS_PORT": str(free_port()),
@@ -42,8 +42,8 @@ def local_environ(root: Path, **overrides: str) -> dict[str, str]:
     return env
 
 
-def local_settings(root: Path, **overrides: str) -> Settings:
-    return load_settings(env_file=root / "no.env", environ=local_environ(root, **overrides))
+def local_settings(root: Path, free_port: Callable[[], int], **overrides: str) -> Settings:
+    return load_settings(env_file=root / "no.env", environ=local_environ(root, free_port, **overrides))
 
 
 def core_backend(settings: Settings) -> LocalBackend:
@@ -58,8 +58,8 @@ def pids(root: Path) -> dict[str, int]:
 
 
 @pytest.mark.slow
-def test_up_status_down_up(tmp_path, capsys):
-    settings = local_settings(tmp_path)
+def test_up_status_down_up(tmp_path, free_port, capsys):
+    settings = local_settings(tmp_path, free_port)
     backend = core_backend(settings)
     try:
         backend.up()
@@ -109,12 +109,12 @@ def test_up_status_down_up(tmp_path, capsys):
     assert not (tmp_path / "data").exists()
 
 
-def test_port_taken_by_a_stranger_stops_up_with_one_line(tmp_path):
+def test_port_taken_by_a_stranger_stops_up_with_one_line(tmp_path, free_port):
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         port = squatter.getsockname()[1]
-        backend = core_backend(local_settings(tmp_path, REDIS_PORT=str(port)))
+        backend = core_backend(local_settings(tmp_path, free_port, REDIS_PORT=str(port)))
         with pytest.raises(ServiceError) as caught:
             backend.up()
     message = str(caught.value)
@@ -123,9 +123,9 @@ def test_port_taken_by_a_stranger_stops_up_with_one_line(tmp_path):
     assert pids(tmp_path) == {}  # nothing was started
 
 
-def test_service_that_exits_at_start_is_reported_with_its_log(tmp_path):
+def test_service_that_exits_at_start_is_reported_with_its_log(tmp_path, free_port):
     # 192.0.2.1 (TEST-NET) is no local address: redis-server cannot bind it and exits.
-    backend = core_backend(local_settings(tmp_path, REDIS_HOST="192.0.2.1"))
+    backend = core_backend(local_settings(tmp_path, free_port, REDIS_HOST="192.0.2.1"))
     with pytest.raises(ServiceError) as caught:
         backend.up()
     message = str(caught.value)
@@ -133,14 +133,14 @@ def test_service_that_exits_at_start_is_reported_with_its_log(tmp_path):
     assert str(tmp_path / "logs" / "redis.log") in message
 
 
-def test_missing_kafka_distribution_is_named(tmp_path):
-    backend = core_backend(local_settings(tmp_path, KAFKA_HOME=str(tmp_path / "no-kafka")))
+def test_missing_kafka_distribution_is_named(tmp_path, free_port):
+    backend = core_backend(local_settings(tmp_path, free_port, KAFKA_HOME=str(tmp_path / "no-kafka")))
     with pytest.raises(ServiceError, match=r"^kafka: KAFKA_HOME=.*no-kafka has no bin/kafka-server-start.sh"):
         backend.up()
 
 
-def test_down_leaves_alone_a_process_that_is_not_ours(tmp_path, capsys):
-    backend = core_backend(local_settings(tmp_path))
+def test_down_leaves_alone_a_process_that_is_not_ours(tmp_path, free_port, capsys):
+    backend = core_backend(local_settings(tmp_path, free_port))
     stranger = subprocess.Popen(["sleep", "300"])
     other = subprocess.Popen(["sleep", "300"])
     try:
@@ -163,8 +163,8 @@ def test_down_leaves_alone_a_process_that_is_not_ours(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_ctrl_c_during_up_leaves_no_orphan(tmp_path):
-    env = {**os.environ, **local_environ(tmp_path)}
+def test_ctrl_c_during_up_leaves_no_orphan(tmp_path, free_port):
+    env = {**os.environ, **local_environ(tmp_path, free_port)}
     cli = subprocess.Popen(
         [sys.executable, "-m", "mlops.cli", "--local", "up"],
         cwd=PROJECT_ROOT,
@@ -190,8 +190,8 @@ def test_ctrl_c_during_up_leaves_no_orphan(tmp_path):
     assert pids(tmp_path) == {}
 
 
-def test_status_of_a_stack_that_is_not_running_is_a_readable_report(tmp_path):
-    env = {**os.environ, **local_environ(tmp_path)}
+def test_status_of_a_stack_that_is_not_running_is_a_readable_report(tmp_path, free_port):
+    env = {**os.environ, **local_environ(tmp_path, free_port)}
     result = subprocess.run(
         [sys.executable, "-m", "mlops.cli", "--local", "status"],
         cwd=PROJECT_ROOT,
@@ -208,8 +208,8 @@ def test_status_of_a_stack_that_is_not_running_is_a_readable_report(tmp_path):
     assert "topics: -" in result.stdout and "champion model" in result.stdout
 
 
-def test_unknown_verb_and_bad_setting_are_one_line_errors(tmp_path):
-    env = {**os.environ, **local_environ(tmp_path)}
+def test_unknown_verb_and_bad_setting_are_one_line_errors(tmp_path, free_port):
+    env = {**os.environ, **local_environ(tmp_path, free_port)}
     bad = subprocess.run([sys.executable, "-m", "mlops.cli", "launch"], cwd=PROJECT_ROOT, env=env, capture_output=True)
     assert bad.returncode == 2 and b"invalid choice" in bad.stderr
     env["TEST_FRACTION"] = "2"
