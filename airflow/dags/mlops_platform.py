@@ -5,8 +5,10 @@
 
 Every step writes under `runs/<run id>/` in the object store, so runs never mix. The two things serving
 reads move only at the end of their branch: `fs:current` in Redis (by `load_to_redis`, atomically) and
-the MLflow alias `champion` (by `evaluate_and_promote`, only for a better model). A failed run therefore
-leaves the previous feature set and champion serving as they were.
+the MLflow alias `champion` (by `evaluate_and_promote`, only for a better model). A run that fails
+before them leaves the previous feature set and champion serving as they were. The branches are
+independent: if training fails after `load_to_redis` succeeded, the fresh feature set is live with the
+previous champion (features are defined once in `mlops.features`: the champion reads the new set the same way).
 
 **Params** (default: the `.env` settings; override per run in *Trigger* or with `./run.sh pipeline`):
 `dataset` (a MovieLens name, `synthetic`, or a path), `split_strategy` (`temporal`/`random`),
