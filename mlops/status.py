@@ -6,6 +6,8 @@ there yet): a fresh or half-started stack gives a readable report, never a trace
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +33,7 @@ class TopicOffsets:
     end_offsets: dict[int, int]
     start_offsets: dict[int, int]
     lag: int | None  # of CONSUMER_GROUP; None when the group never committed
+    committed: dict[int, int] | None = None
 
     @property
     def size(self) -> int:
@@ -54,9 +57,9 @@ def topic_offsets(settings: Settings) -> list[TopicOffsets]:
             "log_level": 0,  # a report, not a log: failures surface as "-" below
         }
     )
+    result: list[TopicOffsets] = []
     try:
         metadata = consumer.list_topics(timeout=TIMEOUT_S)
-        result = []
         for spec in TOPICS:
             if spec.name not in metadata.topics:
                 continue
@@ -65,13 +68,57 @@ def topic_offsets(settings: Settings) -> list[TopicOffsets]:
             for p in partitions:
                 low[p], high[p] = consumer.get_watermark_offsets(TopicPartition(spec.name, p), timeout=TIMEOUT_S)
             committed = consumer.committed([TopicPartition(spec.name, p) for p in partitions], timeout=TIMEOUT_S)
-            lag = None
-            if any(tp.offset >= 0 for tp in committed):
-                lag = sum(high[tp.partition] - (tp.offset if tp.offset >= 0 else low[tp.partition]) for tp in committed)
-            result.append(TopicOffsets(spec.name, high, low, lag))
-        return result
+            offsets = {tp.partition: tp.offset for tp in committed if tp.offset >= 0}
+            result.append(TopicOffsets(spec.name, high, low, None, offsets or None))
     finally:
         consumer.close()
+    true_ends = _probe_ends(settings, {(t.name, p): end for t in result for p, end in t.end_offsets.items()})
+    for topic in result:
+        topic.end_offsets.update({p: true_ends[(topic.name, p)] for p in topic.end_offsets})
+    return [_with_lag(topic) for topic in result]
+
+
+def _probe_ends(settings: Settings, reported: dict[tuple[str, int], int]) -> dict[tuple[str, int], int]:
+    """The real end offsets: the reported high watermark, or one past the last record found from there.
+
+    Tansu reports the high watermark as the last *batch's* base offset + 1, not the last record's offset
+    + 1; reading the tail of each partition once gives the true end (on Apache Kafka it changes nothing).
+    """
+    from confluent_kafka import Consumer, TopicPartition
+
+    ends = dict(reported)
+    tails = [TopicPartition(topic, p, end - 1) for (topic, p), end in reported.items() if end > 0]
+    if not tails:
+        return ends
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "group.id": "mlops-status-probe",
+            "enable.auto.commit": False,
+            "log_level": 0,
+        }
+    )
+    try:
+        consumer.assign(tails)
+        deadline = time.monotonic() + TIMEOUT_S
+        while time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None:
+                break
+            if msg.error() is None:
+                key = (msg.topic(), msg.partition())
+                ends[key] = max(ends[key], msg.offset() + 1)
+    finally:
+        consumer.close()
+    return ends
+
+
+def _with_lag(topic: TopicOffsets) -> TopicOffsets:
+    """Recompute the lag against the true end offsets (the committed offsets are exact)."""
+    if topic.committed is None:
+        return topic
+    lag = sum(topic.end_offsets[p] - topic.committed.get(p, topic.start_offsets.get(p, 0)) for p in topic.end_offsets)
+    return dataclasses.replace(topic, lag=lag)
 
 
 def feature_set_version(settings: Settings) -> str | None:
