@@ -248,9 +248,11 @@ class RedisFeatureStore:
 
         The new version stops expiring; the replaced one starts to, but stays readable until then.
         """
+        if not self.exists(version):
+            raise DataError(f"feature set {version!r} cannot become current: no meta (incomplete or expired)")
+        self._set_expiry(version, persist=True)  # first: a crash after the switch must not leave it expiring
         previous = self._switch(keys=[CURRENT, self.meta_key(version)], args=[version])
         previous = previous.decode() if previous is not None else None
-        self._set_expiry(version, persist=True)
         if previous and previous != version:
             self._set_expiry(previous, persist=False)
         return previous

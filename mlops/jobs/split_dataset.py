@@ -67,23 +67,25 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
     started = time.monotonic()
     require_passed_gate(run_id, settings)
     spark = spark_session("split_dataset", settings)
+    log.info("split_dataset %s: Spark session ready in %.1fs", run_id, time.monotonic() - started)
     source = normalized_key(run_id, "ratings")
     ratings = read_parquet(spark, source, settings)
     marked = split(ratings, settings.split_strategy, settings.test_fraction, settings.seed).cache()
-    counts = {("test" if r["is_test"] else "train"): r["count"] for r in marked.groupBy("is_test").count().collect()}
-    users = {("test" if r["is_test"] else "train"): r["users"]
-             for r in marked.groupBy("is_test").agg(F.countDistinct("user_id").alias("users")).collect()}  # fmt: skip
+    stats = marked.groupBy("is_test").agg(F.count(F.lit(1)).alias("ratings"), F.countDistinct("user_id").alias("users"))
+    parts = {("test" if r["is_test"] else "train"): r for r in stats.collect()}
+    counts = {p: int(parts[p]["ratings"]) if p in parts else 0 for p in ("train", "test")}
+    users = {p: int(parts[p]["users"]) if p in parts else 0 for p in ("train", "test")}
     log.info("split_dataset %s: %s split, fraction %.2f, seed %d: %d train / %d test ratings",
              run_id, settings.split_strategy, settings.test_fraction, settings.seed,
-             counts.get("train", 0), counts.get("test", 0))  # fmt: skip
+             counts["train"], counts["test"])  # fmt: skip
     manifest = {
         "run_id": run_id,
         "inputs": [source],
         "strategy": settings.split_strategy,
         "test_fraction": settings.test_fraction,
         "seed": settings.seed,
-        "counts": {"train": counts.get("train", 0), "test": counts.get("test", 0)},
-        "users": {"train": users.get("train", 0), "test": users.get("test", 0)},
+        "counts": counts,
+        "users": users,
     }
     manifests = {}
     for part, is_test in (("train", False), ("test", True)):
