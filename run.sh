@@ -71,4 +71,7 @@ if [[ ! -f .env ]]; then
   say "created .env from .env.example: change the passwords in it before exposing anything"
 fi
 
+# As if activated: child processes (pytest, spark-submit, airflow, the services) find the venv's tools.
+export VIRTUAL_ENV="$PWD/$VENV"
+export PATH="$VIRTUAL_ENV/bin:$PATH"
 exec "$VENV/bin/python" -m mlops.cli "$@"
