@@ -13,10 +13,20 @@ items, minus what the user already rated; LightGBM re-ranks only those candidate
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
+from mlops import features as fx
 from mlops.settings import Settings
+from mlops.training.model import TwoHeadModel
+
+log = logging.getLogger(__name__)
+
+CANDIDATES = 100  # CF candidates re-ranked per top-k request (plus the popular ones the user has not rated)
+POPULAR_CANDIDATES = 50
 
 
 @dataclass(frozen=True)
@@ -30,6 +40,102 @@ class RankerInfo:
     run_id: str
 
 
+class Catalog:
+    """The items of one feature set, held as matrices: what candidate generation and scoring index into."""
+
+    def __init__(self, items: dict[int, dict[str, Any]] | Any, popular: list[int] | None = None):
+        if isinstance(items, dict):
+            ids = np.array(sorted(items), dtype=np.int64)
+            self.matrix = fx.item_matrix([items[int(m)] for m in ids])
+        else:  # a DataFrame with movie_id + ITEM_COLUMNS
+            frame = items.sort_values("movie_id")
+            ids = frame["movie_id"].to_numpy(dtype=np.int64)
+            self.matrix = fx.item_matrix(frame)
+        if len(ids) == 0:
+            raise ValueError("the feature set has no items")
+        self.movie_ids = ids
+        self.position = {int(m): i for i, m in enumerate(ids)}
+        cf = [fx.ITEM_COLUMNS.index(c) for c in fx.ITEM_CF]
+        self.keys = np.ascontiguousarray(self.matrix[:, cf])
+        counts = np.nan_to_num(self.matrix[:, fx.ITEM_COLUMNS.index("i_n_ratings")])
+        order = np.argsort(-counts, kind="stable")
+        self.popular = (
+            np.array([self.position[m] for m in popular if m in self.position]) if popular else order[:CANDIDATES]
+        )
+        self.like_prior = np.nan_to_num(self.matrix[:, fx.ITEM_COLUMNS.index("i_like_rate_smoothed")], nan=0.5)
+
+
+class RankerCore:
+    """Model + catalog, no I/O: what `Ranker` serves with and what offline evaluation ranks with."""
+
+    def __init__(self, model: TwoHeadModel, catalog: Catalog):
+        self.model = model
+        self.catalog = catalog
+
+    def _rated_positions(self, user: dict[str, Any]) -> np.ndarray:
+        pos = self.catalog.position
+        return np.array([pos[m] for m in user.get(fx.RATED_COLUMN) or () if m in pos], dtype=np.int64)
+
+    def candidates(self, user: dict[str, Any], k: int) -> np.ndarray:
+        """Positions of the CF top-N plus popular movies, minus the rated ones."""
+        cat = self.catalog
+        u = np.array([user.get(c) or 0.0 for c in fx.USER_CF], dtype=np.float64)
+        cf = cat.keys @ u
+        rated = self._rated_positions(user)
+        cf[rated] = -np.inf
+        n = min(max(CANDIDATES, k), len(cf))
+        top = np.argpartition(-cf, n - 1)[:n]
+        top = top[np.isfinite(cf[top])]
+        extra = np.setdiff1d(cat.popular[:POPULAR_CANDIDATES], rated, assume_unique=False)
+        return np.union1d(top, extra)
+
+    def score(
+        self, users: list[dict[str, Any] | None], movie_ids: list[list[int]]
+    ) -> tuple[list[dict[int, float]], list[bool]]:
+        blocks, spans, unknown = [], [], []
+        for user, mids in zip(users, movie_ids, strict=True):
+            known = [m for m in mids if m in self.catalog.position]
+            pos = np.array([self.catalog.position[m] for m in known], dtype=np.int64)
+            blocks.append(fx.build_matrix_for_user(user, self.catalog.matrix[pos]))
+            spans.append(known)
+            unknown.append([m for m in mids if m not in self.catalog.position])
+        p = self.model.p_like(np.vstack(blocks)) if blocks and sum(len(b) for b in blocks) else np.array([])
+        out, offset = [], 0
+        prior = float(np.mean(self.catalog.like_prior))
+        for known, missing in zip(spans, unknown, strict=True):
+            answer = {int(m): float(v) for m, v in zip(known, p[offset : offset + len(known)], strict=True)}
+            answer.update({int(m): prior for m in missing})
+            out.append(answer)
+            offset += len(known)
+        return out, [u is None for u in users]
+
+    def recommend(
+        self, users: list[dict[str, Any] | None], ks: list[int]
+    ) -> tuple[list[list[tuple[int, float]]], list[bool]]:
+        cat = self.catalog
+        blocks, cands, slots = [], [], []
+        for i, (user, k) in enumerate(zip(users, ks, strict=True)):
+            if user is None:
+                continue
+            c = self.candidates(user, k)
+            blocks.append(fx.build_matrix_for_user(user, cat.matrix[c]))
+            cands.append(c)
+            slots.append(i)
+        scores = self.model.p_relevant(np.vstack(blocks)) if blocks else np.array([])
+        out: list[list[tuple[int, float]]] = [[] for _ in users]
+        offset = 0
+        for i, c in zip(slots, cands, strict=True):
+            s = scores[offset : offset + len(c)]
+            offset += len(c)
+            order = np.argsort(-s, kind="stable")[: ks[i]]
+            out[i] = [(int(cat.movie_ids[c[j]]), float(s[j])) for j in order]
+        for i, user in enumerate(users):
+            if user is None:  # cold start: the most popular movies, scored by their smoothed like rate
+                top = cat.popular[: ks[i]]
+                out[i] = [(int(cat.movie_ids[j]), float(cat.like_prior[j])) for j in top]
+        return out, [u is None for u in users]
+
+
 class Ranker:
     """Scores (user, movie) pairs and recommends top-k with the registered model behind an alias.
 
@@ -38,9 +144,11 @@ class Ranker:
     such users get the cold-start fallback (popularity) and `last_fallbacks` says which answers were.
     """
 
-    info: RankerInfo
-    # One flag per user of the last `score` / `recommend` call: True when the popularity fallback answered.
-    last_fallbacks: list[bool]
+    def __init__(self, core: RankerCore, info: RankerInfo):
+        self.core = core
+        self.info = info
+        # One flag per user of the last `score` / `recommend` call: True when the popularity fallback answered.
+        self.last_fallbacks: list[bool] = []
 
     @classmethod
     def load(cls, settings: Settings, store: Any, alias: str = "champion") -> Ranker:
@@ -50,25 +158,46 @@ class Ranker:
         says: a model only ever sees the features it was trained for. Raises `LookupError` when the
         alias does not exist.
         """
-        raise NotImplementedError
+        from mlops.registry import load_model_version
+
+        model, version = load_model_version(settings, alias)
+        feature_set = version.tags.get("feature_set") or ""
+        if not feature_set:
+            raise LookupError(f"model {settings.model_name} v{version.version} has no feature_set tag")
+        meta = store.metadata(feature_set)
+        catalog = Catalog(store.get_all_items(feature_set), popular=meta.get("popular_movie_ids"))
+        info = RankerInfo(settings.model_name, str(version.version), alias, feature_set, version.run_id)
+        log.info(
+            "ranker: %s v%s (@%s) on feature set %s, %d items",
+            info.model_name,
+            info.model_version,
+            alias,
+            feature_set,
+            len(catalog.movie_ids),
+        )
+        return cls(RankerCore(model, catalog), info)
 
     def score(self, users: list[dict[str, Any] | None], movie_ids: list[list[int]]) -> list[dict[int, float]]:
         """P(rating >= 4) for each user's listed movies; movie ids unknown to the feature set get the
-        catalog's prior like rate (they are still answered, never dropped)."""
-        raise NotImplementedError
+        catalog's prior like rate (they are still answered, never dropped). Unknown users are scored by
+        the model without user features (flagged as fallback)."""
+        out, self.last_fallbacks = self.core.score(users, movie_ids)
+        return out
 
     def recommend(self, users: list[dict[str, Any] | None], ks: list[int]) -> list[list[tuple[int, float]]]:
-        """Top-k (movie_id, score), best first, among movies the user has not rated."""
-        raise NotImplementedError
+        """Top-k (movie_id, score), best first, among movies the user has not rated; the score is the
+        relevance head's probability that the user rates the movie (what the ranking orders by)."""
+        out, self.last_fallbacks = self.core.recommend(users, ks)
+        return out
 
     def score_with_flags(
         self, users: list[dict[str, Any] | None], movie_ids: list[list[int]]
     ) -> tuple[list[dict[int, float]], list[bool]]:
         """`score` plus the per-user fallback flags, without relying on `last_fallbacks`."""
-        raise NotImplementedError
+        return self.core.score(users, movie_ids)
 
     def recommend_with_flags(
         self, users: list[dict[str, Any] | None], ks: list[int]
     ) -> tuple[list[list[tuple[int, float]]], list[bool]]:
         """`recommend` plus the per-user fallback flags."""
-        raise NotImplementedError
+        return self.core.recommend(users, ks)

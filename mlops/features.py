@@ -1,0 +1,345 @@
+"""Every feature of the recommender, defined once: names, types, Spark aggregates, and the model encoding.
+
+Three kinds of columns:
+- user columns (`u_*`): aggregates of the user's ratings (activity, mean and spread, like rate, tenure,
+  genre profile) and `u_cf_*`, the sum of the item factors of the movies the user rated (an ALS fold-in
+  vector: the user's collaborative-filtering position, computable from history alone);
+- item columns (`i_*`): aggregates of the movie's ratings (popularity, recent popularity, smoothed mean
+  and like rate, spread, age), metadata (year, genres) and `i_cf_*`, the ALS key vector of the movie;
+- pair features, computed only in `build_matrix` from one user row and one item row: CF affinity
+  (`u_cf . i_cf`), genre affinity, taste gap. Training, evaluation and serving all call `build_matrix`,
+  so the model's input cannot differ between them.
+
+Point in time: `user_aggregates(..., as_of=True)` aggregates, for each rating, only the same user's ratings
+with a strictly earlier timestamp (a Spark range window ending at -1 second); item columns and CF
+factors come from a snapshot of the ratings strictly before a cutoff that is not later than the example
+(see `mlops.jobs.feature_engineering`). The online snapshot uses the same aggregates over all history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame
+
+SCHEMA_VERSION = 1
+
+LIKE_THRESHOLD = 4.0  # a rating >= 4 is a "like": the model's target and the `_liked` metrics' relevance
+CF_RANK = 32  # ALS factors per user/item vector
+PRIOR_WEIGHT = 10.0  # pseudo-ratings of the global mean added to each movie's mean (Bayesian smoothing)
+
+# Canonical genre vocabulary: the union of ml-100k's and ml-latest's genres, fixed here so that every
+# dataset encodes to the same columns. "unknown" / "(no genres listed)" mean no genre.
+GENRES: tuple[str, ...] = (
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "IMAX",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
+)
+_GENRE_ALIASES = {"Children's": "Children", "Childrens": "Children", "Film Noir": "Film-Noir", "SciFi": "Sci-Fi"}
+NO_GENRE = ("unknown", "(no genres listed)", "")
+
+
+def genre_slug(genre: str) -> str:
+    return genre.lower().replace("-", "_")
+
+
+GENRE_SLUGS = tuple(genre_slug(g) for g in GENRES)
+
+# -- column names -----------------------------------------------------------------------------------------------
+
+USER_SCALARS = ("u_n_ratings", "u_mean_rating", "u_std_rating", "u_like_rate")
+USER_GENRE_SHARE = tuple(f"u_genre_share_{s}" for s in GENRE_SLUGS)  # share of the user's ratings in genre
+USER_GENRE_LIKED = tuple(f"u_genre_liked_{s}" for s in GENRE_SLUGS)  # share of the user's likes in genre
+USER_CF = tuple(f"u_cf_{d:02d}" for d in range(CF_RANK))
+USER_COLUMNS = USER_SCALARS + USER_GENRE_SHARE + USER_GENRE_LIKED + USER_CF
+RATED_COLUMN = "rated_movie_ids"  # online user rows only: what top-k must exclude
+
+# i_pop_share: the movie's share of all ratings before the reference time (scale-free, unlike a count,
+# so the same value means the same thing in a training example and in the larger online snapshot).
+ITEM_SCALARS = (
+    "i_n_ratings",
+    "i_pop_share",
+    "i_mean_smoothed",
+    "i_like_rate_smoothed",
+    "i_std_rating",
+    "i_year",
+    "i_n_genres",
+)
+ITEM_GENRES = tuple(f"i_genre_{s}" for s in GENRE_SLUGS)
+ITEM_CF = tuple(f"i_cf_{d:02d}" for d in range(CF_RANK))
+ITEM_COLUMNS = ITEM_SCALARS + ITEM_GENRES + ITEM_CF
+
+PAIR_FEATURES = ("cf_score", "cf_score_per_rating", "cf_cosine", "genre_affinity", "genre_liked_affinity", "taste_gap")
+
+# The model's input, in this order. Raw CF vectors and genre profiles enter only through pair features.
+FEATURE_NAMES: tuple[str, ...] = USER_SCALARS + ITEM_SCALARS + ITEM_GENRES + PAIR_FEATURES
+# The relevance head (will the user rate it at all: what top-k ranks by) sees only scale-free signals:
+# CF affinity normalized by history length or vector norms, and popularity as a share. Absolute counts
+# and rating statistics shift between point-in-time training examples and the full online snapshot.
+RELEVANCE_FEATURES: tuple[str, ...] = ("cf_score_per_rating", "cf_cosine", "i_pop_share")
+MONOTONE_INCREASING: tuple[str, ...] = ("cf_score", "cf_score_per_rating", "cf_cosine")
+
+
+# -- genres -----------------------------------------------------------------------------------------------------
+
+
+class GenreError(ValueError):
+    """A movie's genre string holds a name outside the canonical vocabulary."""
+
+
+def canonical_genres(genres: str | None) -> list[str]:
+    """Pipe-joined MovieLens genres -> canonical names; unknown names are an error, not silently dropped."""
+    if genres is None:
+        return []
+    out = []
+    for raw in str(genres).split("|"):
+        name = _GENRE_ALIASES.get(raw.strip(), raw.strip())
+        if name in NO_GENRE:
+            continue
+        if name not in GENRES:
+            raise GenreError(f"genre {raw!r} is not in the canonical vocabulary {GENRES}")
+        out.append(name)
+    return out
+
+
+def genre_flag_columns(genres_col: str = "genres") -> list[Column]:
+    """Spark: one 0/1 int column per canonical genre (`g_<slug>`) from the pipe-joined genre string."""
+    from pyspark.sql import functions as F
+
+    parts = F.split(F.coalesce(F.col(genres_col), F.lit("")), r"\|")
+    cols = []
+    for genre, slug in zip(GENRES, GENRE_SLUGS, strict=True):
+        names = [genre, *[alias for alias, canon in _GENRE_ALIASES.items() if canon == genre]]
+        hit = F.lit(False)
+        for name in names:
+            hit = hit | F.array_contains(parts, name)
+        cols.append(hit.cast("int").alias(f"g_{slug}"))
+    return cols
+
+
+def unknown_genres(movies: DataFrame) -> list[str]:
+    """Spark: genre names present in `movies` but outside the vocabulary (the job refuses them)."""
+    from pyspark.sql import functions as F
+
+    known = [*GENRES, *_GENRE_ALIASES, *NO_GENRE]
+    names = movies.select(F.explode(F.split(F.coalesce("genres", F.lit("")), r"\|")).alias("g")).distinct()
+    return sorted(r.g for r in names.where(~F.col("g").isin(known)).collect())
+
+
+# -- Spark aggregates -------------------------------------------------------------------------------------------
+
+
+def user_aggregates(rated: DataFrame, as_of: bool) -> DataFrame:
+    """User columns from `rated` (user_id, movie_id, rating, timestamp, g_<slug>..., y_00..: item factors).
+
+    `as_of=True`: one row per rating, aggregating only the user's ratings strictly before that rating's
+    timestamp (so neither the rating itself nor any later one). `as_of=False`: one row per user over
+    everything in `rated` (the online snapshot). Both share the aggregate definitions below.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    like = (F.col("rating") >= LIKE_THRESHOLD).cast("double")
+    sums: dict[str, Column] = {
+        "_n": F.count(F.lit(1)),
+        "_sum": F.sum("rating"),
+        "_sumsq": F.sum(F.col("rating") * F.col("rating")),
+        "_likes": F.sum(like),
+    }
+    for slug in GENRE_SLUGS:
+        sums[f"_g_{slug}"] = F.sum(F.col(f"g_{slug}").cast("double"))
+        sums[f"_gl_{slug}"] = F.sum(F.col(f"g_{slug}") * like)
+    for d in range(CF_RANK):
+        sums[f"_y_{d:02d}"] = F.sum(F.col(f"y_{d:02d}"))
+
+    if as_of:
+        w = (
+            Window.partitionBy("user_id")
+            .orderBy(F.col("timestamp").cast("long"))
+            .rangeBetween(Window.unboundedPreceding, -1)
+        )
+        base = rated.select("*", *[expr.over(w).alias(name) for name, expr in sums.items()])
+    else:
+        base = rated.groupBy("user_id").agg(*[expr.alias(name) for name, expr in sums.items()])
+
+    n = F.coalesce(F.col("_n"), F.lit(0)).cast("double")
+    safe_n = F.when(n > 0, n)
+    mean = F.col("_sum") / safe_n
+    likes = F.coalesce(F.col("_likes"), F.lit(0.0))
+    out = [
+        n.alias("u_n_ratings"),
+        mean.alias("u_mean_rating"),
+        F.sqrt(F.greatest(F.col("_sumsq") / safe_n - mean * mean, F.lit(0.0))).alias("u_std_rating"),
+        (likes / safe_n).alias("u_like_rate"),
+    ]
+    out += [(F.coalesce(F.col(f"_g_{s}"), F.lit(0.0)) / safe_n).alias(f"u_genre_share_{s}") for s in GENRE_SLUGS]
+    out += [
+        (F.coalesce(F.col(f"_gl_{s}"), F.lit(0.0)) / F.when(likes > 0, likes)).alias(f"u_genre_liked_{s}")
+        for s in GENRE_SLUGS
+    ]
+    out += [F.coalesce(F.col(f"_y_{d:02d}"), F.lit(0.0)).alias(f"u_cf_{d:02d}") for d in range(CF_RANK)]
+    keep = [c for c in rated.columns if not c.startswith(("g_", "y_"))] if as_of else ["user_id"]
+    return base.select(*keep, *[c.cast("float") for c in out])
+
+
+def item_aggregates(
+    rated: DataFrame, movies: DataFrame, as_of: bool, global_mean: float, global_like: float
+) -> DataFrame:
+    """Item columns (without the CF key vector, joined by the caller from its ALS snapshot).
+
+    `as_of=True`: `rated` holds ratings (`_event` = 1) and query rows (`_event` = 0: movie_id and the
+    timestamp of training examples); each query row gets the movie's aggregates over ratings strictly
+    before its timestamp (and its popularity share among all ratings before it). `as_of=False`: one row
+    per movie of `movies`, over all of `rated`. `movies` has movie_id, year, g_<slug>...; the global
+    mean / like rate are the smoothing prior, taken from data before the examples too.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    event = F.col("_event").cast("double") if as_of else F.lit(1.0)
+    rating = F.coalesce(F.col("rating"), F.lit(0.0)) * event
+    like = (F.coalesce(F.col("rating"), F.lit(0.0)) >= LIKE_THRESHOLD).cast("double") * event
+    sums = {"_n": F.sum(event), "_sum": F.sum(rating), "_sumsq": F.sum(rating * rating), "_likes": F.sum(like)}
+    if as_of:
+        ts = F.col("timestamp").cast("long")
+        w = Window.partitionBy("movie_id").orderBy(ts).rangeBetween(Window.unboundedPreceding, -1)
+        stats = rated.select("movie_id", "timestamp", "_event", *[e.over(w).alias(k) for k, e in sums.items()])
+        stats = stats.where(F.col("_event") == 0).drop("_event")
+        # Ratings of all movies before each queried timestamp: a cumulative count over distinct timestamps.
+        per_ts = rated.groupBy("timestamp").agg(F.sum(event).alias("_at"))
+        w_all = Window.orderBy(F.col("timestamp").cast("long")).rangeBetween(Window.unboundedPreceding, -1)
+        totals = per_ts.select("timestamp", F.sum("_at").over(w_all).alias("_total"))
+        base = stats.join(totals, "timestamp", "left").join(movies, "movie_id", "left")
+        keep = ["movie_id", "timestamp"]
+    else:
+        total = rated.count()
+        stats = rated.groupBy("movie_id").agg(*[e.alias(k) for k, e in sums.items()])
+        base = movies.join(stats, "movie_id", "left").withColumn("_total", F.lit(float(total)))
+        keep = ["movie_id"]
+
+    n = F.coalesce(F.col("_n"), F.lit(0.0))
+    safe_n = F.when(n > 0, n)
+    mean = F.col("_sum") / safe_n
+    out = [
+        n.alias("i_n_ratings"),
+        (n / F.when(F.col("_total") > 0, F.col("_total"))).alias("i_pop_share"),
+        ((F.coalesce(F.col("_sum"), F.lit(0.0)) + PRIOR_WEIGHT * global_mean) / (n + PRIOR_WEIGHT)).alias(
+            "i_mean_smoothed"
+        ),
+        ((F.coalesce(F.col("_likes"), F.lit(0.0)) + PRIOR_WEIGHT * global_like) / (n + PRIOR_WEIGHT)).alias(
+            "i_like_rate_smoothed"
+        ),
+        F.sqrt(F.greatest(F.col("_sumsq") / safe_n - mean * mean, F.lit(0.0))).alias("i_std_rating"),
+        F.col("year").cast("double").alias("i_year"),
+        sum(F.coalesce(F.col(f"g_{s}"), F.lit(0)) for s in GENRE_SLUGS).alias("i_n_genres"),
+        *[F.coalesce(F.col(f"g_{s}"), F.lit(0)).alias(f"i_genre_{s}") for s in GENRE_SLUGS],
+    ]
+    return base.select(*keep, *[c.cast("float") for c in out])
+
+
+def with_item_keys(items: DataFrame, keys: DataFrame) -> DataFrame:
+    """Attach the ALS key vectors (`k_00..` of the snapshot) as `i_cf_*`; zeros for movies it lacks."""
+    from pyspark.sql import functions as F
+
+    out = items.join(F.broadcast(keys), "movie_id", "left")
+    cf = [F.coalesce(F.col(f"k_{d:02d}"), F.lit(0.0)).cast("float").alias(f"i_cf_{d:02d}") for d in range(CF_RANK)]
+    return out.select(*[c for c in items.columns], *cf)
+
+
+# -- the model encoding -----------------------------------------------------------------------------------------
+
+
+def _block(rows: Any, columns: tuple[str, ...], n: int) -> np.ndarray:
+    """A (n, len(columns)) float matrix from a DataFrame, a mapping of arrays, or a list of row dicts (None ->
+    all missing). Missing values become NaN, which LightGBM treats as missing."""
+    if isinstance(rows, list):
+        out = np.full((n, len(columns)), np.nan)
+        for r, row in enumerate(rows):
+            if row is not None:
+                out[r] = [np.nan if row.get(c) is None else row[c] for c in columns]
+        return out
+    if isinstance(rows, Mapping) or hasattr(rows, "columns"):
+        return np.column_stack([np.asarray(rows[c], dtype=np.float64) for c in columns]).reshape(n, len(columns))
+    raise TypeError(f"expected a DataFrame, a mapping of columns or a list of row dicts, got {type(rows).__name__}")
+
+
+def _length(rows: Any) -> int:
+    return (
+        len(rows) if isinstance(rows, list) else len(next(iter(rows.values())) if isinstance(rows, Mapping) else rows)
+    )
+
+
+def build_matrix(users: Any, items: Any) -> np.ndarray:
+    """The model input for pairs: row r pairs `users` row r with `items` row r; columns in FEATURE_NAMES order.
+
+    `users` / `items`: pandas DataFrames, mappings of column arrays, or lists of row dicts (as read from
+    the online store; None for an unknown entity). Returns float32 (n, len(FEATURE_NAMES)).
+    """
+    n = _length(users)
+    if _length(items) != n:
+        raise ValueError(f"build_matrix: {n} user rows but {_length(items)} item rows")
+    u = _block(users, USER_COLUMNS, n)
+    i = _block(items, ITEM_COLUMNS, n)
+    return _assemble(u, i)
+
+
+def _assemble(u: np.ndarray, i: np.ndarray) -> np.ndarray:
+    """FEATURE_NAMES from aligned user (USER_COLUMNS) and item (ITEM_COLUMNS) matrices."""
+    ui = {c: k for k, c in enumerate(USER_COLUMNS)}
+    ii = {c: k for k, c in enumerate(ITEM_COLUMNS)}
+    user_cf = u[:, ui[USER_CF[0]] : ui[USER_CF[-1]] + 1]
+    item_cf = i[:, ii[ITEM_CF[0]] : ii[ITEM_CF[-1]] + 1]
+    share = u[:, ui[USER_GENRE_SHARE[0]] : ui[USER_GENRE_SHARE[-1]] + 1]
+    liked = u[:, ui[USER_GENRE_LIKED[0]] : ui[USER_GENRE_LIKED[-1]] + 1]
+    genres = i[:, ii[ITEM_GENRES[0]] : ii[ITEM_GENRES[-1]] + 1]
+    n_genres = np.maximum(genres.sum(axis=1), 1.0)
+    n_ratings = u[:, ui["u_n_ratings"]]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cf = np.einsum("ij,ij->i", user_cf, item_cf)
+        norms = np.linalg.norm(user_cf, axis=1) * np.linalg.norm(item_cf, axis=1)
+        pair = np.column_stack(
+            [
+                cf,
+                np.where(n_ratings > 0, cf / n_ratings, np.nan),
+                np.where(norms > 0, cf / norms, np.nan),
+                np.einsum("ij,ij->i", share, genres) / n_genres,
+                np.einsum("ij,ij->i", liked, genres) / n_genres,
+                i[:, ii["i_mean_smoothed"]] - u[:, ui["u_mean_rating"]],
+            ]
+        )
+    parts = [u[:, [ui[c] for c in USER_SCALARS]], i[:, [ii[c] for c in ITEM_SCALARS + ITEM_GENRES]], pair]
+    return np.hstack(parts).astype(np.float32)
+
+
+def build_matrix_for_user(user: Mapping[str, Any] | None, item_matrix: np.ndarray) -> np.ndarray:
+    """Serving's fast path: one user row against many items already held as an ITEM_COLUMNS matrix."""
+    n = item_matrix.shape[0]
+    row = np.full(len(USER_COLUMNS), np.nan)
+    if user is not None:
+        row = np.array([np.nan if user.get(c) is None else user[c] for c in USER_COLUMNS], dtype=np.float64)
+    return _assemble(np.broadcast_to(row, (n, len(USER_COLUMNS))), item_matrix.astype(np.float64, copy=False))
+
+
+def item_matrix(items: Any) -> np.ndarray:
+    """ITEM_COLUMNS of many items as a float64 matrix (what serving keeps in memory)."""
+    return _block(items, ITEM_COLUMNS, _length(items))

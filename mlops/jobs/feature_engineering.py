@@ -1,0 +1,341 @@
+"""Spark step `feature_engineering`: point-in-time training examples, evaluation examples, online snapshot.
+
+Inputs (run-scoped): the split's `train` / `test` ratings and the normalized `movies`. Outputs, each a
+Parquet dataset with a manifest (schema version `features.SCHEMA_VERSION`):
+- `train_examples`: the train ratings from the first time cutoff on, each with user columns aggregated
+  over that user's strictly earlier ratings and item columns + ALS factors from a snapshot of all ratings
+  strictly before the cutoff that precedes it (Feast-style as-of join), plus `NEGATIVES_PER_POSITIVE`
+  sampled movies the user never rated, labelled 0, with the same user state;
+- `eval_examples`: the test ratings with the online snapshot's features (train history only, as serving);
+- `online_users` / `online_items` / `online_meta`: features from all train history, what load_to_redis
+  loads and what the model serves from.
+
+Why cutoffs: item statistics and ALS factors need the whole population's history, so they are
+materialized at a few cutoffs (train-time quantiles) instead of per example; an example at time t uses
+the latest cutoff <= t, so nothing at or after t can reach it. The user's own history is exact (< t).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mlops import features as fx
+from mlops.errors import DataError
+from mlops.jobs.runner import job_parser, resolve, run
+from mlops.layout import features_key, normalized_key, split_key
+from mlops.settings import Settings
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+log = logging.getLogger(__name__)
+
+OUTPUTS = ("train_examples", "eval_examples", "online_users", "online_items", "online_meta")
+POPULAR_FALLBACK = 100  # movie ids kept in online_meta for the cold-start fallback
+
+
+@dataclass(frozen=True)
+class FeatureParams:
+    """Knobs of the step; logged with the model so a run can be reproduced."""
+
+    seed: int = 42
+    cutoff_quantiles: tuple[float, ...] = (0.5, 0.625, 0.75, 0.875)
+    negatives_per_positive: int = 4
+    als_rank: int = fx.CF_RANK
+    als_iterations: int = 10
+    als_reg: float = 0.1
+    als_alpha: float = 1.0
+    fold_in_reg: float = 10.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# -- ALS snapshot -----------------------------------------------------------------------------------------------
+
+
+def als_snapshot(spark: SparkSession, history: DataFrame, params: FeatureParams) -> tuple[DataFrame, DataFrame]:
+    """Implicit ALS on `history` (who rated what); returns (y: movie_id, y_00.. item factors,
+    keys: movie_id, k_00.. = (Y'Y + reg I)^-1 y, so that sum_j y_j . k_i is the least-squares fold-in
+    score of a user who rated the movies j). Movies absent from `history` get no row (zeros downstream)."""
+    from pyspark.ml.recommendation import ALS
+    from pyspark.sql import functions as F
+
+    data = history.select(
+        F.col("user_id").cast("int").alias("user_id"),
+        F.col("movie_id").cast("int").alias("movie_id"),
+        F.lit(1.0).alias("seen"),
+    )
+    als = ALS(
+        rank=params.als_rank,
+        maxIter=params.als_iterations,
+        regParam=params.als_reg,
+        alpha=params.als_alpha,
+        implicitPrefs=True,
+        userCol="user_id",
+        itemCol="movie_id",
+        ratingCol="seen",
+        seed=params.seed,
+        coldStartStrategy="drop",
+    )
+    model = als.fit(data)
+    rows = sorted((r.id, r.features) for r in model.itemFactors.collect())
+    ids = np.array([r[0] for r in rows], dtype=np.int64)
+    y = np.array([r[1] for r in rows], dtype=np.float64).reshape(len(rows), params.als_rank)
+    a = np.linalg.inv(y.T @ y + params.fold_in_reg * np.eye(params.als_rank))
+    keys = y @ a  # a is symmetric
+    schema_y = "movie_id int, " + ", ".join(f"y_{d:02d} double" for d in range(params.als_rank))
+    schema_k = "movie_id int, " + ", ".join(f"k_{d:02d} double" for d in range(params.als_rank))
+    y_df = spark.createDataFrame([(int(i), *map(float, v)) for i, v in zip(ids, y, strict=True)], schema_y)
+    k_df = spark.createDataFrame([(int(i), *map(float, v)) for i, v in zip(ids, keys, strict=True)], schema_k)
+    return y_df, k_df
+
+
+def _with_factors(ratings: DataFrame, y: DataFrame, movies_g: DataFrame) -> DataFrame:
+    """Ratings with the rated movie's genre flags and item factors (zeros when the snapshot lacks it)."""
+    from pyspark.sql import functions as F
+
+    genres = movies_g.select("movie_id", *[f"g_{s}" for s in fx.GENRE_SLUGS])
+    out = ratings.join(F.broadcast(genres), "movie_id", "left").join(F.broadcast(y), "movie_id", "left")
+    return out.na.fill(0, [f"g_{s}" for s in fx.GENRE_SLUGS]).na.fill(0.0, [f"y_{d:02d}" for d in range(fx.CF_RANK)])
+
+
+# -- negatives --------------------------------------------------------------------------------------------------
+
+
+def sample_negatives(
+    positives: DataFrame, catalog: DataFrame, train: DataFrame, per_positive: int, seed: int
+) -> DataFrame:
+    """For each example row, `per_positive` movies the user never rated in train, drawn uniformly from the
+    catalog by a hash of (user, movie, time, draw, seed): deterministic whatever Spark's partitioning."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    n_catalog = catalog.count()
+    indexed = catalog.select("movie_id").withColumn("_idx", F.row_number().over(Window.orderBy("movie_id")) - 1)
+    draws = positives.select(
+        "*",
+        F.col("movie_id").alias("_pos_movie"),
+        F.explode(F.sequence(F.lit(0), F.lit(3 * per_positive - 1))).alias("_draw"),
+    ).drop("movie_id")
+    draws = draws.withColumn(
+        "_idx", F.pmod(F.xxhash64("user_id", "_pos_movie", "timestamp", "_draw", F.lit(seed)), F.lit(n_catalog))
+    )
+    cand = draws.join(F.broadcast(indexed), "_idx").drop("_idx")
+    cand = cand.join(train.select("user_id", "movie_id"), ["user_id", "movie_id"], "left_anti")
+    w = Window.partitionBy("user_id", "_pos_movie", "timestamp").orderBy("_draw")
+    cand = cand.withColumn("_rank", F.row_number().over(w)).where(F.col("_rank") <= per_positive)
+    cand = cand.dropDuplicates(["user_id", "_pos_movie", "timestamp", "movie_id"])
+    return cand.drop("_rank", "_draw", "_pos_movie")
+
+
+# -- the step ---------------------------------------------------------------------------------------------------
+
+
+def _check_inputs(train: DataFrame, test: DataFrame, movies: DataFrame) -> None:
+    from pyspark.sql import functions as F
+
+    for name, df, cols in (
+        ("split/train", train, ("user_id", "movie_id", "rating", "timestamp")),
+        ("split/test", test, ("user_id", "movie_id", "rating", "timestamp")),
+        ("normalized/movies", movies, ("movie_id", "year", "genres")),
+    ):
+        missing = [c for c in cols if c not in df.columns]
+        if missing:
+            raise DataError(f"{name}: missing column(s) {missing}; expected {list(cols)}")
+    if train.limit(1).count() == 0:
+        raise DataError("split/train: no ratings; feature_engineering needs a non-empty training split")
+    nulls = train.where(F.col("timestamp").isNull() | F.col("rating").isNull()).limit(1).collect()
+    if nulls:
+        raise DataError(f"split/train: null timestamp or rating in row {nulls[0].asDict()}")
+    bad = fx.unknown_genres(movies)
+    if bad:
+        raise DataError(f"normalized/movies: column genres holds names outside the canonical vocabulary: {bad}")
+
+
+def compute_features(
+    spark: SparkSession, train: DataFrame, test: DataFrame, movies: DataFrame, params: FeatureParams, run_id: str
+) -> dict[str, DataFrame]:
+    """All five outputs as DataFrames (lazy apart from the ALS fits and a few small collects)."""
+    from pyspark.sql import functions as F
+
+    _check_inputs(train, test, movies)
+    started = time.monotonic()
+    cols = ["user_id", "movie_id", "rating", "timestamp"]
+    train = train.select(
+        F.col("user_id").cast("int"),
+        F.col("movie_id").cast("int"),
+        F.col("rating").cast("double"),
+        F.col("timestamp").cast("long"),
+    ).cache()
+    test = test.select(*cols)
+    movies_g = movies.select(F.col("movie_id").cast("int"), F.col("year"), *fx.genre_flag_columns()).cache()
+    # Movies rated in train but missing from the movies table still get item rows (no metadata).
+    orphans = train.select("movie_id").distinct().join(movies_g, "movie_id", "left_anti")
+    movies_g = movies_g.unionByName(orphans, allowMissingColumns=True).na.fill(0, [f"g_{s}" for s in fx.GENRE_SLUGS])
+    movies_g = movies_g.cache()
+
+    n_train = train.count()
+    max_ts = int(train.agg(F.max("timestamp")).first()[0])
+    cutoffs = [int(c) for c in train.approxQuantile("timestamp", list(params.cutoff_quantiles), 0.0)]
+    cutoffs = sorted(set(cutoffs))
+    log.info("feature_engineering: %d train ratings, cutoffs %s (max ts %d)", n_train, cutoffs, max_ts)
+
+    examples: list[DataFrame] = []
+    for k, cutoff in enumerate(cutoffs):
+        end = cutoffs[k + 1] if k + 1 < len(cutoffs) else max_ts + 1
+        history = train.where(F.col("timestamp") < cutoff)
+        gm, gl = _global_stats(history)
+        y, keys = als_snapshot(spark, history, params)
+        upto = train.where(F.col("timestamp") < end)
+        users_asof = fx.user_aggregates(_with_factors(upto, y, movies_g), as_of=True).where(
+            F.col("timestamp") >= cutoff
+        )
+        users_asof = users_asof.withColumn("label", (F.col("rating") >= fx.LIKE_THRESHOLD).cast("int"))
+        users_asof = users_asof.withColumn("is_negative", F.lit(0)).cache()
+        negatives = sample_negatives(
+            users_asof.drop("rating", "label", "is_negative"),
+            movies_g,
+            train,
+            params.negatives_per_positive,
+            params.seed + k,
+        ).select(
+            "*", F.lit(None).cast("double").alias("rating"), F.lit(0).alias("label"), F.lit(1).alias("is_negative")
+        )
+        pairs = users_asof.unionByName(negatives)
+        # As-of join of the item side: each (movie, time) queried sees only the movie's earlier ratings.
+        events = upto.select("movie_id", "timestamp", "rating", F.lit(1).alias("_event")).unionByName(
+            pairs.select(
+                "movie_id", "timestamp", F.lit(None).cast("double").alias("rating"), F.lit(0).alias("_event")
+            ).dropDuplicates(["movie_id", "timestamp"])
+        )
+        items_asof = fx.item_aggregates(events, movies_g, as_of=True, global_mean=gm, global_like=gl)
+        items_asof = fx.with_item_keys(items_asof, keys)
+        rows = pairs.join(items_asof, ["movie_id", "timestamp"], "left").withColumn("snapshot", F.lit(k))
+        examples.append(rows)
+        log.info(
+            "feature_engineering: snapshot %d/%d (cutoff %d) planned, ALS fitted (%.0fs)",
+            k + 1,
+            len(cutoffs),
+            cutoff,
+            time.monotonic() - started,
+        )
+
+    train_examples = examples[0]
+    for more in examples[1:]:
+        train_examples = train_examples.unionByName(more)
+
+    # Online snapshot: everything in train, cutoff just after its last rating.
+    y, keys = als_snapshot(spark, train, params)
+    gm, gl = _global_stats(train)
+    online_items = fx.with_item_keys(
+        fx.item_aggregates(train, movies_g, as_of=False, global_mean=gm, global_like=gl), keys
+    ).cache()
+    online_users = fx.user_aggregates(_with_factors(train, y, movies_g), as_of=False)
+    rated = train.groupBy("user_id").agg(F.sort_array(F.collect_list("movie_id")).alias(fx.RATED_COLUMN))
+    online_users = online_users.join(rated, "user_id").cache()
+
+    eval_examples = (
+        test.join(online_users.drop(fx.RATED_COLUMN), "user_id", "left")
+        .join(online_items, "movie_id", "left")
+        .withColumn("label", (F.col("rating") >= fx.LIKE_THRESHOLD).cast("int"))
+    )
+    popular = [
+        int(r.movie_id)
+        for r in train.groupBy("movie_id")
+        .count()
+        .orderBy(F.desc("count"), "movie_id")
+        .limit(POPULAR_FALLBACK)
+        .collect()
+    ]
+    stats = train.agg(
+        F.avg("rating").alias("global_mean"),
+        F.avg((F.col("rating") >= fx.LIKE_THRESHOLD).cast("double")).alias("like_rate"),
+    ).first()
+    meta = spark.createDataFrame(
+        [
+            (
+                run_id,
+                fx.SCHEMA_VERSION,
+                popular,
+                int(n_train),
+                float(stats["global_mean"]),
+                float(stats["like_rate"]),
+                max_ts + 1,
+                cutoffs,
+                fx.CF_RANK,
+            )
+        ],
+        "feature_set string, schema_version int, popular_movie_ids array<int>, n_train_ratings long, "
+        "global_mean double, global_like_rate double, snapshot_cutoff long, training_cutoffs array<long>, cf_rank int",
+    )
+    return {
+        "train_examples": train_examples,
+        "eval_examples": eval_examples,
+        "online_users": online_users,
+        "online_items": online_items,
+        "online_meta": meta,
+    }
+
+
+def _global_stats(history: DataFrame) -> tuple[float, float]:
+    """Mean rating and like rate of `history`: the smoothing prior of movie means (3.5 / 0.5 when empty)."""
+    from pyspark.sql import functions as F
+
+    row = history.agg(
+        F.avg("rating").alias("gm"), F.avg((F.col("rating") >= fx.LIKE_THRESHOLD).cast("double")).alias("gl")
+    ).first()
+    return (float(row["gm"]) if row["gm"] is not None else 3.5, float(row["gl"]) if row["gl"] is not None else 0.5)
+
+
+def main(argv: Sequence[str] | None = None, settings: Settings | None = None) -> dict[str, Any]:
+    from mlops.spark_io import read_parquet, spark_session, write_parquet
+
+    parser = job_parser("Point-in-time features: offline train/eval examples and the online snapshot")
+    parser.add_argument("--negatives-per-positive", type=int, default=FeatureParams.negatives_per_positive)
+    args = parser.parse_args(argv)
+    run_id, settings = resolve(args, settings)
+    params = FeatureParams(seed=settings.seed, negatives_per_positive=args.negatives_per_positive)
+    spark = spark_session("feature_engineering", settings)
+    started = time.monotonic()
+    inputs = {
+        "train": split_key(run_id, "train"),
+        "test": split_key(run_id, "test"),
+        "movies": normalized_key(run_id, "movies"),
+    }
+    frames = {name: read_parquet(spark, key, settings) for name, key in inputs.items()}
+    outputs = compute_features(spark, frames["train"], frames["test"], frames["movies"], params, run_id)
+    manifests = {}
+    for name in OUTPUTS:
+        t0 = time.monotonic()
+        manifests[name] = write_parquet(
+            outputs[name],
+            features_key(run_id, name),
+            settings,
+            {
+                "run_id": run_id,
+                "schema_version": fx.SCHEMA_VERSION,
+                "feature_set": run_id,
+                "inputs": inputs,
+                "params": {k: v for k, v in vars(params).items() if k != "extra"},
+                "feature_names": list(fx.FEATURE_NAMES),
+            },
+        )
+        log.info(
+            "feature_engineering: wrote %s (%d rows) in %.1fs",
+            name,
+            manifests[name]["row_count"],
+            time.monotonic() - t0,
+        )
+        if manifests[name]["row_count"] == 0 and name != "eval_examples":
+            raise DataError(f"feature_engineering produced an empty {name}; check the split of run {run_id}")
+    log.info("feature_engineering: done in %.1fs", time.monotonic() - started)
+    return manifests
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,173 @@
+"""MLflow access with bounded retries, model loading by alias, and the champion/challenger rule.
+
+Rule: a new version becomes `champion` iff there is no champion, or its ndcg_at_10 beats the current
+champion's ndcg_at_10 re-measured on the new run's evaluation data (same users, same features); else
+it becomes `challenger`. The decision and both figures are logged on the new version's training run.
+Serving loads an alias, never "latest".
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import requests
+
+from mlops.settings import Settings
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+ATTEMPTS = 4
+T = TypeVar("T")
+
+# MLflow's own HTTP client retries for minutes by default; our bounded loop below decides instead.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+
+
+class RegistryUnavailable(RuntimeError):
+    """The MLflow tracking server did not answer after the bounded retries."""
+
+
+def wait_for_mlflow(settings: Settings, attempts: int = ATTEMPTS, first_delay: float = 1.0) -> None:
+    """Probe the tracking server's /health with exponential backoff; `RegistryUnavailable` when it stays down."""
+    url = settings.mlflow_tracking_uri.rstrip("/") + "/health"
+    delay = first_delay
+    last = ""
+    for attempt in range(1, attempts + 1):
+        try:
+            if requests.get(url, timeout=5).status_code == 200:
+                return
+            last = "answered with an error status"
+        except requests.RequestException as exc:
+            last = f"{type(exc).__name__}: {exc}"
+        if attempt < attempts:
+            log.warning(
+                "MLflow at %s unreachable (attempt %d/%d): %s; retrying in %.0fs", url, attempt, attempts, last, delay
+            )
+            time.sleep(delay)
+            delay *= 2
+    raise RegistryUnavailable(
+        f"MLflow tracking server {settings.mlflow_tracking_uri} unreachable after {attempts} attempts ({last}); "
+        "start it (./run.sh up) or fix MLFLOW_TRACKING_URI"
+    )
+
+
+def with_retries(settings: Settings, what: str, fn: Callable[[], T]) -> T:
+    """Run an MLflow call; on a connection failure wait for the server (bounded) and try once more."""
+    try:
+        return fn()
+    except Exception as exc:
+        if not _is_connection_error(exc):
+            raise
+        log.warning("%s: MLflow connection failed (%s); waiting for the server", what, exc)
+        wait_for_mlflow(settings)
+        return fn()
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    text = f"{type(exc).__name__} {exc}"
+    return isinstance(exc, requests.ConnectionError | ConnectionError) or any(
+        s in text for s in ("Connection refused", "Max retries exceeded", "ConnectionError", "Failed to establish")
+    )
+
+
+def client(settings: Settings) -> Any:
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    return MlflowClient(settings.mlflow_tracking_uri)
+
+
+def version_by_alias(settings: Settings, alias: str) -> Any | None:
+    """The model version behind `alias`, or None when the model or the alias does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    c = client(settings)
+    try:
+        return with_retries(settings, "alias lookup", lambda: c.get_model_version_by_alias(settings.model_name, alias))
+    except MlflowException as exc:
+        if "RESOURCE_DOES_NOT_EXIST" in str(exc.error_code) or "not found" in str(exc).lower():
+            return None
+        raise
+
+
+def load_model(settings: Settings, version: Any) -> Any:
+    """The TwoHeadModel of a registered version (pyfunc artifacts; no training code needed)."""
+    import mlflow.pyfunc
+
+    client(settings)
+    uri = f"models:/{settings.model_name}/{version.version}"
+    pyfunc = with_retries(settings, "model load", lambda: mlflow.pyfunc.load_model(uri))
+    return pyfunc.unwrap_python_model().model
+
+
+def load_model_version(settings: Settings, alias: str) -> tuple[Any, Any]:
+    """(TwoHeadModel, ModelVersion) behind `alias`; `LookupError` when the alias is not set."""
+    version = version_by_alias(settings, alias)
+    if version is None:
+        raise LookupError(f"registered model {settings.model_name!r} has no alias {alias!r} (train and promote first)")
+    return load_model(settings, version), version
+
+
+def version_of_run(settings: Settings, pipeline_run_id: str) -> Any:
+    """The newest model version registered by pipeline run `pipeline_run_id` (tag `pipeline_run_id`)."""
+    c = client(settings)
+    versions = with_retries(
+        settings, "version search", lambda: c.search_model_versions(f"name='{settings.model_name}'")
+    )
+    mine = [v for v in versions if (v.tags or {}).get("pipeline_run_id") == pipeline_run_id]
+    if not mine:
+        raise LookupError(
+            f"no version of {settings.model_name!r} was registered by run {pipeline_run_id!r} (train first)"
+        )
+    return max(mine, key=lambda v: int(v.version))
+
+
+def promote(settings: Settings, pipeline_run_id: str, evaluate: Callable[[Any], float]) -> dict[str, Any]:
+    """Apply the champion/challenger rule to the version trained by `pipeline_run_id`.
+
+    `evaluate(model) -> ndcg_at_10` measures a model on this run's evaluation data; it is called for
+    the current champion, so both figures come from the same data.
+    """
+    c = client(settings)
+    candidate = version_of_run(settings, pipeline_run_id)
+    run = with_retries(settings, "run lookup", lambda: c.get_run(candidate.run_id))
+    candidate_ndcg = float(run.data.metrics["ndcg_at_10"])
+    champion = version_by_alias(settings, CHAMPION)
+    if champion is None:
+        decision, champion_ndcg, reason = CHAMPION, None, "no champion yet"
+    elif champion.version == candidate.version:
+        decision, champion_ndcg, reason = CHAMPION, candidate_ndcg, "already champion"
+    else:
+        champion_ndcg = float(evaluate(load_model(settings, champion)))
+        won = candidate_ndcg > champion_ndcg
+        decision = CHAMPION if won else CHALLENGER
+        reason = (
+            f"ndcg_at_10 {candidate_ndcg:.4f} {'>' if won else '<='} champion v{champion.version}'s "
+            f"{champion_ndcg:.4f} on this run's evaluation data"
+        )
+    with_retries(
+        settings, "set alias", lambda: c.set_registered_model_alias(settings.model_name, decision, candidate.version)
+    )
+    record = {
+        "decision": decision,
+        "version": str(candidate.version),
+        "candidate_ndcg_at_10": candidate_ndcg,
+        "champion_version": None if champion is None else str(champion.version),
+        "champion_ndcg_at_10": champion_ndcg,
+        "reason": reason,
+    }
+    c.set_tag(candidate.run_id, "promotion_decision", decision)
+    c.set_tag(candidate.run_id, "promotion_reason", reason)
+    c.log_metric(candidate.run_id, "promotion_candidate_ndcg_at_10", candidate_ndcg)
+    if champion_ndcg is not None:
+        c.log_metric(candidate.run_id, "promotion_champion_ndcg_at_10", champion_ndcg)
+    log.info("promotion: %s v%s -> %s (%s)", settings.model_name, candidate.version, decision, reason)
+    return record

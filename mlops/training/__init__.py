@@ -1,0 +1,1 @@
+"""LightGBM training, evaluation, MLflow logging and promotion (see `train`, `steps`)."""
