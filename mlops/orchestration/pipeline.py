@@ -27,6 +27,7 @@ from mlops.settings import DATASET_NAMES, SPLIT_STRATEGIES, Settings, get_settin
 SUCCESS_STATES = frozenset({"success"})
 FAILED_RUN_STATES = frozenset({"failed"})
 TASK_FAILED = "failed"
+RAN_STATES = frozenset({"success", "failed", "up_for_retry"})  # not upstream_failed/skipped: they never ran
 
 
 class PipelineError(RuntimeError):
@@ -310,7 +311,7 @@ def run_pipeline(
         durations = {
             ti["task_id"]: float(ti["duration"])
             for ti in client.task_instances(DAG_ID, run_id)
-            if ti.get("start_date") and ti.get("duration") is not None
+            if ti.get("state") in RAN_STATES and ti.get("duration") is not None
         }
     except (PipelineError, requests.RequestException) as exc:
         say(f"pipeline: {exc}")
