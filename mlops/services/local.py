@@ -315,8 +315,9 @@ class LocalBackend:
         say(f"{name}: stopped (pid {record.pid})")
 
     def restart_consumers(self) -> None:
-        self._stop_names([n for n in self.state.names() if n.startswith("inference-")])
+        """Fresh consumer processes (they also hot-reload a new champion; a restart makes it immediate)."""
         with self._exclusive(), self._interruptible() as started:
+            self._stop_names([n for n in self.state.names() if n.startswith("inference-")])
             self._ensure(self._inference(), started)
 
     # --- status / urls --------------------------------------------------------------------
