@@ -237,3 +237,28 @@ def _wait_dead(pid: int, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while process.alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_consumers_start_without_a_model_and_restart(tmp_path, free_port, capsys):
+    settings = local_settings(tmp_path, free_port, INFERENCE_CONSUMERS="2")
+    backend = LocalBackend(settings)
+    backend.include_airflow = False
+    try:
+        backend.up()
+        first = pids(tmp_path)
+        assert {"inference-0", "inference-1"} <= set(first)
+        backend.restart_consumers()
+        second = pids(tmp_path)
+        for name in ("inference-0", "inference-1"):
+            assert second[name] != first[name] and not process.alive(first[name])
+        assert {k: v for k, v in second.items() if not k.startswith("inference")} == {
+            k: v for k, v in first.items() if not k.startswith("inference")
+        }
+        capsys.readouterr()
+        backend.status()
+        rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("inference-")]
+        assert len(rows) == 2
+        assert all(" up " in row and "not serving: no model loaded yet" in row for row in rows), rows
+    finally:
+        backend.down(purge=True)
