@@ -29,16 +29,17 @@ log = logging.getLogger(__name__)
 
 
 def entity_rows(df: DataFrame, id_column: str, total: int, label: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(id, {every other column}) for each row, streamed partition by partition to the driver."""
+    """(id, {every other column}) for each row, moved to the driver as Arrow (far faster than Row objects)."""
     if id_column not in df.columns:
         raise ValueError(f"{label}: no {id_column!r} column (has {df.columns})")
     started = time.monotonic()
-    for i, row in enumerate(df.toLocalIterator(prefetchPartitions=True), 1):
-        features = row.asDict(recursive=True)
-        yield int(features.pop(id_column)), features
-        if i % 20_000 == 0:
-            log.info("load_to_redis: %s %d/%d (%.0f%%, %.0f rows/s)", label, i, total, 100 * i / max(total, 1),
-                     i / (time.monotonic() - started))  # fmt: skip
+    done = 0
+    for batch in df.toArrow().to_batches(max_chunksize=10_000):
+        for features in batch.to_pylist():
+            yield int(features.pop(id_column)), features
+        done += batch.num_rows
+        log.info("load_to_redis: %s %d/%d (%.0f%%, %.0f rows/s)", label, done, total, 100 * done / max(total, 1),
+                 done / max(time.monotonic() - started, 1e-9))  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None, settings: Settings | None = None) -> dict[str, Any]:
