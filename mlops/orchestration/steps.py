@@ -109,6 +109,9 @@ def step_argv(settings: Settings, step: Step, run_id: str, params: RunParams) ->
         settings.spark_driver_memory,
         "--name",
         f"mlops_platform.{step.task_id}",
+        # Spark's INFO start-up chatter would bury the job's own progress lines in the task log.
+        "--conf",
+        "spark.log.level=WARN",
         *job,
     ]
 
