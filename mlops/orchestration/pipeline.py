@@ -219,19 +219,25 @@ def not_ready_reason(client: AirflowClient) -> str | None:
     return f"DAG {DAG_ID} not parsed yet"
 
 
-def wait_ready(client: AirflowClient, timeout_s: float, say: Callable[[str], None]) -> None:
-    """Until the API answers, the scheduler and DAG processor heartbeat, and the DAG is parsed."""
-    deadline = time.monotonic() + timeout_s
+def wait_ready(client: AirflowClient, timeout_s: float, say: Callable[[str], None], unreachable_s: float = 30) -> None:
+    """Until the API answers, the scheduler and DAG processor heartbeat, and the DAG is parsed.
+
+    An API that never answered fails after `unreachable_s` (Airflow is not up: say so rather than wait).
+    """
+    start = time.monotonic()
+    answered = False
     last = ""
     while True:
         try:
             reason = not_ready_reason(client)
+            answered = True
         except requests.RequestException as exc:
             reason = f"API at {client.base_url} not answering ({type(exc).__name__})"
         if reason is None:
             return
-        if time.monotonic() > deadline:
-            raise PipelineError(f"Airflow not ready after {timeout_s:.0f}s: {reason} (is it up? ./run.sh status)")
+        waited = time.monotonic() - start
+        if waited > timeout_s or (not answered and waited > unreachable_s):
+            raise PipelineError(f"Airflow not ready after {waited:.0f}s: {reason} (is it up? ./run.sh up)")
         if reason != last:
             say(f"waiting for Airflow: {reason}")
             last = reason

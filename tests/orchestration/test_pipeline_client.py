@@ -100,3 +100,19 @@ def test_run_id_is_a_valid_object_store_prefix() -> None:
     run_id = new_run_id(datetime(2026, 11, 24, 9, 5, 7, tzinfo=UTC))
     assert run_id == "pipeline__20261124T090507Z"
     assert check_run_id(run_id) == run_id
+
+
+def test_airflow_not_up_fails_fast_with_a_hint(base_settings: Settings, free_port) -> None:
+    """Nothing listens on the port: exit 2 quickly, saying Airflow is not answering and how to start it."""
+    import io
+    import time
+
+    from mlops.orchestration.pipeline import run_pipeline
+
+    out = io.StringIO()
+    port = free_port()
+    started = time.monotonic()
+    outcome = run_pipeline(base_settings.replace(airflow_url=f"http://127.0.0.1:{port}"), out=out, ready_timeout_s=4)
+    assert outcome.code == 2 and outcome.run_id is None
+    assert time.monotonic() - started < 30
+    assert "not answering" in out.getvalue() and "./run.sh up" in out.getvalue()

@@ -128,3 +128,9 @@ def test_ui_login_and_task_docs(airflow_stack: Settings) -> None:
     for task_id in STEPS:
         doc = client.json("GET", f"/dags/mlops_platform/tasks/{task_id}")["doc_md"]
         assert doc and doc.startswith("####"), task_id
+
+
+def test_wrong_login_is_named(airflow_stack: Settings) -> None:
+    outcome, output = _run(airflow_stack.replace(airflow_admin_password="not-the-password"))
+    assert outcome.code == 2 and outcome.run_id is None
+    assert "refused the login" in output and "AIRFLOW_ADMIN_PASSWORD" in output
