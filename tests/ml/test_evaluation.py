@@ -1,0 +1,63 @@
+"""Ranking metrics against hand-computed cases, and the baselines on a case small enough to check by eye."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from mlops.evaluation import baseline_recommendations, ranking_metrics, relevant_sets, user_metrics
+
+
+def test_user_metrics_hand_computed():
+    # Hits at ranks 1 and 3 of 5; 4 relevant items; k = 5.
+    m = user_metrics([10, 20, 30, 40, 50], {10, 30, 99, 98}, k=5)
+    dcg = 1 / math.log2(2) + 1 / math.log2(4)
+    idcg = sum(1 / math.log2(i + 2) for i in range(4))
+    assert m["ndcg"] == pytest.approx(dcg / idcg)
+    assert m["precision"] == pytest.approx(2 / 5)
+    assert m["recall"] == pytest.approx(2 / 4)
+    assert m["map"] == pytest.approx((1 / 1 + 2 / 3) / 4)
+
+
+def test_user_metrics_perfect_and_empty_lists():
+    assert user_metrics([1, 2], {1, 2}, k=10)["ndcg"] == pytest.approx(1.0)
+    assert user_metrics([1, 2], {1, 2}, k=10)["precision"] == pytest.approx(0.2)  # precision divides by k
+    assert user_metrics([], {1}, k=10) == {"ndcg": 0.0, "precision": 0.0, "recall": 0.0, "map": 0.0}
+
+
+def test_ranking_metrics_average_over_users_with_relevant_items():
+    recs = {1: [5, 6], 2: [7, 8]}
+    rel = {1: {5}, 2: {9}, 3: set()}  # user 3 has nothing relevant: not counted
+    out = ranking_metrics(recs, rel, k=2)
+    assert out["ndcg_at_2"] == pytest.approx(0.5)
+    assert out["precision_at_2"] == pytest.approx(0.25)
+    assert set(out) == {"ndcg_at_2", "precision_at_2", "recall_at_2", "map_at_2"}
+    assert set(ranking_metrics(recs, rel, k=2, suffix="_liked")) == {
+        "ndcg_at_2_liked", "precision_at_2_liked", "recall_at_2_liked", "map_at_2_liked",
+    }  # fmt: skip
+
+
+def test_ranking_metrics_refuses_no_relevant_items():
+    with pytest.raises(ValueError, match="no user has a relevant item"):
+        ranking_metrics({1: [1]}, {1: set()})
+
+
+def test_relevant_sets_split_liked():
+    test = pd.DataFrame({"user_id": [1, 1, 2], "movie_id": [10, 11, 12], "rating": [5.0, 2.0, 4.0]})
+    all_, liked = relevant_sets(test)
+    assert all_ == {1: {10, 11}, 2: {12}}
+    assert liked == {1: {10}, 2: {12}}
+
+
+def test_baselines_exclude_rated_and_follow_counts():
+    # Movie 1 is the most popular; users 1 and 2 co-rate 2 and 3; user 3 rated only 2.
+    train = pd.DataFrame(
+        {"user_id": [1, 1, 1, 2, 2, 2, 3, 4], "movie_id": [1, 2, 3, 1, 2, 3, 2, 1], "rating": [4.0] * 8}
+    )
+    recs = baseline_recommendations(train, [3], k=2)
+    assert recs["popularity"][3] == [1, 3]  # 1 (3 ratings) before 3 (2 ratings); 2 excluded (rated)
+    # co-occurrence with movie 2: movie 1 co-rated by users 1, 2 (2), movie 3 by users 1, 2 (2): tie -> id order
+    assert recs["cooccurrence"][3] == [1, 3]
+    assert 2 not in recs["cooccurrence"][3]
