@@ -23,15 +23,18 @@ find_python() {
   return 1
 }
 
-wants_docker() {
-  local arg
-  for arg in "$@"; do [[ "$arg" == "--docker" ]] && return 0; done
+has_arg() {
+  local want=$1 arg
+  shift
+  for arg in "$@"; do [[ "$arg" == "$want" ]] && return 0; done
   return 1
 }
 
-# System packages local mode needs: redis-server, and Java for Spark.
+# System packages local mode needs: redis-server, and Java for Spark; the tests also validate the
+# Docker Compose file without an engine, with Debian's docker-compose.
 system_packages() {
   local missing=()
+  if has_arg test "$@"; then command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose); fi
   command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
   command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
   if ! "${PY:-python3}" -m venv --help >/dev/null 2>&1 || ! "${PY:-python3}" -c 'import ensurepip' 2>/dev/null; then
@@ -51,7 +54,7 @@ system_packages() {
 PY=$(find_python) || die "Python 3.11 or 3.12 is required (found: $(python3 --version 2>&1 || echo none)).
     On Debian/Ubuntu: sudo apt-get install -y python3 python3-venv"
 
-wants_docker "$@" || system_packages
+has_arg --docker "$@" || system_packages "$@"
 
 if [[ ! -x "$VENV/bin/python" ]]; then
   say "creating $VENV with $($PY --version)"

@@ -33,12 +33,12 @@ def docker_available() -> bool:
         return False
 
 
-def make_backend(mode: str, settings: Settings) -> Backend:
+def make_backend(mode: str, settings: Settings, *, assume_yes: bool = False, monitoring: bool = False) -> Backend:
     if mode == "docker":
         compose = _optional("mlops.services.compose")
         if compose is None:
             raise ServiceError("docker", "Docker mode is not yet available (mlops/services/compose.py); use --local")
-        return compose.ComposeBackend(settings)
+        return compose.ComposeBackend(settings, assume_yes=assume_yes, monitoring=monitoring)
     from mlops.services.local import LocalBackend
 
     return LocalBackend(settings)
@@ -114,6 +114,8 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("verb", nargs="?", default="all", choices=VERBS, help="default: all (up, pipeline, verify)")
     parser.add_argument("--purge", action="store_true", help="down: also delete the local state (.local/data)")
     parser.add_argument("--json", action="store_true", help="bench: print one JSON object")
+    parser.add_argument("--yes", action="store_true", help="docker: write generated strong passwords into .env")
+    parser.add_argument("--monitoring", action="store_true", help="docker: also start Prometheus and Grafana")
     args, extra = parser.parse_known_args(argv)
     if extra and args.verb != "test":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -138,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     mode = args.mode or ("docker" if docker_available() else "local")
     try:
-        backend = make_backend(mode, settings)
+        backend = make_backend(mode, settings, assume_yes=args.yes, monitoring=args.monitoring)
         if args.verb == "status":
             return backend.status()
         if args.verb == "down":
