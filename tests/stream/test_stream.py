@@ -317,8 +317,9 @@ def test_champion_swap_mid_stream_fails_no_request(settings, champion, topics):
             sender.send(request)
             if i == 800:
                 sender.flush()
-                new_version = client.create_model_version(settings.model_name, old.source, old.run_id,
-                                                          tags=old.tags).version  # fmt: skip
+                new_version = client.create_model_version(
+                    settings.model_name, old.source, old.run_id, tags=old.tags, model_id=old.model_id
+                ).version
                 client.set_registered_model_alias(settings.model_name, "champion", new_version)
             time.sleep(0.004)
         sender.flush()
@@ -332,7 +333,7 @@ def test_champion_swap_mid_stream_fails_no_request(settings, champion, topics):
     assert versions[0] == str(champion.model_version) and versions[-1] == str(new_version)
     assert consumer.service.metrics.reloads._value.get() == 2  # the first load, then the swap
     _assert_redis_matches_topic(settings, requests, results)
-    # Results of the old version are direct predictions of the old model on the same features.
+    # The new version is the same artifact, so every result equals a direct prediction of the serving model.
     store = RedisFeatureStore.from_settings(settings)
     expected = expected_results(consumer.watcher.holder.ranker, store, requests[:50])
     for request in requests[:50]:
