@@ -300,10 +300,10 @@ def build_matrix(users: Any, items: Any) -> np.ndarray:
         raise ValueError(f"build_matrix: {n} user rows but {_length(items)} item rows")
     u = _block(users, USER_COLUMNS, n)
     i = _block(items, ITEM_COLUMNS, n)
-    return _assemble(u, i)
+    return assemble(u, i)
 
 
-def _assemble(u: np.ndarray, i: np.ndarray) -> np.ndarray:
+def assemble(u: np.ndarray, i: np.ndarray) -> np.ndarray:
     """FEATURE_NAMES from aligned user (USER_COLUMNS) and item (ITEM_COLUMNS) matrices."""
     ui = {c: k for k, c in enumerate(USER_COLUMNS)}
     ii = {c: k for k, c in enumerate(ITEM_COLUMNS)}
@@ -337,7 +337,12 @@ def build_matrix_for_user(user: Mapping[str, Any] | None, item_matrix: np.ndarra
     row = np.full(len(USER_COLUMNS), np.nan)
     if user is not None:
         row = np.array([np.nan if user.get(c) is None else user[c] for c in USER_COLUMNS], dtype=np.float64)
-    return _assemble(np.broadcast_to(row, (n, len(USER_COLUMNS))), item_matrix.astype(np.float64, copy=False))
+    return assemble(np.broadcast_to(row, (n, len(USER_COLUMNS))), item_matrix.astype(np.float64, copy=False))
+
+
+def user_matrix(users: Any) -> np.ndarray:
+    """USER_COLUMNS of many users as a float64 matrix (NaN for missing values or unknown users)."""
+    return _block(users, USER_COLUMNS, _length(users))
 
 
 def item_matrix(items: Any) -> np.ndarray:

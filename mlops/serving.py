@@ -72,22 +72,32 @@ class RankerCore:
         self.model = model
         self.catalog = catalog
 
-    def _rated_positions(self, user: dict[str, Any]) -> np.ndarray:
+    def _rated_mask(self, users: list[dict[str, Any]]) -> np.ndarray:
         pos = self.catalog.position
-        return np.array([pos[m] for m in user.get(fx.RATED_COLUMN) or () if m in pos], dtype=np.int64)
+        mask = np.zeros((len(users), len(self.catalog.movie_ids)), dtype=bool)
+        for r, user in enumerate(users):
+            mask[r, [pos[m] for m in user.get(fx.RATED_COLUMN) or () if m in pos]] = True
+        return mask
 
-    def candidates(self, user: dict[str, Any], k: int) -> np.ndarray:
-        """Positions of the CF top-N plus popular movies, minus the rated ones."""
+    def candidates(self, users: list[dict[str, Any]], k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(positions, valid) per user: the CF top-N then the popular movies; rated ones are not valid.
+
+        One matrix product for the whole batch, and the same number of slots for every user, so that
+        re-ranking is a single LightGBM call.
+        """
         cat = self.catalog
-        u = np.array([user.get(c) or 0.0 for c in fx.USER_CF], dtype=np.float64)
-        cf = cat.keys @ u
-        rated = self._rated_positions(user)
+        user_cf = fx.user_matrix(users)[:, [fx.USER_COLUMNS.index(c) for c in fx.USER_CF]]
+        cf = np.nan_to_num(user_cf) @ cat.keys.T
+        rated = self._rated_mask(users)
+        popular = cat.popular[:POPULAR_CANDIDATES]
         cf[rated] = -np.inf
-        n = min(max(CANDIDATES, k), len(cf))
-        top = np.argpartition(-cf, n - 1)[:n]
-        top = top[np.isfinite(cf[top])]
-        extra = np.setdiff1d(cat.popular[:POPULAR_CANDIDATES], rated, assume_unique=False)
-        return np.union1d(top, extra)
+        cf[:, popular] = -np.inf  # they join below anyway: not twice
+        n = max(0, min(max(CANDIDATES, k), cf.shape[1] - len(popular)))
+        top = np.argpartition(-cf, n - 1, axis=1)[:, :n] if n else np.zeros((len(users), 0), dtype=np.int64)
+        positions = np.hstack([top, np.broadcast_to(popular, (len(users), len(popular)))]).astype(np.int64)
+        valid = ~np.take_along_axis(rated, positions, axis=1)
+        valid[:, :n] &= np.isfinite(np.take_along_axis(cf, top, axis=1))
+        return positions, valid
 
     def score(
         self, users: list[dict[str, Any] | None], movie_ids: list[list[int]]
@@ -113,26 +123,22 @@ class RankerCore:
         self, users: list[dict[str, Any] | None], ks: list[int]
     ) -> tuple[list[list[tuple[int, float]]], list[bool]]:
         cat = self.catalog
-        blocks, cands, slots = [], [], []
-        for i, (user, k) in enumerate(zip(users, ks, strict=True)):
-            if user is None:
-                continue
-            c = self.candidates(user, k)
-            blocks.append(fx.build_matrix_for_user(user, cat.matrix[c]))
-            cands.append(c)
-            slots.append(i)
-        scores = self.model.p_relevant(np.vstack(blocks)) if blocks else np.array([])
         out: list[list[tuple[int, float]]] = [[] for _ in users]
-        offset = 0
-        for i, c in zip(slots, cands, strict=True):
-            s = scores[offset : offset + len(c)]
-            offset += len(c)
-            order = np.argsort(-s, kind="stable")[: ks[i]]
-            out[i] = [(int(cat.movie_ids[c[j]]), float(s[j])) for j in order]
+        known = [i for i, u in enumerate(users) if u is not None]
+        if known:
+            rows = [users[i] for i in known]
+            positions, valid = self.candidates(rows, max(ks[i] for i in known))
+            n_users, width = positions.shape
+            x = fx.assemble(np.repeat(fx.user_matrix(rows), width, axis=0), cat.matrix[positions.ravel()])
+            scores = self.model.p_relevant(x).reshape(n_users, width)
+            scores[~valid] = -np.inf
+            order = np.argsort(-scores, axis=1, kind="stable")
+            for r, i in enumerate(known):
+                best = [j for j in order[r, : ks[i]] if np.isfinite(scores[r, j])]
+                out[i] = [(int(cat.movie_ids[positions[r, j]]), float(scores[r, j])) for j in best]
         for i, user in enumerate(users):
             if user is None:  # cold start: the most popular movies, scored by their smoothed like rate
-                top = cat.popular[: ks[i]]
-                out[i] = [(int(cat.movie_ids[j]), float(cat.like_prior[j])) for j in top]
+                out[i] = [(int(cat.movie_ids[j]), float(cat.like_prior[j])) for j in cat.popular[: ks[i]]]
         return out, [u is None for u in users]
 
 
