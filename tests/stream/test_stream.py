@@ -317,8 +317,9 @@ def test_champion_swap_mid_stream_fails_no_request(settings, champion, topics):
             sender.send(request)
             if i == 800:
                 sender.flush()
+                model_id = old.model_id or old.source.removeprefix("models:/")  # MLflow 3 logged-model id
                 new_version = client.create_model_version(
-                    settings.model_name, old.source, old.run_id, tags=old.tags, model_id=old.model_id
+                    settings.model_name, old.source, old.run_id, tags=old.tags, model_id=model_id
                 ).version
                 client.set_registered_model_alias(settings.model_name, "champion", new_version)
             time.sleep(0.004)
