@@ -189,10 +189,12 @@ class RedisFeatureStore:
         items: Iterable[tuple[int, dict[str, Any]]],
         metadata: dict[str, Any],
         batch_size: int = 2000,
+        activate: bool = True,
     ) -> dict[str, Any]:
-        """Load a new feature-set version, then make it current; returns its metadata.
+        """Load a new feature-set version, then (with `activate`) make it current; returns its metadata.
 
-        Refuses a version that already exists, so a stored set is never changed under its readers.
+        Refuses a version that already exists, so a stored set is never changed under its readers. A set
+        loaded with `activate=False` is staged: complete and readable, but expiring until `switch_to`.
         """
         if not version or any(c.isspace() for c in version):
             raise ValueError(f"feature-set version {version!r}: expected a non-empty string without spaces")
@@ -212,6 +214,12 @@ class RedisFeatureStore:
             "created_at": datetime.now(UTC).isoformat(),
         }
         self.r.set(self.meta_key(version), json.dumps(meta, default=_json_default), ex=self.ttl)
+        if not activate:
+            log.info(
+                "feature set %s staged: %d users, %d items in %.1fs (current stays %s)",
+                version, counts["user"], counts["item"], time.monotonic() - started, self.current_version(),
+            )  # fmt: skip
+            return meta
         previous = self.switch_to(version)
         log.info(
             "feature set %s live: %d users, %d items in %.1fs (previous: %s)",

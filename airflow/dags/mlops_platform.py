@@ -1,14 +1,13 @@
 """
 ### mlops_platform: the batch layer of the MovieLens recommender
 
-`ingest` → `validate` → `split` → `features` → (`load_to_redis` ‖ `train` → `evaluate_and_promote`)
+`ingest` → `validate` → `split` → `features` → (`load_to_redis` ‖ `train`) → `evaluate_and_promote`
 
-Every step writes under `runs/<run id>/` in the object store, so runs never mix. The two things serving
-reads move only at the end of their branch: `fs:current` in Redis (by `load_to_redis`, atomically) and
-the MLflow alias `champion` (by `evaluate_and_promote`, only for a better model). A run that fails
-before them leaves the previous feature set and champion serving as they were. The branches are
-independent: if training fails after `load_to_redis` succeeded, the fresh feature set is live with the
-previous champion (features are defined once in `mlops.features`: the champion reads the new set the same way).
+Every step writes under `runs/<run id>/` in the object store, so runs never mix. What serving reads moves
+only in the last step, and together: when the new model wins, `evaluate_and_promote` gives it the alias
+`champion` and makes its feature set `fs:current` (atomically); `load_to_redis` only stages the set. A run
+that fails anywhere, or whose model loses, leaves the previous feature set and champion serving as they
+were (the staged set simply expires).
 
 **Params** (default: the `.env` settings; override per run in *Trigger* or with `./run.sh pipeline`):
 `dataset` (a MovieLens name, `synthetic`, or a path), `split_strategy` (`temporal`/`random`),
@@ -116,8 +115,9 @@ def mlops_platform():
     def load_to_redis() -> None:
         """
         #### Load to Redis (Spark → online store)
-        Loads the online snapshot as a new feature-set version `fs:<version>:*` in pipelined batches, then
-        switches `fs:current` atomically: readers never see a half-loaded set. Older versions expire.
+        Loads the online snapshot as a new feature-set version `fs:<version>:*` in pipelined batches,
+        staged: complete, but not yet current. `evaluate_and_promote` switches `fs:current` to it
+        atomically when its model becomes champion; readers never see a half-loaded set.
         """
         _run("load_to_redis")
 
@@ -137,13 +137,14 @@ def mlops_platform():
         #### Evaluate and promote
         Compares the new version's `ndcg_at_10` with the current champion's on the same evaluation data:
         the better one holds alias `champion` (serving loads it); a new version that loses gets
-        `challenger`. The decision and both figures are logged on the MLflow run.
+        `challenger`. A new champion's feature set becomes `fs:current` with it. The decision and both
+        figures are logged on the MLflow run.
         """
         _run("evaluate_and_promote")
 
-    trained = train()
-    ingest() >> validate() >> split() >> features() >> [load_to_redis(), trained]
-    trained >> evaluate_and_promote()
+    loaded, trained = load_to_redis(), train()
+    ingest() >> validate() >> split() >> features() >> [loaded, trained]
+    [loaded, trained] >> evaluate_and_promote()
 
 
 mlops_platform()

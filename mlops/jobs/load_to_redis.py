@@ -7,6 +7,10 @@ other column goes into the entity's JSON, so this step never needs to know the f
 
 Idempotent: re-running it for a run whose version is already loaded does not rewrite anything; it only
 makes that version current again (which is also how to roll back to an older, unexpired version).
+
+`--stage-only` (what the DAG uses) loads without switching: the promote step makes the set current
+together with its model, so `fs:current` always names the features the champion was trained for, and a
+run whose model loses or fails leaves serving as it was.
 """
 
 from __future__ import annotations
@@ -47,11 +51,15 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
 
     parser = job_parser("Load the run's online snapshot into Redis as a new feature-set version")
     parser.add_argument("--batch-size", type=int, default=2000, help="SETs per pipelined round trip")
+    parser.add_argument("--stage-only", action="store_true", help="load, but leave fs:current (promotion switches)")
     args = parser.parse_args(argv)
     run_id, settings = resolve(args, settings)
     started = time.monotonic()
     fs = RedisFeatureStore.from_settings(settings)
     if fs.exists(run_id):
+        if args.stage_only:
+            log.info("load_to_redis: feature set %s is already loaded (staged)", run_id)
+            return fs.metadata(run_id)
         previous = fs.switch_to(run_id)
         log.info("load_to_redis: feature set %s is already loaded; made it current (was %s)", run_id, previous)
         return fs.metadata(run_id)
@@ -86,8 +94,9 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
         entity_rows(items, "movie_id", items_manifest["row_count"], "items"),
         metadata,
         batch_size=args.batch_size,
+        activate=not args.stage_only,
     )
-    log.info("load_to_redis %s: %d users, %d items live in %.1fs", run_id, meta["n_users"], meta["n_items"],
+    log.info("load_to_redis %s: %d users, %d items loaded in %.1fs", run_id, meta["n_users"], meta["n_items"],
              time.monotonic() - started)  # fmt: skip
     return meta
 

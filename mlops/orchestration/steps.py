@@ -32,6 +32,7 @@ class Step:
     task_id: str
     script: str  # relative to the project root
     spark: bool  # launched with spark-submit (else the venv's python)
+    extra: tuple[str, ...] = ()  # the step's own options, after the shared ones
 
 
 STEPS: dict[str, Step] = {
@@ -42,7 +43,8 @@ STEPS: dict[str, Step] = {
         Step("validate", "spark-jobs/validate.py", spark=False),
         Step("split", "spark-jobs/split_dataset.py", spark=True),
         Step("features", "spark-jobs/feature_engineering.py", spark=True),
-        Step("load_to_redis", "spark-jobs/load_to_redis.py", spark=True),
+        # Staged only: evaluate_and_promote makes the feature set current together with its model.
+        Step("load_to_redis", "spark-jobs/load_to_redis.py", spark=True, extra=("--stage-only",)),
         Step("train", "mlflow/train_model.py", spark=False),
         Step("evaluate_and_promote", "mlflow/promote_model.py", spark=False),
     )
@@ -98,7 +100,7 @@ class RunParams:
 
 def step_argv(settings: Settings, step: Step, run_id: str, params: RunParams) -> list[str]:
     """The full command line of one step for one run."""
-    job = [str(PROJECT_ROOT / step.script), "--run-id", check_run_id(run_id), *params.argv()]
+    job = [str(PROJECT_ROOT / step.script), "--run-id", check_run_id(run_id), *params.argv(), *step.extra]
     if not step.spark:
         return [sys.executable, *job]
     return [

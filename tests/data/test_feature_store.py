@@ -133,3 +133,19 @@ def test_readers_never_see_a_mixed_or_partial_set_during_switches(store):
     assert reads[0] > 50
     assert len(seen_versions) >= 3  # the readers really did straddle switches
     assert store.current_version() == f"v{n_versions}"
+
+
+def test_staged_set_is_readable_but_not_current_until_switched(store):
+    """The DAG stages a run's set; only promotion makes it current, so a losing run changes nothing served."""
+    store.write_feature_set("v1", _users("v1", 5), _items("v1", 5), {})
+    meta = store.write_feature_set("v2", _users("v2", 5), _items("v2", 5), {}, activate=False)
+    assert meta["n_users"] == 5
+    assert store.current_version() == "v1"
+    assert store.get_online_features([1], [1]).users[1]["version"] == "v1"
+    assert store.get_online_features([1], [1], version="v2").users[1]["version"] == "v2"
+    assert 0 < store.r.ttl(RedisFeatureStore.key("v2", "user", 1)) <= store.ttl  # expires unless promoted
+    assert store.r.ttl(RedisFeatureStore.key("v1", "user", 1)) == -1  # the serving set keeps living
+
+    assert store.switch_to("v2") == "v1"
+    assert store.current_version() == "v2"
+    assert store.r.ttl(RedisFeatureStore.key("v2", "user", 1)) == -1

@@ -15,7 +15,7 @@ EXPECTED_UPSTREAM = {
     "features": {"split"},
     "load_to_redis": {"features"},
     "train": {"features"},
-    "evaluate_and_promote": {"train"},
+    "evaluate_and_promote": {"train", "load_to_redis"},
 }
 
 

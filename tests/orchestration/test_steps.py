@@ -41,6 +41,12 @@ def test_spark_step_goes_through_spark_submit(base_settings: Settings) -> None:
     ]  # fmt: skip
 
 
+def test_dag_stages_the_feature_set_and_leaves_the_switch_to_promotion(base_settings: Settings) -> None:
+    argv = step_argv(base_settings, STEPS["load_to_redis"], "r1", RunParams.defaults(base_settings))
+    assert argv[-1] == "--stage-only"
+    assert "--stage-only" not in step_argv(base_settings, STEPS["features"], "r1", RunParams.defaults(base_settings))
+
+
 def test_python_step_runs_with_this_interpreter(base_settings: Settings) -> None:
     argv = step_argv(base_settings, STEPS["train"], "r1", RunParams.defaults(base_settings))
     assert argv[:2] == [sys.executable, str(PROJECT_ROOT / "mlflow/train_model.py")]
