@@ -18,7 +18,8 @@ factors come from a snapshot of the ratings strictly before a cutoff that is not
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -276,7 +277,7 @@ def _block(rows: Any, columns: tuple[str, ...], n: int) -> np.ndarray:
         out = np.full((n, len(columns)), np.nan)
         for r, row in enumerate(rows):
             if row is not None:
-                out[r] = [np.nan if row.get(c) is None else row[c] for c in columns]
+                out[r] = [row.get(c) for c in columns]  # numpy stores None as NaN
         return out
     if isinstance(rows, Mapping) or hasattr(rows, "columns"):
         return np.column_stack([np.asarray(rows[c], dtype=np.float64) for c in columns]).reshape(n, len(columns))
@@ -303,32 +304,96 @@ def build_matrix(users: Any, items: Any) -> np.ndarray:
     return assemble(u, i)
 
 
-def assemble(u: np.ndarray, i: np.ndarray) -> np.ndarray:
-    """FEATURE_NAMES from aligned user (USER_COLUMNS) and item (ITEM_COLUMNS) matrices."""
-    ui = {c: k for k, c in enumerate(USER_COLUMNS)}
-    ii = {c: k for k, c in enumerate(ITEM_COLUMNS)}
-    user_cf = u[:, ui[USER_CF[0]] : ui[USER_CF[-1]] + 1]
-    item_cf = i[:, ii[ITEM_CF[0]] : ii[ITEM_CF[-1]] + 1]
-    share = u[:, ui[USER_GENRE_SHARE[0]] : ui[USER_GENRE_SHARE[-1]] + 1]
-    liked = u[:, ui[USER_GENRE_LIKED[0]] : ui[USER_GENRE_LIKED[-1]] + 1]
-    genres = i[:, ii[ITEM_GENRES[0]] : ii[ITEM_GENRES[-1]] + 1]
-    n_genres = np.maximum(genres.sum(axis=1), 1.0)
-    n_ratings = u[:, ui["u_n_ratings"]]
+_USER_INDEX = {c: k for k, c in enumerate(USER_COLUMNS)}
+_ITEM_INDEX = {c: k for k, c in enumerate(ITEM_COLUMNS)}
+
+
+class _Pairs:
+    """The pair features' shared terms, each computed once and only if a requested feature needs it.
+
+    Rows come from `u[u_rows]` / `i[i_rows]` (all rows when None), gathered per block of columns, so that
+    a micro-batch indexes the in-memory matrices instead of materialising full repeated rows.
+    """
+
+    def __init__(self, u: np.ndarray, i: np.ndarray, u_rows: np.ndarray | None, i_rows: np.ndarray | None):
+        self.u, self.i, self.u_rows, self.i_rows = u, i, u_rows, i_rows
+
+    def user(self, first: str, last: str | None = None) -> np.ndarray:
+        a = _USER_INDEX[first]
+        cols = slice(a, _USER_INDEX[last] + 1) if last else a
+        return self.u[:, cols] if self.u_rows is None else self.u[self.u_rows, cols]
+
+    def item(self, first: str, last: str | None = None) -> np.ndarray:
+        a = _ITEM_INDEX[first]
+        cols = slice(a, _ITEM_INDEX[last] + 1) if last else a
+        return self.i[:, cols] if self.i_rows is None else self.i[self.i_rows, cols]
+
+    @cached_property
+    def user_cf(self) -> np.ndarray:
+        return self.user(USER_CF[0], USER_CF[-1])
+
+    @cached_property
+    def item_cf(self) -> np.ndarray:
+        return self.item(ITEM_CF[0], ITEM_CF[-1])
+
+    @cached_property
+    def genres(self) -> np.ndarray:
+        return self.item(ITEM_GENRES[0], ITEM_GENRES[-1])
+
+    @cached_property
+    def n_genres(self) -> np.ndarray:
+        return np.maximum(self.genres.sum(axis=1), 1.0)
+
+    @cached_property
+    def cf(self) -> np.ndarray:
+        return np.einsum("ij,ij->i", self.user_cf, self.item_cf)
+
+    @cached_property
+    def norms(self) -> np.ndarray:
+        return np.linalg.norm(self.user_cf, axis=1) * np.linalg.norm(self.item_cf, axis=1)
+
+
+# Each pair feature, defined once: training, evaluation and serving all compute it here.
+_PAIR_FORMULAS: dict[str, Callable[[_Pairs], np.ndarray]] = {
+    "cf_score": lambda p: p.cf,
+    "cf_score_per_rating": lambda p: np.where(p.user("u_n_ratings") > 0, p.cf / p.user("u_n_ratings"), np.nan),
+    "cf_cosine": lambda p: np.where(p.norms > 0, p.cf / p.norms, np.nan),
+    "genre_affinity": lambda p: (
+        np.einsum("ij,ij->i", p.user(USER_GENRE_SHARE[0], USER_GENRE_SHARE[-1]), p.genres) / p.n_genres
+    ),
+    "genre_liked_affinity": lambda p: (
+        np.einsum("ij,ij->i", p.user(USER_GENRE_LIKED[0], USER_GENRE_LIKED[-1]), p.genres) / p.n_genres
+    ),
+    "taste_gap": lambda p: p.item("i_mean_smoothed") - p.user("u_mean_rating"),
+}
+assert tuple(_PAIR_FORMULAS) == PAIR_FEATURES
+
+
+def assemble(
+    u: np.ndarray,
+    i: np.ndarray,
+    names: tuple[str, ...] = FEATURE_NAMES,
+    u_rows: np.ndarray | None = None,
+    i_rows: np.ndarray | None = None,
+) -> np.ndarray:
+    """`names` (FEATURE_NAMES by default; the relevance head asks for RELEVANCE_FEATURES only) from user
+    (USER_COLUMNS) and item (ITEM_COLUMNS) matrices, as float32.
+
+    Row r pairs `u[u_rows[r]]` with `i[i_rows[r]]` (row r of each when the index is None): a micro-batch
+    passes each user and each catalog item once plus the indices, and only the needed columns are gathered.
+    """
+    p = _Pairs(u, i, u_rows, i_rows)
+    n = len(u_rows) if u_rows is not None else len(u)
+    out = np.empty((n, len(names)), dtype=np.float32)
     with np.errstate(invalid="ignore", divide="ignore"):
-        cf = np.einsum("ij,ij->i", user_cf, item_cf)
-        norms = np.linalg.norm(user_cf, axis=1) * np.linalg.norm(item_cf, axis=1)
-        pair = np.column_stack(
-            [
-                cf,
-                np.where(n_ratings > 0, cf / n_ratings, np.nan),
-                np.where(norms > 0, cf / norms, np.nan),
-                np.einsum("ij,ij->i", share, genres) / n_genres,
-                np.einsum("ij,ij->i", liked, genres) / n_genres,
-                i[:, ii["i_mean_smoothed"]] - u[:, ui["u_mean_rating"]],
-            ]
-        )
-    parts = [u[:, [ui[c] for c in USER_SCALARS]], i[:, [ii[c] for c in ITEM_SCALARS + ITEM_GENRES]], pair]
-    return np.hstack(parts).astype(np.float32)
+        for k, name in enumerate(names):
+            if name in _PAIR_FORMULAS:
+                out[:, k] = _PAIR_FORMULAS[name](p)
+            elif name in _USER_INDEX:
+                out[:, k] = p.user(name)
+            else:
+                out[:, k] = p.item(name)
+    return out
 
 
 def build_matrix_for_user(user: Mapping[str, Any] | None, item_matrix: np.ndarray) -> np.ndarray:

@@ -3,8 +3,9 @@
 WHY this shape: the consumer batches requests, so every API takes lists and answers lists in the same
 order. The Ranker holds the item features of the feature set its model was trained for in memory (a
 few MB even for large catalogs), so a request costs one Redis read of the user rows (done by the caller
-through `RedisFeatureStore.get_online_features`) and one LightGBM call per micro-batch. Pair features
-are computed by `mlops.features.build_matrix`, the same function training used: no training/serving skew.
+through `RedisFeatureStore.get_online_features`) and one LightGBM call per micro-batch. Features are
+computed by `mlops.features.assemble`, the encoding behind the `build_matrix` training used (no training/
+serving skew), once per micro-batch: each user row and the catalog matrix once, plus row indices.
 
 Top-k is two-stage so it scales with the catalog: candidates are the best items by the user's
 collaborative-filtering vector (a dot product against the item key matrix) plus the most popular
@@ -102,21 +103,24 @@ class RankerCore:
     def score(
         self, users: list[dict[str, Any] | None], movie_ids: list[list[int]]
     ) -> tuple[list[dict[int, float]], list[bool]]:
-        blocks, spans, unknown = [], [], []
-        for user, mids in zip(users, movie_ids, strict=True):
-            known = [m for m in mids if m in self.catalog.position]
-            pos = np.array([self.catalog.position[m] for m in known], dtype=np.int64)
-            blocks.append(fx.build_matrix_for_user(user, self.catalog.matrix[pos]))
-            spans.append(known)
-            unknown.append([m for m in mids if m not in self.catalog.position])
-        p = self.model.p_like(np.vstack(blocks)) if blocks and sum(len(b) for b in blocks) else np.array([])
+        """P(like) for every listed pair of the batch: one feature matrix (each user row read once, item rows
+        indexed in the catalog matrix) and one LightGBM call."""
+        pos = self.catalog.position
+        known = [[m for m in mids if m in pos] for mids in movie_ids]
+        counts = np.fromiter((len(k) for k in known), dtype=np.int64, count=len(known))
+        p: list[float] = []
+        if counts.sum():
+            item_rows = np.fromiter((pos[m] for k in known for m in k), dtype=np.int64, count=int(counts.sum()))
+            user_rows = np.repeat(np.arange(len(users)), counts)
+            x = fx.assemble(fx.user_matrix(users), self.catalog.matrix, u_rows=user_rows, i_rows=item_rows)
+            p = self.model.p_like(x).tolist()
         out, offset = [], 0
         prior = float(np.mean(self.catalog.like_prior))
-        for known, missing in zip(spans, unknown, strict=True):
-            answer = {int(m): float(v) for m, v in zip(known, p[offset : offset + len(known)], strict=True)}
-            answer.update({int(m): prior for m in missing})
+        for mids, k in zip(movie_ids, known, strict=True):
+            answer = {int(m): v for m, v in zip(k, p[offset : offset + len(k)], strict=True)}
+            answer.update({int(m): prior for m in mids if m not in pos})
             out.append(answer)
-            offset += len(known)
+            offset += len(k)
         return out, [u is None for u in users]
 
     def recommend(
@@ -129,8 +133,15 @@ class RankerCore:
             rows = [users[i] for i in known]
             positions, valid = self.candidates(rows, max(ks[i] for i in known))
             n_users, width = positions.shape
-            x = fx.assemble(np.repeat(fx.user_matrix(rows), width, axis=0), cat.matrix[positions.ravel()])
-            scores = self.model.p_relevant(x).reshape(n_users, width)
+            # Only the relevance head's columns, in its input order (what `TwoHeadModel.p_relevant` selects).
+            x = fx.assemble(
+                fx.user_matrix(rows),
+                cat.matrix,
+                fx.RELEVANCE_FEATURES,
+                u_rows=np.repeat(np.arange(n_users), width),
+                i_rows=positions.ravel(),
+            )
+            scores = self.model.relevance.predict(x, num_threads=1).reshape(n_users, width)
             scores[~valid] = -np.inf
             order = np.argsort(-scores, axis=1, kind="stable")
             for r, i in enumerate(known):
