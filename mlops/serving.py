@@ -133,16 +133,20 @@ class RankerCore:
             rows = [users[i] for i in known]
             positions, valid = self.candidates(rows, max(ks[i] for i in known))
             n_users, width = positions.shape
-            # Only the relevance head's columns, in its input order (what `TwoHeadModel.p_relevant` selects).
+            # Only valid candidates (rated ones can never be recommended) and only the relevance head's
+            # columns, in its input order (what `TwoHeadModel.p_relevant` selects).
+            keep = valid.ravel()
             x = fx.assemble(
                 fx.user_matrix(rows),
                 cat.matrix,
                 fx.RELEVANCE_FEATURES,
-                u_rows=np.repeat(np.arange(n_users), width),
-                i_rows=positions.ravel(),
+                u_rows=np.repeat(np.arange(n_users), width)[keep],
+                i_rows=positions.ravel()[keep],
             )
-            scores = self.model.relevance.predict(x, num_threads=1).reshape(n_users, width)
-            scores[~valid] = -np.inf
+            scores = np.full(n_users * width, -np.inf)
+            if len(x):
+                scores[keep] = self.model.relevance.predict(x, num_threads=1)
+            scores = scores.reshape(n_users, width)
             order = np.argsort(-scores, axis=1, kind="stable")
             for r, i in enumerate(known):
                 best = [j for j in order[r, : ks[i]] if np.isfinite(scores[r, j])]
