@@ -38,14 +38,22 @@ def test_report_shows_offsets_lag_dlq_feature_set_and_champion(settings, mlflow_
     expected_lag = sum(end for p, end in requests_after.end_offsets.items() if p != 0)
     assert lagging.lag == expected_lag
 
+    # The MLflow server and Redis are shared by the whole session: a model of its own, and fs:current
+    # put back afterwards, so that no other test's champion or feature set changes under it.
+    settings = settings.replace(model_name=f"status-test-{uuid.uuid4().hex[:8]}")
     version = f"v-{uuid.uuid4().hex[:8]}"
-    redis.Redis.from_url(settings.redis_url).set("fs:current", version)
-    client = MlflowClient(settings.mlflow_tracking_uri)
-    client.create_registered_model(settings.model_name)
-    mv = client.create_model_version(settings.model_name, source="s3://nowhere/model")
-    client.set_registered_model_alias(settings.model_name, "champion", mv.version)
+    r = redis.Redis.from_url(settings.redis_url)
+    previous = r.get("fs:current")
+    r.set("fs:current", version)
+    try:
+        client = MlflowClient(settings.mlflow_tracking_uri)
+        client.create_registered_model(settings.model_name)
+        mv = client.create_model_version(settings.model_name, source="s3://nowhere/model")
+        client.set_registered_model_alias(settings.model_name, "champion", mv.version)
 
-    report = stream_report(settings)
+        report = stream_report(settings)
+    finally:
+        r.set("fs:current", previous) if previous is not None else r.delete("fs:current")
     line = next(ln for ln in report.splitlines() if ln.strip().startswith(REQUESTS))
     assert f"p0={requests_after.end_offsets[0]}" in line and line.endswith(f"lag {expected_lag}")
     assert f"DLQ size: {after[DLQ].size}" in report
