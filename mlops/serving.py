@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from mlops import features as fx
+from mlops.registry import CHAMPION
 from mlops.settings import Settings
 from mlops.training.model import TwoHeadModel
 
@@ -172,7 +173,7 @@ class Ranker:
         self.last_fallbacks: list[bool] = []
 
     @classmethod
-    def load(cls, settings: Settings, store: Any, alias: str = "champion") -> Ranker:
+    def load(cls, settings: Settings, store: Any, alias: str = CHAMPION) -> Ranker:
         """Load the model version behind `alias` of MODEL_NAME and the item features of its feature set.
 
         The feature-set version is the model's lineage tag (`feature_set`), not whatever `fs:current`

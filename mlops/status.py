@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlops.feature_store import CURRENT
+from mlops.registry import CHAMPION
 from mlops.settings import Settings
 from mlops.topics import CONSUMER_GROUP, DLQ, TOPICS
 
@@ -126,7 +128,7 @@ def feature_set_version(settings: Settings) -> str | None:
 
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S)
     try:
-        value = client.get("fs:current")
+        value = client.get(CURRENT)
     finally:
         client.close()
     return value.decode() if value else None
@@ -142,7 +144,7 @@ def champion_version(settings: Settings) -> str | None:
 
     response = requests.get(
         settings.mlflow_tracking_uri.rstrip("/") + "/api/2.0/mlflow/registered-models/alias",
-        params={"name": settings.model_name, "alias": "champion"},
+        params={"name": settings.model_name, "alias": CHAMPION},
         timeout=TIMEOUT_S,
     )
     if response.status_code == 404 or (response.status_code == 400 and "RESOURCE_DOES_NOT_EXIST" in response.text):

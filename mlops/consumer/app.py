@@ -21,9 +21,10 @@ from mlops.consumer import kafka
 from mlops.consumer.kafka import StreamTopics
 from mlops.consumer.metrics import ConsumerMetrics, serve
 from mlops.consumer.processor import BatchProcessor
-from mlops.consumer.reload import CHAMPION, ModelWatcher, RankerHolder, champion_version
+from mlops.consumer.reload import ModelWatcher, RankerHolder, champion_version
 from mlops.consumer.service import MAX_BACKOFF_S, StreamConsumer
 from mlops.feature_store import RedisFeatureStore
+from mlops.registry import CHAMPION
 from mlops.settings import Settings, get_settings
 
 log = logging.getLogger("mlops.consumer")

@@ -15,10 +15,9 @@ from typing import Any
 from mlflow.exceptions import MlflowException
 
 from mlflow import MlflowClient
+from mlops.registry import CHAMPION
 
 log = logging.getLogger(__name__)
-
-CHAMPION = "champion"
 
 
 class RankerHolder:

@@ -25,8 +25,8 @@ import redis
 from mlops import schemas
 from mlops.consumer.client import Sender, TopicListener
 from mlops.consumer.kafka import StreamTopics
-from mlops.consumer.reload import CHAMPION
 from mlops.feature_store import RedisFeatureStore
+from mlops.registry import CHAMPION
 from mlops.schemas import Request, ScoreRequest, TopKRequest
 from mlops.settings import Settings, get_settings
 
