@@ -173,16 +173,19 @@ class Ranker:
         self.last_fallbacks: list[bool] = []
 
     @classmethod
-    def load(cls, settings: Settings, store: Any, alias: str = CHAMPION) -> Ranker:
+    def load(cls, settings: Settings, store: Any, alias: str = CHAMPION, compiled: bool = True) -> Ranker:
         """Load the model version behind `alias` of MODEL_NAME and the item features of its feature set.
 
         The feature-set version is the model's lineage tag (`feature_set`), not whatever `fs:current`
         says: a model only ever sees the features it was trained for. Raises `LookupError` when the
-        alias does not exist.
+        alias does not exist. `compiled` serves the heads as native code (`mlops.compiled_trees`);
+        False keeps LightGBM itself, the reference the verifier compares served results with.
         """
         from mlops.registry import load_model_version
 
         model, version = load_model_version(settings, alias)
+        if compiled:
+            model = model.compiled(settings.path("local_dir") / "cache" / "compiled-trees")
         feature_set = version.tags.get("feature_set") or ""
         if not feature_set:
             raise LookupError(f"model {settings.model_name} v{version.version} has no feature_set tag")

@@ -184,7 +184,7 @@ def run(settings: Settings, args: argparse.Namespace, quiet: bool) -> dict[str, 
     version = champion_version(settings.mlflow_tracking_uri, settings.model_name, CHAMPION)
     if version is None:
         raise LookupError(f"no `{CHAMPION}` version of {settings.model_name}: run `./run.sh pipeline` first")
-    info = Ranker.load(settings, store, alias=CHAMPION).info
+    info = Ranker.load(settings, store, alias=CHAMPION, compiled=False).info
     work = Workload(store, info.feature_set, settings.seed)
     out: dict[str, Any] = {"model_version": str(info.model_version), "feature_set": str(info.feature_set),
                            "n_users": len(work.users), "n_movies": len(work.movies),

@@ -50,7 +50,12 @@ class TopicListener(threading.Thread):
     def run(self) -> None:
         try:
             while not self._stopping.is_set():
-                for message in self._consumer.consume(1000, 0.05):
+                # Block for the first message only, then take what is already there: `consume(n, t)` waits
+                # for n messages or the whole of t, and that wait would count as latency.
+                first = self._consumer.poll(0.05)
+                if first is None:
+                    continue
+                for message in (first, *self._consumer.consume(1000, 0)):
                     if message.error() is None:
                         self._record(message)
         finally:

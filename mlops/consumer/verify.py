@@ -2,8 +2,9 @@
 
 It sends N requests (real user ids of the champion's feature set, a mix of scoring and top-k, a few
 unknown users), waits for every result on `inference-predictions` and in Redis, and compares each with
-what the registered champion predicts when called directly on the same features (training/serving
-parity: same model, same feature code). Then malformed messages must each land in the DLQ with the
+what the registered champion predicts when LightGBM itself is called directly on the same features
+(training/serving parity: same model, same feature code; the consumer serves compiled trees, so this also
+checks them against LightGBM to 1e-9). Then malformed messages must each land in the DLQ with the
 expected reason and their source offset. Exit code 1 on any miss or mismatch.
 """
 
@@ -124,7 +125,7 @@ def verify(settings: Settings, n: int, timeout: float, seed: int, topics: Stream
 
     started = time.time()
     store = RedisFeatureStore.from_settings(settings)
-    ranker = Ranker.load(settings, store, alias=CHAMPION)
+    ranker = Ranker.load(settings, store, alias=CHAMPION, compiled=False)  # LightGBM itself: the reference
     info = ranker.info
     user_ids = store.ids(info.feature_set, "user")
     movie_ids = store.ids(info.feature_set, "item")

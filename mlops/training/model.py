@@ -38,14 +38,22 @@ RELEVANCE_INDEX = [fx.FEATURE_NAMES.index(n) for n in fx.RELEVANCE_FEATURES]
 
 @dataclass
 class TwoHeadModel:
-    rating: lgb.Booster
-    relevance: lgb.Booster
+    """`rating` and `relevance` are LightGBM boosters, or after `compiled()` their native-code versions."""
+
+    rating: Any
+    relevance: Any
 
     def p_like(self, x: np.ndarray) -> np.ndarray:
         return self.rating.predict(x, num_threads=1)
 
     def p_relevant(self, x: np.ndarray) -> np.ndarray:
         return self.relevance.predict(x[:, RELEVANCE_INDEX], num_threads=1)
+
+    def compiled(self, cache_dir: Path) -> TwoHeadModel:
+        """The same trees as native code (`mlops.compiled_trees`): what serving predicts with."""
+        from mlops.compiled_trees import CompiledHead
+
+        return TwoHeadModel(CompiledHead(self.rating, cache_dir), CompiledHead(self.relevance, cache_dir))
 
     def save(self, directory: Path) -> dict[str, str]:
         directory.mkdir(parents=True, exist_ok=True)

@@ -23,4 +23,4 @@ def champion(settings, mlflow_server):
         result = run_step(step_argv(settings, step, "stream-tests", params))
         assert result.returncode == 0, result.summary(step)
     store = RedisFeatureStore.from_settings(settings)
-    return Ranker.load(settings, store, alias="champion").info
+    return Ranker.load(settings, store, alias="champion", compiled=False).info

@@ -1,0 +1,79 @@
+"""Compiled heads predict what LightGBM predicts, through serving's whole path, and compile once per model."""
+
+from __future__ import annotations
+
+import lightgbm as lgb
+import numpy as np
+import pytest
+
+from mlops import features as fx
+from mlops.compiled_trees import CompiledHead
+from mlops.serving import Catalog, RankerCore
+from mlops.training.model import RELEVANCE_INDEX, TwoHeadModel
+
+N_ITEMS = 80
+
+
+@pytest.fixture(scope="module")
+def boosters():
+    """Two heads on rows with missing values, trained with the production objective and monotone constraints."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(0, 1, (4000, len(fx.FEATURE_NAMES)))
+    x[rng.random(x.shape) < 0.1] = np.nan
+    y = np.nan_to_num(x[:, 0]) * np.nan_to_num(x[:, 3]) + np.nan_to_num(x[:, 5]) + rng.normal(0, 0.5, len(x)) > 0
+    params = {"objective": "binary", "num_leaves": 15, "min_data_in_leaf": 20, "verbose": -1, "num_threads": 1,
+              "monotone_constraints": [1 if n in fx.MONOTONE_INCREASING else 0 for n in fx.FEATURE_NAMES]}  # fmt: skip
+    relevance_params = {**params, "monotone_constraints": [1 if n in fx.MONOTONE_INCREASING else 0
+                                                           for n in fx.RELEVANCE_FEATURES]}  # fmt: skip
+    rating = lgb.train(params, lgb.Dataset(x, y.astype(int)), 40)
+    relevance = lgb.train(relevance_params, lgb.Dataset(x[:, RELEVANCE_INDEX], y.astype(int)), 40)
+    return TwoHeadModel(rating, relevance), rng
+
+
+def test_compiled_heads_equal_lightgbm_on_missing_values(boosters, tmp_path):
+    model, rng = boosters
+    compiled = model.compiled(tmp_path)
+    x = rng.normal(0, 2, (3000, len(fx.FEATURE_NAMES))).astype(np.float32)  # serving's dtype
+    x[rng.random(x.shape) < 0.2] = np.nan
+    np.testing.assert_allclose(compiled.p_like(x), model.p_like(x), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(compiled.p_relevant(x), model.p_relevant(x), rtol=0, atol=1e-12)
+    assert not np.allclose(compiled.p_like(x), model.p_relevant(x))  # the comparison can fail
+
+
+def test_serving_answers_the_same_with_compiled_heads(boosters, tmp_path):
+    """RankerCore (scoring and top-k) gives the same movies and scores with either form of the model."""
+    model, rng = boosters
+    items = {m: dict(zip(fx.ITEM_COLUMNS, rng.normal(0, 1, len(fx.ITEM_COLUMNS)), strict=True))
+             for m in range(1, N_ITEMS + 1)}  # fmt: skip
+    users = [
+        {**dict(zip(fx.USER_COLUMNS, rng.normal(0, 1, len(fx.USER_COLUMNS)), strict=True)),
+         fx.RATED_COLUMN: [int(m) for m in rng.choice(np.arange(1, N_ITEMS + 1), 10, replace=False)]}
+        for _ in range(30)
+    ] + [None]  # fmt: skip
+    movies = [[int(m) for m in rng.integers(1, N_ITEMS + 1, 10)] for _ in users]
+    reference, fast = RankerCore(model, Catalog(items)), RankerCore(model.compiled(tmp_path), Catalog(items))
+    for got, want in zip(fast.score(users, movies)[0], reference.score(users, movies)[0], strict=True):
+        assert got.keys() == want.keys() and max(abs(got[m] - want[m]) for m in want) <= 1e-12
+    for got, want in zip(fast.recommend(users, [10] * len(users))[0],
+                         reference.recommend(users, [10] * len(users))[0], strict=True):  # fmt: skip
+        assert [m for m, _ in got] == [m for m, _ in want]
+        np.testing.assert_allclose([s for _, s in got], [s for _, s in want], rtol=0, atol=1e-12)
+
+
+def test_compiled_code_is_cached_by_model_and_reused(boosters, tmp_path):
+    model, _ = boosters
+    CompiledHead(model.rating, tmp_path)
+    code = sorted(tmp_path.glob("*.o"))
+    assert len(code) == 1 and not list(tmp_path.glob("*.tmp"))
+    mtime = code[0].stat().st_mtime_ns
+    CompiledHead(model.rating, tmp_path)  # same trees: loads the object code, compiles nothing
+    assert code[0].stat().st_mtime_ns == mtime and sorted(tmp_path.glob("*.o")) == code
+    CompiledHead(model.relevance, tmp_path)  # other trees: their own entry
+    assert len(list(tmp_path.glob("*.o"))) == 2
+
+
+def test_a_matrix_of_the_wrong_width_is_refused(boosters, tmp_path):
+    model, _ = boosters
+    head = CompiledHead(model.rating, tmp_path)
+    with pytest.raises(ValueError, match=f"{len(fx.FEATURE_NAMES)} feature columns"):
+        head.predict(np.zeros((3, len(fx.FEATURE_NAMES) - 1)))
