@@ -134,7 +134,8 @@ def promote(settings: Settings, pipeline_run_id: str, evaluate: Callable[[Any], 
     """Apply the champion/challenger rule to the version trained by `pipeline_run_id`.
 
     `evaluate(model) -> ndcg_at_10` measures a model on this run's evaluation data; it is called for
-    the current champion, so both figures come from the same data.
+    the current champion, so both figures come from the same data. A champion whose artifacts cannot be
+    loaded (anything but a connection failure, which is waited out) is replaced: it could not serve.
     """
     c = client(settings)
     candidate = version_of_run(settings, pipeline_run_id)
@@ -146,13 +147,26 @@ def promote(settings: Settings, pipeline_run_id: str, evaluate: Callable[[Any], 
     elif champion.version == candidate.version:
         decision, champion_ndcg, reason = CHAMPION, candidate_ndcg, "already champion"
     else:
-        champion_ndcg = float(evaluate(load_model(settings, champion)))
-        won = candidate_ndcg > champion_ndcg
-        decision = CHAMPION if won else CHALLENGER
-        reason = (
-            f"ndcg_at_10 {candidate_ndcg:.4f} {'>' if won else '<='} champion v{champion.version}'s "
-            f"{champion_ndcg:.4f} on this run's evaluation data"
-        )
+        try:
+            champion_model = load_model(settings, champion)
+        except Exception as exc:  # a connection failure was already waited out by `with_retries`: re-raised
+            if _is_connection_error(exc):
+                raise
+            # Its artifacts are gone (e.g. local mode's in-memory S3 restarted): no consumer can load it either.
+            log.warning("promotion: champion v%s cannot be loaded (%s); the candidate replaces it", champion.version,
+                        exc)  # fmt: skip
+            champion_model, unloadable = None, f"{type(exc).__name__}: {str(exc)[:200]}"
+        if champion_model is None:
+            decision, champion_ndcg = CHAMPION, None
+            reason = f"champion v{champion.version} cannot be loaded, so it cannot serve ({unloadable})"
+        else:
+            champion_ndcg = float(evaluate(champion_model))
+            won = candidate_ndcg > champion_ndcg
+            decision = CHAMPION if won else CHALLENGER
+            reason = (
+                f"ndcg_at_10 {candidate_ndcg:.4f} {'>' if won else '<='} champion v{champion.version}'s "
+                f"{champion_ndcg:.4f} on this run's evaluation data"
+            )
     with_retries(
         settings, "set alias", lambda: c.set_registered_model_alias(settings.model_name, decision, candidate.version)
     )

@@ -81,6 +81,28 @@ def test_registry_roundtrip_and_promotion_both_ways(mlflow_settings, offline):
     )
 
 
+@pytest.mark.integration
+@pytest.mark.slow
+def test_a_champion_whose_artifacts_are_gone_is_replaced(mlflow_settings, offline):
+    """Local mode's S3 is in memory: after a restart the registry still names a champion whose files are
+    gone. Promotion must not fail on it forever; the candidate takes the alias and the reason says why."""
+    from mlops.object_store import ObjectStore
+
+    settings = mlflow_settings.replace(model_name=f"{mlflow_settings.model_name}-lost")
+    model = T.fit(offline, seed=42)
+    lost = _register(settings, offline, "run-lost", model)
+    registry.promote(settings, "run-lost", lambda m: 0.0)
+    uri = registry.client(settings).get_model_version_download_uri(settings.model_name, lost["version"])
+    prefix = uri.split(":", 1)[1].lstrip("/").removeprefix(f"{settings.mlflow_artifact_bucket}/")
+    assert ObjectStore.from_settings(settings, settings.mlflow_artifact_bucket).delete_prefix(prefix) > 0
+
+    nxt = _register(settings, offline, "run-next", model)
+    record = registry.promote(settings, "run-next", lambda m: pytest.fail("nothing to evaluate"))
+    assert record["decision"] == registry.CHAMPION and record["champion_version"] == str(lost["version"])
+    assert f"champion v{lost['version']} cannot be loaded" in record["reason"]
+    assert registry.version_by_alias(settings, registry.CHAMPION).version == nxt["version"]
+
+
 def test_unreachable_mlflow_is_a_bounded_clear_error(base_settings, free_port):
     settings = base_settings.replace(mlflow_tracking_uri=f"http://127.0.0.1:{free_port()}")
     started = time.monotonic()
