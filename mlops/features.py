@@ -277,7 +277,7 @@ def _block(rows: Any, columns: tuple[str, ...], n: int) -> np.ndarray:
         out = np.full((n, len(columns)), np.nan)
         for r, row in enumerate(rows):
             if row is not None:
-                out[r] = [row.get(c) for c in columns]  # numpy stores None as NaN
+                out[r] = list(map(row.get, columns))  # numpy stores None as NaN
         return out
     if isinstance(rows, Mapping) or hasattr(rows, "columns"):
         return np.column_stack([np.asarray(rows[c], dtype=np.float64) for c in columns]).reshape(n, len(columns))

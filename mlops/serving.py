@@ -14,6 +14,7 @@ items, minus what the user already rated; LightGBM re-ranks only those candidate
 
 from __future__ import annotations
 
+import itertools
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -105,23 +106,21 @@ class RankerCore:
         self, users: list[dict[str, Any] | None], movie_ids: list[list[int]]
     ) -> tuple[list[dict[int, float]], list[bool]]:
         """P(like) for every listed pair of the batch: one feature matrix (each user row read once, item rows
-        indexed in the catalog matrix) and one LightGBM call."""
-        pos = self.catalog.position
-        known = [[m for m in mids if m in pos] for mids in movie_ids]
-        counts = np.fromiter((len(k) for k in known), dtype=np.int64, count=len(known))
-        p: list[float] = []
-        if counts.sum():
-            item_rows = np.fromiter((pos[m] for k in known for m in k), dtype=np.int64, count=int(counts.sum()))
-            user_rows = np.repeat(np.arange(len(users)), counts)
-            x = fx.assemble(fx.user_matrix(users), self.catalog.matrix, u_rows=user_rows, i_rows=item_rows)
-            p = self.model.p_like(x).tolist()
-        out, offset = [], 0
-        prior = float(np.mean(self.catalog.like_prior))
-        for mids, k in zip(movie_ids, known, strict=True):
-            answer = {int(m): v for m, v in zip(k, p[offset : offset + len(k)], strict=True)}
-            answer.update({int(m): prior for m in mids if m not in pos})
-            out.append(answer)
-            offset += len(k)
+        indexed in the catalog matrix) and one model call; movies the catalog lacks get its prior like rate."""
+        cat = self.catalog
+        lengths = [len(mids) for mids in movie_ids]
+        flat = np.fromiter(itertools.chain.from_iterable(movie_ids), dtype=np.int64, count=sum(lengths))
+        rows = np.searchsorted(cat.movie_ids, flat).clip(max=len(cat.movie_ids) - 1)
+        known = cat.movie_ids[rows] == flat
+        p = np.full(len(flat), float(np.mean(cat.like_prior)))
+        if known.any():
+            owner = np.repeat(np.arange(len(users)), lengths)
+            x = fx.assemble(fx.user_matrix(users), cat.matrix, u_rows=owner[known], i_rows=rows[known])
+            p[known] = self.model.p_like(x)
+        ids, values, out, offset = flat.tolist(), p.tolist(), [], 0
+        for n in lengths:
+            out.append(dict(zip(ids[offset : offset + n], values[offset : offset + n], strict=True)))
+            offset += n
         return out, [u is None for u in users]
 
     def recommend(

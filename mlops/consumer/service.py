@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -123,18 +124,16 @@ class StreamConsumer:
         self._commit(batch)
 
         now = time.time()
-        for request, message, answer in zip(requests, sources, answers, strict=True):
-            if answer is None:
-                continue
-            self.metrics.requests.labels(type=request.kind).inc()
-            if answer.fallback:
-                self.metrics.fallbacks.inc()
-            if answer.redelivered:
-                self.metrics.redelivered.inc()
+        done = [(r, m, a) for r, m, a in zip(requests, sources, answers, strict=True) if a is not None]
+        for kind, count in Counter(r.kind for r, _, _ in done).items():
+            self.metrics.requests.labels(type=kind).inc(count)
+        self.metrics.fallbacks.inc(sum(a.fallback for _, _, a in done))
+        self.metrics.redelivered.inc(sum(a.redelivered for _, _, a in done))
+        for _, message, _ in done:
             _, ts_ms = message.timestamp()
             if ts_ms > 0:
                 self.metrics.latency.observe(max(0.0, now - ts_ms / 1000))
-        self.answered += sum(a is not None for a in answers)
+        self.answered += len(done)
         self.dead_lettered += len(dead)
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         self.metrics.last_batch.set(now)
