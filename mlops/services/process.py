@@ -30,6 +30,17 @@ def last_log_line(log: Path) -> str:
     return lines[-1][:300] if lines else ""
 
 
+def _stays_open(host: str, port: int, grace_s: float = 5.0) -> bool:
+    """True when something keeps listening on the port for `grace_s`: a service killed a moment ago (the
+    restart `up` is for) can hold it a little longer, e.g. through a child still finishing a save."""
+    deadline = time.monotonic() + grace_s
+    while tcp_open(host, port):
+        if time.monotonic() > deadline:
+            return True
+        time.sleep(0.2)
+    return False
+
+
 def start(
     launch: Launch, log: Path, extra_env: dict[str, str] | None = None, die_with_parent: bool = False
 ) -> subprocess.Popen:
@@ -38,7 +49,7 @@ def start(
     `die_with_parent` is for throwaway servers (the test fixtures): a test run killed hard leaves none behind.
     Local mode's services must outlive `./run.sh up`, so they do not use it.
     """
-    if launch.port is not None and tcp_open(launch.host, launch.port):
+    if launch.port is not None and _stays_open(launch.host, launch.port):
         owner = port_owner(launch.port)
         taken = f"port {launch.host}:{launch.port} is already in use by another process"
         raise ServiceError(launch.name, taken + (f" ({owner})" if owner else ""), log)
