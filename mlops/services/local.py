@@ -12,6 +12,7 @@ import json
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -314,11 +315,22 @@ class LocalBackend:
         self.state.forget(name)
         say(f"{name}: stopped (pid {record.pid})")
 
-    def restart_consumers(self) -> None:
-        """Fresh consumer processes (they also hot-reload a new champion; a restart makes it immediate)."""
+    def restart_consumers(self, wait_for_model: bool = True, model_timeout_s: float = 180) -> None:
+        """Fresh consumer processes (they also hot-reload a new champion; a restart makes it immediate),
+        by default waited for until each serves a model: the first load of a version compiles its trees
+        (~10 s), and what runs next (verify) should time serving, not that."""
         with self._exclusive(), self._interruptible() as started:
             self._stop_names([n for n in self.state.names() if n.startswith("inference-")])
-            self._ensure(self._inference(), started)
+            launches = self._inference()
+            self._ensure(launches, started)
+            for launch in launches if wait_for_model else ():
+                began = time.monotonic()
+                while not (detail := health.consumer_health(launch.port or 0)).startswith("healthy"):
+                    if time.monotonic() - began > model_timeout_s:
+                        raise ServiceError(launch.name, f"no model after {model_timeout_s:.0f}s: {detail}",
+                                           self.state.log(launch.name))  # fmt: skip
+                    time.sleep(0.5)
+                say(f"{launch.name}: {detail} ({time.monotonic() - began:.1f}s)")
 
     # --- status / urls --------------------------------------------------------------------
     def rows(self) -> list[ServiceRow]:
