@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import date
+from decimal import Decimal
 
+import numpy as np
 import pytest
 
 from mlops.errors import DataError
-from mlops.feature_store import CURRENT, RedisFeatureStore
+from mlops.feature_store import CURRENT, RedisFeatureStore, _decode, encode
 
 pytestmark = pytest.mark.integration
 
@@ -149,3 +152,13 @@ def test_staged_set_is_readable_but_not_current_until_switched(store):
     assert store.switch_to("v2") == "v1"
     assert store.current_version() == "v2"
     assert store.r.ttl(RedisFeatureStore.key("v2", "user", 1)) == -1
+
+
+def test_encoding_keeps_values_and_turns_nan_into_a_missing_value():
+    """What Spark and pandas rows carry (numpy scalars and arrays, NaN, dates, decimals) round-trips; a NaN
+    reads back as None, which the model encoding treats as missing, as it treats NaN."""
+    row = {"a": np.float32(1.5), "b": float("nan"), "c": np.array([1, 2]), "d": date(2024, 1, 2),
+           "e": Decimal("2.5"), "f": None, "g": [3, 4]}  # fmt: skip
+    assert _decode(encode(row)) == {"a": 1.5, "b": None, "c": [1, 2], "d": "2024-01-02", "e": 2.5, "f": None,
+                                    "g": [3, 4]}  # fmt: skip
+    assert _decode(None) is None
