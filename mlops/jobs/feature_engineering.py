@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -52,7 +52,6 @@ class FeatureParams:
     als_reg: float = 0.1
     als_alpha: float = 1.0
     fold_in_reg: float = 10.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 # -- ALS snapshot -----------------------------------------------------------------------------------------------
@@ -252,10 +251,6 @@ def compute_features(
         .limit(POPULAR_FALLBACK)
         .collect()
     ]
-    stats = train.agg(
-        F.avg("rating").alias("global_mean"),
-        F.avg((F.col("rating") >= fx.LIKE_THRESHOLD).cast("double")).alias("like_rate"),
-    ).first()
     meta = spark.createDataFrame(
         [
             (
@@ -263,8 +258,8 @@ def compute_features(
                 fx.SCHEMA_VERSION,
                 popular,
                 int(n_train),
-                float(stats["global_mean"]),
-                float(stats["like_rate"]),
+                gm,
+                gl,
                 max_ts + 1,
                 cutoffs,
                 fx.CF_RANK,
@@ -321,7 +316,7 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
                 "schema_version": fx.SCHEMA_VERSION,
                 "feature_set": run_id,
                 "inputs": inputs,
-                "params": {k: v for k, v in vars(params).items() if k != "extra"},
+                "params": vars(params),
                 "feature_names": list(fx.FEATURE_NAMES),
             },
         )

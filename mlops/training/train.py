@@ -223,6 +223,7 @@ def _plots(model: TwoHeadModel, preds: dict[str, np.ndarray], out: Path) -> list
 
 
 def model_card(run_id: str, lineage: dict[str, str], metrics: dict[str, float], data: OfflineData) -> str:
+    from mlops.serving import CANDIDATES
     m = {k: round(v, 4) for k, v in metrics.items()}
     n_pos = int((data.train_examples["is_negative"] == 0).sum())
     ratio = int((data.train_examples["is_negative"] == 1).sum()) // max(1, n_pos)
@@ -234,7 +235,7 @@ mean and like rate, genres and year, and user-by-movie CF affinity from ALS fold
 affinity, taste gap):
 - `p_like` = P(rating >= 4 | the user rates the movie): answers score requests; test AUC {m["test_auc"]},
   log loss {m["test_logloss"]} on {len(data.eval_examples)} test pairs.
-- `p_relevant` = P(the user rates the movie): orders top-k candidates (ALS top-{100} by CF affinity
+- `p_relevant` = P(the user rates the movie): orders top-k candidates (ALS top-{CANDIDATES} by CF affinity
   plus popular movies, minus what the user rated).
 
 **Why sampled negatives.** The relevance head needs examples of movies a user did *not* rate: for
