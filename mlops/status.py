@@ -6,7 +6,6 @@ there yet): a fresh or half-started stack gives a readable report, never a trace
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,12 +33,18 @@ class TopicOffsets:
     name: str
     end_offsets: dict[int, int]
     start_offsets: dict[int, int]
-    lag: int | None  # of CONSUMER_GROUP; None when the group never committed
-    committed: dict[int, int] | None = None
+    committed: dict[int, int] | None = None  # of CONSUMER_GROUP; None when the group never committed
 
     @property
     def size(self) -> int:
         return sum(self.end_offsets[p] - self.start_offsets.get(p, 0) for p in self.end_offsets)
+
+    @property
+    def lag(self) -> int | None:
+        """Records of the topic the group has not committed past (a partition never committed: from its start)."""
+        if self.committed is None:
+            return None
+        return sum(self.end_offsets[p] - self.committed.get(p, self.start_offsets.get(p, 0)) for p in self.end_offsets)
 
 
 def topic_offsets(settings: Settings) -> list[TopicOffsets]:
@@ -71,13 +76,13 @@ def topic_offsets(settings: Settings) -> list[TopicOffsets]:
                 low[p], high[p] = consumer.get_watermark_offsets(TopicPartition(spec.name, p), timeout=TIMEOUT_S)
             committed = consumer.committed([TopicPartition(spec.name, p) for p in partitions], timeout=TIMEOUT_S)
             offsets = {tp.partition: tp.offset for tp in committed if tp.offset >= 0}
-            result.append(TopicOffsets(spec.name, high, low, None, offsets or None))
+            result.append(TopicOffsets(spec.name, high, low, offsets or None))
     finally:
         consumer.close()
     true_ends = _probe_ends(settings, {(t.name, p): end for t in result for p, end in t.end_offsets.items()})
     for topic in result:
         topic.end_offsets.update({p: true_ends[(topic.name, p)] for p in topic.end_offsets})
-    return [_with_lag(topic) for topic in result]
+    return result
 
 
 def _probe_ends(settings: Settings, reported: dict[tuple[str, int], int]) -> dict[tuple[str, int], int]:
@@ -113,14 +118,6 @@ def _probe_ends(settings: Settings, reported: dict[tuple[str, int], int]) -> dic
     finally:
         consumer.close()
     return ends
-
-
-def _with_lag(topic: TopicOffsets) -> TopicOffsets:
-    """Recompute the lag against the true end offsets (the committed offsets are exact)."""
-    if topic.committed is None:
-        return topic
-    lag = sum(topic.end_offsets[p] - topic.committed.get(p, topic.start_offsets.get(p, 0)) for p in topic.end_offsets)
-    return dataclasses.replace(topic, lag=lag)
 
 
 def feature_set_version(settings: Settings) -> str | None:
