@@ -1,7 +1,7 @@
-"""Champion/challenger promotion of the version a run trained: `python mlflow/promote_model.py --run-id R`."""
+"""Entry point of the batch step `evaluate_and_promote` (python): logic in `mlops.jobs.evaluate_and_promote`."""
 
+from mlops.jobs.evaluate_and_promote import main
 from mlops.jobs.runner import run
-from mlops.training.steps import promote_main
 
 if __name__ == "__main__":
-    run(promote_main)
+    run(main)

@@ -1,7 +1,7 @@
-"""Train, evaluate and register the recommender for one pipeline run: `python mlflow/train_model.py --run-id R`."""
+"""Entry point of the batch step `train` (python): logic in `mlops.jobs.train`."""
 
 from mlops.jobs.runner import run
-from mlops.training.steps import train_main
+from mlops.jobs.train import main
 
 if __name__ == "__main__":
-    run(train_main)
+    run(main)

@@ -6,7 +6,7 @@ import pytest
 from ml_helpers import random_split, run_features, tiny_movielens
 
 from mlops.spark_io import spark_session
-from mlops.training.train import OfflineData, check
+from mlops.training.offline_data import OfflineData, check
 
 
 @pytest.fixture(scope="session")

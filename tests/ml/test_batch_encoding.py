@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from mlops import features as fx
-from mlops.serving import Catalog, RankerCore
+from mlops.ranking import Catalog, RankerCore
 from mlops.training.model import RELEVANCE_INDEX, TwoHeadModel
 
 N_ITEMS, N_USERS = 120, 40
@@ -104,7 +104,7 @@ def test_indexed_assemble_equals_build_matrix(data):
 
 def test_batch_scoring_equals_per_request_path(data, model):
     """`RankerCore.score` on a micro-batch gives each request what it would get alone (one user's rows
-    built by `build_matrix_for_user`, one model call), including unknown users and unknown movies."""
+    built by `build_matrix`, one model call), including unknown users and unknown movies."""
     rng, items, users = data
     core = RankerCore(model, Catalog(items))
     batch_users = [users[int(r)] for r in rng.integers(0, len(users), 200)]
@@ -113,8 +113,7 @@ def test_batch_scoring_equals_per_request_path(data, model):
     prior = float(np.mean(core.catalog.like_prior))
     for user, movies, got in zip(batch_users, batch_movies, scores, strict=True):
         known = [m for m in movies if m in items]
-        rows = core.catalog.matrix[[core.catalog.position[m] for m in known]]
-        alone = model.p_like(fx.build_matrix_for_user(user, rows)) if known else []
+        alone = model.p_like(fx.build_matrix([user] * len(known), [items[m] for m in known])) if known else []
         assert got == {
             **dict(zip(known, map(float, alone), strict=True)),
             **{m: prior for m in movies if m not in items},

@@ -10,20 +10,23 @@ import pytest
 
 from mlops import features as fx
 from mlops import registry
-from mlops.training import train as T
+from mlops.training.evaluate import evaluate, ranking_ndcg
+from mlops.training.fit import fit
+from mlops.training.offline_data import OfflineData
+from mlops.training.register import git_commit, log_and_register
 
 
 def _lineage(settings, run_id: str) -> dict[str, str]:
     return {
         "model_name": settings.model_name, "dataset": "tiny-synthetic", "dataset_source": "test",
         "dataset_checksum": "0" * 64, "split_strategy": "random", "test_fraction": "0.25", "feature_set": run_id,
-        "pipeline_run_id": run_id, "git_commit": T.git_commit(),
+        "pipeline_run_id": run_id, "git_commit": git_commit(),
     }  # fmt: skip
 
 
 def _register(settings, offline, run_id: str, model) -> dict:
-    metrics, preds = T.evaluate(model, offline)
-    return T.log_and_register(settings, run_id, model, metrics, preds, offline, _lineage(settings, run_id))
+    metrics, preds = evaluate(model, offline)
+    return log_and_register(settings, run_id, model, metrics, preds, offline, _lineage(settings, run_id))
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +38,7 @@ def mlflow_settings(base_settings, mlflow_server, s3_server):
 @pytest.mark.slow
 def test_registry_roundtrip_and_promotion_both_ways(mlflow_settings, offline):
     settings = mlflow_settings
-    good = T.fit(offline, seed=42)
+    good = fit(offline, seed=42)
     first = _register(settings, offline, "run-good", good)
 
     # Loaded back from the registry (pyfunc, no training code): exactly the trained object's scores.
@@ -46,20 +49,20 @@ def test_registry_roundtrip_and_promotion_both_ways(mlflow_settings, offline):
     np.testing.assert_array_equal(loaded.p_like(x), good.p_like(x))
     np.testing.assert_array_equal(loaded.p_relevant(x), good.p_relevant(x))
 
-    evaluate = lambda model: T.ranking_ndcg(model, offline)  # noqa: E731
-    assert registry.promote(settings, "run-good", evaluate)["decision"] == registry.CHAMPION  # no champion yet
+    measure = lambda model: ranking_ndcg(model, offline)  # noqa: E731
+    assert registry.promote(settings, "run-good", measure)["decision"] == registry.CHAMPION  # no champion yet
 
     # A worse model (labels shuffled: it learned nothing) must not take the champion alias.
     rng = np.random.default_rng(0)
     bad_examples = offline.train_examples.copy()
     bad_examples["label"] = rng.permutation(bad_examples["label"].to_numpy())
     bad_examples["is_negative"] = rng.permutation(bad_examples["is_negative"].to_numpy())
-    bad_data = T.OfflineData(**{**offline.__dict__, "train_examples": bad_examples})
-    bad = T.fit(bad_data, seed=42)
+    bad_data = OfflineData(**{**offline.__dict__, "train_examples": bad_examples})
+    bad = fit(bad_data, seed=42)
     _register(settings, offline, "run-bad", bad)
-    record = registry.promote(settings, "run-bad", evaluate)
+    record = registry.promote(settings, "run-bad", measure)
     assert record["decision"] == registry.CHALLENGER
-    assert record["champion_ndcg_at_10"] == pytest.approx(T.ranking_ndcg(good, offline))
+    assert record["champion_ndcg_at_10"] == pytest.approx(ranking_ndcg(good, offline))
     assert record["candidate_ndcg_at_10"] < record["champion_ndcg_at_10"]
     assert registry.version_by_alias(settings, registry.CHAMPION).version == first["version"]
     run = registry.client(settings).get_run(registry.version_of_run(settings, "run-bad").run_id)
@@ -69,11 +72,11 @@ def test_registry_roundtrip_and_promotion_both_ways(mlflow_settings, offline):
     # The other way: a version that beats the champion on the same data takes the alias.
     _register(settings, offline, "run-good-2", good)
     # ... it ties (same model), and a tie is not a win:
-    assert registry.promote(settings, "run-good-2", evaluate)["decision"] == registry.CHALLENGER
+    assert registry.promote(settings, "run-good-2", measure)["decision"] == registry.CHALLENGER
     # ... so make the champion the bad one and promote the good one against it.
     bad_version = registry.version_of_run(settings, "run-bad").version
     registry.client(settings).set_registered_model_alias(settings.model_name, registry.CHAMPION, bad_version)
-    won = registry.promote(settings, "run-good-2", evaluate)
+    won = registry.promote(settings, "run-good-2", measure)
     assert won["decision"] == registry.CHAMPION and won["champion_version"] == str(bad_version)
     assert (
         registry.version_by_alias(settings, registry.CHAMPION).version
@@ -89,7 +92,7 @@ def test_a_champion_whose_artifacts_are_gone_is_replaced(mlflow_settings, offlin
     from mlops.object_store import ObjectStore
 
     settings = mlflow_settings.replace(model_name=f"{mlflow_settings.model_name}-lost")
-    model = T.fit(offline, seed=42)
+    model = fit(offline, seed=42)
     lost = _register(settings, offline, "run-lost", model)
     registry.promote(settings, "run-lost", lambda m: 0.0)
     uri = registry.client(settings).get_model_version_download_uri(settings.model_name, lost["version"])

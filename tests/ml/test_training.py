@@ -9,14 +9,16 @@ import pytest
 
 from mlops import features as fx
 from mlops.errors import DataError
-from mlops.training import train as T
+from mlops.training.evaluate import evaluate, rank_all
+from mlops.training.fit import fit
+from mlops.training.offline_data import check
 
 
 def test_training_is_reproducible_and_beats_chance(offline):
-    m1 = T.fit(offline, seed=42)
-    m2 = T.fit(offline, seed=42)
-    metrics1, _ = T.evaluate(m1, offline)
-    metrics2, _ = T.evaluate(m2, offline)
+    m1 = fit(offline, seed=42)
+    m2 = fit(offline, seed=42)
+    metrics1, _ = evaluate(m1, offline)
+    metrics2, _ = evaluate(m2, offline)
     assert metrics1 == metrics2  # same data, seed and parameters: identical metrics
     x = fx.build_matrix(offline.eval_examples, offline.eval_examples)
     np.testing.assert_array_equal(m1.p_like(x), m2.p_like(x))
@@ -29,16 +31,16 @@ def test_training_is_reproducible_and_beats_chance(offline):
 def test_empty_features_are_a_data_error(offline):
     empty = dataclasses.replace(offline, train_examples=offline.train_examples.iloc[0:0])
     with pytest.raises(DataError, match="train_examples: empty"):
-        T.check(empty)
+        check(empty)
     missing = dataclasses.replace(offline, online_items=offline.online_items.drop(columns=["i_pop_share"]))
     with pytest.raises(DataError, match="online_items: missing column"):
-        T.check(missing)
+        check(missing)
 
 
 def test_recommendations_exclude_rated_movies_and_respect_k(offline):
-    model = T.fit(offline, seed=42)
+    model = fit(offline, seed=42)
     users = sorted(offline.online_users["user_id"].tolist())[:10]
-    recs = T.rank_all(model, offline, users, k=7)
+    recs = rank_all(model, offline, users, k=7)
     rated = offline.online_users.set_index("user_id")[fx.RATED_COLUMN]
     for u in users:
         assert len(recs[u]) == 7 and len(set(recs[u])) == 7

@@ -1,0 +1,111 @@
+"""Logging a training run to MLflow and registering its model version, with the run's lineage tags."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mlops import features as fx
+from mlops.settings import PROJECT_ROOT, Settings
+from mlops.training.fit import ROUNDS, lgb_params
+from mlops.training.model import TwoHeadModel
+from mlops.training.model_card import model_card
+from mlops.training.offline_data import OfflineData
+from mlops.training.plots import plots
+
+log = logging.getLogger(__name__)
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def run_lineage(settings: Settings, run_id: str) -> dict[str, str]:
+    from mlops.layout import feature_set_version, raw_prefix
+    from mlops.spark_io import read_manifest
+
+    raw = read_manifest(raw_prefix(run_id), settings)
+    checksum = "+".join(str(f.get("sha256", "")) for _, f in sorted((raw.get("files") or {}).items()))
+    return {
+        "model_name": settings.model_name,
+        "dataset": str(raw.get("dataset") or raw.get("source") or settings.dataset),
+        "dataset_source": str(raw.get("source", "")),
+        "dataset_checksum": checksum or "unknown",
+        "split_strategy": settings.split_strategy,
+        "test_fraction": str(settings.test_fraction),
+        "feature_set": feature_set_version(run_id),
+        "pipeline_run_id": run_id,
+        "git_commit": git_commit(),
+    }
+
+
+def log_and_register(
+    settings: Settings,
+    run_id: str,
+    model: TwoHeadModel,
+    metrics: dict[str, float],
+    preds: dict[str, np.ndarray],
+    data: OfflineData,
+    lineage: dict[str, str],
+) -> dict[str, Any]:
+    """One MLflow run with params, metrics, lineage tags, artifacts, and a registered pyfunc version."""
+    from mlflow.models import infer_signature
+
+    import mlflow
+    from mlops.registry import client, wait_for_mlflow, with_retries
+    from mlops.training.model import RecommenderPyfunc
+
+    wait_for_mlflow(settings)
+    c = client(settings)
+    with_retries(settings, "set experiment", lambda: mlflow.set_experiment(settings.mlflow_experiment))
+    example = pd.DataFrame(
+        fx.build_matrix(data.eval_examples.head(5), data.eval_examples.head(5)), columns=fx.FEATURE_NAMES
+    )
+    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_name=f"train-{run_id}") as run:
+        tmpdir = Path(tmp)
+        mlflow.set_tags(lineage)
+        mlflow.log_params(
+            {
+                "seed": settings.seed,
+                "rounds_rating": ROUNDS["rating"],
+                "rounds_relevance": ROUNDS["relevance"],
+                **{f"lgb_{k}": v for k, v in lgb_params(settings.seed, ()).items() if k != "monotone_constraints"},
+                "n_features": len(fx.FEATURE_NAMES),
+                "relevance_features": ",".join(fx.RELEVANCE_FEATURES),
+                "n_train_examples": len(data.train_examples),
+                "n_eval_examples": len(data.eval_examples),
+                "feature_schema_version": fx.SCHEMA_VERSION,
+            }
+        )
+        mlflow.log_metrics(metrics)
+        for path in plots(model, preds, tmpdir):
+            mlflow.log_artifact(str(path), "plots")
+        (tmpdir / "model_card.md").write_text(model_card(run_id, lineage, metrics, data))
+        mlflow.log_artifact(str(tmpdir / "model_card.md"))
+        paths = model.save(tmpdir / "heads")
+        output = RecommenderPyfunc()
+        output.model = model
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=RecommenderPyfunc(),
+            artifacts=paths,
+            signature=infer_signature(example, output.predict(None, example)),
+            input_example=example,
+            registered_model_name=settings.model_name,
+        )
+        version = info.registered_model_version
+        for key in ("feature_set", "pipeline_run_id", "dataset", "split_strategy", "git_commit"):
+            c.set_model_version_tag(settings.model_name, version, key, lineage[key])
+        c.set_model_version_tag(settings.model_name, version, "feature_names", ",".join(fx.FEATURE_NAMES))
+        log.info("train: logged MLflow run %s, registered %s v%s", run.info.run_id, settings.model_name, version)
+        return {"mlflow_run_id": run.info.run_id, "version": str(version), "metrics": metrics}
