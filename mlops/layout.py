@@ -54,3 +54,12 @@ def manifest_key(dataset_key: str) -> str:
 
 
 LAST_GOOD_COUNTS = "pointers/last_good_counts.json"
+
+
+def feature_set_version(run_id: str) -> str:
+    """The feature-set version a pipeline run writes, loads into Redis and tags its model with: the run id.
+
+    Named once here so the model's `feature_set` tag, the online store's `fs:{version}:` keys and the
+    feature manifests cannot drift apart.
+    """
+    return check_run_id(run_id)

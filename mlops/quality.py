@@ -1,9 +1,11 @@
 """The data-quality gate: the rules a dataset must pass before anything is computed from it.
 
 Two places enforce them. The parsers (`mlops.datasets.layouts`) reject what cannot even be read as a
-table (empty file, truncated line, wrong delimiter, non-numeric id), naming the file and line. `check_tables`
-runs in the `validate` step over the normalized tables (schema and dtypes, nulls, rating range, duplicate
-(user, movie) pairs, dangling movie ids, row-count drop against the last good run of the same dataset).
+table (empty file, truncated line, wrong delimiter, non-numeric id), naming the file and line, and apply the
+row rules of a ratings table (`first_row_violation`: rating range, id range, timestamp range, duplicate
+(user, movie) pairs; defined once here) while they still know line numbers. `check_tables` runs in the
+`validate` step over the normalized tables (schema and dtypes, nulls, the same row rules, dangling movie
+ids, row-count drop against the last good run of the same dataset).
 Every failure is a `QualityError` naming file, line or column, and the rule; the step's JSON report is
 written either way, and the run stops before any downstream output is written.
 """
@@ -69,6 +71,51 @@ class QualityReport:
         return asdict(self)
 
 
+ROW_RULES = ("rating range", "id range", "timestamp range", "duplicate (user, movie)")
+
+
+@dataclass(frozen=True)
+class RowViolation:
+    """The first row of a ratings table that breaks a row rule; the caller knows the file (and line)."""
+
+    rule: str
+    row: int  # position in the table, 0-based
+    column: str
+    detail: str
+
+    def error(self, file: str, line: int | None = None) -> QualityError:
+        return QualityError(self.rule, self.detail, file=file, line=line, column=self.column)
+
+
+def first_row_violation(ratings: pd.DataFrame) -> RowViolation | None:
+    """The first broken row rule (`ROW_RULES`, in that order) of a normalized ratings table, or None.
+
+    Ratings lie in [MIN_RATING, MAX_RATING], ids are positive, timestamps are not negative, and a user rates
+    a movie at most once.
+    """
+    rating = ratings["rating"].to_numpy()
+    bad = np.flatnonzero((rating < MIN_RATING) | (rating > MAX_RATING))
+    if bad.size:
+        i = int(bad[0])
+        return RowViolation("rating range", i, "rating",
+                            f"{rating[i]} is outside [{MIN_RATING}, {MAX_RATING}] (user {ratings['user_id'].iat[i]}, "
+                            f"movie {ratings['movie_id'].iat[i]}; {bad.size} such ratings)")  # fmt: skip
+    for column, lowest, rule, what in (("user_id", 1, "id range", "is not a positive id"),
+                                       ("movie_id", 1, "id range", "is not a positive id"),
+                                       ("timestamp", 0, "timestamp range", "is negative")):  # fmt: skip
+        values = ratings[column].to_numpy()
+        bad = np.flatnonzero(values < lowest)
+        if bad.size:
+            return RowViolation(rule, int(bad[0]), column, f"{values[bad[0]]} {what}")
+    dup = ratings.duplicated(["user_id", "movie_id"]).to_numpy()
+    if dup.any():
+        i = int(np.flatnonzero(dup)[0])
+        return RowViolation("duplicate (user, movie)", i, "user_id,movie_id",
+                            f"user {ratings['user_id'].iat[i]} rated movie {ratings['movie_id'].iat[i]} more than "
+                            f"once ({int(dup.sum())} duplicates)")  # fmt: skip
+    return None
+
+
 def _dtype_name(series: pd.Series) -> str:
     """The logical type: nullability is checked by the null rule, so `Int64` and `int64` are both int64."""
     if pd.api.types.is_string_dtype(series.dtype) or series.dtype == object:
@@ -115,35 +162,13 @@ def check_tables(
     _check_nulls(ratings, "ratings", report)
     _check_nulls(movies, "movies", report)
 
+    violation = first_row_violation(ratings)
+    if violation is not None:
+        raise violation.error(file="ratings")
     rating = ratings["rating"].to_numpy()
-    bad = np.flatnonzero((rating < MIN_RATING) | (rating > MAX_RATING))
-    if bad.size:
-        i = int(bad[0])
-        raise QualityError(
-            "rating range",
-            f"{bad.size} ratings outside [{MIN_RATING}, {MAX_RATING}], e.g. {rating[i]} "
-            f"(user {ratings['user_id'].iat[i]}, movie {ratings['movie_id'].iat[i]})",
-            file="ratings", column="rating",
-        )  # fmt: skip
     report.ok("rating range", min=float(rating.min()), max=float(rating.max()))
-
-    for column, lowest, rule in (("user_id", 1, "id range"), ("movie_id", 1, "id range"),
-                                 ("timestamp", 0, "timestamp range")):  # fmt: skip
-        values = ratings[column].to_numpy()
-        if (values < lowest).any():
-            raise QualityError(rule, f"values below {lowest}, e.g. {values.min()}", file="ratings", column=column)
-    report.ok("id range")
-
-    dup = ratings.duplicated(["user_id", "movie_id"])
-    if dup.any():
-        i = int(np.flatnonzero(dup.to_numpy())[0])
-        raise QualityError(
-            "duplicate (user, movie)",
-            f"{int(dup.sum())} duplicate pairs, e.g. user {ratings['user_id'].iat[i]} "
-            f"movie {ratings['movie_id'].iat[i]}",
-            file="ratings", column="user_id,movie_id",
-        )  # fmt: skip
-    report.ok("duplicate (user, movie)")
+    for rule in ROW_RULES[1:]:
+        report.ok(rule)
 
     dup_movies = movies["movie_id"].duplicated()
     if dup_movies.any():

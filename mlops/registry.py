@@ -85,17 +85,31 @@ def client(settings: Settings) -> Any:
     return MlflowClient(settings.mlflow_tracking_uri)
 
 
-def version_by_alias(settings: Settings, alias: str) -> Any | None:
-    """The model version behind `alias`, or None when the model or the alias does not exist."""
-    from mlflow.exceptions import MlflowException
+def champion_version(settings: Settings, alias: str = CHAMPION, timeout_s: float = 5.0) -> str | None:
+    """The version number behind `alias` (default `champion`), or None when the model or the alias does not exist.
 
+    The one lookup of "which version is champion". Asked over MLflow's REST API: importing the MLflow client
+    takes seconds and it retries for minutes when the server is down, which `status` and a polling consumer
+    cannot afford; a connection failure raises `requests.ConnectionError`.
+    """
+    response = requests.get(
+        settings.mlflow_tracking_uri.rstrip("/") + "/api/2.0/mlflow/registered-models/alias",
+        params={"name": settings.model_name, "alias": alias},
+        timeout=timeout_s,
+    )
+    if response.status_code == 404 or (response.status_code == 400 and "RESOURCE_DOES_NOT_EXIST" in response.text):
+        return None
+    response.raise_for_status()
+    return str(response.json()["model_version"]["version"])
+
+
+def version_by_alias(settings: Settings, alias: str) -> Any | None:
+    """The model version (with its tags and run) behind `alias`, or None when the model or the alias does not exist."""
+    version = with_retries(settings, "alias lookup", lambda: champion_version(settings, alias))
+    if version is None:
+        return None
     c = client(settings)
-    try:
-        return with_retries(settings, "alias lookup", lambda: c.get_model_version_by_alias(settings.model_name, alias))
-    except MlflowException as exc:
-        if "RESOURCE_DOES_NOT_EXIST" in str(exc.error_code) or "not found" in str(exc).lower():
-            return None
-        raise
+    return with_retries(settings, "version lookup", lambda: c.get_model_version(settings.model_name, version))
 
 
 def load_model(settings: Settings, version: Any) -> Any:

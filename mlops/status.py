@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlops.feature_store import CURRENT
-from mlops.registry import CHAMPION
+from mlops.registry import champion_version
 from mlops.settings import Settings
 from mlops.topics import CONSUMER_GROUP, DLQ, TOPICS
 
@@ -131,25 +131,6 @@ def feature_set_version(settings: Settings) -> str | None:
     return value.decode() if value else None
 
 
-def champion_version(settings: Settings) -> str | None:
-    """The registered model version behind the `champion` alias, or None when there is none yet.
-
-    Asked over MLflow's REST API: importing the MLflow client takes seconds, and it retries for minutes
-    when the server is down.
-    """
-    import requests
-
-    response = requests.get(
-        settings.mlflow_tracking_uri.rstrip("/") + "/api/2.0/mlflow/registered-models/alias",
-        params={"name": settings.model_name, "alias": CHAMPION},
-        timeout=TIMEOUT_S,
-    )
-    if response.status_code == 404 or (response.status_code == 400 and "RESOURCE_DOES_NOT_EXIST" in response.text):
-        return None
-    response.raise_for_status()
-    return str(response.json()["model_version"]["version"])
-
-
 def _read(fn: Callable[[], object]) -> tuple[object, str | None]:
     import redis
     import requests
@@ -192,7 +173,7 @@ def stream_report(settings: Settings) -> str:
         out.append(f"DLQ size: {dlq.size if dlq else '-'}")
     version, error = _read(lambda: feature_set_version(settings))
     out.append(f"feature set (fs:current): {'-  (' + error + ')' if error else version or 'none yet'}")
-    champion, error = _read(lambda: champion_version(settings))
+    champion, error = _read(lambda: champion_version(settings, timeout_s=TIMEOUT_S))
     label = f"champion model ({settings.model_name}@champion)"
     out.append(f"{label}: {'-  (' + error + ')' if error else ('v' + champion if champion else 'none yet')}")
     return "\n".join(out)

@@ -64,7 +64,8 @@ def resolve_source(settings: Settings, workdir: Path, base_url: str = GROUPLENS_
         names = ", ".join(["auto", *VARIANTS, "synthetic"])
         raise DataError(f"DATASET={dataset!r} is neither a dataset name ({names}) nor an existing directory or zip")
     path = path.resolve()
-    return Source(path, "local", str(path), f"local: {path}", f"local:{path}", {"sha256": _sha256_if_file(path)})
+    checksum = file_sha256(path) if path.is_file() else None
+    return Source(path, "local", str(path), f"local: {path}", f"local:{path}", {"sha256": checksum})
 
 
 def _grouplens(name: str, cache_dir: Path, base_url: str) -> Source:
@@ -80,9 +81,8 @@ def _synthetic(settings: Settings, workdir: Path, source: str) -> Source:
                   f"synthetic:{settings.synthetic_ratings}:{settings.seed}", details)  # fmt: skip
 
 
-def _sha256_if_file(path: Path) -> str | None:
-    if not path.is_file():
-        return None
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file, read in 1 MB chunks: the checksum recorded in manifests for lineage."""
     digest = hashlib.sha256()
     with path.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mlops.quality import MAX_RATING, MIN_RATING, QualityError
+from mlops.quality import QualityError, first_row_violation
 
 log = logging.getLogger(__name__)
 
@@ -252,25 +252,9 @@ def read_ratings(files: LocatedFiles) -> pd.DataFrame:
         "rating": _float_column(df, "rating", path),
         "timestamp": _integer_column(df, "timestamp", path),
     })  # fmt: skip
-    first_line = df.attrs["first_line"]
-    rating = out["rating"].to_numpy()
-    bad = np.flatnonzero((rating < MIN_RATING) | (rating > MAX_RATING))
-    if bad.size:
-        raise QualityError("rating range", f"{rating[bad[0]]} is outside [{MIN_RATING}, {MAX_RATING}] "
-                           f"({bad.size} such ratings)", file=str(path), line=int(bad[0]) + first_line,
-                           column="rating")  # fmt: skip
-    for column in ("user_id", "movie_id"):
-        ids = out[column].to_numpy()
-        bad = np.flatnonzero(ids < 1)
-        if bad.size:
-            raise QualityError("id range", f"{ids[bad[0]]} is not a positive id", file=str(path),
-                               line=int(bad[0]) + first_line, column=column)  # fmt: skip
-    dup = out.duplicated(["user_id", "movie_id"]).to_numpy()
-    if dup.any():
-        row = int(np.flatnonzero(dup)[0])
-        raise QualityError("duplicate (user, movie)", f"user {out['user_id'].iat[row]} rated movie "
-                           f"{out['movie_id'].iat[row]} more than once ({int(dup.sum())} duplicates)",
-                           file=str(path), line=row + first_line, column="user_id,movie_id")  # fmt: skip
+    violation = first_row_violation(out)
+    if violation is not None:
+        raise violation.error(file=str(path), line=violation.row + df.attrs["first_line"])
     return out
 
 

@@ -28,7 +28,7 @@ import numpy as np
 from mlops import features as fx
 from mlops.errors import DataError
 from mlops.jobs.runner import job_parser, resolve, run
-from mlops.layout import features_key, normalized_key, split_key
+from mlops.layout import feature_set_version, features_key, normalized_key, split_key
 from mlops.settings import Settings
 
 if TYPE_CHECKING:
@@ -314,7 +314,7 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
             {
                 "run_id": run_id,
                 "schema_version": fx.SCHEMA_VERSION,
-                "feature_set": run_id,
+                "feature_set": feature_set_version(run_id),
                 "inputs": inputs,
                 "params": vars(params),
                 "feature_names": list(fx.FEATURE_NAMES),

@@ -7,18 +7,16 @@ Outputs are scoped by the run id, so a re-run of the same run replaces only its 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
-from mlops.datasets import Source, resolve_source
+from mlops.datasets import Source, file_sha256, resolve_source
 from mlops.datasets.download import GROUPLENS_BASE_URL
 from mlops.datasets.layouts import LocatedFiles, locate, read_movies, read_ratings
 from mlops.jobs.runner import job_parser, resolve, run
@@ -87,7 +85,9 @@ def _store_raw(
     entries = {}
     for role, path in (("ratings", files.ratings), ("movies", files.movies)):
         store.put_file(f"{prefix}/{path.name}", path)
-        entries[role] = {"file": path.name, "bytes": path.stat().st_size, "sha256": _sha256(path), "rows": counts[role]}
+        entries[role] = {
+            "file": path.name, "bytes": path.stat().st_size, "sha256": file_sha256(path), "rows": counts[role]
+        }  # fmt: skip
     manifest = {
         "run_id": run_id,
         "source": source.source,
@@ -102,14 +102,6 @@ def _store_raw(
     }
     store.put_json(manifest_key(prefix), manifest)
     return manifest
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """Spark step `load_to_redis`: the run's online snapshot becomes a new feature-set version, then current.
 
 Spark reads `features/online_users`, `features/online_items` (and the one-row `online_meta` when present);
-the driver streams the rows to Redis in pipelined batches under version = run id, and only then switches
-`fs:current` (see `mlops.feature_store`). The encoding is generic: the id column is the key and every
-other column goes into the entity's JSON, so this step never needs to know the feature list.
+the driver streams the rows to Redis in pipelined batches under the run's feature-set version
+(`layout.feature_set_version`), and only then switches `fs:current` (see `mlops.feature_store`). The
+encoding is generic: the id column is the key and every other column goes into the entity's JSON, so this
+step never needs to know the feature list.
 
 Idempotent: re-running it for a run whose version is already loaded does not rewrite anything; it only
 makes that version current again (which is also how to roll back to an older, unexpired version).
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlops.feature_store import RedisFeatureStore
 from mlops.jobs.runner import job_parser, resolve, run
-from mlops.layout import features_key
+from mlops.layout import feature_set_version, features_key
 from mlops.object_store import ObjectStore
 from mlops.settings import Settings
 
@@ -55,14 +56,15 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
     args = parser.parse_args(argv)
     run_id, settings = resolve(args, settings)
     started = time.monotonic()
+    version = feature_set_version(run_id)
     fs = RedisFeatureStore.from_settings(settings)
-    if fs.exists(run_id):
+    if fs.exists(version):
         if args.stage_only:
-            log.info("load_to_redis: feature set %s is already loaded (staged)", run_id)
-            return fs.metadata(run_id)
-        previous = fs.switch_to(run_id)
-        log.info("load_to_redis: feature set %s is already loaded; made it current (was %s)", run_id, previous)
-        return fs.metadata(run_id)
+            log.info("load_to_redis: feature set %s is already loaded (staged)", version)
+            return fs.metadata(version)
+        previous = fs.switch_to(version)
+        log.info("load_to_redis: feature set %s is already loaded; made it current (was %s)", version, previous)
+        return fs.metadata(version)
 
     store = ObjectStore.from_settings(settings)
     users_key, items_key, meta_key = (features_key(run_id, n) for n in ("online_users", "online_items", "online_meta"))
@@ -89,7 +91,7 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
     log.info("load_to_redis %s: loading %d users and %d items", run_id, users_manifest["row_count"],
              items_manifest["row_count"])  # fmt: skip
     meta = fs.write_feature_set(
-        run_id,
+        version,
         entity_rows(users, "user_id", users_manifest["row_count"], "users"),
         entity_rows(items, "movie_id", items_manifest["row_count"], "items"),
         metadata,

@@ -1,7 +1,8 @@
 """The command-line contract every batch step shares.
 
 Each step takes `--run-id` (outputs go under `runs/{run_id}/`) and the run parameters that the Airflow
-DAG can override per run; unset parameters fall back to the settings. Exit codes tell the orchestrator
+DAG can override per run (`mlops.run_params`); unset parameters fall back to the settings. Exit codes tell
+the orchestrator
 whether a retry can help: 3 for bad data (`DataError`, never retried), 1 for anything else.
 """
 
@@ -15,7 +16,8 @@ from datetime import UTC, datetime
 
 from mlops.errors import DataError
 from mlops.layout import check_run_id
-from mlops.settings import SPLIT_STRATEGIES, Settings, get_settings
+from mlops.run_params import add_arguments, apply, overrides
+from mlops.settings import Settings, get_settings
 
 EXIT_DATA_ERROR = 3
 EXIT_FAILURE = 1
@@ -31,23 +33,14 @@ def job_parser(description: str) -> argparse.ArgumentParser:
     """A parser with the shared options; a step adds its own on top."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--run-id", default=None, help="scopes every output (default: manual-<utc time>)")
-    parser.add_argument("--dataset", default=None, help="override DATASET")
-    parser.add_argument("--split-strategy", default=None, choices=SPLIT_STRATEGIES, help="override SPLIT_STRATEGY")
-    parser.add_argument("--test-fraction", type=float, default=None, help="override TEST_FRACTION")
-    parser.add_argument("--seed", type=int, default=None, help="override SEED")
+    add_arguments(parser)
     return parser
 
 
 def resolve(args: argparse.Namespace, settings: Settings | None = None) -> tuple[str, Settings]:
     """The run id and the settings with this run's overrides applied."""
-    settings = settings or get_settings()
-    overrides = {
-        name: getattr(args, name)
-        for name in ("dataset", "split_strategy", "test_fraction", "seed")
-        if getattr(args, name, None) is not None
-    }
     run_id = check_run_id(args.run_id or default_run_id())
-    return run_id, settings.replace(**overrides).validate()
+    return run_id, apply(settings or get_settings(), overrides(args))
 
 
 def run(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | None = None) -> None:

@@ -64,7 +64,7 @@ def test_duplicates():
     ratings, movies = tables()
     ratings = pd.concat([ratings, ratings.iloc[[2]]], ignore_index=True)
     err = rejects(ratings, movies)
-    assert err.rule == "duplicate (user, movie)" and "user 1 movie 3" in str(err)
+    assert err.rule == "duplicate (user, movie)" and "user 1 rated movie 3 more than once" in str(err)
 
 
 def test_unknown_movie():
