@@ -8,7 +8,6 @@ an engine answers `docker info`, else local (native processes).
 from __future__ import annotations
 
 import argparse
-import importlib
 import shutil
 import subprocess
 import sys
@@ -20,7 +19,6 @@ from mlops.services.errors import ServiceError
 from mlops.settings import PROJECT_ROOT, Settings, SettingsError, get_settings
 
 VERBS = ("all", "up", "down", "status", "test", "pipeline", "verify", "bench")
-NOT_AVAILABLE = 2
 VERIFY_SCRIPT = PROJECT_ROOT / "verification" / "verify_streaming.py"
 
 
@@ -35,38 +33,21 @@ def docker_available() -> bool:
 
 def make_backend(mode: str, settings: Settings, *, assume_yes: bool = False, monitoring: bool = False) -> Backend:
     if mode == "docker":
-        compose = _optional("mlops.services.compose")
-        if compose is None:
-            raise ServiceError("docker", "Docker mode is not yet available (mlops/services/compose.py); use --local")
-        return compose.ComposeBackend(settings, assume_yes=assume_yes, monitoring=monitoring)
+        from mlops.services.compose import ComposeBackend
+
+        return ComposeBackend(settings, assume_yes=assume_yes, monitoring=monitoring)
     from mlops.services.local import LocalBackend
 
     return LocalBackend(settings)
 
 
-def _optional(module: str):
-    """Import a module another part of the project provides, or None while it does not exist yet."""
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name and module.startswith(exc.name):
-            return None
-        raise
-
-
-def not_available(verb: str) -> int:
-    print(f"{verb}: not yet available", file=sys.stderr)
-    return NOT_AVAILABLE
-
-
 def run_pipeline(settings: Settings) -> int:
-    pipeline = _optional("mlops.orchestration.pipeline")
-    return not_available("pipeline") if pipeline is None else int(pipeline.main(settings) or 0)
+    from mlops.orchestration import pipeline
+
+    return int(pipeline.main(settings) or 0)
 
 
 def run_verify(settings: Settings) -> int:
-    if not VERIFY_SCRIPT.exists():
-        return not_available("verify")
     from mlops.services.specs import settings_environ
 
     env = {**_environ(), **settings_environ(settings)}
@@ -74,8 +55,9 @@ def run_verify(settings: Settings) -> int:
 
 
 def run_bench(argv: Sequence[str]) -> int:
-    bench = _optional("mlops.bench")
-    return not_available("bench") if bench is None else int(bench.main(list(argv)) or 0)
+    from mlops.bench import main as bench_main
+
+    return int(bench_main(list(argv)) or 0)
 
 
 def run_tests(extra: Sequence[str]) -> int:

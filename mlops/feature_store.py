@@ -7,8 +7,8 @@ version serving reads.
 
 Why it is safe to load while serving: a version is written completely (keys with a TTL, so an aborted
 load cleans itself up), its meta last, and only then does `fs:current` move, in one atomic step that
-refuses a version without meta. Readers either name a version (one MGET) or let a small Lua script
-resolve `fs:current` and read under it in the same atomic call, so no reader sees two versions mixed.
+refuses a version without meta. Readers name the version they read (one MGET): serving reads the
+feature set its model was trained for, never whatever is current, so no reader sees two versions mixed.
 The version going live loses its TTL; the one it replaces gets the TTL and stays readable until it
 expires, for readers still holding its name.
 """
@@ -35,23 +35,6 @@ CURRENT = "fs:current"
 _ENTITIES = ("user", "item")
 _CHUNK = 5000
 
-# ARGV: version ('' = whatever fs:current names), number of user ids, then the user ids, then the item ids.
-# Returns {version, value...}; {false} when no version is current. Reads keys it is not given in KEYS,
-# which standalone Redis allows (a cluster would need a hash tag per version).
-_READ_SCRIPT = """
-local v = ARGV[1]
-if v == '' then v = redis.call('GET', KEYS[1]) end
-if not v then return {false} end
-local n_users = tonumber(ARGV[2])
-local out = {v}
-for i = 3, #ARGV do
-  local kind = 'item'
-  if i - 2 <= n_users then kind = 'user' end
-  out[#out + 1] = redis.call('GET', 'fs:' .. v .. ':' .. kind .. ':' .. ARGV[i])
-end
-return out
-"""
-
 # KEYS: fs:current, the new version's meta. ARGV: new version. Returns the previous version (or false).
 _SWITCH_SCRIPT = """
 if redis.call('EXISTS', KEYS[2]) == 0 then return redis.error_reply('no meta for version ' .. ARGV[1]) end
@@ -65,7 +48,7 @@ return previous
 class OnlineFeatures:
     """Features read in one round trip; a missing entity (cold start) maps to None."""
 
-    version: str | None
+    version: str
     users: dict[int, dict[str, Any] | None]
     items: dict[int, dict[str, Any] | None]
 
@@ -104,7 +87,6 @@ class RedisFeatureStore:
     def __init__(self, client: redis.Redis, ttl_seconds: int):
         self.r = client
         self.ttl = ttl_seconds
-        self._read = client.register_script(_READ_SCRIPT)
         self._switch = client.register_script(_SWITCH_SCRIPT)
 
     @classmethod
@@ -135,27 +117,14 @@ class RedisFeatureStore:
         """Whether `version` was loaded completely (its meta is written last) and has not expired."""
         return bool(self.r.exists(self.meta_key(version)))
 
-    def get_online_features(
-        self, user_ids: Iterable[int], movie_ids: Iterable[int], version: str | None = None
-    ) -> OnlineFeatures:
-        """Features of these users and movies, in one round trip, all from one version.
-
-        With `version=None` the current version is resolved inside the same atomic call, so a switch
-        happening meanwhile can never mix two versions in one answer.
-        """
+    def get_online_features(self, user_ids: Iterable[int], movie_ids: Iterable[int], version: str) -> OnlineFeatures:
+        """Features of these users and movies of feature set `version`, in one round trip (one MGET)."""
         users = [int(u) for u in user_ids]
         items = [int(m) for m in movie_ids]
-        if version is not None:
-            keys = [self.key(version, "user", u) for u in users] + [self.key(version, "item", m) for m in items]
-            values = self.r.mget(keys) if keys else []
-            resolved: str | None = version
-        else:
-            reply = self._read(keys=[CURRENT], args=["", len(users), *users, *items])
-            if not reply or reply[0] is None:
-                return OnlineFeatures(None, dict.fromkeys(users), dict.fromkeys(items))
-            resolved, values = reply[0].decode(), reply[1:]
+        keys = [self.key(version, "user", u) for u in users] + [self.key(version, "item", m) for m in items]
+        values = self.r.mget(keys) if keys else []
         return OnlineFeatures(
-            resolved,
+            version,
             {u: _decode(v) for u, v in zip(users, values[: len(users)], strict=True)},
             {m: _decode(v) for m, v in zip(items, values[len(users) :], strict=True)},
         )

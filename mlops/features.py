@@ -396,15 +396,6 @@ def assemble(
     return out
 
 
-def build_matrix_for_user(user: Mapping[str, Any] | None, item_matrix: np.ndarray) -> np.ndarray:
-    """Serving's fast path: one user row against many items already held as an ITEM_COLUMNS matrix."""
-    n = item_matrix.shape[0]
-    row = np.full(len(USER_COLUMNS), np.nan)
-    if user is not None:
-        row = np.array([np.nan if user.get(c) is None else user[c] for c in USER_COLUMNS], dtype=np.float64)
-    return assemble(np.broadcast_to(row, (n, len(USER_COLUMNS))), item_matrix.astype(np.float64, copy=False))
-
-
 def user_matrix(users: Any) -> np.ndarray:
     """USER_COLUMNS of many users as a float64 matrix (NaN for missing values or unknown users)."""
     return _block(users, USER_COLUMNS, _length(users))

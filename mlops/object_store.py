@@ -111,32 +111,6 @@ class ObjectStore:
             if exc.code != "NoSuchBucket":
                 raise
 
-    def upload_dir(self, local_dir: Path | str, prefix: str, last: str | None = None) -> list[str]:
-        """Upload every file under `local_dir` to `prefix/<relative path>`; the file named `last` goes last.
-
-        Uploading a commit marker last is what makes a prefix readable only once it is complete.
-        """
-        root = Path(local_dir)
-        files = sorted(p for p in root.rglob("*") if p.is_file())
-        files.sort(key=lambda p: p.name == last)  # stable: only moves `last` to the end
-        keys = []
-        for path in files:
-            key = f"{prefix.rstrip('/')}/{path.relative_to(root).as_posix()}"
-            self.put_file(key, path)
-            keys.append(key)
-        return keys
-
-    def download_prefix(self, prefix: str, local_dir: Path | str) -> list[Path]:
-        """Download every object under `prefix/` into `local_dir`, keeping the relative paths."""
-        prefix = prefix.rstrip("/") + "/"
-        root = Path(local_dir)
-        paths = []
-        for key in self.list_keys(prefix):
-            path = root / key[len(prefix) :]
-            self.get_file(key, path)
-            paths.append(path)
-        return paths
-
     def delete_prefix(self, prefix: str) -> int:
         """Delete every object under `prefix/`; returns how many were deleted."""
         prefix = prefix.rstrip("/") + "/"

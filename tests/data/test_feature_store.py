@@ -38,7 +38,7 @@ def test_write_then_read_one_version(store):
     assert store.current_version() == "v1"
     assert store.metadata("v1")["popular_movies"] == [3, 1, 2]
 
-    got = store.get_online_features([1, 50, 999], [20, 21])
+    got = store.get_online_features([1, 50, 999], [20, 21], store.current_version())
     assert got.version == "v1"
     assert got.users[1] == {"version": "v1", "n_ratings": 1, "genres": [0.1, 0.2]}
     assert got.users[999] is None and got.items[21] is None
@@ -53,7 +53,7 @@ def test_existing_version_is_never_overwritten(store):
     store.write_feature_set("v1", _users("v1", 5), _items("v1", 5), {})
     with pytest.raises(DataError, match="already exists"):
         store.write_feature_set("v1", _users("other", 5), _items("other", 5), {})
-    assert store.get_online_features([1], [1]).users[1]["version"] == "v1"
+    assert store.get_online_features([1], [1], "v1").users[1]["version"] == "v1"
 
 
 def test_failed_load_leaves_current_untouched(store):
@@ -67,8 +67,7 @@ def test_failed_load_leaves_current_untouched(store):
         store.write_feature_set("v2", broken(), _items("v2", 5), {}, batch_size=500)
     assert store.current_version() == "v1"
     assert not store.exists("v2")
-    # the partial keys are not served and expire on their own
-    assert store.get_online_features([1], [1]).version == "v1"
+    # the partial keys are not current and expire on their own
     assert 0 < store.r.ttl(RedisFeatureStore.key("v2", "user", 1)) <= store.ttl
     with pytest.raises(Exception, match="no meta"):
         store.switch_to("v2")
@@ -93,13 +92,11 @@ def test_duplicate_entity_is_rejected(store):
     assert store.current_version() is None
 
 
-def test_no_current_version_reads_as_cold_start(store):
-    got = store.get_online_features([1], [2])
-    assert got.version is None and got.users == {1: None} and got.items == {2: None}
-
-
 def test_readers_never_see_a_mixed_or_partial_set_during_switches(store):
-    """Readers hammer get_online_features while versions are loaded and switched underneath them."""
+    """Readers hammer get_online_features while versions are loaded and switched underneath them.
+
+    Each read pins the version current when it started, as a consumer pins its model's feature set: a
+    version retired meanwhile must still read completely, and never mixed with another."""
     n_users, n_items, n_versions = 3000, 300, 5
     store.write_feature_set("v0", _users("v0", n_users), _items("v0", n_items), {})
     stop = threading.Event()
@@ -111,7 +108,7 @@ def test_readers_never_see_a_mixed_or_partial_set_during_switches(store):
         user_ids = list(range(1 + offset, n_users + 1, 97))
         item_ids = list(range(1 + offset, n_items + 1, 13))
         while not stop.is_set():
-            got = store.get_online_features(user_ids, item_ids)
+            got = store.get_online_features(user_ids, item_ids, store.current_version())
             values = list(got.users.values()) + list(got.items.values())
             if any(v is None for v in values):
                 problems.append(f"missing features under {got.version}")
@@ -144,7 +141,7 @@ def test_staged_set_is_readable_but_not_current_until_switched(store):
     meta = store.write_feature_set("v2", _users("v2", 5), _items("v2", 5), {}, activate=False)
     assert meta["n_users"] == 5
     assert store.current_version() == "v1"
-    assert store.get_online_features([1], [1]).users[1]["version"] == "v1"
+    assert store.get_online_features([1], [1], store.current_version()).users[1]["version"] == "v1"
     assert store.get_online_features([1], [1], version="v2").users[1]["version"] == "v2"
     assert 0 < store.r.ttl(RedisFeatureStore.key("v2", "user", 1)) <= store.ttl  # expires unless promoted
     assert store.r.ttl(RedisFeatureStore.key("v1", "user", 1)) == -1  # the serving set keeps living

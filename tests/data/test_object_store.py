@@ -28,20 +28,16 @@ def test_bytes_json_and_existence(store):
         store.get_bytes("t-objstore/missing")
 
 
-def test_prefix_upload_download_delete(store, tmp_path):
-    src = tmp_path / "src"
-    (src / "sub").mkdir(parents=True)
-    (src / "_manifest.json").write_text("{}")
-    (src / "part-0.parquet").write_bytes(b"p0")
-    (src / "sub" / "part-1.parquet").write_bytes(b"p1")
-    keys = store.upload_dir(src, "t-objstore/ds", last="_manifest.json")
-    assert keys[-1] == "t-objstore/ds/_manifest.json"  # the commit marker goes last
-    assert store.list_keys("t-objstore/ds/") == sorted(keys)
-
-    paths = store.download_prefix("t-objstore/ds", tmp_path / "dst")
-    assert sorted(p.relative_to(tmp_path / "dst").as_posix() for p in paths) == [
-        "_manifest.json", "part-0.parquet", "sub/part-1.parquet"]
-    assert (tmp_path / "dst" / "sub" / "part-1.parquet").read_bytes() == b"p1"
+def test_files_listing_and_prefix_delete(store, tmp_path):
+    src = tmp_path / "part-0.parquet"
+    src.write_bytes(b"p0")
+    store.put_file("t-objstore/ds/part-0.parquet", src)
+    store.put_bytes("t-objstore/ds/sub/part-1.parquet", b"p1")
+    store.put_json("t-objstore/ds/_manifest.json", {})
+    assert store.list_keys("t-objstore/ds/") == [
+        "t-objstore/ds/_manifest.json", "t-objstore/ds/part-0.parquet", "t-objstore/ds/sub/part-1.parquet"]
+    store.get_file("t-objstore/ds/sub/part-1.parquet", tmp_path / "dst" / "part-1.parquet")
+    assert (tmp_path / "dst" / "part-1.parquet").read_bytes() == b"p1"
 
     store.put_bytes("t-objstore/ds-other/keep", b"x")  # a sibling with a common name prefix survives
     assert store.delete_prefix("t-objstore/ds") == 3

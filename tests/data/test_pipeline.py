@@ -143,7 +143,7 @@ def test_load_to_redis_makes_a_new_current_version(settings, spark):
     meta = fs.metadata(run_id)
     assert meta["popular_movie_ids"] == [5, 3, 1] and meta["global_mean"] == 3.5
     assert meta["user_columns"] == ["u_mean", "rated"]
-    got = fs.get_online_features([7, 1000], [50])
+    got = fs.get_online_features([7, 1000], [50], fs.current_version())
     assert got.version == run_id
     assert got.users[7] == {"u_mean": pytest.approx(3.06), "rated": [1, 2, 7]} and got.users[1000] is None
     assert got.items[50] == {"i_pop": 49.0}
@@ -154,7 +154,7 @@ def test_load_to_redis_makes_a_new_current_version(settings, spark):
     fs.r.set(RedisFeatureStore.key(run_id, "user", 7), b'{"marker": 1}')
     load_to_redis.main(["--run-id", run_id], settings)
     assert fs.current_version() == run_id
-    assert fs.get_online_features([7], []).users[7] == {"marker": 1}
+    assert fs.get_online_features([7], [], run_id).users[7] == {"marker": 1}
 
 
 def test_load_to_redis_without_features_names_the_step(settings, spark):

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 
-from mlops import cli
 from mlops.services import process
 from mlops.services.errors import ServiceError
 from mlops.services.local import LocalBackend
@@ -219,18 +218,6 @@ def test_unknown_verb_and_bad_setting_are_one_line_errors(tmp_path, free_port):
     assert bad.stderr.strip().splitlines() == [
         "settings: TEST_FRACTION=2.0: expected a number between 0 and 1 (fix it in .env or the environment)"
     ]
-
-
-def test_verbs_of_parts_not_written_yet_say_so(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(cli, "VERIFY_SCRIPT", tmp_path / "verify_streaming.py")
-    assert cli.main(["verify"]) == cli.NOT_AVAILABLE
-    assert capsys.readouterr().err.strip() == "verify: not yet available"
-    assert cli._optional("mlops.no_such_module") is None
-    # A module that exists but is broken is a real error, not "not yet available".
-    (tmp_path / "broken_part.py").write_text("import no_such_dependency_xyz\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    with pytest.raises(ModuleNotFoundError, match="no_such_dependency_xyz"):
-        cli._optional("broken_part")
 
 
 def _wait_dead(pid: int, timeout: float = 20) -> None:
