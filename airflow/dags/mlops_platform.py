@@ -26,9 +26,10 @@ from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import Param, dag, get_current_context, task
 
-from mlops.orchestration.airflow_config import DAG_ID
-from mlops.orchestration.steps import execute
-from mlops.settings import DATASET_NAMES, SPLIT_STRATEGIES, get_settings
+from mlops.orchestration.steps import DAG_ID
+from mlops.orchestration.tasks import execute
+from mlops.run_params import RUN_PARAMS
+from mlops.settings import get_settings
 
 _settings = get_settings()
 
@@ -58,17 +59,7 @@ def _run(task_id: str) -> None:
         "max_retry_delay": timedelta(minutes=5),
         "execution_timeout": timedelta(hours=2),
     },
-    params={
-        "dataset": Param(
-            _settings.dataset,
-            type="string",
-            minLength=1,
-            description=f"One of {', '.join(DATASET_NAMES)}, or a path to a MovieLens directory or zip",
-        ),
-        "split_strategy": Param(_settings.split_strategy, enum=list(SPLIT_STRATEGIES)),
-        "test_fraction": Param(_settings.test_fraction, type="number", exclusiveMinimum=0, exclusiveMaximum=1),
-        "seed": Param(_settings.seed, type="integer"),
-    },
+    params={p.name: Param(getattr(_settings, p.name), **p.schema) for p in RUN_PARAMS},
 )
 def mlops_platform():
     @_step_task

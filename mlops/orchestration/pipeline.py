@@ -1,9 +1,9 @@
 """`./run.sh pipeline`: trigger `mlops_platform` through the Airflow REST API (v2), follow it live, and wait.
 
-The run goes through the real scheduler, so it shows in the UI like any other; this client only logs in
-(SimpleAuthManager token from `/auth/token`), unpauses the DAG, triggers a run with the run parameters
-from the settings (so `DATASET=... ./run.sh pipeline` works), prints one line per task state change, and
-on failure names the failing task and prints the tail of its log.
+The run goes through the real scheduler, so it shows in the UI like any other; this command only logs in
+(`orchestration.airflow_api`), unpauses the DAG, triggers a run with the run parameters from the settings
+(so `DATASET=... ./run.sh pipeline` works), prints one line per task state change, and on failure names
+the failing task and prints the tail of its log. Runs on the host: it imports nothing of Airflow itself.
 """
 
 from __future__ import annotations
@@ -20,18 +20,15 @@ from urllib.parse import quote
 
 import requests
 
-from mlops.orchestration.airflow_config import DAG_ID
-from mlops.orchestration.steps import STEPS, RunParams
-from mlops.settings import DATASET_NAMES, SPLIT_STRATEGIES, Settings, get_settings
+from mlops.orchestration.airflow_api import AirflowClient, PipelineError
+from mlops.orchestration.steps import DAG_ID, STEPS
+from mlops.run_params import RunParams, add_arguments, apply, overrides
+from mlops.settings import DATASET_NAMES, Settings, get_settings
 
 SUCCESS_STATES = frozenset({"success"})
 FAILED_RUN_STATES = frozenset({"failed"})
 TASK_FAILED = "failed"
 RAN_STATES = frozenset({"success", "failed", "up_for_retry"})  # not upstream_failed/skipped: they never ran
-
-
-class PipelineError(RuntimeError):
-    """Airflow could not be reached, refused us, or the DAG is not there; the message says which."""
 
 
 # --- pure logic: what changed, how to show it ---------------------------------------------------------
@@ -69,25 +66,6 @@ def render_change(elapsed_s: float, before: TaskView | None, after: TaskView) ->
     return f"[{elapsed_s:7.1f}s] {after.task_id:<22} {after.state:<12} {attempt:<8}{was}".rstrip()
 
 
-def log_lines(content: Any) -> list[str]:
-    """Lines of an API v2 task log: structured entries (`event`, `timestamp`, `level`, `error_detail`) or text."""
-    lines: list[str] = []
-    for entry in content if isinstance(content, list) else [content]:
-        if isinstance(entry, str):
-            lines.extend(entry.splitlines())
-            continue
-        event = str(entry.get("event", ""))
-        if event.startswith("::group::") or event.startswith("::endgroup::"):
-            continue
-        stamp = str(entry.get("timestamp", ""))[11:19]
-        level = str(entry.get("level", "")).upper()
-        lines.append(" ".join(p for p in (stamp, level, event) if p))
-        for exc in entry.get("error_detail") or []:  # the exception a task failed with, as structured data
-            first, *rest = f"{exc.get('exc_type', 'Exception')}: {exc.get('exc_value', '')}".splitlines() or [""]
-            lines.extend(["  " + first, *("    " + r for r in rest)])
-    return lines
-
-
 def first_failure(tasks: Iterable[TaskView]) -> TaskView | None:
     """The failed task earliest in step order: the cause; later ones are consequences."""
     failed = {t.task_id: t for t in tasks if t.state == TASK_FAILED}
@@ -96,109 +74,18 @@ def first_failure(tasks: Iterable[TaskView]) -> TaskView | None:
 
 def run_conf(settings: Settings, cwd: Path | None = None) -> dict[str, Any]:
     """The run parameters from the settings; a relative dataset path is made absolute (tasks run elsewhere)."""
-    params = RunParams.defaults(settings)
-    dataset = params.dataset
-    if dataset not in DATASET_NAMES:
-        path = Path(dataset)
+    conf = RunParams.defaults(settings).as_dict()
+    if conf["dataset"] not in DATASET_NAMES:
+        path = Path(conf["dataset"])
         if not path.is_absolute():
             path = (cwd or Path.cwd()) / path
         if path.exists():
-            dataset = str(path.resolve())
-    return {
-        "dataset": dataset,
-        "split_strategy": params.split_strategy,
-        "test_fraction": params.test_fraction,
-        "seed": params.seed,
-    }
+            conf["dataset"] = str(path.resolve())
+    return conf
 
 
 def new_run_id(now: datetime | None = None) -> str:
     return "pipeline__" + (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
-
-
-# --- the REST API v2 client ----------------------------------------------------------------------------
-
-
-class AirflowClient:
-    """The few calls the pipeline needs; logs in lazily and again when the token expires."""
-
-    def __init__(self, base_url: str, username: str, password: str, timeout: float = 15) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.username = username
-        self.password = password
-        self.timeout = timeout
-        self.http = requests.Session()
-        self._token: str | None = None
-
-    def login(self) -> None:
-        resp = self.http.post(
-            f"{self.base_url}/auth/token",
-            json={"username": self.username, "password": self.password},
-            timeout=self.timeout,
-        )
-        if resp.status_code in (401, 403):
-            raise PipelineError(
-                f"Airflow at {self.base_url} refused the login of {self.username!r}: "
-                "check AIRFLOW_ADMIN_USER / AIRFLOW_ADMIN_PASSWORD in .env"
-            )
-        resp.raise_for_status()
-        self._token = resp.json()["access_token"]
-
-    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        if self._token is None:
-            self.login()
-        for attempt in (1, 2):
-            resp = self.http.request(
-                method,
-                f"{self.base_url}/api/v2{path}",
-                headers={"Authorization": f"Bearer {self._token}", "Accept": "application/json"},
-                timeout=self.timeout,
-                **kwargs,
-            )
-            if resp.status_code == 401 and attempt == 1:
-                self.login()
-                continue
-            return resp
-        raise AssertionError("unreachable")
-
-    def json(self, method: str, path: str, **kwargs: Any) -> Any:
-        resp = self.request(method, path, **kwargs)
-        if not resp.ok:
-            raise PipelineError(f"{method} {path}: HTTP {resp.status_code}: {resp.text[:500]}")
-        return resp.json()
-
-    def health(self) -> dict[str, Any]:
-        resp = self.http.get(f"{self.base_url}/api/v2/monitor/health", timeout=self.timeout)
-        resp.raise_for_status()
-        return resp.json()
-
-    def dag(self, dag_id: str) -> dict[str, Any] | None:
-        resp = self.request("GET", f"/dags/{dag_id}")
-        if resp.status_code == 404:
-            return None
-        if not resp.ok:
-            raise PipelineError(f"GET /dags/{dag_id}: HTTP {resp.status_code}: {resp.text[:500]}")
-        return resp.json()
-
-    def import_errors(self) -> list[dict[str, Any]]:
-        return self.json("GET", "/importErrors")["import_errors"]
-
-    def unpause(self, dag_id: str) -> None:
-        self.json("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
-
-    def trigger(self, dag_id: str, run_id: str, conf: Mapping[str, Any]) -> dict[str, Any]:
-        body = {"dag_run_id": run_id, "logical_date": None, "conf": dict(conf)}
-        return self.json("POST", f"/dags/{dag_id}/dagRuns", json=body)
-
-    def dag_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
-        return self.json("GET", f"/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}")
-
-    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
-        return self.json("GET", f"/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances")["task_instances"]
-
-    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int) -> list[str]:
-        path = f"/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances/{task_id}/logs/{try_number}"
-        return log_lines(self.json("GET", path, params={"full_content": "true"}).get("content", []))
 
 
 # --- the command ----------------------------------------------------------------------------------------
@@ -349,13 +236,8 @@ def main(settings: Settings | None = None, conf: Mapping[str, Any] | None = None
 def parse_conf(argv: Sequence[str] | None, settings: Settings) -> dict[str, Any]:
     """`python -m mlops.orchestration.pipeline [--dataset D] ...`: per-run overrides on top of the settings."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset")
-    parser.add_argument("--split-strategy", choices=SPLIT_STRATEGIES)
-    parser.add_argument("--test-fraction", type=float)
-    parser.add_argument("--seed", type=int)
-    args = parser.parse_args(argv)
-    overrides = {k: v for k, v in vars(args).items() if v is not None}
-    return run_conf(settings.replace(**overrides).validate())
+    add_arguments(parser)
+    return run_conf(apply(settings, overrides(parser.parse_args(argv))))
 
 
 if __name__ == "__main__":

@@ -16,11 +16,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlparse
 
-from mlops.services.specs import BIN_DIR, s3_client_environ, settings_environ, venv_tool
+from mlops.services import health
+from mlops.services.specs import BIN_DIR, Launch, s3_client_environ, settings_environ, venv_tool
 from mlops.settings import PROJECT_ROOT, Settings
 
 DAGS_FOLDER = PROJECT_ROOT / "airflow" / "dags"
-DAG_ID = "mlops_platform"
 
 # Two cores: load_to_redis and train may run side by side, nothing more.
 PARALLELISM = 2
@@ -153,3 +153,41 @@ def prepare(settings: Settings, timeout: float = 600) -> None:
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-30:])
         raise AirflowSetupError(f"airflow db migrate failed (exit {proc.returncode}):\n{tail}")
+
+
+AIRFLOW_COMPONENT_HEALTH = {
+    "airflow-scheduler": "scheduler",
+    "airflow-dag-processor": "dag_processor",
+    "airflow-triggerer": "triggerer",
+}
+
+
+def launches(settings: Settings) -> list[Launch]:
+    """Airflow's components as separate processes, each with `airflow_env`.
+
+    The API server is started first and checked by its health endpoint; the others are checked by the
+    heartbeat the API server reports for them.
+    """
+    env = airflow_env(settings)
+    host = health.urlparse(settings.airflow_url).hostname or "127.0.0.1"
+    launches = []
+    for name, argv in airflow_commands():
+        component = AIRFLOW_COMPONENT_HEALTH.get(name)
+        api = component is None
+        launches.append(
+            Launch(
+                name=name,
+                service="airflow",
+                argv=tuple(argv),
+                url=settings.airflow_url if api else "",
+                check=(lambda: health.airflow_health(settings))
+                if api
+                else (lambda c=component: health.airflow_component(settings, c)),
+                port=settings.port_of("airflow_url") if api else None,
+                host=host,
+                env=env,
+                cwd=airflow_home(settings),
+                timeout_s=180,
+            )
+        )
+    return launches

@@ -475,7 +475,7 @@ def provision(what: str, settings: Settings, attempts: int = 10) -> None:
 
 def airflow_container_env(settings: Settings) -> dict[str, str]:
     """Local mode's Airflow environment, with the `AIRFLOW__*` values compose sets (PostgreSQL, 0.0.0.0) on top."""
-    from mlops.orchestration.airflow_config import airflow_env
+    from mlops.services.airflow_config import airflow_env
 
     compose_overrides = {k: v for k, v in os.environ.items() if k.startswith("AIRFLOW__")}
     return {**airflow_env(settings), **compose_overrides}
@@ -483,7 +483,7 @@ def airflow_container_env(settings: Settings) -> dict[str, str]:
 
 def run_airflow(component: str, settings: Settings) -> None:
     """`init` migrates the metadata DB; any other name execs that component as local mode starts it."""
-    from mlops.orchestration.airflow_config import airflow_commands
+    from mlops.services.airflow_config import airflow_commands
 
     env = airflow_container_env(settings)
     if component == "init":

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlops.services import health, process, provision, specs
+from mlops.services import airflow_config, health, process, provision, specs
 from mlops.services.errors import ServiceError
 from mlops.services.specs import Launch
 from mlops.settings import Settings
@@ -117,13 +117,7 @@ class LocalBackend:
     def _airflow(self) -> list[Launch]:
         if not self.include_airflow:
             return []
-        try:
-            return specs.airflow(self.settings)
-        except ModuleNotFoundError as exc:
-            if exc.name and exc.name.startswith("mlops.orchestration"):
-                say("airflow: skipped (mlops.orchestration.airflow_config is not available yet)")
-                return []
-            raise
+        return airflow_config.launches(self.settings)
 
     def _inference(self) -> list[Launch]:
         if not self.include_inference:
@@ -143,15 +137,13 @@ class LocalBackend:
             ("mlflow", lambda: [specs.mlflow(self.settings, data / "mlflow")]),
         ]
         if self.include_airflow:
-            factories.append(("airflow", lambda: specs.airflow(self.settings)))
+            factories.append(("airflow", lambda: airflow_config.launches(self.settings)))
         if self.include_inference:
             factories.append(("inference", lambda: specs.inference(self.settings)))
         launches: list[Launch] = []
         for name, factory in factories:
             try:
                 launches += factory()
-            except ModuleNotFoundError:
-                continue  # a part of the project not written yet
             except ServiceError as exc:
                 launches.append(_unavailable(name, exc.reason))
         return launches
@@ -183,7 +175,7 @@ class LocalBackend:
             if airflow and not all(self._running_healthy(launch) for launch in airflow):
                 say("airflow: migrating the metadata database (first run takes a minute)")
                 try:
-                    specs.airflow_prepare(self.settings)
+                    airflow_config.prepare(self.settings)
                 except Exception as exc:
                     log = self.state.log("airflow-db-migrate")
                     log.parent.mkdir(parents=True, exist_ok=True)

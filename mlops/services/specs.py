@@ -291,53 +291,6 @@ def mlflow(settings: Settings, data_dir: Path) -> Launch:
     )
 
 
-AIRFLOW_COMPONENT_HEALTH = {
-    "airflow-scheduler": "scheduler",
-    "airflow-dag-processor": "dag_processor",
-    "airflow-triggerer": "triggerer",
-}
-
-
-def airflow_prepare(settings: Settings) -> None:
-    """Create or migrate Airflow's metadata DB (Orchestration's `airflow_config.prepare`)."""
-    from mlops.orchestration import airflow_config
-
-    airflow_config.prepare(settings)
-
-
-def airflow(settings: Settings) -> list[Launch]:
-    """Airflow's components as separate processes; the environment is Orchestration's `airflow_env`.
-
-    The API server is started first and checked by its health endpoint; the others are checked by the
-    heartbeat the API server reports for them.
-    """
-    from mlops.orchestration import airflow_config
-
-    env = airflow_config.airflow_env(settings)
-    host = health.urlparse(settings.airflow_url).hostname or "127.0.0.1"
-    launches = []
-    for name, argv in airflow_config.airflow_commands():
-        component = AIRFLOW_COMPONENT_HEALTH.get(name)
-        api = component is None
-        launches.append(
-            Launch(
-                name=name,
-                service="airflow",
-                argv=tuple(argv),
-                url=settings.airflow_url if api else "",
-                check=(lambda: health.airflow_health(settings))
-                if api
-                else (lambda c=component: health.airflow_component(settings, c)),
-                port=settings.port_of("airflow_url") if api else None,
-                host=host,
-                env=env,
-                cwd=airflow_config.airflow_home(settings),
-                timeout_s=180,
-            )
-        )
-    return launches
-
-
 CONSUMER_SCRIPT = PROJECT_ROOT / "inference" / "queue_consumer.py"
 
 

@@ -153,7 +153,7 @@ def test_module_commands_parse(resolved: dict) -> None:
 
 
 def test_airflow_components_are_local_modes(resolved: dict) -> None:
-    from mlops.orchestration.airflow_config import airflow_commands
+    from mlops.services.airflow_config import airflow_commands
 
     local = {name.removeprefix("airflow-") for name, _ in airflow_commands()}
     for service in ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-init"):
@@ -164,8 +164,8 @@ def test_airflow_components_are_local_modes(resolved: dict) -> None:
 
 
 def test_airflow_image_holds_the_dag_and_every_step_entry_point(resolved: dict) -> None:
-    from mlops.orchestration.airflow_config import DAGS_FOLDER
     from mlops.orchestration.steps import STEPS
+    from mlops.services.airflow_config import DAGS_FOLDER
 
     copied = set(copies(dockerfile_of(resolved, "airflow-scheduler")))
     dags = DAGS_FOLDER.relative_to(PROJECT_ROOT)

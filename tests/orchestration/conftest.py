@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from mlops.orchestration.airflow_config import airflow_env
+from mlops.services.airflow_config import airflow_env
 from mlops.settings import Settings
 
 

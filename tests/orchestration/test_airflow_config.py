@@ -6,7 +6,7 @@ import json
 import stat
 import subprocess
 
-from mlops.orchestration.airflow_config import DAGS_FOLDER, airflow_commands, airflow_env, airflow_home, prepare
+from mlops.services.airflow_config import DAGS_FOLDER, airflow_commands, airflow_env, airflow_home, prepare
 from mlops.settings import Settings
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mlops.orchestration.airflow_config import DAG_ID, DAGS_FOLDER
-from mlops.orchestration.steps import STEPS
+from mlops.orchestration.steps import DAG_ID, STEPS
+from mlops.services.airflow_config import DAGS_FOLDER
 from mlops.settings import PROJECT_ROOT, Settings
 
 EXPECTED_UPSTREAM = {

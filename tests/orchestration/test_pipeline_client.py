@@ -6,11 +6,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from mlops.layout import check_run_id
+from mlops.orchestration.airflow_api import log_lines
 from mlops.orchestration.pipeline import (
     TaskView,
     changed,
     first_failure,
-    log_lines,
     new_run_id,
     render_change,
     run_conf,

@@ -1,7 +1,7 @@
 """The DAG end to end through the real Airflow scheduler, against the real servers of tests/conftest.py.
 
 Airflow's api-server, scheduler and dag-processor are started exactly as local mode starts them
-(`mlops.services.specs.airflow`, configured by `airflow_env`), with their state in the test's temp dir, and
+(`mlops.services.airflow_config.launches`, configured by `airflow_env`), with their state in the test's temp dir, and
 the run is driven by the same client as `./run.sh pipeline`. Data: the synthetic generator (DATASET and
 SYNTHETIC_RATINGS from the test settings, 20,000 ratings).
 """
@@ -19,9 +19,10 @@ import requests
 from mlops.feature_store import RedisFeatureStore
 from mlops.layout import manifest_key, normalized_key, run_prefix, split_key
 from mlops.object_store import ObjectStore
-from mlops.orchestration.pipeline import AirflowClient, Outcome, run_pipeline, wait_ready
+from mlops.orchestration.airflow_api import AirflowClient
+from mlops.orchestration.pipeline import Outcome, run_pipeline, wait_ready
 from mlops.orchestration.steps import STEPS
-from mlops.services import process, specs
+from mlops.services import airflow_config, process
 from mlops.settings import Settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -29,10 +30,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 @pytest.fixture(scope="module")
 def airflow_stack(settings: Settings, mlflow_server, servers_root: Path) -> Iterator[Settings]:
-    specs.airflow_prepare(settings)
+    airflow_config.prepare(settings)
     started = []
     try:
-        for launch in specs.airflow(settings):
+        for launch in airflow_config.launches(settings):
             log = servers_root / "logs" / f"{launch.name}.log"
             proc = process.start(launch, log)
             started.append(proc)

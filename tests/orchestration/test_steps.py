@@ -10,7 +10,9 @@ import time
 import pytest
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from mlops.orchestration.steps import STEPS, RunParams, raise_for, run_step, step_argv
+from mlops.orchestration.steps import STEPS, step_argv
+from mlops.orchestration.tasks import raise_for, run_step
+from mlops.run_params import RunParams
 from mlops.settings import PROJECT_ROOT, Settings
 
 

@@ -1,6 +1,6 @@
 """A real champion for the stream tests: the pipeline's own steps over a small synthetic dataset.
 
-Built once per session, exactly as the DAG runs them (`mlops.orchestration.steps`: ingest ... train,
+Built once per session, exactly as the DAG runs them (`mlops.orchestration.steps` and `.tasks`: ingest ... train,
 evaluate_and_promote), against the session's throwaway Redis, S3 and MLflow; the result is a feature
 set in Redis and a registered model behind `champion`, loaded here through the serving code.
 """
@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import pytest
 
-from mlops.orchestration.steps import STEPS, RunParams, run_step, step_argv
+from mlops.orchestration.steps import STEPS, step_argv
+from mlops.orchestration.tasks import run_step
+from mlops.run_params import RunParams
 
 
 @pytest.fixture(scope="session")
