@@ -1,6 +1,6 @@
 """What `./run.sh` dispatches to: `python -m mlops.cli [--local|--docker] [verb] [args]`.
 
-Verbs (CONTRACTS.md): none = up + pipeline + restart consumers + verify, then the URLs; `up`, `down
+Verbs (docs/contracts.md): none = up + pipeline + restart consumers + verify, then the URLs; `up`, `down
 [--purge]`, `status`, `test`, `pipeline`, `verify`, `bench [--json]`. The mode defaults to Docker when
 an engine answers `docker info`, else local (native processes).
 """

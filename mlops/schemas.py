@@ -1,4 +1,4 @@
-"""The Kafka messages of the stream (CONTRACTS.md), defined once: requests, results and dead letters.
+"""The Kafka messages of the stream (docs/contracts.md), defined once: requests, results and dead letters.
 
 Requests are validated by hand rather than with a schema library: the consumer parses thousands per
 second, and every rejection must say which field broke which rule, with a short `reason` code that
@@ -158,12 +158,12 @@ def encode_request(request: Request) -> bytes:
 
 
 def request_key(user_id: int) -> bytes:
-    """Requests and results are keyed by user id as a string (CONTRACTS.md)."""
+    """Requests and results are keyed by user id as a string (docs/contracts.md)."""
     return str(user_id).encode()
 
 
 def prediction_key(request_id: str) -> str:
-    """Where a result lives in Redis (CONTRACTS.md)."""
+    """Where a result lives in Redis (docs/contracts.md)."""
     return f"prediction:{request_id}"
 
 

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class RankerInfo:
-    """What a prediction must report (CONTRACTS.md): the model version and the feature set it serves."""
+    """What a prediction must report (docs/contracts.md): the model version and the feature set it serves."""
 
     model_name: str
     model_version: str

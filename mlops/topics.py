@@ -1,4 +1,4 @@
-"""Kafka topics and the consumer group (names fixed by CONTRACTS.md)."""
+"""Kafka topics and the consumer group (names fixed by docs/contracts.md)."""
 
 from __future__ import annotations
 

@@ -42,7 +42,7 @@ def ranking_ndcg(model: TwoHeadModel, data: OfflineData) -> float:
 
 
 def evaluate(model: TwoHeadModel, data: OfflineData) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """All CONTRACTS.md metrics, plus the eval predictions for the plots."""
+    """All docs/contracts.md metrics, plus the eval predictions for the plots."""
     from sklearn.metrics import log_loss, roc_auc_score
 
     ev = data.eval_examples
