@@ -108,6 +108,8 @@ class RankerCore:
     def recommend(
         self, users: list[dict[str, Any] | None], ks: list[int]
     ) -> tuple[list[list[tuple[int, float]]], list[bool]]:
+        """Top-k per user: candidates re-ranked by the relevance head in one LightGBM call for the batch;
+        an unknown user (None) gets the most popular movies, flagged as fallback."""
         cat = self.catalog
         out: list[list[tuple[int, float]]] = [[] for _ in users]
         known = [i for i, u in enumerate(users) if u is not None]

@@ -63,6 +63,7 @@ class RunParams:
 
     @classmethod
     def defaults(cls, settings: Settings) -> RunParams:
+        """The values the settings give (what a run uses when nothing is overridden)."""
         return cls(**{p.name: getattr(settings, p.name) for p in RUN_PARAMS})
 
     @classmethod

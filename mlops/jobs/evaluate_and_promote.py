@@ -22,6 +22,7 @@ from mlops.training.offline_data import load_offline
 
 
 def main(argv: Sequence[str] | None = None, settings: Settings | None = None) -> dict[str, Any]:
+    """The step's command line: decide for the version `--run-id` trained, print the decision as JSON."""
     args = job_parser("Champion/challenger: alias the run's model version by ndcg_at_10").parse_args(argv)
     run_id, settings = resolve(args, settings)
     return evaluate_and_promote(settings, run_id)

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 
 def main(argv: Sequence[str] | None = None, settings: Settings | None = None) -> dict[str, Any]:
+    """The step's command line: train for `--run-id`, print the version and metrics as JSON."""
     args = job_parser("Train the LightGBM recommender on a run's features; log and register it in MLflow").parse_args(
         argv
     )

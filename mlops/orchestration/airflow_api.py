@@ -48,6 +48,7 @@ class AirflowClient:
         self._token: str | None = None
 
     def login(self) -> None:
+        """Get a token from `/auth/token`; a refused login is a `PipelineError` naming the settings to fix."""
         resp = self.http.post(
             f"{self.base_url}/auth/token",
             json={"username": self.username, "password": self.password},
@@ -62,6 +63,7 @@ class AirflowClient:
         self._token = resp.json()["access_token"]
 
     def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """An API v2 call with the token; an expired token (401) is renewed once."""
         if self._token is None:
             self.login()
         for attempt in (1, 2):
@@ -79,6 +81,7 @@ class AirflowClient:
         raise AssertionError("unreachable")
 
     def json(self, method: str, path: str, **kwargs: Any) -> Any:
+        """An API v2 call's JSON body; an error status is a `PipelineError` with the status and the body."""
         resp = self.request(method, path, **kwargs)
         if not resp.ok:
             raise PipelineError(f"{method} {path}: HTTP {resp.status_code}: {resp.text[:500]}")
@@ -90,6 +93,7 @@ class AirflowClient:
         return resp.json()
 
     def dag(self, dag_id: str) -> dict[str, Any] | None:
+        """The DAG, or None while the DAG processor has not parsed it (yet)."""
         resp = self.request("GET", f"/dags/{dag_id}")
         if resp.status_code == 404:
             return None
@@ -114,5 +118,6 @@ class AirflowClient:
         return self.json("GET", f"/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances")["task_instances"]
 
     def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int) -> list[str]:
+        """The lines of one attempt's log (see `log_lines`)."""
         path = f"/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances/{task_id}/logs/{try_number}"
         return log_lines(self.json("GET", path, params={"full_content": "true"}).get("content", []))

@@ -36,6 +36,8 @@ RAN_STATES = frozenset({"success", "failed", "up_for_retry"})  # not upstream_fa
 
 @dataclass(frozen=True)
 class TaskView:
+    """What the live view shows of a task instance; equal views mean nothing to report."""
+
     task_id: str
     state: str  # Airflow's state, "none" when not yet scheduled
     try_number: int
@@ -85,6 +87,7 @@ def run_conf(settings: Settings, cwd: Path | None = None) -> dict[str, Any]:
 
 
 def new_run_id(now: datetime | None = None) -> str:
+    """A run id that is also a valid object-store prefix (`layout.check_run_id`) and sorts by time."""
     return "pipeline__" + (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
 
 

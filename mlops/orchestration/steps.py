@@ -21,6 +21,8 @@ DAG_ID = "mlops_platform"
 
 @dataclass(frozen=True)
 class Step:
+    """One DAG task: its entry point and how it is launched."""
+
     task_id: str
     script: str  # relative to the project root
     spark: bool  # launched with spark-submit (else the venv's python)

@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class StepResult:
+    """How a step's process ended: its exit code and the last lines it printed (for the failure message)."""
+
     returncode: int
     tail: list[str]
 
@@ -36,6 +38,7 @@ class StepResult:
         return self.returncode == EXIT_DATA_ERROR
 
     def summary(self, step: Step) -> str:
+        """The task's failure message: exit code, whether it will be retried, and the output's tail."""
         kind = "bad data, not retried" if self.data_error else "will be retried if attempts remain"
         last = "\n".join(self.tail[-8:])
         return f"step {step.task_id} ({step.script}) exited {self.returncode} ({kind}); last output:\n{last}"

@@ -29,6 +29,7 @@ SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_mana
 
 
 def airflow_home(settings: Settings) -> Path:
+    """AIRFLOW_HOME: the metadata DB, task logs and generated secrets, under LOCAL_DIR so `down --purge` clears it."""
     return settings.path("local_dir") / "data" / "airflow"
 
 

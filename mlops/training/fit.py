@@ -22,6 +22,7 @@ ROUNDS = {"rating": 300, "relevance": 200}
 
 
 def lgb_params(seed: int, monotone: Sequence[str]) -> dict[str, Any]:
+    """LightGBM parameters of a head over the features `monotone` (in order); also logged as the run's params."""
     return {
         "objective": "binary",
         "learning_rate": 0.05,

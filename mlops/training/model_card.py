@@ -8,6 +8,7 @@ from mlops.training.offline_data import OfflineData
 
 
 def model_card(run_id: str, lineage: dict[str, str], metrics: dict[str, float], data: OfflineData) -> str:
+    """The card as Markdown, filled with this run's metrics and lineage, so a reader of MLflow needs no code."""
     m = {k: round(v, 4) for k, v in metrics.items()}
     n_pos = int((data.train_examples["is_negative"] == 0).sum())
     ratio = int((data.train_examples["is_negative"] == 1).sum()) // max(1, n_pos)

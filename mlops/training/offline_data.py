@@ -19,6 +19,8 @@ from mlops.settings import Settings
 
 @dataclass
 class OfflineData:
+    """What `feature_engineering` wrote for one run, plus its split: the inputs of fit, evaluation and promotion."""
+
     train_examples: pd.DataFrame
     eval_examples: pd.DataFrame
     online_users: pd.DataFrame

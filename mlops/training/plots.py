@@ -10,6 +10,7 @@ from mlops.training.model import TwoHeadModel
 
 
 def plots(model: TwoHeadModel, preds: dict[str, np.ndarray], out: Path) -> list[Path]:
+    """PNG files under `out` (feature importance, ROC, PR, calibration) from the eval predictions `preds`."""
     import matplotlib
 
     matplotlib.use("Agg")

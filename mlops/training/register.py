@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 
 def git_commit() -> str:
+    """The checkout's commit for lineage, or "unknown" outside a git checkout (e.g. a Docker image)."""
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10)
         return out.stdout.strip() or "unknown"
@@ -31,6 +32,7 @@ def git_commit() -> str:
 
 
 def run_lineage(settings: Settings, run_id: str) -> dict[str, str]:
+    """The lineage tags of a run's model: dataset and its checksums (from the raw manifest), split, feature set."""
     from mlops.layout import feature_set_version, raw_prefix
     from mlops.spark_io import read_manifest
 
