@@ -19,6 +19,7 @@ from mlops.settings import Settings
 from mlops.training.evaluate import evaluate
 from mlops.training.fit import fit
 from mlops.training.offline_data import load_offline
+from mlops.training.register import log_and_register, run_lineage
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +37,6 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
 
 def train_run(settings: Settings, run_id: str, register: bool = True) -> dict[str, Any]:
     """The whole step: load (DataError before any MLflow call), fit, evaluate, log + register."""
-    from mlops.training.register import log_and_register, run_lineage
-
     started = time.monotonic()
     data = load_offline(settings, run_id)
     lineage = run_lineage(settings, run_id) if register else {}
