@@ -97,10 +97,20 @@ def champion_version(settings: Settings, alias: str = CHAMPION, timeout_s: float
         params={"name": settings.model_name, "alias": alias},
         timeout=timeout_s,
     )
-    if response.status_code == 404 or (response.status_code == 400 and "RESOURCE_DOES_NOT_EXIST" in response.text):
+    if response.status_code == 404 or (response.status_code == 400 and _names_a_missing_alias(response)):
         return None
     response.raise_for_status()
     return str(response.json()["model_version"]["version"])
+
+
+def _names_a_missing_alias(response: requests.Response) -> bool:
+    """MLflow answers 400 both for a model that does not exist and for an alias the model does not have."""
+    try:
+        error = response.json()
+    except ValueError:
+        return False
+    code, message = str(error.get("error_code", "")), str(error.get("message", ""))
+    return code == "RESOURCE_DOES_NOT_EXIST" or (code == "INVALID_PARAMETER_VALUE" and "not found" in message)
 
 
 def version_by_alias(settings: Settings, alias: str) -> Any | None:
