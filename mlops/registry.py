@@ -12,11 +12,14 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import requests
 
 from mlops.settings import Settings
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +97,19 @@ def version_by_alias(settings: Settings, alias: str) -> Any | None:
         return with_retries(settings, "alias lookup", lambda: c.get_model_version_by_alias(settings.model_name, alias))
     except MlflowException as exc:
         if "RESOURCE_DOES_NOT_EXIST" in str(exc.error_code) or "not found" in str(exc).lower():
+            return None
+        raise
+
+
+def champion_version(client: MlflowClient, name: str) -> str | None:
+    """The version `champion` points at, or None when there is none yet: the one definition of "which
+    version is champion" that serving, status and promotion share."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client.get_model_version_by_alias(name, CHAMPION).version)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
             return None
         raise
 
