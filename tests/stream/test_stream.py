@@ -50,7 +50,7 @@ class InProcessConsumer:
     def __init__(self, settings, topics: StreamTopics, reload_interval: float = 10.0, wrap=None) -> None:
         self.service, self.watcher = app.build(settings, 0, topics)
         self.watcher.interval = reload_interval
-        assert app.wait_for_model(self.watcher, self.service.stopping)
+        assert app.wait_for_model(self.watcher, self.service)
         if wrap is not None:
             self.watcher.holder.ranker = wrap(self.watcher.holder.ranker)
         else:
