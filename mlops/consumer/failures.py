@@ -52,9 +52,8 @@ def classify(exc: BaseException) -> Kind:
 def _redis(exc: redis.RedisError) -> Kind:
     text = str(exc)
     code = text.split(" ", 1)[0]
-    if isinstance(exc, redis.AuthenticationError | redis.exceptions.NoPermissionError | redis.AuthorizationError):
-        return Kind.PERMANENT
-    if isinstance(exc, redis.exceptions.OutOfMemoryError) or code in PERMANENT_REDIS_CODES:
+    refused = redis.AuthenticationError | redis.exceptions.AuthorizationError | redis.exceptions.NoPermissionError
+    if isinstance(exc, refused | redis.exceptions.OutOfMemoryError) or code in PERMANENT_REDIS_CODES:
         return Kind.PERMANENT
     if isinstance(exc, redis.ConnectionError | redis.TimeoutError | redis.exceptions.ReadOnlyError):
         return Kind.TRANSIENT  # BusyLoadingError is a ConnectionError
