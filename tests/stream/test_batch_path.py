@@ -35,12 +35,12 @@ class Ranker:
 
     info = SimpleNamespace(model_version="1", feature_set="fs-test")
 
-    def __init__(self, broken: bool = False) -> None:
-        self.broken = broken
+    def __init__(self, broken: bool = False, error: type[Exception] = ValueError) -> None:
+        self.broken, self.error = broken, error
 
     def score_with_flags(self, users, movie_ids):
         if self.broken or any(POISON_MOVIE in ids for ids in movie_ids):
-            raise ValueError("the model cannot score this")
+            raise self.error("the model cannot score this")
         return [{m: (m % 97) / 97 for m in ids} for ids in movie_ids], [u is None for u in users]
 
     def recommend_with_flags(self, users, ks):
@@ -125,8 +125,10 @@ def fresh(base_settings, redis_server):
     return lambda ranker=None: make_consumer(base_settings, ranker)
 
 
-def test_a_bad_message_and_a_poison_request_do_not_stop_the_batch(fresh):
-    service, producer, consumer = fresh()
+@pytest.mark.parametrize("error", [ValueError, FileNotFoundError])
+def test_a_bad_message_and_a_poison_request_do_not_stop_the_batch(fresh, error):
+    """FileNotFoundError is an OSError but not transient: it must not be retried forever either."""
+    service, producer, consumer = fresh(Ranker(error=error))
     tag = uuid.uuid4().hex
     good = [ScoreRequest(f"{tag}-{i}", i, (1, 2, 3)) for i in range(5)]
     poison = ScoreRequest(f"{tag}-poison", 9, (1, POISON_MOVIE))
@@ -139,7 +141,8 @@ def test_a_bad_message_and_a_poison_request_do_not_stop_the_batch(fresh):
     assert sorted(r["request_id"] for r in results) == sorted(r.request_id for r in good)
     reasons = {d["source_offset"]: d["reason"] for d in dead}
     assert reasons == {2: schemas.TOO_DEEP, 3: schemas.NOT_JSON, 4: schemas.PROCESSING_ERROR}
-    assert "ValueError: the model cannot score this" in next(d["detail"] for d in dead if d["source_offset"] == 4)
+    detail = next(d["detail"] for d in dead if d["source_offset"] == 4)
+    assert f"{error.__name__}: the model cannot score this" in detail
     assert consumer.commits == [{0: 8}]
     assert service.halted is None
 
