@@ -3,7 +3,9 @@
 Rule: a new version becomes `champion` iff there is no champion, or its ndcg_at_10 beats the current
 champion's ndcg_at_10 re-measured on the new run's evaluation data (same users, same features); else
 it becomes `challenger`. The decision and both figures are logged on the new version's training run.
-Serving loads an alias, never "latest".
+A champion whose artifacts are confirmed missing is replaced (it cannot serve); one that merely could
+not be read (timeout, 5xx) is kept and the promotion fails, to be retried. Serving loads an alias,
+never "latest".
 """
 
 from __future__ import annotations
@@ -12,11 +14,14 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import requests
 
 from mlops.settings import Settings
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +37,10 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
 
 class RegistryUnavailable(RuntimeError):
     """The MLflow tracking server did not answer after the bounded retries."""
+
+
+class ChampionUnreadable(RuntimeError):
+    """The champion's artifacts could not be read, and are not known to be gone: it is not replaced."""
 
 
 def wait_for_mlflow(settings: Settings, attempts: int = ATTEMPTS, first_delay: float = 1.0) -> None:
@@ -75,6 +84,29 @@ def _is_connection_error(exc: BaseException) -> bool:
     return isinstance(exc, requests.ConnectionError | ConnectionError) or any(
         s in text for s in ("Connection refused", "Max retries exceeded", "ConnectionError", "Failed to establish")
     )
+
+
+MISSING_CODES = ("NoSuchKey", "NoSuchBucket", "NotFound", "404", "RESOURCE_DOES_NOT_EXIST")
+
+
+def artifact_missing(exc: BaseException) -> bool:
+    """True only when the failure says the artifact does not exist (S3 404/NoSuchKey, a file not found,
+    MLflow's "does not exist"), never for a timeout, a refused connection or a 5xx, which say nothing
+    about the artifact. Walks the exception's causes: MLflow wraps the artifact store's errors."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, FileNotFoundError):
+            return True
+        response = getattr(seen, "response", None)  # botocore's ClientError
+        if isinstance(response, dict):
+            code = str(response.get("Error", {}).get("Code", ""))
+            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code in MISSING_CODES or status == 404:
+                return True
+        if getattr(seen, "error_code", None) == "RESOURCE_DOES_NOT_EXIST":  # MlflowException
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def client(settings: Settings) -> Any:
@@ -122,6 +154,19 @@ def version_by_alias(settings: Settings, alias: str) -> Any | None:
     return with_retries(settings, "version lookup", lambda: c.get_model_version(settings.model_name, version))
 
 
+def champion_version(client: MlflowClient, name: str) -> str | None:
+    """The version `champion` points at, or None when there is none yet: the one definition of "which
+    version is champion" that serving, status and promotion share."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client.get_model_version_by_alias(name, CHAMPION).version)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+            return None
+        raise
+
+
 def load_model(settings: Settings, version: Any) -> Any:
     """The TwoHeadModel of a registered version (pyfunc artifacts; no training code needed)."""
     import mlflow.pyfunc
@@ -158,14 +203,16 @@ def promote(settings: Settings, pipeline_run_id: str, evaluate: Callable[[Any], 
     """Apply the champion/challenger rule to the version trained by `pipeline_run_id`.
 
     `evaluate(model) -> ndcg_at_10` measures a model on this run's evaluation data; it is called for
-    the current champion, so both figures come from the same data. A champion whose artifacts cannot be
-    loaded (anything but a connection failure, which is waited out) is replaced: it could not serve.
+    the current champion, so both figures come from the same data. A champion whose artifacts are
+    confirmed missing is replaced (it could not serve); any other failure to load it raises
+    ChampionUnreadable and nothing changes. The reason is tagged on both versions.
     """
     c = client(settings)
     candidate = version_of_run(settings, pipeline_run_id)
     run = with_retries(settings, "run lookup", lambda: c.get_run(candidate.run_id))
     candidate_ndcg = float(run.data.metrics["ndcg_at_10"])
     champion = version_by_alias(settings, CHAMPION)
+    replaced = False  # the champion is replaced because its artifacts are gone
     if champion is None:
         decision, champion_ndcg, reason = CHAMPION, None, "no champion yet"
     elif champion.version == candidate.version:
@@ -173,15 +220,19 @@ def promote(settings: Settings, pipeline_run_id: str, evaluate: Callable[[Any], 
     else:
         try:
             champion_model = load_model(settings, champion)
-        except Exception as exc:  # a connection failure was already waited out by `with_retries`: re-raised
-            if _is_connection_error(exc):
-                raise
-            # Its artifacts are gone (e.g. local mode's in-memory S3 restarted): no consumer can load it either.
+        except Exception as exc:
+            if not artifact_missing(exc):
+                raise ChampionUnreadable(
+                    f"champion v{champion.version} could not be loaded ({type(exc).__name__}: {str(exc)[:200]}) "
+                    "and its artifacts are not confirmed missing: it stays champion; promote again when the "
+                    "artifact store answers"
+                ) from exc
+            # Its artifacts are gone (e.g. deleted from the bucket): no consumer can load it either.
             log.warning("promotion: champion v%s cannot be loaded (%s); the candidate replaces it", champion.version,
                         exc)  # fmt: skip
             champion_model, unloadable = None, f"{type(exc).__name__}: {str(exc)[:200]}"
         if champion_model is None:
-            decision, champion_ndcg = CHAMPION, None
+            decision, champion_ndcg, replaced = CHAMPION, None, True
             reason = f"champion v{champion.version} cannot be loaded, so it cannot serve ({unloadable})"
         else:
             champion_ndcg = float(evaluate(champion_model))
@@ -204,6 +255,9 @@ def promote(settings: Settings, pipeline_run_id: str, evaluate: Callable[[Any], 
     }
     c.set_tag(candidate.run_id, "promotion_decision", decision)
     c.set_tag(candidate.run_id, "promotion_reason", reason)
+    c.set_model_version_tag(settings.model_name, candidate.version, "promotion_reason", reason)
+    if replaced:
+        c.set_model_version_tag(settings.model_name, champion.version, "replaced_reason", reason)
     c.log_metric(candidate.run_id, "promotion_candidate_ndcg_at_10", candidate_ndcg)
     if champion_ndcg is not None:
         c.log_metric(candidate.run_id, "promotion_champion_ndcg_at_10", champion_ndcg)

@@ -2,12 +2,16 @@
 
 Requests are validated by hand rather than with a schema library: the consumer parses thousands per
 second, and every rejection must say which field broke which rule, with a short `reason` code that
-stays a bounded Prometheus label.
+stays a bounded Prometheus label. `parse_request` accepts any bytes and raises nothing but
+`InvalidRequest`: one message must never be able to stop a consumer. JSON nesting deeper than
+MAX_DEPTH (a request needs 2: the object and `movie_ids`) is rejected as `too_deep`, and so is input
+that reaches the decoder's own recursion guard.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,6 +26,9 @@ MAX_REQUEST_ID_CHARS = 200
 MIN_K, MAX_K = 1, 100
 MAX_ID = 2**63 - 1
 """Ids are non-negative and fit an int64, the type every feature table and the model's input use."""
+MAX_DEPTH = 8
+"""Deepest JSON nesting accepted (objects and arrays). A request needs 2; the slack is for ignored extra
+fields. Far below the decoder's recursion limit, which ~1,000 `[` would otherwise hit."""
 
 # Reason codes of rejected messages (DLQ `reason`, metric label `reason`).
 OVERSIZED = "oversized"
@@ -35,12 +42,17 @@ EMPTY_MOVIE_IDS = "empty_movie_ids"
 TOO_MANY_MOVIE_IDS = "too_many_movie_ids"
 BAD_REQUEST_ID = "bad_request_id"
 ID_OUT_OF_RANGE = "id_out_of_range"
+TOO_DEEP = "too_deep"
+REQUEST_ID_CONFLICT = "request_id_conflict"
+"""The request_id already answered a different request (another user, other movies): never answered
+with that request's result."""
 PROCESSING_ERROR = "processing_error"
 """A well-formed request the model could not answer (a bug, not the client's fault): dead-lettered so that
 it cannot block its partition."""
 REASONS = (
     OVERSIZED, NOT_JSON, NOT_OBJECT, MISSING_FIELD, WRONG_TYPE, AMBIGUOUS,
-    K_OUT_OF_RANGE, EMPTY_MOVIE_IDS, TOO_MANY_MOVIE_IDS, BAD_REQUEST_ID, ID_OUT_OF_RANGE, PROCESSING_ERROR,
+    K_OUT_OF_RANGE, EMPTY_MOVIE_IDS, TOO_MANY_MOVIE_IDS, BAD_REQUEST_ID, ID_OUT_OF_RANGE, TOO_DEEP,
+    REQUEST_ID_CONFLICT, PROCESSING_ERROR,
 )  # fmt: skip
 
 SCORE, TOPK = "score", "topk"
@@ -81,42 +93,82 @@ def _is_int(value: object) -> bool:
     return type(value) is int  # bool is an int subclass; `true` is not a user id
 
 
+_JSON_TYPES = {type(None): "null", bool: "boolean", int: "integer", float: "number", str: "string",
+               list: "array", dict: "object"}  # fmt: skip
+
+
+def _json_type(value: object) -> str:
+    """The JSON name of a decoded value's type, for error messages (`null`, not `NoneType`)."""
+    return _JSON_TYPES.get(type(value), type(value).__name__)
+
+
+def _shown(number: int) -> str:
+    """An integer for an error message: the decoder accepts 4,300 digits, a message needs no more than 25."""
+    text = str(number)
+    return text if len(text) <= 25 else f"{text[:12]}...({len(text)} digits)"
+
+
+def _depth(doc: object) -> int:
+    """Nesting depth of a decoded document, walked without recursion (1 for a flat object)."""
+    deepest, level = 0, [doc]
+    while level:
+        deepest += 1
+        level = [child for node in level for child in (node.values() if isinstance(node, dict) else node)
+                 if isinstance(child, dict | list)]  # fmt: skip
+    return deepest
+
+
+def _field(doc: dict, name: str) -> object:
+    """A required field; absent and null are both refused, each with its own words."""
+    if name not in doc:
+        raise InvalidRequest(MISSING_FIELD, f"missing field '{name}'")
+    value = doc[name]
+    if value is None:
+        raise InvalidRequest(WRONG_TYPE, f"field '{name}' is null")
+    return value
+
+
 def parse_request(raw: bytes | None) -> Request:
-    """Validate one message value; raise InvalidRequest naming the field and the rule it breaks."""
+    """Validate one message value; raise InvalidRequest naming the field and the rule it breaks.
+
+    Any other exception here would be a bug: the consumer dead-letters it as `processing_error`."""
     if raw is None:
         raise InvalidRequest(NOT_JSON, "message has no value (tombstone)")
     if len(raw) > MAX_MESSAGE_BYTES:
         raise InvalidRequest(OVERSIZED, f"message is {len(raw)} bytes; the limit is {MAX_MESSAGE_BYTES}")
     try:
         doc = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidRequest(NOT_JSON, f"message is not JSON: {exc}") from None
+    except RecursionError:  # the C decoder's own guard: a clean exception, raised ~1,000 levels down
+        raise InvalidRequest(TOO_DEEP, f"message nests too deep to decode; the limit is {MAX_DEPTH}") from None
+    except Exception as exc:  # ValueError, UnicodeDecodeError, the int digits limit, ...: whatever it raises
+        raise InvalidRequest(NOT_JSON, f"message is not JSON: {type(exc).__name__}: {str(exc)[:200]}") from None
+    # Counting brackets first keeps the walk off the hot path: a request has 2 of them.
+    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and (depth := _depth(doc)) > MAX_DEPTH:
+        raise InvalidRequest(TOO_DEEP, f"message nests {depth} levels deep; the limit is {MAX_DEPTH}")
     if not isinstance(doc, dict):
-        raise InvalidRequest(NOT_OBJECT, f"message must be a JSON object, got {type(doc).__name__}")
+        raise InvalidRequest(NOT_OBJECT, f"message must be a JSON object, got {_json_type(doc)}")
 
-    request_id = doc.get("request_id")
-    if request_id is None:
-        raise InvalidRequest(MISSING_FIELD, "missing field 'request_id'")
+    request_id = _field(doc, "request_id")
     if not isinstance(request_id, str) or not 0 < len(request_id) <= MAX_REQUEST_ID_CHARS:
         raise InvalidRequest(
             BAD_REQUEST_ID, f"field 'request_id' must be a non-empty string of at most {MAX_REQUEST_ID_CHARS} chars"
         )
-    user_id = doc.get("user_id")
-    if user_id is None:
-        raise InvalidRequest(MISSING_FIELD, "missing field 'user_id'")
+    if not _encodable(request_id):
+        raise InvalidRequest(BAD_REQUEST_ID, "field 'request_id' must be valid Unicode (it has a lone surrogate)")
+    user_id = _field(doc, "user_id")
     if not _is_int(user_id):
-        raise InvalidRequest(WRONG_TYPE, f"field 'user_id' must be an int, got {type(user_id).__name__}")
+        raise InvalidRequest(WRONG_TYPE, f"field 'user_id' must be an integer, got {_json_type(user_id)}")
     if not 0 <= user_id <= MAX_ID:
-        raise InvalidRequest(ID_OUT_OF_RANGE, f"field 'user_id' is {user_id}; ids are in 0..2**63-1")
+        raise InvalidRequest(ID_OUT_OF_RANGE, f"field 'user_id' is {_shown(user_id)}; ids are in 0..2**63-1")
 
     has_movies, has_k = "movie_ids" in doc, "k" in doc
     if has_movies and has_k:
         raise InvalidRequest(AMBIGUOUS, "give either 'movie_ids' (scoring) or 'k' (top-k), not both")
     if has_movies:
-        movie_ids = doc["movie_ids"]
+        movie_ids = _field(doc, "movie_ids")
         if not isinstance(movie_ids, list):
-            kind = type(movie_ids).__name__
-            raise InvalidRequest(WRONG_TYPE, f"field 'movie_ids' must be a list of ints, got {kind}")
+            kind = _json_type(movie_ids)
+            raise InvalidRequest(WRONG_TYPE, f"field 'movie_ids' must be an array of integers, got {kind}")
         if not movie_ids:
             raise InvalidRequest(EMPTY_MOVIE_IDS, "field 'movie_ids' must not be empty")
         if len(movie_ids) > MAX_MOVIE_IDS:
@@ -126,19 +178,29 @@ def parse_request(raw: bytes | None) -> Request:
         for i, movie_id in enumerate(movie_ids):
             if not _is_int(movie_id):
                 raise InvalidRequest(
-                    WRONG_TYPE, f"field 'movie_ids[{i}]' must be an int, got {type(movie_id).__name__}"
+                    WRONG_TYPE, f"field 'movie_ids[{i}]' must be an integer, got {_json_type(movie_id)}"
                 )
             if not 0 <= movie_id <= MAX_ID:
-                raise InvalidRequest(ID_OUT_OF_RANGE, f"field 'movie_ids[{i}]' is {movie_id}; ids are in 0..2**63-1")
+                raise InvalidRequest(
+                    ID_OUT_OF_RANGE, f"field 'movie_ids[{i}]' is {_shown(movie_id)}; ids are in 0..2**63-1"
+                )
         return ScoreRequest(request_id, user_id, tuple(movie_ids))
     if has_k:
-        k = doc["k"]
+        k = _field(doc, "k")
         if not _is_int(k):
-            raise InvalidRequest(WRONG_TYPE, f"field 'k' must be an int, got {type(k).__name__}")
+            raise InvalidRequest(WRONG_TYPE, f"field 'k' must be an integer, got {_json_type(k)}")
         if not MIN_K <= k <= MAX_K:
-            raise InvalidRequest(K_OUT_OF_RANGE, f"field 'k' is {k}; it must be in {MIN_K}..{MAX_K}")
+            raise InvalidRequest(K_OUT_OF_RANGE, f"field 'k' is {_shown(k)}; it must be in {MIN_K}..{MAX_K}")
         return TopKRequest(request_id, user_id, k)
     raise InvalidRequest(MISSING_FIELD, "missing field: give 'movie_ids' (scoring) or 'k' (top-k)")
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _dumps(doc: Any) -> bytes:
@@ -157,6 +219,12 @@ def encode_request(request: Request) -> bytes:
     return _dumps(doc)
 
 
+def request_digest(request: Request) -> str:
+    """What a request asks, as a digest of its canonical form: a stored result records it, so that a
+    `request_id` reused for another request (another user, other movies) is told apart from a redelivery."""
+    return hashlib.sha256(encode_request(request)).hexdigest()
+
+
 def request_key(user_id: int) -> bytes:
     """Requests and results are keyed by user id as a string (docs/contracts.md)."""
     return str(user_id).encode()
@@ -172,29 +240,40 @@ def utc_now_iso() -> str:
 
 
 def score_result(
-    request_id: str, user_id: int, scores: dict[int, float], model_version: str, feature_set: str,
-    fallback: bool, created_at: str,
+    request: ScoreRequest, scores: dict[int, float], model_version: str, feature_set: str, fallback: bool,
+    created_at: str,
 ) -> bytes:  # fmt: skip
     """A scoring result: `scores` maps movie id (a string key in JSON) to P(rating >= 4)."""
     return _dumps({
-        "request_id": request_id, "user_id": user_id,
+        "request_id": request.request_id, "user_id": request.user_id,
         "scores": {str(m): float(s) for m, s in scores.items()},
         "model_version": model_version, "feature_set": feature_set,
         "fallback": fallback, "created_at": created_at,
+        "variant": "champion", "request_digest": request_digest(request),
     })  # fmt: skip
 
 
 def topk_result(
-    request_id: str, user_id: int, recommendations: list[tuple[int, float]], model_version: str,
-    feature_set: str, fallback: bool, created_at: str,
+    request: TopKRequest, recommendations: list[tuple[int, float]], model_version: str, feature_set: str,
+    fallback: bool, created_at: str,
 ) -> bytes:  # fmt: skip
     """A top-k result: `recommendations` best first."""
     return _dumps({
-        "request_id": request_id, "user_id": user_id,
+        "request_id": request.request_id, "user_id": request.user_id,
         "recommendations": [{"movie_id": int(m), "score": float(s)} for m, s in recommendations],
         "model_version": model_version, "feature_set": feature_set,
         "fallback": fallback, "created_at": created_at,
+        "variant": "champion", "request_digest": request_digest(request),
     })  # fmt: skip
+
+
+def stored_digest(result: bytes) -> str | None:
+    """The `request_digest` a stored result records (None for one that cannot be read as a result)."""
+    try:
+        doc = orjson.loads(result)
+    except orjson.JSONDecodeError:
+        return None
+    return doc.get("request_digest") if isinstance(doc, dict) else None
 
 
 RESULT_FIELDS = ("request_id", "user_id", "model_version", "feature_set", "fallback", "created_at")
@@ -226,7 +305,7 @@ def dlq_record(
         "original_size": len(original),
         "original_truncated": len(original) > MAX_DLQ_ORIGINAL_BYTES,
         "original_key": None if key is None else base64.b64encode(key[:MAX_DLQ_ORIGINAL_BYTES]).decode(),
-        "reason": reason, "detail": detail,
+        "reason": reason, "detail": detail.encode(errors="replace").decode(),
         "source_topic": topic, "source_partition": partition, "source_offset": offset,
         "failed_at": utc_now_iso(),
     })  # fmt: skip

@@ -75,6 +75,7 @@ class Settings:
     # Inference consumer
     inference_consumers: int = 1
     inference_metrics_port: int = 9108
+    inference_metrics_host: str = "127.0.0.1"  # where /metrics and /healthz listen; 0.0.0.0 in Docker
     inference_batch_size: int = 500
     inference_batch_timeout_ms: int = 5
 

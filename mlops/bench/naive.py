@@ -17,10 +17,10 @@ import redis
 from confluent_kafka import Consumer, Producer
 
 from mlops import schemas
-from mlops.consumer.kafka import StreamTopics, consumer_config, producer_config
-from mlops.consumer.reload import CHAMPION
+from mlops.consumer.app import prelude
+from mlops.consumer.kafka import consumer_config, producer_config
 from mlops.feature_store import RedisFeatureStore
-from mlops.settings import get_settings
+from mlops.registry import CHAMPION
 
 log = logging.getLogger("mlops.bench.naive")
 
@@ -29,11 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from mlops.serving import Ranker
 
     parser = argparse.ArgumentParser(description="naive one-message-at-a-time consumer (benchmark baseline)")
-    parser.add_argument("--namespace", required=True)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = get_settings()
-    topics = StreamTopics.namespaced(args.namespace)
+    _, settings, topics = prelude(parser, argv, namespace_required=True)
     store = RedisFeatureStore.from_settings(settings)
     ranker = Ranker.load(settings, store, alias=CHAMPION)
     info = ranker.info
@@ -56,13 +52,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             movies = list(request.movie_ids)
             online = store.get_online_features([request.user_id], movies, info.feature_set)
             scores, flags = ranker.score_with_flags([online.users[request.user_id]], [movies])
-            payload = schemas.score_result(request.request_id, request.user_id, scores[0], str(info.model_version),
-                                   str(info.feature_set), bool(flags[0]), schemas.utc_now_iso())  # fmt: skip
+            payload = schemas.score_result(request, scores[0], str(info.model_version), str(info.feature_set),
+                                           bool(flags[0]), schemas.utc_now_iso())  # fmt: skip
         else:
             online = store.get_online_features([request.user_id], [], info.feature_set)
             recs, flags = ranker.recommend_with_flags([online.users[request.user_id]], [request.k])
-            payload = schemas.topk_result(request.request_id, request.user_id, recs[0], str(info.model_version),
-                                  str(info.feature_set), bool(flags[0]), schemas.utc_now_iso())  # fmt: skip
+            payload = schemas.topk_result(request, recs[0], str(info.model_version), str(info.feature_set),
+                                          bool(flags[0]), schemas.utc_now_iso())  # fmt: skip
         client.set(schemas.prediction_key(request.request_id), payload, ex=settings.prediction_ttl_seconds)
         producer.produce(topics.predictions, payload, schemas.request_key(request.user_id))
         producer.poll(0)

@@ -29,11 +29,11 @@ from typing import Any
 import redis
 
 from mlops import schemas
-from mlops.consumer.client import Sender, TopicListener
+from mlops.consumer.client import exchange
 from mlops.consumer.kafka import StreamTopics, delete_topics, ensure_topics
-from mlops.consumer.reload import CHAMPION, champion_version
 from mlops.consumer.verify import percentile
 from mlops.feature_store import RedisFeatureStore
+from mlops.registry import CHAMPION, champion_version
 from mlops.schemas import ScoreRequest, TopKRequest
 from mlops.settings import PROJECT_ROOT, Settings, get_settings
 
@@ -120,16 +120,12 @@ class Workload:
 
 def drain_rate(settings: Settings, topics: StreamTopics, requests: list, timeout: float) -> dict[str, float]:
     """Send all at once (a backlog), then time the results: first to last."""
-    listener = TopicListener(settings, topics.predictions)
-    listener.start()
-    sender = Sender(settings, topics.requests)
-    try:
+    with exchange(settings, topics) as ex:
+        listener, sender = ex.results, ex.sender
         for request in requests:
             sender.send(request)
         sender.flush()
         missing = listener.wait_for([r.request_id for r in requests], timeout)
-    finally:
-        listener.close()
     arrivals = sorted(t for t, _ in listener.received.values())
     answered = len(requests) - len(missing)
     span = arrivals[-1] - arrivals[0] if len(arrivals) > 1 else float("nan")
@@ -139,11 +135,9 @@ def drain_rate(settings: Settings, topics: StreamTopics, requests: list, timeout
 
 def paced_latency(settings: Settings, topics: StreamTopics, requests: list, rate: float) -> dict[str, float]:
     """Offer `rate` requests/s, evenly spaced; latency = produced -> result received."""
-    listener = TopicListener(settings, topics.predictions)
-    listener.start()
-    sender = Sender(settings, topics.requests)
-    started = time.perf_counter()
-    try:
+    with exchange(settings, topics) as ex:
+        listener, sender = ex.results, ex.sender
+        started = time.perf_counter()
         for i, request in enumerate(requests):
             delay = started + i / rate - time.perf_counter()
             if delay > 0:
@@ -152,8 +146,6 @@ def paced_latency(settings: Settings, topics: StreamTopics, requests: list, rate
         offered = len(requests) / (time.perf_counter() - started)
         sender.flush()
         missing = listener.wait_for([r.request_id for r in requests], 60)
-    finally:
-        listener.close()
     lat = [(listener.received[r.request_id][0] - sender.sent[r.request_id]) * 1000
            for r in requests if r.request_id not in missing]  # fmt: skip
     return {"offered_rps": round(offered, 1), "answered": len(lat), "p50_ms": round(percentile(lat, 50), 2),
@@ -199,7 +191,9 @@ def run(settings: Settings, args: argparse.Namespace, quiet: bool) -> dict[str, 
     from mlops.serving import Ranker
 
     store = RedisFeatureStore.from_settings(settings)
-    version = champion_version(settings.mlflow_tracking_uri, settings.model_name, CHAMPION)
+    from mlflow import MlflowClient
+
+    version = champion_version(MlflowClient(tracking_uri=settings.mlflow_tracking_uri), settings.model_name)
     if version is None:
         raise LookupError(f"no `{CHAMPION}` version of {settings.model_name}: run `./run.sh pipeline` first")
     info = Ranker.load(settings, store, alias=CHAMPION, compiled=False).info

@@ -10,7 +10,6 @@ import argparse
 import logging
 import signal
 import sys
-import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,13 +17,14 @@ import redis
 from confluent_kafka import Consumer, Producer
 
 from mlops.consumer import kafka
+from mlops.consumer.failures import describe
 from mlops.consumer.kafka import StreamTopics
 from mlops.consumer.metrics import ConsumerMetrics, serve
 from mlops.consumer.processor import BatchProcessor
-from mlops.consumer.reload import ModelWatcher, RankerHolder, champion_version
+from mlops.consumer.reload import ModelWatcher, RankerHolder
 from mlops.consumer.service import MAX_BACKOFF_S, StreamConsumer
 from mlops.feature_store import RedisFeatureStore
-from mlops.registry import CHAMPION
+from mlops.registry import CHAMPION, champion_version
 from mlops.settings import Settings, get_settings
 
 log = logging.getLogger("mlops.consumer")
@@ -36,6 +36,7 @@ def build(
     settings: Settings, index: int = 0, topics: StreamTopics | None = None, **consumer_overrides: Any
 ) -> tuple[StreamConsumer, ModelWatcher]:
     """A consumer and its model watcher, not started; the caller loads the first model and runs them."""
+    from mlflow import MlflowClient
     from mlops.serving import Ranker  # heavy (LightGBM, MLflow): imported when a process really serves
 
     name = f"inference-{index}"
@@ -56,9 +57,10 @@ def build(
         processor, holder, metrics, settings.inference_batch_size, settings.inference_batch_timeout_ms, name,
         topics,
     )  # fmt: skip
+    registry = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
     watcher = ModelWatcher(
         holder,
-        lambda: champion_version(settings.mlflow_tracking_uri, settings.model_name, CHAMPION),
+        lambda: champion_version(registry, settings.model_name),
         lambda: Ranker.load(settings, store, alias=CHAMPION),
         RELOAD_INTERVAL_S,
         service.stopping,
@@ -66,19 +68,41 @@ def build(
     return service, watcher
 
 
-def wait_for_model(watcher: ModelWatcher, stopping: threading.Event) -> bool:
-    """Block until a champion is loaded (a fresh stack has none until the first pipeline run)."""
+def wait_for_model(watcher: ModelWatcher, service: StreamConsumer) -> bool:
+    """Block until a champion is loaded (a fresh stack has none until the first pipeline run; a champion
+    whose artifacts cannot be loaded now may load later, or be replaced): retried with backoff, and why
+    it waits is what `/healthz` says meanwhile."""
     delay = 1.0
-    while not stopping.is_set():
+    while not service.stopping.is_set():
         try:
             if watcher.check_once() or watcher.holder.ranker is not None:
+                service.report("model", None)
                 return True
-            log.info("no `%s` model registered yet: waiting (requests stay queued)", CHAMPION)
+            reason = f"no `{CHAMPION}` model registered yet (run the pipeline)"
         except Exception as exc:
-            log.warning("cannot load the `%s` model yet (%s): retrying", CHAMPION, exc)
-        stopping.wait(delay)
-        delay = min(delay * 2, MAX_BACKOFF_S * 2)
+            reason = f"cannot load the `{CHAMPION}` model: {describe(exc)}"
+        log.warning("%s: retrying in %.0fs (requests stay queued)", reason, delay)
+        service.report("model", reason)
+        service.stopping.wait(delay)
+        delay = min(delay * 2, MAX_BACKOFF_S * 6)
     return False
+
+
+def prelude(parser: argparse.ArgumentParser, argv: Sequence[str] | None, namespace_required: bool = False
+            ) -> tuple[argparse.Namespace, Settings, StreamTopics]:  # fmt: skip
+    """What every consumer process does first (this service and the benchmark's naive baseline): parse
+    the arguments (plus `--namespace`), log to stderr, load the settings, create the namespace's topics."""
+    parser.add_argument(
+        "--namespace", default=None, required=namespace_required,
+        help="use private topics `<topic>.<namespace>` and group (benchmarks, tests); default: the contract's",
+    )  # fmt: skip
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = get_settings()
+    topics = StreamTopics.namespaced(args.namespace)
+    if args.namespace:
+        kafka.ensure_topics(settings, topics)
+    return args, settings, topics
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -86,25 +110,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--index", type=int, default=0, help="process number i: metrics on INFERENCE_METRICS_PORT + i")
     parser.add_argument("--metrics-port", type=int, default=None, help="override the metrics/health port")
     parser.add_argument("--reload-interval", type=float, default=RELOAD_INTERVAL_S, help="seconds between checks")
-    parser.add_argument(
-        "--namespace", default=None,
-        help="use private topics `<topic>.<namespace>` and group (benchmarks, tests); default: the contract's",
-    )  # fmt: skip
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-    settings = get_settings()
-    topics = StreamTopics.namespaced(args.namespace)
-    if args.namespace:
-        kafka.ensure_topics(settings, topics)
+    args, settings, topics = prelude(parser, argv)
     service, watcher = build(settings, args.index, topics)
     watcher.interval = args.reload_interval
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: service.stop())
     port = args.metrics_port if args.metrics_port is not None else settings.inference_metrics_port + args.index
-    server = serve(port, service.metrics, service.health)
+    server = serve(port, service.metrics, service.health, settings.inference_metrics_host)
     try:
-        if not wait_for_model(watcher, service.stopping):
+        if not wait_for_model(watcher, service):
             return 0
         watcher.start()
         return service.run()

@@ -2,22 +2,24 @@
 
 `TopicListener` reads a topic from its current end (positions taken before anything is sent, so no
 answer can slip past it) and records when each message arrived; `Sender` produces requests and keeps
-the time each was sent and where it landed.
+the time each was sent and where it landed; `exchange` sets up both for one namespace of topics.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
-from mlops.consumer.kafka import producer_config
-from mlops.schemas import Request, encode_request, request_key
+from mlops.consumer.kafka import StreamTopics, producer_config
+from mlops.schemas import Request, encode_request, parse_dlq_record, request_key
 from mlops.settings import Settings
 
 
@@ -127,3 +129,32 @@ class Sender:
     def flush(self) -> None:
         if self.producer.flush(30) > 0:
             raise RuntimeError(f"could not deliver every request to {self.topic} within 30s (broker down?)")
+
+
+def dead_letter_original(value: bytes) -> bytes:
+    """Key of a DLQ listener: the original bytes of the dead-lettered message."""
+    return parse_dlq_record(value)["original"]
+
+
+@dataclass
+class Exchange:
+    """Listeners on a namespace's predictions (by request id) and DLQ (by original bytes), and a sender."""
+
+    results: TopicListener
+    dead: TopicListener
+    sender: Sender
+
+
+@contextlib.contextmanager
+def exchange(settings: Settings, topics: StreamTopics) -> Iterator[Exchange]:
+    """Listen to the results and dead letters of `topics` from now on, send to its requests topic; the
+    listeners are closed on the way out (what the verifier, the benchmark and the tests all need)."""
+    results = TopicListener(settings, topics.predictions)
+    dead = TopicListener(settings, topics.dlq, key_of=dead_letter_original)
+    results.start()
+    dead.start()
+    try:
+        yield Exchange(results, dead, Sender(settings, topics.requests))
+    finally:
+        results.close()
+        dead.close()

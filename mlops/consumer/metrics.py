@@ -1,7 +1,9 @@
 """Prometheus metrics and the health endpoint of one consumer process (`/metrics`, `/healthz`).
 
 Each process has its own registry (several consumers may live in one test process) and serves it on
-INFERENCE_METRICS_PORT + its index, so N local processes never collide.
+INFERENCE_METRICS_PORT + its index, so N local processes never collide. The server binds
+INFERENCE_METRICS_HOST: 127.0.0.1 by default like every local service, 0.0.0.0 in Docker (where
+Prometheus scrapes it from another container). `/healthz` answers a one-line reason, never a traceback.
 """
 
 from __future__ import annotations
@@ -50,6 +52,9 @@ class ConsumerMetrics:
         )
         self.reloads = Counter("inference_model_reloads", "Hot swaps of the model", registry=r)
         self.last_batch = Gauge("inference_last_batch_timestamp_seconds", "When the last batch committed", registry=r)
+        self.halted = Gauge(
+            "inference_halted", "1 while consumption is stopped on a permanent error (see /healthz)", registry=r
+        )
 
     def set_model(self, model_version: str, feature_set: str) -> None:
         self.model_info.clear()
@@ -63,7 +68,12 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path.startswith("/metrics"):
             self._send(200, CONTENT_TYPE_LATEST, generate_latest(self.server.metrics.registry))
         elif self.path.startswith("/healthz"):
-            healthy, detail = self.server.health()
+            try:
+                healthy, detail = self.server.health()
+            except Exception as exc:  # the reason in one line; the traceback goes to the log only
+                log.exception("health check failed")
+                problem = f"health check failed: {type(exc).__name__}"
+                healthy, detail = False, {"status": "unhealthy", "problem": problem}
             self._send(200 if healthy else 503, "application/json", json.dumps(detail).encode())
         else:
             self._send(404, "text/plain", b"try /metrics or /healthz\n")
@@ -82,18 +92,22 @@ class _Handler(BaseHTTPRequestHandler):
 class _MetricsServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, port: int, metrics: ConsumerMetrics, health: Callable[[], tuple[bool, dict]]) -> None:
-        super().__init__(("0.0.0.0", port), _Handler)
+    def __init__(
+        self, host: str, port: int, metrics: ConsumerMetrics, health: Callable[[], tuple[bool, dict]]
+    ) -> None:
+        super().__init__((host, port), _Handler)
         self.metrics = metrics
         self.health = health
 
 
-def serve(port: int, metrics: ConsumerMetrics, health: Callable[[], tuple[bool, dict]]) -> ThreadingHTTPServer:
+def serve(
+    port: int, metrics: ConsumerMetrics, health: Callable[[], tuple[bool, dict]], host: str = "127.0.0.1"
+) -> ThreadingHTTPServer:
     """Serve /metrics and /healthz in a daemon thread; a taken port fails here, naming it."""
     try:
-        server = _MetricsServer(port, metrics, health)
+        server = _MetricsServer(host, port, metrics, health)
     except OSError as exc:
-        raise OSError(f"inference metrics port {port} is taken ({exc}); pass --index or --metrics-port") from exc
+        raise OSError(f"inference metrics port {host}:{port} is taken ({exc}); pass --index or --metrics-port") from exc
     threading.Thread(target=server.serve_forever, name=f"metrics:{port}", daemon=True).start()
-    log.info("metrics on http://127.0.0.1:%d/metrics, health on /healthz", server.server_address[1])
+    log.info("metrics on http://%s:%d/metrics, health on /healthz", host, server.server_address[1])
     return server

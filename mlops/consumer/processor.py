@@ -4,7 +4,9 @@ Idempotency: each result is written with `SET prediction:{id} value NX GET EX tt
 call (one round trip, about twice as fast as a pipeline of SETs in redis-py, and atomic). When
 a result already exists (a redelivery after a crash, or the same id twice), Redis keeps the stored one
 and returns it, and that stored result is what gets published: a request never shows two different
-results, whichever process or model version answers the second time.
+results, whichever process or model version answers the second time. A stored result records the
+digest of the request it answers (`schemas.request_digest`): when the stored one is for a different
+request under the same id, the answer is a conflict (dead-lettered by the consumer), never that result.
 """
 
 from __future__ import annotations
@@ -14,7 +16,16 @@ from typing import Any, Protocol
 
 import redis
 
-from mlops.schemas import SCORE, Request, prediction_key, score_result, topk_result, utc_now_iso
+from mlops.schemas import (
+    SCORE,
+    Request,
+    prediction_key,
+    request_digest,
+    score_result,
+    stored_digest,
+    topk_result,
+    utc_now_iso,
+)
 
 # KEYS: the result keys; ARGV: ttl, then one value per key. Returns, per key, the value already stored
 # (kept) or false (ours was written). Lua false becomes a nil reply, so the array keeps its length.
@@ -43,11 +54,14 @@ class RankerLike(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """The result a request ends with: `payload` is what Redis holds (maybe from an earlier delivery)."""
+    """The result a request ends with: `payload` is what Redis holds (maybe from an earlier delivery).
+
+    `conflict`: what Redis holds answers another request that used the same id; it must not be published."""
 
     payload: bytes
     fallback: bool
     redelivered: bool
+    conflict: bool = False
 
 
 class BatchProcessor:
@@ -74,13 +88,13 @@ class BatchProcessor:
             users_of = [users.get(r.user_id) for r in reqs]
             scores, flags = ranker.score_with_flags(users_of, [list(r.movie_ids) for r in reqs])
             for i, r, s, fb in zip(scoring, reqs, scores, flags, strict=True):
-                payload = score_result(r.request_id, r.user_id, s, version, feature_set, bool(fb), created_at)
+                payload = score_result(r, s, version, feature_set, bool(fb), created_at)
                 out[i] = (payload, bool(fb))
         if topk:
             reqs = [requests[i] for i in topk]
             recs, flags = ranker.recommend_with_flags([users.get(r.user_id) for r in reqs], [r.k for r in reqs])
             for i, r, rec, fb in zip(topk, reqs, recs, flags, strict=True):
-                payload = topk_result(r.request_id, r.user_id, rec, version, feature_set, bool(fb), created_at)
+                payload = topk_result(r, rec, version, feature_set, bool(fb), created_at)
                 out[i] = (payload, bool(fb))
         return out
 
@@ -90,9 +104,10 @@ class BatchProcessor:
             keys=[prediction_key(r.request_id) for r in requests], args=[self.ttl, *(p for p, _ in predicted)]
         )
         return [
-            Answer(payload, fallback, False) if previous is None else Answer(previous, fallback, True)
-            for (payload, fallback), previous in zip(predicted, stored, strict=True)
-        ]
+            Answer(payload, fallback, False) if previous is None
+            else Answer(previous, fallback, True, stored_digest(previous) != request_digest(request))
+            for request, (payload, fallback), previous in zip(requests, predicted, stored, strict=True)
+        ]  # fmt: skip
 
     def answer(self, requests: list[Request], ranker: RankerLike) -> list[Answer]:
         return self.store_results(requests, self.predict(requests, ranker))

@@ -12,11 +12,6 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from mlflow.exceptions import MlflowException
-
-from mlflow import MlflowClient
-from mlops.registry import CHAMPION
-
 log = logging.getLogger(__name__)
 
 
@@ -35,16 +30,6 @@ class RankerHolder:
             "serving model version %s (feature set %s)%s", ranker.info.model_version, ranker.info.feature_set,
             f", replacing {previous.info.model_version}" if previous is not None else "",
         )  # fmt: skip
-
-
-def champion_version(tracking_uri: str, model_name: str, alias: str = CHAMPION) -> str | None:
-    """The version the alias points at now, or None when there is no such alias (yet)."""
-    try:
-        return str(MlflowClient(tracking_uri=tracking_uri).get_model_version_by_alias(model_name, alias).version)
-    except MlflowException as exc:
-        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
-            return None
-        raise
 
 
 class ModelWatcher(threading.Thread):

@@ -3,9 +3,15 @@
 Per batch, in this order: validate (invalid -> DLQ), predict and store idempotently (processor), publish
 results and dead letters and wait for the broker's acknowledgement, and only then commit the offsets.
 A crash anywhere before the commit means redelivery, which the idempotent store makes harmless (at
-least once, never two different results). Redis or the broker down: the batch is retried with backoff
-and nothing after it is consumed, so nothing is skipped. SIGTERM: the batch in hand is finished and
-committed, then the process leaves the group and exits 0.
+least once, never two different results). Failures are handled by what they mean (`failures`):
+- transient (Redis or the broker down, LOADING, a failover): the batch is retried with backoff and
+  nothing after it is consumed, so nothing is skipped;
+- permanent (Redis out of memory, too old, a wrong password; a model that fails on every request):
+  consumption stops with the batch uncommitted, `/healthz` answers 503 with the reason and
+  `inference_halted` is 1; the batch is retried every PERMANENT_RETRY_S, so fixing the cause resumes it;
+- tied to one message (unparseable, or the model raising on that request alone): that message is
+  dead-lettered and the batch goes on.
+SIGTERM: the batch in hand is finished and committed, then the process leaves the group and exits 0.
 """
 
 from __future__ import annotations
@@ -17,22 +23,32 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import redis
-from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from mlops.consumer.failures import Kind, classify, describe, kafka_kind
 from mlops.consumer.kafka import StreamTopics
 from mlops.consumer.metrics import ConsumerMetrics
 from mlops.consumer.processor import Answer, BatchProcessor
 from mlops.consumer.reload import RankerHolder
-from mlops.schemas import PROCESSING_ERROR, InvalidRequest, Request, dlq_record, parse_request, request_key
+from mlops.schemas import (
+    PROCESSING_ERROR,
+    REQUEST_ID_CONFLICT,
+    InvalidRequest,
+    Request,
+    dlq_record,
+    parse_request,
+    request_key,
+)
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-TRANSIENT = (redis.ConnectionError, redis.TimeoutError, OSError)
-"""Failures that waiting cures (Redis restarting, network): retried forever, never dead-lettered."""
 MAX_BACKOFF_S = 5.0
+PERMANENT_RETRY_S = 30.0
+"""While stopped on a permanent error, the batch in hand is tried again this often (fixing the cause resumes)."""
 HEARTBEAT_STALE_S = 60.0
+PROBE_INTERVAL_S = 5.0
+"""When idle, Redis and the broker are probed this often, so /healthz notices an outage without traffic."""
 
 
 class Stopped(Exception):
@@ -54,12 +70,27 @@ class StreamConsumer:
         self.batch_timeout_s = batch_timeout_ms / 1000
         self.stopping = threading.Event()
         self.heartbeat = time.time()
-        self.problem: str | None = None
+        self.problems: dict[str, str] = {}
+        """Why the consumer cannot answer right now, by dependency (`redis`, `kafka`, `model`)."""
+        self.halted: str | None = None
+        """The permanent error consumption is stopped on, if any."""
+        self.canary: Request | None = None
+        """A request answered successfully: answering it again tells a broken request from a broken model."""
+        self.last_probe = 0.0
+        self.permanent_retry_s = PERMANENT_RETRY_S
         self.answered = 0
         self.dead_lettered = 0
 
     def stop(self) -> None:
         self.stopping.set()
+
+    def report(self, dependency: str, problem: str | None) -> None:
+        """Record (or clear, with None) why `dependency` keeps the consumer from answering."""
+        if problem is None:
+            if self.problems.pop(dependency, None) is not None:
+                log.info("%s is back", dependency)
+        else:
+            self.problems[dependency] = problem
 
     # -- loop -------------------------------------------------------------------------------------------------
 
@@ -73,6 +104,8 @@ class StreamConsumer:
                 self.heartbeat = time.time()
                 if batch:
                     self.handle(batch)
+                elif self.heartbeat - self.last_probe > PROBE_INTERVAL_S:
+                    self._probe()
         except Stopped:
             log.warning("stopped while a dependency was down: the batch in hand stays uncommitted and is redelivered")
         finally:
@@ -98,6 +131,21 @@ class StreamConsumer:
                 good.append(message)
         return good
 
+    def _probe(self) -> None:
+        """Idle: check that Redis and the broker answer, so that health tells the truth without traffic."""
+        self.last_probe = time.time()
+        try:
+            self.processor.redis.ping()
+            self.report("redis", None)
+        except Exception as exc:
+            self.report("redis", f"redis unavailable: {describe(exc)}")
+        try:
+            metadata = self.consumer.list_topics(self.topics.requests, timeout=2)
+            error = metadata.topics[self.topics.requests].error
+            self.report("kafka", None if error is None else f"kafka: topic {self.topics.requests}: {error.str()}")
+        except Exception as exc:
+            self.report("kafka", f"kafka unavailable: {describe(exc)}")
+
     # -- one batch --------------------------------------------------------------------------------------------
 
     def handle(self, batch: list[Message]) -> None:
@@ -113,7 +161,14 @@ class StreamConsumer:
                 sources.append(message)
             except InvalidRequest as exc:
                 dead.append(self._dead_letter(message, exc.reason, str(exc)))
+            except Exception as exc:  # a bug in the parser: never a reason to stop the stream
+                dead.append(self._dead_letter(message, PROCESSING_ERROR, describe(exc)))
         answers = self._answer(requests, sources, dead) if requests else []
+        for i, (answer, message) in enumerate(zip(answers, sources, strict=True)):
+            if answer is not None and answer.conflict:
+                answers[i] = None
+                detail = f"request_id {requests[i].request_id!r} already answered a different request"
+                dead.append(self._dead_letter(message, REQUEST_ID_CONFLICT, detail))
         records = [
             (self.topics.predictions, request_key(request.user_id), answer.payload)
             for request, answer in zip(requests, answers, strict=True)
@@ -146,56 +201,114 @@ class StreamConsumer:
         return message, record
 
     def _answer(self, requests: list[Request], sources: list[Message], dead: list) -> list[Answer | None]:
-        """Answers in order; a request that makes the model fail (not a transient error) is dead-lettered
-        alone, found by answering the batch one request at a time, so it never blocks its partition."""
+        """Answers in order. When the batch fails on something tied to requests (not a dependency), it is
+        answered one request at a time: a request that fails alone is dead-lettered, so it never blocks its
+        partition; when the model fails on every request, consumption stops instead (nothing is drained)."""
         ranker = self.holder.ranker
         try:
-            return self._retrying(lambda: self.processor.answer(requests, ranker), "redis")
-        except (Stopped, KafkaException):
+            answered = self._retrying(lambda: self.processor.answer(requests, ranker), "redis")
+            answers: list[Answer | None] = list(answered)
+            self.canary = requests[0]
+            return answers
+        except Stopped:
             raise
-        except Exception:
-            log.exception("batch of %d failed; answering it one request at a time", len(requests))
-        answers: list[Answer | None] = []
-        for request, message in zip(requests, sources, strict=True):
+        except Exception as exc:
+            log.warning("batch of %d failed (%s); answering it one request at a time", len(requests), describe(exc))
+        while True:
+            answers, failed = [], []
+            for request, message in zip(requests, sources, strict=True):
+                try:
+                    answer = self._retrying(lambda r=request, m=ranker: self.processor.answer([r], m)[0], "redis")
+                    answers.append(answer)
+                    self.canary = request
+                except Stopped:
+                    raise
+                except Exception as exc:
+                    answers.append(None)
+                    failed.append((message, exc))
+            systemic = self._systemic(failed, len(requests), ranker) if failed else None
+            if systemic is None:
+                self._resume()
+                dead += [self._dead_letter(m, PROCESSING_ERROR, describe(exc)) for m, exc in failed]
+                return answers
+            self._halt("model", f"the model fails on every request: {systemic}")
+            ranker = self.holder.ranker  # a new champion may have arrived meanwhile
+
+    def _systemic(self, failed: list[tuple[Message, Exception]], total: int, ranker: Any) -> str | None:
+        """Why the failures are not the requests' fault, or None when they are. A request answered before
+        (the canary) is answered again: if that fails too, the model or its inputs are broken, not the
+        requests. Without a canary yet, a batch of several where every request fails counts as broken."""
+        if self.canary is not None:
+            canary = self.canary
             try:
-                answers.append(self._retrying(lambda r=request: self.processor.answer([r], ranker)[0], "redis"))
+                self._retrying(lambda: self.processor.predict([canary], ranker), "redis")
+                return None
             except Stopped:
                 raise
             except Exception as exc:
-                answers.append(None)
-                dead.append(self._dead_letter(message, PROCESSING_ERROR, f"{type(exc).__name__}: {exc}"))
-        return answers
+                return describe(exc)
+        if total > 1 and len(failed) == total:
+            return describe(failed[0][1])
+        return None
 
     def _retrying(self, operation: Callable[[], T], dependency: str) -> T:
-        """Run `operation`, retrying transient failures with exponential backoff until it works or we stop."""
+        """Run `operation`: transient failures are retried with exponential backoff, permanent ones halt
+        consumption (retried every PERMANENT_RETRY_S), failures tied to the request are raised."""
         delay = 0.05
         while True:
             try:
                 result = operation()
-                if self.problem is not None:
-                    log.info("%s is back", dependency)
-                    self.problem = None
+                self.report(dependency, None)
+                self._resume()
                 return result
-            except TRANSIENT as exc:
-                if self.problem is None:
-                    log.warning("%s unavailable (%s): retrying with backoff; nothing is skipped", dependency, exc)
-                self.problem = f"{dependency} unavailable: {exc}"
+            except Exception as exc:
+                kind = classify(exc)
+                if kind is Kind.REQUEST:
+                    raise
+                if kind is Kind.PERMANENT:
+                    self._halt(dependency, describe(exc))
+                    continue
+                if dependency not in self.problems:
+                    log.warning("%s unavailable (%s): retrying with backoff; nothing is skipped", dependency,
+                                describe(exc))  # fmt: skip
+                self.report(dependency, f"{dependency} unavailable: {describe(exc)}")
                 self.metrics.errors.labels(reason=f"{dependency}_unavailable").inc()
                 self.heartbeat = time.time()
                 if self.stopping.wait(delay):
                     raise Stopped from exc
                 delay = min(delay * 2, MAX_BACKOFF_S)
 
+    def _halt(self, dependency: str, reason: str) -> None:
+        """Stop consuming on a permanent error (the caller retries the batch in hand after a long wait)."""
+        if self.halted is None:
+            log.error("stopped on a permanent %s error, nothing committed: %s (retrying every %.0fs)", dependency,
+                      reason, self.permanent_retry_s)  # fmt: skip
+        self.halted = f"stopped on a permanent {dependency} error: {reason}"
+        self.metrics.halted.set(1)
+        self.metrics.errors.labels(reason=f"{dependency}_permanent").inc()
+        self.heartbeat = time.time()
+        if self.stopping.wait(self.permanent_retry_s):
+            raise Stopped
+
+    def _resume(self) -> None:
+        if self.halted is not None:
+            log.warning("resuming: the permanent error is gone (%s)", self.halted)
+            self.halted = None
+            self.metrics.halted.set(0)
+
     def _publish(self, records: list[tuple[str, bytes | None, bytes]]) -> None:
-        """Produce and wait for every acknowledgement; failed deliveries are produced again with backoff."""
+        """Produce and wait for every acknowledgement; failed deliveries are produced again with backoff
+        (transient) or after a long wait with consumption stopped (permanent)."""
         delay = 0.05
         pending = records
         while pending:
             failed: list[tuple[str, bytes | None, bytes]] = []
+            errors: list[KafkaError] = []
 
-            def on_delivery(err: Any, msg: Message, failed: list = failed) -> None:
+            def on_delivery(err: Any, msg: Message, failed: list = failed, errors: list = errors) -> None:
                 if err is not None:
                     failed.append((msg.topic(), msg.key(), msg.value()))
+                    errors.append(err)
 
             for topic, key, value in pending:
                 while True:
@@ -207,20 +320,25 @@ class StreamConsumer:
                     except KafkaException as exc:  # e.g. the topic is missing: retried like a failed delivery
                         log.warning("cannot produce to %s: %s", topic, exc)
                         failed.append((topic, key, value))
+                        errors.append(exc.args[0])
                         break
             while self.producer.flush(0.5) > 0:  # each message ends acknowledged or failed (message.timeout.ms)
                 self.heartbeat = time.time()
             if not failed:
-                if self.problem is not None and self.problem.startswith("kafka"):
-                    log.info("kafka is back")
-                    self.problem = None
+                self.report("kafka", None)
+                self._resume()
                 return
-            self.problem = f"kafka unavailable: {len(failed)} deliveries failed"
-            log.warning("%d of %d deliveries failed: producing them again in %.2fs", len(failed), len(pending), delay)
-            self.metrics.errors.labels(reason="kafka_unavailable").inc(len(failed))
-            if self.stopping.wait(delay):
-                raise Stopped
-            delay = min(delay * 2, MAX_BACKOFF_S)
+            permanent = [e for e in errors if kafka_kind(e) is Kind.PERMANENT]
+            if permanent:
+                self._halt("kafka", f"{len(failed)} deliveries failed: {permanent[0].str()}")
+            else:
+                self.report("kafka", f"kafka unavailable: {len(failed)} deliveries failed ({errors[0].str()})")
+                log.warning("%d of %d deliveries failed: producing them again in %.2fs", len(failed), len(pending),
+                            delay)  # fmt: skip
+                self.metrics.errors.labels(reason="kafka_unavailable").inc(len(failed))
+                if self.stopping.wait(delay):
+                    raise Stopped
+                delay = min(delay * 2, MAX_BACKOFF_S)
             pending = failed
 
     def _commit(self, batch: list[Message]) -> None:
@@ -247,16 +365,26 @@ class StreamConsumer:
     # -- health -----------------------------------------------------------------------------------------------
 
     def health(self) -> tuple[bool, dict[str, Any]]:
+        """200 only while this consumer can answer: a model loaded, Redis and the broker reachable, not
+        stopped on a permanent error, the loop alive. The body says why not, in one line (no traceback)."""
         ranker = self.holder.ranker
         stale = time.time() - self.heartbeat > HEARTBEAT_STALE_S
-        healthy = ranker is not None and not stale and self.problem is None and not self.stopping.is_set()
+        reasons = [self.halted] if self.halted else []
+        reasons += [text for dep, text in sorted(self.problems.items()) if ranker is None or dep != "model"]
+        if ranker is None and "model" not in self.problems:
+            reasons.append("no model loaded yet")
+        if stale:
+            reasons.append("consumer loop stalled")
+        if self.stopping.is_set():
+            reasons.append("shutting down")
+        healthy = not reasons
         detail = {
             "status": "ok" if healthy else "unhealthy",
             "consumer": self.name,
             "model_version": None if ranker is None else str(ranker.info.model_version),
             "feature_set": None if ranker is None else str(ranker.info.feature_set),
-            "problem": self.problem or ("no model loaded yet" if ranker is None else None)
-            or ("consumer loop stalled" if stale else None),
+            "problem": "; ".join(reasons) or None,
+            "halted": self.halted is not None,
             "answered": self.answered,
             "dead_lettered": self.dead_lettered,
         }

@@ -24,7 +24,7 @@ from typing import Any
 import redis
 
 from mlops import schemas
-from mlops.consumer.client import Sender, TopicListener
+from mlops.consumer.client import exchange
 from mlops.consumer.kafka import StreamTopics
 from mlops.feature_store import RedisFeatureStore
 from mlops.registry import CHAMPION
@@ -135,12 +135,8 @@ def verify(settings: Settings, n: int, timeout: float, seed: int, topics: Stream
     requests = make_requests(user_ids, movie_ids, n, random.Random(seed), tag)
     bad = malformed_messages(tag)
 
-    results = TopicListener(settings, topics.predictions)
-    dead = TopicListener(settings, topics.dlq, key_of=lambda v: schemas.parse_dlq_record(v)["original"])
-    results.start()
-    dead.start()
-    sender = Sender(settings, topics.requests)
-    try:
+    with exchange(settings, topics) as ex:
+        results, dead, sender = ex.results, ex.dead, ex.sender
         for request in requests:
             sender.send(request)
         for raw, _ in bad:
@@ -153,9 +149,6 @@ def verify(settings: Settings, n: int, timeout: float, seed: int, topics: Stream
 
         missing = results.wait_for([r.request_id for r in requests], timeout, progress)
         missing_dead = dead.wait_for([raw for raw, _ in bad], max(10.0, timeout - (time.time() - started)))
-    finally:
-        results.close()
-        dead.close()
 
     failures: list[str] = [f"no result for {rid}" for rid in sorted(missing)[:20]]
     failures += [f"{rid}: two different results published" for rid in results.conflicts[:20]]

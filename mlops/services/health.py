@@ -13,6 +13,23 @@ import requests
 from mlops.settings import Settings
 
 TIMEOUT_S = 3.0
+REDIS_MIN_VERSION = (7, 0)
+"""The consumer's idempotent write is `SET key value NX GET`, which Redis accepts from 7.0 on."""
+
+
+class Incompatible(RuntimeError):
+    """The server answers, but it is a version the platform cannot use: waiting will not help."""
+
+
+def require_redis_version(version: str) -> None:
+    """Refuse a Redis older than REDIS_MIN_VERSION, saying which version was found and why it matters."""
+    found = tuple(int(part) for part in version.split(".")[:2] if part.isdigit())
+    if found < REDIS_MIN_VERSION:
+        need = ".".join(map(str, REDIS_MIN_VERSION))
+        raise Incompatible(
+            f"redis {version} is too old: the inference consumer needs {need} or newer (SET ... NX GET); "
+            f"install a newer redis-server"
+        )
 
 
 def tcp_open(host: str, port: int, timeout: float = 0.5) -> bool:
@@ -48,7 +65,9 @@ def redis_ping(settings: Settings) -> str:
     )
     try:
         client.ping()
-        return f"PING ok, redis {client.info('server')['redis_version']}"
+        version = str(client.info("server")["redis_version"])
+        require_redis_version(version)
+        return f"PING ok, redis {version}"
     finally:
         client.close()
 

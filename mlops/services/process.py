@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from mlops.services.errors import ServiceError
-from mlops.services.health import tcp_open
+from mlops.services.health import Incompatible, tcp_open
 from mlops.services.specs import Launch
 
 
@@ -113,6 +113,9 @@ def wait_ready(launch: Launch, proc: subprocess.Popen | int, log: Path) -> str:
             raise ServiceError(launch.name, reason, log)
         try:
             return launch.check()
+        except Incompatible as exc:  # answers, but will never do: say so now, not after the timeout
+            stop(pid)
+            raise ServiceError(launch.name, str(exc), log) from exc
         except Exception as exc:
             last_error = f"{type(exc).__name__}: {exc}"[:300]
         if time.monotonic() > deadline:

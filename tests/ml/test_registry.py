@@ -104,6 +104,73 @@ def test_a_champion_whose_artifacts_are_gone_is_replaced(mlflow_settings, offlin
     assert record["decision"] == registry.CHAMPION and record["champion_version"] == str(lost["version"])
     assert f"champion v{lost['version']} cannot be loaded" in record["reason"]
     assert registry.version_by_alias(settings, registry.CHAMPION).version == nxt["version"]
+    c = registry.client(settings)  # the reason is on both versions
+    assert c.get_model_version(settings.model_name, nxt["version"]).tags["promotion_reason"] == record["reason"]
+    assert c.get_model_version(settings.model_name, lost["version"]).tags["replaced_reason"] == record["reason"]
+
+
+class _ArtifactsFailProxy:
+    """A reverse proxy in front of the real MLflow server that answers 503 to every artifact download
+    (the artifact store having a bad moment), and passes everything else through."""
+
+    def __init__(self, upstream: str) -> None:
+        import http.server
+        import threading
+
+        import requests
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _proxy(self) -> None:
+                if "/mlflow-artifacts/" in self.path or "/artifacts/" in self.path:
+                    self.send_response(503)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+                answer = requests.request(self.command, upstream + self.path, data=body, headers=headers, timeout=30)
+                self.send_response(answer.status_code)
+                for k, v in answer.headers.items():
+                    if k.lower() not in ("content-length", "transfer-encoding", "connection", "content-encoding"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(answer.content)))
+                self.end_headers()
+                self.wfile.write(answer.content)
+
+            do_GET = do_POST = do_PATCH = do_DELETE = _proxy
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_a_champion_that_cannot_be_read_right_now_is_kept(mlflow_settings, offline, monkeypatch):
+    """A 5xx from the artifact store says nothing about the champion: it stays, the promotion fails
+    with a clear error (to be retried), and nothing is tagged as replaced."""
+    settings = mlflow_settings.replace(model_name=f"{mlflow_settings.model_name}-flaky")
+    model = T.fit(offline, seed=42)
+    kept = _register(settings, offline, "run-kept", model)
+    registry.promote(settings, "run-kept", lambda m: 0.0)
+    nxt = _register(settings, offline, "run-after", model)
+
+    proxy = _ArtifactsFailProxy(settings.mlflow_tracking_uri.rstrip("/"))
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    try:
+        flaky = settings.replace(mlflow_tracking_uri=proxy.url)
+        with pytest.raises(registry.ChampionUnreadable, match=rf"champion v{kept['version']} could not be loaded"):
+            registry.promote(flaky, "run-after", lambda m: pytest.fail("nothing to evaluate"))
+    finally:
+        proxy.server.shutdown()
+        registry.client(settings)  # point the mlflow module back at the real server
+    c = registry.client(settings)
+    assert registry.version_by_alias(settings, registry.CHAMPION).version == kept["version"]
+    assert "replaced_reason" not in c.get_model_version(settings.model_name, kept["version"]).tags
+    assert "promotion_reason" not in c.get_model_version(settings.model_name, nxt["version"]).tags
 
 
 def test_unreachable_mlflow_is_a_bounded_clear_error(base_settings, free_port):

@@ -41,7 +41,7 @@ def test_valid_score_and_topk_round_trip():
         (_raw({"request_id": "r", "user_id": 1, "k": "3"}), schemas.WRONG_TYPE, "'k' must be an int"),
         (_raw({"request_id": "r", "user_id": 1, "k": 0}), schemas.K_OUT_OF_RANGE, "1..100"),
         (_raw({"request_id": "r", "user_id": 1, "k": 101}), schemas.K_OUT_OF_RANGE, "1..100"),
-        (_raw({"request_id": "r", "user_id": 1, "movie_ids": 3}), schemas.WRONG_TYPE, "'movie_ids' must be a list"),
+        (_raw({"request_id": "r", "user_id": 1, "movie_ids": 3}), schemas.WRONG_TYPE, "'movie_ids' must be an array"),
         (_raw({"request_id": "r", "user_id": 1, "movie_ids": [1, "x"]}), schemas.WRONG_TYPE, "'movie_ids[1]'"),
         (_raw({"request_id": "r", "user_id": 1, "movie_ids": []}), schemas.EMPTY_MOVIE_IDS, "not be empty"),
         (_raw({"request_id": "r", "user_id": 1, "movie_ids": list(range(1001))}), schemas.TOO_MANY_MOVIE_IDS, "1001"),
@@ -61,12 +61,20 @@ def test_rejections_name_reason_and_field(raw, reason, words):
 
 
 def test_results_follow_the_contract():
-    score = schemas.parse_result(schemas.score_result("r1", 3, {10: 0.25, 11: 0.5}, "4", "v1", False, "t"))
+    score_request = ScoreRequest("r1", 3, (10, 11))
+    score = schemas.parse_result(schemas.score_result(score_request, {10: 0.25, 11: 0.5}, "4", "v1", False, "t"))
     assert score["scores"] == {"10": 0.25, "11": 0.5}
     assert (score["model_version"], score["feature_set"], score["fallback"]) == ("4", "v1", False)
-    topk = schemas.parse_result(schemas.topk_result("r2", 3, [(5, 0.9), (6, 0.8)], "4", "v1", True, "t"))
+    topk_request = TopKRequest("r2", 3, 2)
+    topk = schemas.parse_result(schemas.topk_result(topk_request, [(5, 0.9), (6, 0.8)], "4", "v1", True, "t"))
     assert topk["recommendations"] == [{"movie_id": 5, "score": 0.9}, {"movie_id": 6, "score": 0.8}]
     assert topk["fallback"] is True
+    assert (score["variant"], topk["variant"]) == ("champion", "champion")
+    # Who asked: the digest of the canonical request, equal for the same request however it was spelled.
+    assert score["request_digest"] == schemas.request_digest(parse_request(b'{"user_id":3,"movie_ids":[10,11],'
+                                                                           b' "request_id": "r1"}'))  # fmt: skip
+    assert score["request_digest"] != schemas.request_digest(ScoreRequest("r1", 4, (10, 11)))
+    assert score["request_digest"] != schemas.request_digest(ScoreRequest("r1", 3, (10, 12)))
     with pytest.raises(ValueError, match="model_version"):
         schemas.parse_result(b'{"request_id": "x", "user_id": 1, "scores": {}}')
 

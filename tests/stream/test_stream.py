@@ -50,7 +50,7 @@ class InProcessConsumer:
     def __init__(self, settings, topics: StreamTopics, reload_interval: float = 10.0, wrap=None) -> None:
         self.service, self.watcher = app.build(settings, 0, topics)
         self.watcher.interval = reload_interval
-        assert app.wait_for_model(self.watcher, self.service.stopping)
+        assert app.wait_for_model(self.watcher, self.service)
         if wrap is not None:
             self.watcher.holder.ranker = wrap(self.watcher.holder.ranker)
         else:
@@ -343,10 +343,10 @@ def test_champion_swap_mid_stream_fails_no_request(settings, champion, topics):
             assert got["scores"] == pytest.approx(expected[request.request_id]["scores"], abs=1e-9)
 
 
-def _start_redis(port: int, password: str, data_dir: Path) -> subprocess.Popen:
+def _start_redis(port: int, password: str, data_dir: Path, *extra: str) -> subprocess.Popen:
     proc = subprocess.Popen(
         ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--requirepass", password,
-         "--appendonly", "yes", "--save", "", "--dir", str(data_dir)],
+         "--appendonly", "yes", "--save", "", "--dir", str(data_dir), *extra],
         stdout=(data_dir / "redis.log").open("ab"), stderr=subprocess.STDOUT,
     )  # fmt: skip
     client = redis.Redis(port=port, password=password)

@@ -13,7 +13,8 @@ INFO = SimpleNamespace(model_version="3", feature_set="fs1")
 
 
 def _score(scores, version="3", fallback=False):
-    return schemas.parse_result(schemas.score_result("r", 5, scores, version, "fs1", fallback, "t"))
+    request = ScoreRequest("r", 5, tuple(scores))
+    return schemas.parse_result(schemas.score_result(request, scores, version, "fs1", fallback, "t"))
 
 
 def test_compare_accepts_equal_and_names_each_difference():
@@ -28,7 +29,7 @@ def test_compare_accepts_equal_and_names_each_difference():
 
 def test_compare_top_k_checks_order():
     request = TopKRequest("r", 5, 2)
-    got = schemas.parse_result(schemas.topk_result("r", 5, [(7, 0.9), (8, 0.8)], "3", "fs1", False, "t"))
+    got = schemas.parse_result(schemas.topk_result(request, [(7, 0.9), (8, 0.8)], "3", "fs1", False, "t"))
     assert compare(got, {"recommendations": [(7, 0.9), (8, 0.8)], "fallback": False}, request, INFO) is None
     assert "recommended" in compare(got, {"recommendations": [(8, 0.9), (7, 0.8)], "fallback": False}, request, INFO)
 

@@ -1,0 +1,205 @@
+"""Chaos: 20,000 requests while Redis, the broker, the object store and MLflow are restarted one after
+another (the session's own servers, stopped and started again from their launch specs on the same ports
+and data directories). Every request must be answered, with one result only, equal to the champion's
+direct prediction; the figures go to stdout (and to $CHAOS_FIGURES as JSON when set), for
+docs/benchmarks/reliability.md.
+
+A server whose launch spec keeps its data in memory (the note says so: Tansu, moto) would come back
+empty: a broker that loses the requests in flight cannot pass this test, so such a restart is skipped and
+reported as skipped; the object store is then restarted with its content restored by the test (what a
+durable store does by itself), because the stream does not read it while serving.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+
+import pytest
+import redis
+from test_stream import ConsumerProcess, _port, _requests, topics  # noqa: F401
+
+from mlops import schemas
+from mlops.consumer.client import exchange
+from mlops.consumer.verify import compare, expected_results
+from mlops.feature_store import RedisFeatureStore
+from mlops.services import health, process, provision, specs
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+REQUESTS = 20_000
+RATE = 400  # requests/s offered: about 50 s of traffic
+FAULT_EVERY_S = 9.0
+DOWN_S = 3.0  # how long each server stays down
+
+
+@dataclass
+class Fault:
+    service: str
+    skipped: str | None = None
+    down_s: float = 0.0  # stop requested -> ready again
+    recover_s: float | None = None  # ready again -> a probe request sent then is answered
+
+
+def _durable(launch: specs.Launch) -> bool:
+    return "in memory" not in launch.note
+
+
+def _pid_on(port: int) -> int:
+    owner = process.port_owner(port)
+    assert owner.startswith("pid "), f"nothing found listening on {port}"
+    return int(owner.split(",")[0].removeprefix("pid "))
+
+
+def _snapshot_buckets(settings) -> dict[str, dict[str, bytes]]:
+    client = health.s3_client(settings)
+    out: dict[str, dict[str, bytes]] = {}
+    for bucket in (settings.s3_bucket, settings.mlflow_artifact_bucket):
+        out[bucket] = {}
+        for obj in client.list_objects(bucket, recursive=True):
+            response = client.get_object(bucket, obj.object_name)
+            try:
+                out[bucket][obj.object_name] = response.read()
+            finally:
+                response.close()
+                response.release_conn()
+    return out
+
+
+def _restore_buckets(settings, snapshot: dict[str, dict[str, bytes]]) -> None:
+    provision.ensure_buckets(settings)
+    client = health.s3_client(settings)
+    for bucket, objects in snapshot.items():
+        for name, data in objects.items():
+            client.put_object(bucket, name, io.BytesIO(data), len(data))
+
+
+def test_every_request_answered_once_through_restarts_of_every_server(
+    settings, champion, redis_server, s3_server, mlflow_server, topics, servers_root, tmp_path  # noqa: F811
+):
+    from mlops.serving import Ranker
+
+    root = servers_root
+    launches = {
+        "redis": specs.redis(settings, root / "redis"),
+        "mlflow": specs.mlflow(settings, root / "mlflow"),
+        "s3": specs.s3(settings, root / "s3"),
+        "kafka": specs.kafka(settings, root / "kafka"),
+    }
+    pids = {"redis": redis_server.pid, "mlflow": mlflow_server.pid, "s3": s3_server.pid,
+            "kafka": _pid_on(launches["kafka"].port)}  # fmt: skip
+    store = RedisFeatureStore.from_settings(settings)
+    reference = Ranker.load(settings, store, alias="champion", compiled=False)  # before anything breaks
+    requests = _requests(settings, champion, REQUESTS, seed=11)
+    expected = expected_results(reference, store, requests)
+
+    members = [ConsumerProcess(topics, tmp_path / f"consumer-{i}.log", _port()) for i in range(2)]
+    faults = [Fault(name) for name in launches]
+    sent_at: dict[str, float] = {}
+    try:
+        for member in members:
+            member.wait_healthy()
+        with exchange(settings, topics) as ex:
+            stop_sending = threading.Event()
+
+            def send() -> None:
+                started = time.monotonic()
+                for i, request in enumerate(requests):
+                    delay = started + i / RATE - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
+                    ex.sender.send(request)
+                    sent_at[request.request_id] = time.monotonic()
+                    if stop_sending.is_set():
+                        return
+                ex.sender.flush()
+
+            traffic = threading.Thread(target=send, name="chaos-traffic")
+            traffic.start()
+            for fault in faults:
+                time.sleep(FAULT_EVERY_S)
+                _inject(fault, launches[fault.service], pids[fault.service], settings, root, ex)
+            traffic.join(300)
+            assert not traffic.is_alive(), "the sender did not finish"
+            started = time.monotonic()
+            missing = ex.results.wait_for([r.request_id for r in requests], 300)
+            drained_s = time.monotonic() - started
+            received = dict(ex.results.received)
+            duplicates, conflicts, dead = ex.results.duplicates, list(ex.results.conflicts), dict(ex.dead.received)
+        for member in members:
+            assert member.proc.poll() is None, f"a consumer died: {member.log.read_text()[-2000:]}"
+    finally:
+        for member in members:
+            if member.proc.poll() is None:
+                member.proc.send_signal(signal.SIGTERM)
+        for member in members:
+            member.proc.wait(60)
+
+    stored = redis.Redis.from_url(settings.redis_url).mget([schemas.prediction_key(r.request_id) for r in requests])
+    mismatched = []
+    for request, in_redis in zip(requests, stored, strict=True):
+        if request.request_id in missing:
+            continue
+        published = received[request.request_id][1]
+        problem = "Redis and the topic differ" if in_redis != published else compare(
+            schemas.parse_result(published), expected[request.request_id], request, reference.info)
+        if problem:
+            mismatched.append((request.request_id, problem))
+    figures = {
+        "requests_sent": len(sent_at),
+        "answered": len(requests) - len(missing),
+        "duplicated": duplicates,
+        "conflicting": len(conflicts),
+        "dead_lettered": len(dead),
+        "mismatched": len(mismatched),
+        "drain_after_last_send_s": round(drained_s, 1),
+        "faults": [
+            {"service": f.service, "skipped": f.skipped, "down_s": round(f.down_s, 1),
+             "recover_s": None if f.recover_s is None else round(f.recover_s, 1)}
+            for f in faults
+        ],
+    }  # fmt: skip
+    print("chaos figures:", json.dumps(figures))
+    if os.environ.get("CHAOS_FIGURES"):
+        with open(os.environ["CHAOS_FIGURES"], "w") as out:
+            json.dump(figures, out, indent=2)
+    assert len(sent_at) == REQUESTS
+    assert not missing, f"{len(missing)} requests never answered"
+    assert conflicts == [], "a request was published with two different results"
+    assert not mismatched, mismatched[:5]
+    assert dead == {}, "a valid request was dead-lettered"
+    assert all(f.recover_s is not None for f in faults if f.skipped is None)
+
+
+def _inject(fault: Fault, launch: specs.Launch, pid: int, settings, root, ex) -> None:
+    """Stop the server, keep it down DOWN_S, start it again from its spec; time its return and recovery."""
+    snapshot = None
+    if not _durable(launch):
+        if fault.service != "s3":
+            fault.skipped = f"{launch.note} (runs when the broker is durable)"
+            return
+        snapshot = _snapshot_buckets(settings)
+    began = time.monotonic()
+    process.stop(pid)
+    time.sleep(DOWN_S)
+    log = root / "logs" / f"{launch.name}.log"
+    proc = process.start(launch, log, die_with_parent=True)
+    process.wait_ready(launch, proc, log)
+    if fault.service == "kafka":
+        provision.ensure_topics(settings)
+    if snapshot is not None:
+        _restore_buckets(settings, snapshot)
+    ready = time.monotonic()
+    fault.down_s = ready - began
+    # Recovered: a request sent once the server is back has been answered (behind the backlog, if any).
+    probe = schemas.TopKRequest(f"probe-{fault.service}-{uuid.uuid4().hex[:6]}", 1, 5)
+    ex.sender.send(probe)
+    if not ex.results.wait_for([probe.request_id], 120):
+        fault.recover_s = time.monotonic() - ready
+
