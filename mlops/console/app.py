@@ -13,8 +13,9 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, urlsplit
 
+import requests
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
@@ -44,9 +45,24 @@ def attempt(fn: Callable[[], T], what: str) -> tuple[T | None, str | None]:
     try:
         return fn(), None
     except Exception as exc:
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        log.info("console: %s failed: %s: %s", what, type(exc).__name__, first)
-        return None, f"Could not read {what}: {type(exc).__name__}: {first}"[:400]
+        log.info("console: %s failed: %s: %s", what, type(exc).__name__, exc)
+        return None, f"Could not read {what}: {describe(exc)}"[:400]
+
+
+def describe(exc: BaseException) -> str:
+    """An exception in words: a refused or timed-out HTTP connection is said plainly, not as urllib3's repr."""
+    if isinstance(exc, requests.ConnectionError):
+        return f"the server at {_origin(exc)} is not reachable (connection refused or reset)"
+    if isinstance(exc, requests.Timeout):
+        return f"the server at {_origin(exc)} did not answer in time"
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {first}"
+
+
+def _origin(exc: requests.RequestException) -> str:
+    url = getattr(exc.request, "url", None) or ""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}" if parts.netloc else "its address"
 
 
 def create_app(

@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 import requests
 
+from mlops.orchestration.airflow_config import DAG_ID
 from mlops.services import health
 from mlops.settings import Settings
 
@@ -49,11 +50,18 @@ def _consumer_check(metrics_url: str) -> Callable[[], str]:
     return check
 
 
+def _s3(settings: Settings) -> str:
+    """The S3 check, failing fast on a closed port (the S3 client itself retries with backoff for seconds)."""
+    if not health.tcp_open(*health.s3_address(settings)):
+        raise ConnectionError(f"nothing listens on {settings.s3_endpoint_url}")
+    return health.s3_list_buckets(settings)
+
+
 def services(settings: Settings, consumer_urls: list[str]) -> list[ServiceState]:
     checks: list[tuple[str, Callable[[], str]]] = [
         ("redis", lambda: health.redis_ping(settings)),
         ("kafka", lambda: health.kafka_metadata(settings)),
-        ("s3", lambda: health.s3_list_buckets(settings)),
+        ("s3", lambda: _s3(settings)),
         ("mlflow", lambda: health.mlflow_health(settings)),
         ("airflow", lambda: health.airflow_health(settings)),
     ]
@@ -86,23 +94,46 @@ def _short_time(value: str | None) -> str:
         return value
 
 
-def last_pipeline_run(settings: Settings, public_airflow: str) -> PipelineRun | None:
-    """The most recent run of the batch DAG with its task durations; None when it never ran.
+class AirflowReader:
+    """Read-only calls to Airflow's REST API v2 (token from `/auth/token`, as `pipeline.AirflowClient` does).
 
-    Raises `PipelineError` (bad login) or `requests.RequestException` (Airflow down): the page says which.
+    Not that client itself: `mlops.orchestration.pipeline` imports the Airflow SDK (through the DAG's
+    steps), which costs the console seconds and ~100 MB for two GET requests.
     """
-    from mlops.orchestration import pipeline
 
-    client = pipeline.AirflowClient(settings.airflow_url, settings.airflow_admin_user,
-                                    settings.airflow_admin_password, timeout=5)  # fmt: skip
-    runs = client.json("GET", f"/dags/{pipeline.DAG_ID}/dagRuns", params={"order_by": "-run_after", "limit": 1})
-    if not runs.get("dag_runs"):
+    def __init__(self, settings: Settings, timeout: float = 5) -> None:
+        self.base = settings.airflow_url.rstrip("/")
+        self.login = {"username": settings.airflow_admin_user, "password": settings.airflow_admin_password}
+        self.timeout = timeout
+        self.token: str | None = None
+
+    def get(self, path: str, **params: object) -> dict:
+        if self.token is None:
+            response = requests.post(f"{self.base}/auth/token", json=self.login, timeout=self.timeout)
+            if response.status_code in (401, 403):
+                raise PermissionError("Airflow refused the admin login (AIRFLOW_ADMIN_USER / AIRFLOW_ADMIN_PASSWORD)")
+            response.raise_for_status()
+            self.token = response.json()["access_token"]
+        response = requests.get(f"{self.base}/api/v2{path}", params=params, timeout=self.timeout,
+                                headers={"Authorization": f"Bearer {self.token}"})  # fmt: skip
+        if response.status_code == 404:
+            raise LookupError(f"Airflow has no {path} (is the DAG {DAG_ID} deployed?)")
+        response.raise_for_status()
+        return response.json()
+
+
+def last_pipeline_run(settings: Settings, public_airflow: str) -> PipelineRun | None:
+    """The most recent run of the batch DAG with its task durations (in the order they started); None when
+    it never ran. Raises when Airflow is down or refuses the login: the page says which."""
+    client = AirflowReader(settings)
+    runs = client.get(f"/dags/{DAG_ID}/dagRuns", order_by="-run_after", limit=1).get("dag_runs") or []
+    if not runs:
         return None
-    run = runs["dag_runs"][0]
-    order = {task_id: i for i, task_id in enumerate(pipeline.STEPS)}
-    tasks = sorted(client.task_instances(pipeline.DAG_ID, run["dag_run_id"]),
-                   key=lambda ti: order.get(ti["task_id"], len(order)))  # fmt: skip
+    run = runs[0]
+    run_id = run["dag_run_id"]
+    tasks = client.get(f"/dags/{DAG_ID}/dagRuns/{quote(run_id, safe='')}/taskInstances")["task_instances"]
+    tasks.sort(key=lambda ti: (ti.get("start_date") or "9999", ti["task_id"]))
     durations = [(ti["task_id"], float(ti.get("duration") or 0.0), ti.get("state") or "none") for ti in tasks]
-    link = f"{public_airflow.rstrip('/')}/dags/{pipeline.DAG_ID}/runs/{quote(run['dag_run_id'], safe='')}"
-    return PipelineRun(run["dag_run_id"], run.get("state") or "-", _short_time(run.get("start_date")),
+    link = f"{public_airflow.rstrip('/')}/dags/{DAG_ID}/runs/{quote(run_id, safe='')}"
+    return PipelineRun(run_id, run.get("state") or "-", _short_time(run.get("start_date")),
                        _short_time(run.get("end_date")), durations, link)  # fmt: skip

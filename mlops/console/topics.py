@@ -58,9 +58,9 @@ def topics(settings: Settings) -> list[TopicRow]:
     """Every topic of the broker (internal ones aside), the platform's with the group's lag."""
     from confluent_kafka import TopicPartition
 
-    platform = {t.name: t for t in topic_offsets(settings)}
     consumer = _consumer(settings)
     try:
+        platform = {t.name: t for t in topic_offsets(settings)}
         metadata = consumer.list_topics(timeout=TIMEOUT_S)
         rows = []
         for name in sorted(metadata.topics):
