@@ -154,25 +154,27 @@ def create_app(
             v = stream.view(sampler, settings)
             w = v.window
 
-            def split(points: list) -> tuple[list[float], list]:
-                return [t for t, _ in points], [x for _, x in points]
+            def points(values: list) -> list[tuple[float, float | None]]:
+                return list(zip(w.times, values, strict=True))
 
-            times, answered = split(v.consumer_series["answered_per_s"])
-            throughput = charts.line_chart("Throughput", w.times or times,
-                                           {"requests in (topic)": w.incoming_per_s, "answered (consumers)":
-                                            answered if times == w.times else [None] * len(w.times)},
+            series = v.consumer_series
+            throughput = charts.line_chart("Throughput", {"requests in (topic)": points(w.incoming_per_s),
+                                                          "answered (consumers)": series["answered_per_s"]},
                                            unit="messages/s")  # fmt: skip
-            lt, p50 = split(v.consumer_series["p50_ms"])
-            _, p99 = split(v.consumer_series["p99_ms"])
-            latency = charts.line_chart("End-to-end latency", lt, {"p50": p50, "p99": p99}, unit="ms")
-            lag_chart = charts.line_chart("Consumer lag (all partitions)", w.times, {"lag": w.lag_total},
+            latency = charts.line_chart("End-to-end latency", {"p50": series["p50_ms"], "p99": series["p99_ms"]},
+                                        unit="ms")  # fmt: skip
+            lag_chart = charts.line_chart("Consumer lag (all partitions)", {"lag": points(w.lag_total)},
                                           unit="messages")  # fmt: skip
-            dlq_chart = charts.line_chart("Dead letters", w.times, {"DLQ records/s": w.dlq_per_s}, unit="records/s")
+            dlq_chart = charts.line_chart("Dead letters", {"DLQ records/s": points(w.dlq_per_s)}, unit="records/s")
             lag_bars = charts.bar_chart(f"Lag per partition of {REQUESTS} now",
                                         [(f"partition {p}", float(n)) for p, n in v.lag.items()])  # fmt: skip
-            last = {name: next((x for x in reversed(values) if x is not None), None) for name, values in
-                    (("incoming", w.incoming_per_s), ("answered", answered), ("p50", p50), ("p99", p99),
-                     ("dlq", w.dlq_per_s))}  # fmt: skip
+
+            def newest(values: list) -> float | None:
+                return next((x for x in reversed(values) if x is not None), None)
+
+            last = {"incoming": newest(w.incoming_per_s), "dlq": newest(w.dlq_per_s),
+                    **{k: newest([x for _, x in series[f]]) for k, f in
+                       (("answered", "answered_per_s"), ("p50", "p50_ms"), ("p99", "p99_ms"))}}  # fmt: skip
             return dict(view=v, charts=[throughput, latency, lag_chart, dlq_chart, lag_bars], last=last,
                         samples=len(sampler.ring.snapshot()), every=stream.SAMPLE_EVERY_S)  # fmt: skip
 

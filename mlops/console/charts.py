@@ -39,19 +39,20 @@ def fmt(value: float) -> str:
 
 def line_chart(
     title: str,
-    times: Sequence[float],
-    series: dict[str, Sequence[float | None]],
+    series: dict[str, Sequence[tuple[float, float | None]]],
     unit: str = "",
     width: int = 560,
     height: int = 220,
 ) -> str:
-    """Series over `times` (seconds, oldest first); the x axis is labelled in seconds before the last sample."""
+    """Each series a list of (time in seconds, value), oldest first; all share the x axis, which is labelled
+    in seconds before the newest point of any series."""
     left, right, top, bottom = 52, 12, 28, 40
     plot_w, plot_h = width - left - right, height - top - bottom
-    values = [v for vs in series.values() for v in vs if v is not None and not math.isnan(v)]
+    values = [v for points in series.values() for _, v in points if v is not None and not math.isnan(v)]
+    times = [t for points in series.values() for t, _ in points]
     y_max = nice_max(max(values, default=0.0))
-    t0, t1 = (times[0], times[-1]) if len(times) >= 2 else (0.0, 1.0)
-    span = (t1 - t0) or 1.0
+    t0, t1 = (min(times), max(times)) if len(set(times)) >= 2 else (0.0, 1.0)
+    span = t1 - t0
 
     def x(t: float) -> float:
         return left + (t - t0) / span * plot_w
@@ -64,7 +65,7 @@ def line_chart(
         v = y_max * i / 4
         parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y(v):.1f}" y2="{y(v):.1f}" class="grid"/>')
         parts.append(f'<text x="{left - 6}" y="{y(v) + 4:.1f}" text-anchor="end" class="tick">{fmt(v)}</text>')
-    for i in range(5):
+    for i in range(5) if values else ():
         t = t0 + span * i / 4
         ago = t1 - t
         label = "now" if ago < 0.5 else f"-{ago:.0f}s"
@@ -75,26 +76,26 @@ def line_chart(
     if not values:
         parts.append(f'<text x="{left + plot_w / 2}" y="{top + plot_h / 2}" text-anchor="middle" class="empty">'
                      "no samples yet</text>")  # fmt: skip
-    for i, (name, vs) in enumerate(series.items()):
+    for i, (name, points) in enumerate(series.items()):
         color = PALETTE[i % len(PALETTE)]
-        for run in _runs(times, vs):
-            points = " ".join(f"{x(t):.1f},{y(v):.1f}" for t, v in run)
+        for run in _runs(points):
             if len(run) == 1:
-                (t, v), = run
+                ((t, v),) = run
                 parts.append(f'<circle cx="{x(t):.1f}" cy="{y(v):.1f}" r="2.5" fill="{color}"/>')
             else:
-                parts.append(f'<polyline points="{points}" fill="none" stroke="{color}" stroke-width="2"/>')
-        lx = left + i * 130
+                path = " ".join(f"{x(t):.1f},{y(v):.1f}" for t, v in run)
+                parts.append(f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="2"/>')
+        lx = left + i * 170
         parts.append(f'<rect x="{lx}" y="{height - 12}" width="10" height="10" fill="{color}"/>')
         parts.append(f'<text x="{lx + 14}" y="{height - 3}" class="legend">{escape(name)}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
 
-def _runs(times: Sequence[float], values: Sequence[float | None]) -> list[list[tuple[float, float]]]:
+def _runs(points: Sequence[tuple[float, float | None]]) -> list[list[tuple[float, float]]]:
     """Consecutive non-missing points: a gap in the samples is a gap in the line."""
     runs: list[list[tuple[float, float]]] = [[]]
-    for t, v in zip(times, values, strict=False):
+    for t, v in points:
         if v is None or math.isnan(v):
             if runs[-1]:
                 runs.append([])

@@ -14,7 +14,9 @@ def test_nice_max_rounds_up_to_a_readable_axis_top():
 
 
 def test_line_chart_is_valid_svg_with_one_polyline_per_unbroken_run():
-    svg = charts.line_chart("Latency", [0, 2, 4, 6, 8], {"p50": [1, 2, None, 3, 4], "p99": [5, 6, 7, 8, 9]}, unit="ms")
+    times = [0, 2, 4, 6, 8]
+    svg = charts.line_chart("Latency", {"p50": list(zip(times, [1, 2, None, 3, 4], strict=True)),
+                                        "p99": list(zip(times, [5, 6, 7, 8, 9], strict=True))}, unit="ms")
     root = ET.fromstring(svg)
     lines = root.findall(f"{SVG}polyline")
     assert len(lines) == 3  # p50 broken in two by the missing sample, p99 whole
@@ -24,7 +26,7 @@ def test_line_chart_is_valid_svg_with_one_polyline_per_unbroken_run():
 
 
 def test_line_chart_without_samples_says_so():
-    root = ET.fromstring(charts.line_chart("Throughput", [], {"answered": []}))
+    root = ET.fromstring(charts.line_chart("Throughput", {"answered": [], "in": [(5.0, None)]}))
     assert "no samples yet" in [t.text for t in root.iter(f"{SVG}text")]
 
 
