@@ -5,7 +5,8 @@ Built on FastAPI with pages rendered on the server by Jinja2, and charts drawn o
 API server runs on them), so the console adds no dependency tree of its own; a page is plain HTML that
 works without any JavaScript, CDN or npm build (the machine may be offline), that a browser test can read
 element by element, and that any data source failing turns into a sentence on the page, not a crashed
-script. Streamlit would add ~40 packages, re-run a whole script per click and serve its own JS bundle.
+script. Streamlit would bring a dependency tree of its own (tornado, altair, pydeck, ...), re-run a whole
+script per click and serve its own JavaScript bundle.
 
 Modules: `auth` (the admin login, a signed session cookie), `charts` (SVG), `samples` (the stream's
 metrics over the last minutes), one data module per page (`overview`, `stream`, `topics`, `model`,

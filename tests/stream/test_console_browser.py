@@ -206,8 +206,8 @@ def test_stream_page_charts_the_live_traffic(browser, console_url, traffic, shot
     while True:
         browser.get(console_url + "/stream")
         no_trace(browser)
-        kpis = dict(zip(*[iter(browser.find_element("id", "kpis").text.splitlines())] * 2, strict=True))
-        figures = {label: value for value, label in kpis.items()}
+        lines = browser.find_element("id", "kpis").text.splitlines()  # value, label, value, label, ...
+        figures = dict(zip(lines[1::2], lines[0::2], strict=True))
         if all(figures[k] != "–" for k in ("answered, /s", "p99 latency, ms", "requests in, /s")):
             break
         assert time.monotonic() < deadline, f"no live figures after 60s: {figures}"
