@@ -13,15 +13,14 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, quote
 
-import requests
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
-from mlops.console import auth, charts, model, overview, stream, topics, tryit
+from mlops.console import auth, charts, model, overview, stream, topics, tryit, words
 from mlops.schemas import REASONS
 from mlops.settings import Settings
 from mlops.topics import DLQ, REQUESTS
@@ -46,23 +45,7 @@ def attempt(fn: Callable[[], T], what: str) -> tuple[T | None, str | None]:
         return fn(), None
     except Exception as exc:
         log.info("console: %s failed: %s: %s", what, type(exc).__name__, exc)
-        return None, f"Could not read {what}: {describe(exc)}"[:400]
-
-
-def describe(exc: BaseException) -> str:
-    """An exception in words: a refused or timed-out HTTP connection is said plainly, not as urllib3's repr."""
-    if isinstance(exc, requests.ConnectionError):
-        return f"the server at {_origin(exc)} is not reachable (connection refused or reset)"
-    if isinstance(exc, requests.Timeout):
-        return f"the server at {_origin(exc)} did not answer in time"
-    first = str(exc).splitlines()[0] if str(exc) else ""
-    return f"{type(exc).__name__}: {first}"
-
-
-def _origin(exc: requests.RequestException) -> str:
-    url = getattr(exc.request, "url", None) or ""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}" if parts.netloc else "its address"
+        return None, f"Could not read {what}: {words.describe(exc, (model.MlflowProblem,))}"[:400]
 
 
 def create_app(

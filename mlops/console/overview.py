@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 import requests
 
+from mlops.console import words
 from mlops.orchestration.airflow_config import DAG_ID
 from mlops.services import health
 from mlops.settings import Settings
@@ -31,8 +32,7 @@ def _probe(name: str, check: Callable[[], str]) -> ServiceState:
     try:
         return ServiceState(name, True, check())
     except Exception as exc:  # every failure is a "down" with its reason, whatever the client raised
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        return ServiceState(name, False, f"{type(exc).__name__}: {first}"[:200])
+        return ServiceState(name, False, words.describe(exc))
 
 
 def _consumer_check(metrics_url: str) -> Callable[[], str]:

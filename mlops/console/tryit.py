@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from mlops import catalog, stream_client
 from mlops.catalog import Movie, Rating
+from mlops.console import words
 from mlops.schemas import MAX_ID
 from mlops.settings import Settings
 
@@ -48,8 +49,7 @@ class TryIt:
 
 
 def _reason(exc: BaseException) -> str:
-    first = str(exc).splitlines()[0] if str(exc) else ""
-    return f"{type(exc).__name__}: {first}"[:300]
+    return words.describe(exc)
 
 
 def suggestions(settings: Settings) -> tuple[str | None, list[int]]:
