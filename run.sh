@@ -31,10 +31,15 @@ has_arg() {
 }
 
 # System packages local mode needs: redis-server, and Java for Spark; the tests also validate the
-# Docker Compose file without an engine, with Debian's docker-compose.
+# Docker Compose file without an engine, with Debian's docker-compose, and drive the console in Debian's
+# headless chromium (through its chromedriver).
 system_packages() {
   local missing=()
-  if has_arg test "$@"; then command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose); fi
+  if has_arg test "$@"; then
+    command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+    command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+    command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+  fi
   command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
   command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
   if ! "${PY:-python3}" -m venv --help >/dev/null 2>&1 || ! "${PY:-python3}" -c 'import ensurepip' 2>/dev/null; then

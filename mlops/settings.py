@@ -79,6 +79,10 @@ class Settings:
     inference_batch_size: int = 500
     inference_batch_timeout_ms: int = 5
 
+    # Console (the web UI of the platform) and the Prometheus it reads charts from when one answers
+    console_url: str = "http://127.0.0.1:8501"
+    prometheus_url: str = ""
+
     # Local mode
     local_dir: str = ".local"
 

@@ -184,6 +184,7 @@ PUBLISHED_URLS = (
     ("airflow_url", "airflow-apiserver", 8080),
     ("mlflow_tracking_uri", "mlflow", 5000),
     ("s3_endpoint_url", "minio", 9000),
+    ("console_url", "console", 8501),
 )
 LOOPBACK = ("127.0.0.1", "localhost")
 
@@ -412,6 +413,7 @@ class ComposeBackend:
 
         s = self.settings
         urls = {
+            "Console": f"{s.console_url}  (login {s.airflow_admin_user} / AIRFLOW_ADMIN_PASSWORD)",
             "Airflow UI": f"{s.airflow_url}  (login {s.airflow_admin_user} / AIRFLOW_ADMIN_PASSWORD)",
             "MLflow UI": s.mlflow_tracking_uri,
             "Kafka UI": local("kafka-ui", 8080),
@@ -432,7 +434,8 @@ class ComposeBackend:
         urls = {"airflow-apiserver": self.settings.airflow_url, "mlflow": self.settings.mlflow_tracking_uri,
                 "kafka-ui": self.urls()["Kafka UI"], "minio": self.settings.s3_endpoint_url,
                 "kafka": self.settings.kafka_bootstrap_servers, "spark-master": self.urls()["Spark master UI"],
-                "redis": f"{self.settings.redis_host}:{self.settings.redis_port}"}  # fmt: skip
+                "redis": f"{self.settings.redis_host}:{self.settings.redis_port}",
+                "console": self.settings.console_url}  # fmt: skip
         rows = []
         for c in sorted(self.containers(), key=lambda c: c.name):
             if c.service in ONE_SHOT:

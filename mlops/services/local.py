@@ -104,6 +104,7 @@ class LocalBackend:
         self.state = LocalState(settings.path("local_dir"))
         self.include_airflow = True
         self.include_inference = True
+        self.include_console = True
 
     # --- what runs ------------------------------------------------------------------------
     def _core(self) -> list[Launch]:
@@ -140,6 +141,8 @@ class LocalBackend:
             factories.append(("airflow", lambda: airflow_config.launches(self.settings)))
         if self.include_inference:
             factories.append(("inference", lambda: specs.inference(self.settings)))
+        if self.include_console:
+            factories.append(("console", lambda: [specs.console(self.settings)]))
         launches: list[Launch] = []
         for name, factory in factories:
             try:
@@ -184,6 +187,8 @@ class LocalBackend:
                     raise ServiceError("airflow", f"metadata DB migration failed: {lines[-1].strip()}", log) from exc
             self._await(pending + self._launch(airflow, started), started)
             self._ensure(self._inference(), started)
+            if self.include_console:
+                self._ensure([specs.console(self.settings)], started)
 
     def _provision(self, service: str, step: Callable[[Settings], list[str]]) -> list[str]:
         try:
@@ -282,7 +287,7 @@ class LocalBackend:
         servers that depend on the core ones, then the core (Redis, Kafka, S3)."""
         waves: dict[int, list[str]] = {}
         for name in names:
-            tier = 0 if name.startswith("inference") else 1 if name.startswith(("airflow", "mlflow")) else 2
+            tier = 0 if name.startswith("inference") else 1 if name.startswith(("airflow", "mlflow", "console")) else 2
             waves.setdefault(tier, []).append(name)
         for tier in sorted(waves):
             with ThreadPoolExecutor(max_workers=len(waves[tier])) as pool:
@@ -351,6 +356,7 @@ class LocalBackend:
     def urls(self) -> dict[str, str]:
         login = f"login {self.settings.airflow_admin_user} / AIRFLOW_ADMIN_PASSWORD from .env"
         urls = {
+            "Console": f"{self.settings.console_url}  ({login})",
             "Airflow UI": f"{self.settings.airflow_url}  ({login})",
             "MLflow UI": self.settings.mlflow_tracking_uri,
             "S3 API": self.settings.s3_endpoint_url,

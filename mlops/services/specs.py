@@ -315,3 +315,22 @@ def inference(settings: Settings) -> list[Launch]:
             )
         )
     return launches
+
+
+def console(settings: Settings) -> Launch:
+    """The web console (`python -m mlops.console`) on CONSOLE_URL, bound to its host (127.0.0.1 by default)."""
+    host = health.urlparse(settings.console_url).hostname or "127.0.0.1"
+    port = settings.port_of("console_url")
+    return Launch(
+        name="console",
+        service="console",
+        argv=(sys.executable, "-m", "mlops.console", "--host", host, "--port", str(port)),
+        url=settings.console_url,
+        check=lambda: health.http_ok(settings.console_url.rstrip("/") + "/healthz"),
+        port=port,
+        host=host,
+        env=settings_environ(settings),
+        cwd=PROJECT_ROOT,
+        timeout_s=60,
+        note=f"login {settings.airflow_admin_user} / AIRFLOW_ADMIN_PASSWORD",
+    )

@@ -49,6 +49,7 @@ def core_backend(settings: Settings) -> LocalBackend:
     backend = LocalBackend(settings)
     backend.include_airflow = False
     backend.include_inference = False
+    backend.include_console = False
     return backend
 
 

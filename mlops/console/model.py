@@ -1,0 +1,139 @@
+"""The Model page's data (and the champion on the Overview): MLflow's registry over its REST API.
+
+REST rather than the MLflow client: the client takes seconds to import and retries for minutes when the
+server is down, where a page must answer at once and say "MLflow is not reachable".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import requests
+
+from mlops.registry import CHALLENGER, CHAMPION
+from mlops.settings import Settings
+
+TIMEOUT_S = 5.0
+
+# The contract's metrics (CONTRACTS.md), in the order the page lists them; other logged metrics follow.
+HEADLINE = ("ndcg_at_10", "test_auc", "precision_at_10", "recall_at_10")
+CONTRACT_METRICS = (
+    "test_auc", "test_logloss", "ndcg_at_10", "precision_at_10", "recall_at_10", "map_at_10",
+    "ndcg_at_10_liked", "precision_at_10_liked", "recall_at_10_liked", "map_at_10_liked",
+    "baseline_popularity_ndcg_at_10", "baseline_cooccurrence_ndcg_at_10", "baseline_ease_ndcg_at_10",
+    "candidate_recall", "validation_ndcg_at_10", "validation_auc",
+)  # fmt: skip
+LOWER_IS_BETTER = ("logloss",)
+IMAGE_TYPES = {".png": "image/png", ".svg": "image/svg+xml", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
+
+
+class MlflowProblem(RuntimeError):
+    """MLflow did not answer, or answered with an error: the message says which, for the page."""
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    alias: str
+    version: str
+    run_id: str
+    tags: dict[str, str]
+    metrics: dict[str, float]
+    artifact_uri: str
+    description: str = ""
+    plots: list[str] = field(default_factory=list)
+
+    @property
+    def feature_set(self) -> str:
+        return self.tags.get("feature_set", "-")
+
+    @property
+    def pipeline_run_id(self) -> str | None:
+        return self.tags.get("pipeline_run_id")
+
+
+def _get(settings: Settings, path: str, **params: Any) -> requests.Response:
+    url = settings.mlflow_tracking_uri.rstrip("/") + path
+    try:
+        return requests.get(url, params=params, timeout=TIMEOUT_S)
+    except requests.RequestException as exc:
+        reason = type(exc).__name__
+        raise MlflowProblem(f"MLflow at {settings.mlflow_tracking_uri} is not reachable ({reason})") from exc
+
+
+def _json(settings: Settings, path: str, **params: Any) -> dict[str, Any]:
+    response = _get(settings, path, **params)
+    if not response.ok:
+        raise MlflowProblem(f"MLflow answered HTTP {response.status_code} to {path}: {response.text[:200]}")
+    return response.json()
+
+
+def version_by_alias(settings: Settings, alias: str) -> ModelVersion | None:
+    """The version behind `alias` with its run's metrics and plots; None when the alias is not set."""
+    response = _get(settings, "/api/2.0/mlflow/registered-models/alias", name=settings.model_name, alias=alias)
+    if response.status_code in (400, 404) and "RESOURCE_DOES_NOT_EXIST" in response.text:
+        return None
+    if not response.ok:
+        raise MlflowProblem(f"MLflow answered HTTP {response.status_code} for alias {alias}: {response.text[:200]}")
+    mv = response.json()["model_version"]
+    run = _json(settings, "/api/2.0/mlflow/runs/get", run_id=mv["run_id"])["run"]
+    metrics = {m["key"]: float(m["value"]) for m in run["data"].get("metrics", [])}
+    tags = {t["key"]: t["value"] for t in mv.get("tags", [])}
+    return ModelVersion(
+        alias=alias,
+        version=str(mv["version"]),
+        run_id=mv["run_id"],
+        tags=tags,
+        metrics=metrics,
+        artifact_uri=run["info"].get("artifact_uri", ""),
+        description=mv.get("description") or "",
+        plots=plot_paths(settings, mv["run_id"]),
+    )
+
+
+def plot_paths(settings: Settings, run_id: str) -> list[str]:
+    """Image artifacts of a run (top level and `plots/`), sorted."""
+    found = []
+    for folder in ("", "plots"):
+        params = {"run_id": run_id, **({"path": folder} if folder else {})}
+        files = _json(settings, "/api/2.0/mlflow/artifacts/list", **params).get("files", [])
+        found += [f["path"] for f in files if not f.get("is_dir") and _suffix(f["path"]) in IMAGE_TYPES]
+    return sorted(found)
+
+
+def _suffix(path: str) -> str:
+    dot = path.rfind(".")
+    return path[dot:].lower() if dot >= 0 else ""
+
+
+def artifact(settings: Settings, run_id: str, path: str) -> tuple[bytes, str]:
+    """An image artifact's bytes and content type, fetched through MLflow's artifact proxy."""
+    if ".." in path.split("/") or _suffix(path) not in IMAGE_TYPES:
+        raise MlflowProblem(f"{path!r} is not an image artifact of the run")
+    response = _get(settings, "/get-artifact", path=path, run_uuid=run_id)
+    if not response.ok:
+        raise MlflowProblem(f"MLflow answered HTTP {response.status_code} for artifact {path}")
+    return response.content, IMAGE_TYPES[_suffix(path)]
+
+
+def metric_names(*versions: ModelVersion | None) -> list[str]:
+    """The contract's metrics first (those logged), then every other metric logged, alphabetically."""
+    logged = {k for v in versions if v is not None for k in v.metrics}
+    return [m for m in CONTRACT_METRICS if m in logged] + sorted(logged - set(CONTRACT_METRICS))
+
+
+def better(metric: str, a: float | None, b: float | None) -> int:
+    """1 when `a` is better, -1 when `b` is, 0 for a tie or a missing side (loss-like metrics: lower wins)."""
+    if a is None or b is None or a == b:
+        return 0
+    lower = any(s in metric for s in LOWER_IS_BETTER)
+    return 1 if (a < b) == lower else -1
+
+
+def mlflow_version_link(public_mlflow: str, model_name: str, version: str) -> str:
+    return f"{public_mlflow.rstrip('/')}/#/models/{quote(model_name, safe='')}/versions/{version}"
+
+
+def champion_and_challenger(settings: Settings) -> tuple[ModelVersion | None, ModelVersion | None]:
+    return version_by_alias(settings, CHAMPION), version_by_alias(settings, CHALLENGER)

@@ -1,0 +1,169 @@
+"""The Kafka page's data: topics, partitions, end offsets, the consumer group's lag, the latest messages
+of a topic and the DLQ decoded. Read-only: the clients here never join a group nor commit an offset.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from mlops import schemas
+from mlops.settings import Settings
+from mlops.status import TopicOffsets, topic_offsets
+from mlops.topics import DLQ
+
+TIMEOUT_S = 3.0
+MAX_MESSAGES = 200
+
+
+@dataclass(frozen=True)
+class TopicRow:
+    name: str
+    partitions: int
+    end_offsets: dict[int, int]
+    lag: int | None  # of the inference consumer group; None: the group never committed there
+
+
+@dataclass(frozen=True)
+class Message:
+    partition: int
+    offset: int
+    timestamp: str
+    key: str
+    value: str
+
+
+def _consumer(settings: Settings):
+    from confluent_kafka import Consumer
+
+    from mlops.services.health import bootstrap_address, tcp_open
+
+    if not tcp_open(*bootstrap_address(settings)):
+        raise ConnectionError(f"the broker at {settings.kafka_bootstrap_servers} is not reachable")
+    return Consumer({
+        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        "group.id": f"console-browse-{uuid.uuid4().hex}",  # assigned partitions only: never joins, never commits
+        "enable.auto.commit": False,
+        "enable.partition.eof": True,
+        "socket.timeout.ms": int(TIMEOUT_S * 1000),
+        "log_level": 0,
+    })  # fmt: skip
+
+
+def topics(settings: Settings) -> list[TopicRow]:
+    """Every topic of the broker (internal ones aside), the platform's with the group's lag."""
+    from confluent_kafka import TopicPartition
+
+    consumer = _consumer(settings)
+    try:
+        platform = {t.name: t for t in topic_offsets(settings)}
+        metadata = consumer.list_topics(timeout=TIMEOUT_S)
+        rows = []
+        for name in sorted(metadata.topics):
+            if name.startswith("__"):
+                continue
+            known: TopicOffsets | None = platform.get(name)
+            if known is not None:
+                rows.append(TopicRow(name, len(known.end_offsets), dict(known.end_offsets), known.lag))
+                continue
+            parts = sorted(metadata.topics[name].partitions)
+            ends = {p: consumer.get_watermark_offsets(TopicPartition(name, p), timeout=TIMEOUT_S)[1] for p in parts}
+            rows.append(TopicRow(name, len(parts), ends, None))
+        return rows
+    finally:
+        consumer.close()
+
+
+def latest(settings: Settings, topic: str, n: int = 20) -> list[tuple[int, int, int, bytes | None, bytes | None]]:
+    """The last `n` records of `topic` over all partitions, newest first: (partition, offset, ms, key, value).
+
+    Each partition is read from n before its end up to its end (partition EOF), so at most n per partition.
+    """
+    from confluent_kafka import KafkaError, TopicPartition
+
+    n = max(1, min(n, MAX_MESSAGES))
+    consumer = _consumer(settings)
+    try:
+        metadata = consumer.list_topics(topic, timeout=TIMEOUT_S).topics.get(topic)
+        if metadata is None or metadata.error is not None or not metadata.partitions:
+            raise LookupError(f"topic {topic!r} does not exist on the broker")
+        assignment = []
+        for p in sorted(metadata.partitions):
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=TIMEOUT_S)
+            if high > low:
+                assignment.append(TopicPartition(topic, p, max(low, high - n)))
+        if not assignment:
+            return []
+        consumer.assign(assignment)
+        pending = {tp.partition for tp in assignment}
+        records = []
+        deadline = time.monotonic() + TIMEOUT_S
+        while pending and time.monotonic() < deadline:
+            msg = consumer.poll(0.2)
+            if msg is None:
+                continue
+            if msg.error() is not None:
+                if msg.error().code() == KafkaError._PARTITION_EOF:
+                    pending.discard(msg.partition())
+                continue
+            records.append((msg.partition(), msg.offset(), msg.timestamp()[1], msg.key(), msg.value()))
+        records.sort(key=lambda r: (r[2], r[1]), reverse=True)
+        return records[:n]
+    finally:
+        consumer.close()
+
+
+def text(raw: bytes | None, limit: int = 2000) -> str:
+    """Bytes as readable text: UTF-8 where it decodes, escapes where it does not, cut at `limit` chars."""
+    if raw is None:
+        return "(none)"
+    shown = raw.decode("utf-8", errors="backslashreplace")
+    return shown if len(shown) <= limit else shown[:limit] + f"… ({len(raw)} bytes)"
+
+
+def when(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if ms > 0 else "-"
+
+
+def messages(settings: Settings, topic: str, n: int = 20) -> list[Message]:
+    return [Message(p, o, when(ms), text(k), text(v)) for p, o, ms, k, v in latest(settings, topic, n)]
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    offset: int
+    reason: str
+    detail: str
+    source: str  # topic/partition@offset
+    failed_at: str
+    original: str  # decoded text of the original message
+    original_size: int
+    key: str
+
+
+def decode_dead_letter(offset: int, raw: bytes | None) -> DeadLetter:
+    """One DLQ record for display; a record that is not the DLQ format is shown as such, not raised."""
+    try:
+        doc: dict[str, Any] = schemas.parse_dlq_record(raw or b"")
+    except (ValueError, KeyError, TypeError) as exc:
+        return DeadLetter(offset, "(unreadable record)", f"{type(exc).__name__}: {exc}", "-", "-", text(raw), 0, "")
+    key = doc.get("original_key")
+    return DeadLetter(
+        offset=offset,
+        reason=str(doc.get("reason")),
+        detail=str(doc.get("detail")),
+        source=f"{doc.get('source_topic')} p{doc.get('source_partition')}@{doc.get('source_offset')}",
+        failed_at=str(doc.get("failed_at", "-")),
+        original=text(doc["original"]),
+        original_size=int(doc.get("original_size", len(doc["original"]))),
+        key=text(base64.b64decode(key)) if key else "(none)",
+    )
+
+
+def dead_letters(settings: Settings, n: int = 50, reason: str | None = None) -> list[DeadLetter]:
+    records = [decode_dead_letter(o, v) for _, o, _, _, v in latest(settings, DLQ, n)]
+    return [r for r in records if reason in (None, "", r.reason)]
