@@ -99,13 +99,12 @@ def version_by_alias(settings: Settings, alias: str) -> Any | None:
 
 
 def load_model(settings: Settings, version: Any) -> Any:
-    """The TwoHeadModel of a registered version (pyfunc artifacts; no training code needed)."""
-    import mlflow.pyfunc
+    """The TwoHeadModel of a registered version (its booster artifacts; any version, old or new)."""
+    from mlops.training.model import TwoHeadModel
 
     client(settings)
     uri = f"models:/{settings.model_name}/{version.version}"
-    pyfunc = with_retries(settings, "model load", lambda: mlflow.pyfunc.load_model(uri))
-    return pyfunc.unwrap_python_model().model
+    return with_retries(settings, "model load", lambda: TwoHeadModel.from_logged(uri))
 
 
 def load_model_version(settings: Settings, alias: str) -> tuple[Any, Any]:
