@@ -23,6 +23,7 @@ import requests
 import yaml
 from mlflow.artifacts import download_artifacts
 from mlflow.models import Model
+from mlflow.types import DataType
 
 import mlflow
 from mlops import features as fx
@@ -118,7 +119,7 @@ def test_signature_and_input_example_describe_the_feature_columns(champion, offl
     meta = Model.load(str(local))
     inputs = meta.signature.inputs
     assert inputs.input_names() == list(fx.FEATURE_NAMES)
-    assert {str(c.type) for c in inputs.inputs} == {"double"} and all(c.required for c in inputs.inputs)
+    assert {c.type for c in inputs.inputs} == {DataType.double} and all(c.required for c in inputs.inputs)
     assert meta.signature.outputs.input_names() == ["p_like", "p_relevant"]
     example = meta.load_input_example(str(local))
     head = offline.eval_examples.head(5)
