@@ -36,7 +36,6 @@ def build(
     settings: Settings, index: int = 0, topics: StreamTopics | None = None, **consumer_overrides: Any
 ) -> tuple[StreamConsumer, ModelWatcher]:
     """A consumer and its model watcher, not started; the caller loads the first model and runs them."""
-    from mlflow import MlflowClient
     from mlops.serving import Ranker  # heavy (LightGBM, MLflow): imported when a process really serves
 
     name = f"inference-{index}"
@@ -57,10 +56,9 @@ def build(
         processor, holder, metrics, settings.inference_batch_size, settings.inference_batch_timeout_ms, name,
         topics,
     )  # fmt: skip
-    registry = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
     watcher = ModelWatcher(
         holder,
-        lambda: champion_version(registry, settings.model_name),
+        lambda: champion_version(settings),
         lambda: Ranker.load(settings, store, alias=CHAMPION),
         RELOAD_INTERVAL_S,
         service.stopping,

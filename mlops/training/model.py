@@ -8,13 +8,17 @@
   rarely-watched, well-rated movies up.
 
 Logged to MLflow as a pyfunc whose `predict` takes a DataFrame with FEATURE_NAMES columns and returns
-`p_like` and `p_relevant`; serving unwraps the boosters for speed. Loading needs only this package's
-`features` and `training.model` modules (no training code).
+`p_like` and `p_relevant`. The pyfunc is `pyfunc_model.py`, logged as code with public, pinned
+requirements, so the registered model loads and serves anywhere (`mlflow models serve`, a fresh venv).
+The project itself reads the two boosters from the logged artifacts (`TwoHeadModel.from_logged`), which
+works for every version ever registered, including those pickled as `RecommenderPyfunc`.
 """
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +38,11 @@ except ImportError:  # pragma: no cover
 RATING_FILE = "rating_head.txt"
 RELEVANCE_FILE = "relevance_head.txt"
 RELEVANCE_INDEX = [fx.FEATURE_NAMES.index(n) for n in fx.RELEVANCE_FEATURES]
+PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")  # logged as the model's code (models-from-code)
+# What the logged model needs to load and predict: the imports of PYFUNC_CODE, and scipy, LightGBM's own
+# dependency. Pinned at the installed versions, i.e. pyproject's pins: no second list of versions.
+PYFUNC_REQUIREMENTS = ("mlflow", "lightgbm", "numpy", "pandas", "scipy")
+OUTPUTS = ("p_like", "p_relevant")
 
 
 @dataclass
@@ -65,9 +74,53 @@ class TwoHeadModel:
     def load(cls, rating_path: str, relevance_path: str) -> TwoHeadModel:
         return cls(lgb.Booster(model_file=rating_path), lgb.Booster(model_file=relevance_path))
 
+    @classmethod
+    def from_logged(cls, model_uri: str) -> TwoHeadModel:
+        """The boosters of a logged model, read as LightGBM files named in its MLmodel.
+
+        Every version keeps them as the pyfunc artifacts `rating` and `relevance`, whether its pyfunc is
+        `pyfunc_model.py` (code) or the older pickled `RecommenderPyfunc`, so serving loads old and new
+        versions alike and never runs a model's Python code.
+        """
+        from mlflow.artifacts import download_artifacts
+        from mlflow.models import Model
+
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(download_artifacts(artifact_uri=model_uri, dst_path=tmp))
+            artifacts = Model.load(str(local)).flavors.get("python_function", {}).get("artifacts") or {}
+            if not {"rating", "relevance"} <= set(artifacts):
+                raise ValueError(f"{model_uri} is not a recommender: no 'rating'/'relevance' pyfunc artifacts")
+            return cls.load(str(local / artifacts["rating"]["path"]), str(local / artifacts["relevance"]["path"]))
+
+    def log_pyfunc(self, example: pd.DataFrame, workdir: Path, registered_model_name: str) -> Any:
+        """Log (and register) this model as a self-contained pyfunc; returns MLflow's ModelInfo.
+
+        `example`: a few FEATURE_NAMES rows (the input example). The signature names every feature as a
+        required double, so MLflow rejects a missing or mistyped column before the model sees it.
+        """
+        from mlflow.models import ModelSignature
+        from mlflow.types import ColSpec, DataType, Schema
+
+        heads = {"rating": self.rating.feature_name(), "relevance": self.relevance.feature_name()}
+        if heads != {"rating": list(fx.FEATURE_NAMES), "relevance": list(fx.RELEVANCE_FEATURES)}:
+            raise ValueError(f"the heads' feature names {heads} differ from mlops.features: refusing to log")
+        signature = ModelSignature(
+            inputs=Schema([ColSpec(DataType.double, name) for name in fx.FEATURE_NAMES]),
+            outputs=Schema([ColSpec(DataType.double, name) for name in OUTPUTS]),
+        )
+        return mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(PYFUNC_CODE),
+            artifacts=self.save(workdir / "heads"),
+            signature=signature,
+            input_example=example[list(fx.FEATURE_NAMES)].astype(np.float64),
+            pip_requirements=[f"{name}=={version(name)}" for name in PYFUNC_REQUIREMENTS],
+            registered_model_name=registered_model_name,
+        )
+
 
 class RecommenderPyfunc(_PythonModel):
-    """MLflow pyfunc wrapper: boosters as artifacts, FEATURE_NAMES columns in, probabilities out."""
+    """The pickled pyfunc of versions logged before `pyfunc_model.py`: kept so that they still unpickle here."""
 
     model: TwoHeadModel
 

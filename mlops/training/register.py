@@ -61,11 +61,8 @@ def log_and_register(
     lineage: dict[str, str],
 ) -> dict[str, Any]:
     """One MLflow run with params, metrics, lineage tags, artifacts, and a registered pyfunc version."""
-    from mlflow.models import infer_signature
-
     import mlflow
     from mlops.registry import client, wait_for_mlflow, with_retries
-    from mlops.training.model import RecommenderPyfunc
 
     wait_for_mlflow(settings)
     c = client(settings)
@@ -94,17 +91,7 @@ def log_and_register(
             mlflow.log_artifact(str(path), "plots")
         (tmpdir / "model_card.md").write_text(model_card(run_id, lineage, metrics, data))
         mlflow.log_artifact(str(tmpdir / "model_card.md"))
-        paths = model.save(tmpdir / "heads")
-        output = RecommenderPyfunc()
-        output.model = model
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=RecommenderPyfunc(),
-            artifacts=paths,
-            signature=infer_signature(example, output.predict(None, example)),
-            input_example=example,
-            registered_model_name=settings.model_name,
-        )
+        info = model.log_pyfunc(example, tmpdir, registered_model_name=settings.model_name)
         version = info.registered_model_version
         for key in ("feature_set", "pipeline_run_id", "dataset", "split_strategy", "git_commit"):
             c.set_model_version_tag(settings.model_name, version, key, lineage[key])
