@@ -41,6 +41,7 @@ system_packages() {
     command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
   fi
   command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+  command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)  # local mode's metrics and alert rules
   command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
   if ! "${PY:-python3}" -m venv --help >/dev/null 2>&1 || ! "${PY:-python3}" -c 'import ensurepip' 2>/dev/null; then
     missing+=(python3-venv)

@@ -80,8 +80,9 @@ class Settings:
     inference_batch_timeout_ms: int = 5
 
     # Console (the web UI of the platform) and the Prometheus it reads charts from when one answers
+    # (local mode's `up` starts one there; it scrapes the consumers and evaluates the alert rules)
     console_url: str = "http://127.0.0.1:8501"
-    prometheus_url: str = ""
+    prometheus_url: str = "http://127.0.0.1:9090"
 
     # Local mode
     local_dir: str = ".local"

@@ -80,6 +80,7 @@ def _test_environ(root: Path) -> dict[str, str]:
         "SPARK_DRIVER_MEMORY": "1g",
         "AIRFLOW_URL": f"http://127.0.0.1:{free_port()}",
         "INFERENCE_METRICS_PORT": str(free_port()),
+        "PROMETHEUS_URL": f"http://127.0.0.1:{free_port()}",
         "LOCAL_DIR": str(root / "local"),
     }
 

@@ -105,6 +105,7 @@ class LocalBackend:
         self.include_airflow = True
         self.include_inference = True
         self.include_console = True
+        self.include_prometheus = True
 
     # --- what runs ------------------------------------------------------------------------
     def _core(self) -> list[Launch]:
@@ -128,6 +129,9 @@ class LocalBackend:
             say(f"inference: skipped ({specs.CONSUMER_SCRIPT} does not exist yet)")
         return launches
 
+    def _prometheus(self) -> Launch:
+        return specs.prometheus(self.settings, self.state.data / "prometheus")
+
     def _known_launches(self) -> list[Launch]:
         """Every launch, for status and down: a service whose binary is missing shows as a placeholder."""
         data = self.state.data
@@ -141,6 +145,8 @@ class LocalBackend:
             factories.append(("airflow", lambda: airflow_config.launches(self.settings)))
         if self.include_inference:
             factories.append(("inference", lambda: specs.inference(self.settings)))
+        if self.include_prometheus:
+            factories.append(("prometheus", lambda: [self._prometheus()]))
         if self.include_console:
             factories.append(("console", lambda: [specs.console(self.settings)]))
         launches: list[Launch] = []
@@ -187,6 +193,8 @@ class LocalBackend:
                     raise ServiceError("airflow", f"metadata DB migration failed: {lines[-1].strip()}", log) from exc
             self._await(pending + self._launch(airflow, started), started)
             self._ensure(self._inference(), started)
+            if self.include_prometheus:
+                self._ensure([self._prometheus()], started)
             if self.include_console:
                 self._ensure([specs.console(self.settings)], started)
 
@@ -287,7 +295,8 @@ class LocalBackend:
         servers that depend on the core ones, then the core (Redis, Kafka, S3)."""
         waves: dict[int, list[str]] = {}
         for name in names:
-            tier = 0 if name.startswith("inference") else 1 if name.startswith(("airflow", "mlflow", "console")) else 2
+            servers = ("airflow", "mlflow", "console", "prometheus")
+            tier = 0 if name.startswith("inference") else 1 if name.startswith(servers) else 2
             waves.setdefault(tier, []).append(name)
         for tier in sorted(waves):
             with ThreadPoolExecutor(max_workers=len(waves[tier])) as pool:
@@ -359,6 +368,7 @@ class LocalBackend:
             "Console": f"{self.settings.console_url}  ({login})",
             "Airflow UI": f"{self.settings.airflow_url}  ({login})",
             "MLflow UI": self.settings.mlflow_tracking_uri,
+            "Prometheus": self.settings.prometheus_url,
             "S3 API": self.settings.s3_endpoint_url,
             "Kafka bootstrap": self.settings.kafka_bootstrap_servers,
             "Redis": f"{self.settings.redis_host}:{self.settings.redis_port}",

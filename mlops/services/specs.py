@@ -9,6 +9,7 @@ from the URL settings and nothing here can drift from what the clients connect t
 from __future__ import annotations
 
 import importlib.util
+import json
 import shutil
 import sys
 from collections.abc import Callable, Mapping
@@ -333,4 +334,53 @@ def console(settings: Settings) -> Launch:
         cwd=PROJECT_ROOT,
         timeout_s=60,
         note=f"login {settings.airflow_admin_user} / AIRFLOW_ADMIN_PASSWORD",
+    )
+
+
+PROMETHEUS_RULES = PROJECT_ROOT / "docker" / "prometheus" / "rules.yml"
+"""Recording and alert rules, one file for both modes (Docker mounts it next to its prometheus.yml)."""
+
+
+def prometheus_config(settings: Settings, rules: Path = PROMETHEUS_RULES) -> dict:
+    """Scrape every consumer local mode starts (INFERENCE_CONSUMERS, ports INFERENCE_METRICS_PORT + i)."""
+    targets = [f"127.0.0.1:{settings.inference_metrics_port + i}" for i in range(settings.inference_consumers)]
+    job = {"job_name": "inference", "metrics_path": "/metrics", "static_configs": [{"targets": targets}]}
+    return {
+        "global": {"scrape_interval": "5s", "evaluation_interval": "15s"},
+        "rule_files": [str(rules)],
+        "scrape_configs": [job],
+    }
+
+
+def prometheus(settings: Settings, data_dir: Path, rules: Path = PROMETHEUS_RULES) -> Launch:
+    """Prometheus (Debian's `prometheus` package) on PROMETHEUS_URL, data in `data_dir`, config from settings.
+
+    The configuration is regenerated at each start, so a changed consumer count is picked up by `up`.
+    """
+    host = health.urlparse(settings.prometheus_url).hostname or "127.0.0.1"
+    port = settings.port_of("prometheus_url")
+    binary = system_tool("prometheus", "prometheus", "install it: apt-get install -y prometheus")
+    config = data_dir / "prometheus.yml"
+
+    def prepare() -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        config.write_text(json.dumps(prometheus_config(settings, rules), indent=2) + "\n")  # JSON is YAML
+
+    return Launch(
+        name="prometheus",
+        service="prometheus",
+        argv=(
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={data_dir / 'tsdb'}",
+            "--storage.tsdb.retention.time=7d",
+            f"--web.listen-address={host}:{port}",
+        ),
+        url=settings.prometheus_url,
+        check=lambda: health.http_ok(settings.prometheus_url.rstrip("/") + "/-/ready"),
+        port=port,
+        host=host,
+        prepare=prepare,
+        timeout_s=60,
+        note=f"scraping {settings.inference_consumers} consumer(s); rules {rules.name}",
     )

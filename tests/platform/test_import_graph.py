@@ -21,7 +21,7 @@ PACKAGE = PROJECT_ROOT / "mlops"
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("settings", "errors"),
     ("layout", "object_store", "spark_io", "schemas", "topics", "run_params"),
-    ("datasets", "quality", "features", "feature_store", "ranking", "compiled_trees", "training.model"),
+    ("datasets", "quality", "features", "feature_store", "ranking", "compiled_trees", "training.model", "drift"),
     ("training", "evaluation", "registry", "serving"),
     ("jobs", "consumer", "orchestration", "services", "status", "bench"),
     ("cli",),

@@ -36,6 +36,7 @@ def local_environ(root: Path, free_port: Callable[[], int], **overrides: str) ->
         "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}",
         "AIRFLOW_URL": f"http://127.0.0.1:{free_port()}",
         "INFERENCE_METRICS_PORT": str(free_port()),
+        "PROMETHEUS_URL": f"http://127.0.0.1:{free_port()}",
     }
     env.update(overrides)
     return env
@@ -50,6 +51,7 @@ def core_backend(settings: Settings) -> LocalBackend:
     backend.include_airflow = False
     backend.include_inference = False
     backend.include_console = False
+    backend.include_prometheus = False
     return backend
 
 
