@@ -107,6 +107,11 @@ class RedisFeatureStore:
     def index_key(version: str, entity: str) -> str:
         return f"fs:{version}:index:{entity}s"
 
+    @staticmethod
+    def profile_key(version: str) -> str:
+        """The reference profile (`mlops.drift`) of the model trained on this feature set."""
+        return f"fs:{version}:reference_profile"
+
     # -- reads ------------------------------------------------------------------------------------------------
 
     def current_version(self) -> str | None:
@@ -134,6 +139,16 @@ class RedisFeatureStore:
         if raw is None:
             raise DataError(f"feature set {version!r} not found in Redis (never loaded completely, or expired)")
         return orjson.loads(raw)
+
+    def reference_profile(self, version: str) -> dict[str, Any] | None:
+        """The drift reference stored with `version`, or None (a feature set older than drift profiles)."""
+        raw = self.r.get(self.profile_key(version))
+        return None if raw is None else orjson.loads(raw)
+
+    def put_reference_profile(self, version: str, profile: dict[str, Any]) -> None:
+        """Store the profile with the feature set: expiring with it unless it is the live version."""
+        live = self.current_version() == version
+        self.r.set(self.profile_key(version), orjson.dumps(profile), ex=None if live else self.ttl)
 
     def ids(self, version: str, entity: str) -> list[int]:
         """The ids of one entity type (`user` or `item`) in `version`."""
@@ -249,7 +264,8 @@ class RedisFeatureStore:
                     pipe.persist(key) if persist else pipe.expire(key, self.ttl)
                 pipe.execute()
         pipe = self.r.pipeline(transaction=False)
-        for key in (self.meta_key(version), *(self.index_key(version, e) for e in _ENTITIES)):
+        keys = [self.meta_key(version), self.profile_key(version)] + [self.index_key(version, e) for e in _ENTITIES]
+        for key in keys:
             pipe.persist(key) if persist else pipe.expire(key, self.ttl)
         pipe.execute()
 

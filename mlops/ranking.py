@@ -12,6 +12,7 @@ items, minus what the user already rated; LightGBM re-ranks only those candidate
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -56,6 +57,8 @@ class RankerCore:
     def __init__(self, model: TwoHeadModel, catalog: Catalog):
         self.model = model
         self.catalog = catalog
+        self.observer: Callable[[np.ndarray, np.ndarray], None] | None = None
+        """Called with each scored batch's model input and P(like): the stream's drift window samples it."""
 
     def _rated_mask(self, users: list[dict[str, Any]]) -> np.ndarray:
         pos = self.catalog.position
@@ -99,6 +102,8 @@ class RankerCore:
             owner = np.repeat(np.arange(len(users)), lengths)
             x = fx.assemble(fx.user_matrix(users), cat.matrix, u_rows=owner[known], i_rows=rows[known])
             p[known] = self.model.p_like(x)
+            if self.observer is not None:
+                self.observer(x, p[known])
         ids, values, out, offset = flat.tolist(), p.tolist(), [], 0
         for n in lengths:
             out.append(dict(zip(ids[offset : offset + n], values[offset : offset + n], strict=True)))

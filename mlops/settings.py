@@ -78,6 +78,8 @@ class Settings:
     inference_metrics_host: str = "127.0.0.1"  # where /metrics and /healthz listen; 0.0.0.0 in Docker
     inference_batch_size: int = 500
     inference_batch_timeout_ms: int = 5
+    drift_tracking: bool = True  # each consumer compares what it serves with the model's reference profile
+    drift_window: int = 5000  # rows (sampled model inputs + predictions) the drift window keeps per consumer
 
     # Console (the web UI of the platform) and the Prometheus it reads charts from when one answers
     # (local mode's `up` starts one there; it scrapes the consumers and evaluates the alert rules)
@@ -117,6 +119,8 @@ class Settings:
             raise SettingsError(f"TEST_FRACTION={self.test_fraction}: expected a number between 0 and 1")
         if self.synthetic_ratings < 1:
             raise SettingsError(f"SYNTHETIC_RATINGS={self.synthetic_ratings}: expected a positive integer")
+        if self.drift_window < 1:
+            raise SettingsError(f"DRIFT_WINDOW={self.drift_window}: expected a positive number of rows")
         if self.spark_io not in ("staged", "s3a"):
             raise SettingsError(f"SPARK_IO={self.spark_io!r}: expected 'staged' or 's3a'")
         return self

@@ -179,9 +179,58 @@ def stream_report(settings: Settings) -> str:
     return "\n".join(out)
 
 
+def drift_summary(metrics_text: str) -> str:
+    """One consumer's drift in a line, from its /metrics: the worst input PSI, the prediction's PSI, the window."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from mlops.consumer import drift_watch as dw
+    from mlops.drift import PSI_THRESHOLD
+
+    samples: dict[str, list] = {}
+    for family in text_string_to_metric_families(metrics_text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append(sample)
+    available = samples.get(dw.REFERENCE_AVAILABLE)
+    if not available:
+        return "no model served yet" if dw.WINDOW_ROWS not in samples else "-"
+    version = available[0].labels["model_version"]
+    if available[0].value == 0:
+        return f"v{version}: unavailable (no reference profile for this model version)"
+    rows = int(next((x.value for x in samples.get(dw.WINDOW_ROWS, [])), 0))
+    psi = samples.get(dw.FEATURE_PSI)
+    if not psi:
+        return f"v{version}: collecting ({rows} rows in the window)"
+    worst = max(psi, key=lambda x: x.value)
+    drifted = sum(x.value > PSI_THRESHOLD for x in psi)
+    prediction = next((f"{x.value:.3f}" for x in samples.get(dw.PREDICTION_PSI, [])), "-")
+    verdict = f"DRIFT in {drifted} input(s)" if drifted else "no drift"
+    return (f"v{version}: {verdict} (PSI > {PSI_THRESHOLD}); worst input {worst.labels['feature']} PSI "
+            f"{worst.value:.3f}, prediction PSI {prediction}; {rows} rows")  # fmt: skip
+
+
+def drift_report(settings: Settings) -> str:
+    """Drift as each consumer exports it (local mode: consumer i on INFERENCE_METRICS_PORT + i)."""
+    import requests
+
+    out = ["drift (served model inputs and predictions vs the model's reference profile):"]
+    for index in range(settings.inference_consumers):
+        port = settings.inference_metrics_port + index
+
+        def read(port: int = port) -> str:
+            response = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=TIMEOUT_S)
+            response.raise_for_status()
+            return drift_summary(response.text)
+
+        summary, error = _read(read)
+        out.append(f"  inference-{index}  {'-  (' + error + ')' if error else summary}")
+    return "\n".join(out)
+
+
 def print_report(settings: Settings, rows: list[ServiceRow], mode: str, logs: Path | None = None) -> None:
     where = f"; logs in {logs}" if logs else ""
     print(f"mode: {mode}{where}")
     print(services_table(rows))
     print()
-    print(stream_report(settings), flush=True)
+    print(stream_report(settings))
+    if settings.drift_tracking:
+        print(drift_report(settings), flush=True)

@@ -17,6 +17,7 @@ import redis
 from confluent_kafka import Consumer, Producer
 
 from mlops.consumer import kafka
+from mlops.consumer.drift_watch import DriftWatch
 from mlops.consumer.failures import describe
 from mlops.consumer.kafka import StreamTopics
 from mlops.consumer.metrics import ConsumerMetrics, serve
@@ -46,6 +47,8 @@ def build(
     def on_swap(ranker: Any) -> None:
         metrics.set_model(str(ranker.info.model_version), str(ranker.info.feature_set))
         metrics.reloads.inc()
+        if drift_watch is not None:
+            drift_watch.use(ranker)
 
     holder.on_swap = on_swap
     store = RedisFeatureStore.from_settings(settings)
@@ -56,6 +59,9 @@ def build(
         processor, holder, metrics, settings.inference_batch_size, settings.inference_batch_timeout_ms, name,
         topics,
     )  # fmt: skip
+    drift_watch = None
+    if settings.drift_tracking:
+        drift_watch = DriftWatch(metrics.registry, store, settings.drift_window, service.stopping)
     watcher = ModelWatcher(
         holder,
         lambda: champion_version(settings),

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mlops import drift
 from mlops import features as fx
 from mlops.settings import PROJECT_ROOT, Settings
 from mlops.training.fit import ROUNDS, lgb_params
@@ -96,5 +97,23 @@ def log_and_register(
         for key in ("feature_set", "pipeline_run_id", "dataset", "split_strategy", "git_commit"):
             c.set_model_version_tag(settings.model_name, version, key, lineage[key])
         c.set_model_version_tag(settings.model_name, version, "feature_names", ",".join(fx.FEATURE_NAMES))
+        store_reference_profile(settings, data, preds, lineage["feature_set"], str(version))
         log.info("train: logged MLflow run %s, registered %s v%s", run.info.run_id, settings.model_name, version)
         return {"mlflow_run_id": run.info.run_id, "version": str(version), "metrics": metrics}
+
+
+def store_reference_profile(
+    settings: Settings, data: OfflineData, preds: dict[str, np.ndarray], feature_set: str, version: str
+) -> dict[str, Any]:
+    """The drift reference of this model version (`mlops.drift`): its inputs and predictions on the evaluation
+    pairs, which carry the online snapshot's features as serving reads them. Logged to the active run as
+    `reference_profile.json` and stored with the feature set in Redis, where the consumers read it."""
+    import mlflow
+    from mlops.feature_store import RedisFeatureStore
+
+    x = fx.build_matrix(data.eval_examples, data.eval_examples)
+    profile = {**drift.reference_profile(x, fx.FEATURE_NAMES, preds["p"]), "model_version": version,
+               "feature_set": feature_set}  # fmt: skip
+    mlflow.log_dict(profile, drift.PROFILE_ARTIFACT)
+    RedisFeatureStore.from_settings(settings).put_reference_profile(feature_set, profile)
+    return profile

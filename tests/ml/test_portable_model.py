@@ -64,7 +64,7 @@ def _lineage(settings, run_id: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def champion(base_settings, mlflow_server, s3_server, offline):
+def champion(base_settings, mlflow_server, s3_server, redis_server, offline):
     """A model trained on the tiny data, logged by the training code and aliased `champion`."""
     settings = base_settings.replace(model_name=f"test-portable-{int(time.time())}")
     model = fit(offline, seed=42)

@@ -8,8 +8,10 @@ import time
 import numpy as np
 import pytest
 
+import mlflow
+from mlops import drift, registry
 from mlops import features as fx
-from mlops import registry
+from mlops.feature_store import RedisFeatureStore
 from mlops.training.evaluate import evaluate, ranking_ndcg
 from mlops.training.fit import fit
 from mlops.training.offline_data import OfflineData
@@ -30,7 +32,7 @@ def _register(settings, offline, run_id: str, model) -> dict:
 
 
 @pytest.fixture(scope="module")
-def mlflow_settings(base_settings, mlflow_server, s3_server):
+def mlflow_settings(base_settings, mlflow_server, s3_server, redis_server):
     return base_settings.replace(model_name=f"test-recommender-{int(time.time())}")
 
 
@@ -40,6 +42,14 @@ def test_registry_roundtrip_and_promotion_both_ways(mlflow_settings, offline):
     settings = mlflow_settings
     good = fit(offline, seed=42)
     first = _register(settings, offline, "run-good", good)
+
+    # The drift reference of the version: logged with its run, and stored with its feature set in Redis.
+    version = registry.client(settings).get_model_version(settings.model_name, first["version"])
+    logged = mlflow.artifacts.load_dict(f"runs:/{version.run_id}/{drift.PROFILE_ARTIFACT}")
+    stored = RedisFeatureStore.from_settings(settings).reference_profile("run-good")
+    assert logged == stored and stored["model_version"] == first["version"] and stored["feature_set"] == "run-good"
+    drift.check_profile(stored, fx.FEATURE_NAMES)
+    assert stored["n_rows"] == len(offline.eval_examples)
 
     # Loaded back from the registry (pyfunc, no training code): exactly the trained object's scores.
     loaded = registry.load_model(

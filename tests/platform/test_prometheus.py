@@ -17,7 +17,7 @@ import pytest
 import requests
 import yaml
 
-from mlops import schemas
+from mlops import drift, schemas
 from mlops.services import process, specs
 from mlops.settings import Settings
 
@@ -39,9 +39,11 @@ def test_rules_file_passes_promtool() -> None:
 def test_rules_cover_the_issue_alerts_and_the_dlq_reasons() -> None:
     found = rules()
     for alert in ("InferenceConsumerDown", "InferenceDeadLettersGrowing", "InferenceConsumerLagHigh",
-                  "InferenceLatencyP99High"):  # fmt: skip
+                  "InferenceLatencyP99High", "InferenceFeatureDrift", "InferencePredictionDrift"):  # fmt: skip
         assert alert in found, alert
     assert "> 0.05" in found["InferenceLatencyP99High"]["expr"]  # the 50 ms p99 target
+    for alert in ("InferenceFeatureDrift", "InferencePredictionDrift"):  # the threshold the stream reports by
+        assert found[alert]["expr"].endswith(f"> {drift.PSI_THRESHOLD}"), found[alert]["expr"]
     regex = re.search(r'reason=~"([^"]+)"', found["inference:dead_letters:rate5m"]["expr"]).group(1)
     assert set(regex.split("|")) == set(schemas.REASONS), "the DLQ rule must count exactly the DLQ reasons"
 
