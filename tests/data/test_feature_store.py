@@ -159,3 +159,18 @@ def test_encoding_keeps_values_and_turns_nan_into_a_missing_value():
     assert _decode(encode(row)) == {"a": 1.5, "b": None, "c": [1, 2], "d": "2024-01-02", "e": 2.5, "f": None,
                                     "g": [3, 4]}  # fmt: skip
     assert _decode(None) is None
+
+
+def test_reference_profile_lives_and_expires_with_its_feature_set(store):
+    """Stored by training before or after the set is staged: it expires with a staged or retired set and
+    stays while the set is live, like every other key of the version."""
+    profile = {"format": 1, "model_version": "7", "features": {}}
+    assert store.reference_profile("v1") is None  # an old version without a profile
+    store.put_reference_profile("v1", profile)  # training finished before load_to_redis
+    store.write_feature_set("v1", _users("v1", 5), _items("v1", 5), {}, activate=False)
+    assert store.reference_profile("v1") == profile and store.r.ttl(store.profile_key("v1")) > 0
+    store.switch_to("v1")
+    assert store.r.ttl(store.profile_key("v1")) == -1
+    store.write_feature_set("v2", _users("v2", 5), _items("v2", 5), {})
+    store.put_reference_profile("v2", {**profile, "model_version": "8"})  # the live set: no expiry
+    assert store.r.ttl(store.profile_key("v2")) == -1 and store.r.ttl(store.profile_key("v1")) > 0
