@@ -192,7 +192,7 @@ def drift_summary(metrics_text: str) -> str:
             samples.setdefault(sample.name, []).append(sample)
     available = samples.get(dw.REFERENCE_AVAILABLE)
     if not available:
-        return "no model served yet" if dw.WINDOW_ROWS not in samples else "-"
+        return "no model served yet"
     version = available[0].labels["model_version"]
     if available[0].value == 0:
         return f"v{version}: unavailable (no reference profile for this model version)"
