@@ -6,7 +6,6 @@ there yet): a fresh or half-started stack gives a readable report, never a trace
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,45 +78,7 @@ def topic_offsets(settings: Settings) -> list[TopicOffsets]:
             result.append(TopicOffsets(spec.name, high, low, offsets or None))
     finally:
         consumer.close()
-    true_ends = _probe_ends(settings, {(t.name, p): end for t in result for p, end in t.end_offsets.items()})
-    for topic in result:
-        topic.end_offsets.update({p: true_ends[(topic.name, p)] for p in topic.end_offsets})
     return result
-
-
-def _probe_ends(settings: Settings, reported: dict[tuple[str, int], int]) -> dict[tuple[str, int], int]:
-    """The real end offsets: the reported high watermark, or one past the last record found from there.
-
-    Tansu reports the high watermark as the last *batch's* base offset + 1, not the last record's offset
-    + 1; reading the tail of each partition once gives the true end (on Apache Kafka it changes nothing).
-    """
-    from confluent_kafka import Consumer, TopicPartition
-
-    ends = dict(reported)
-    tails = [TopicPartition(topic, p, end - 1) for (topic, p), end in reported.items() if end > 0]
-    if not tails:
-        return ends
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap_servers,
-            "group.id": "mlops-status-probe",
-            "enable.auto.commit": False,
-            "log_level": 0,
-        }
-    )
-    try:
-        consumer.assign(tails)
-        deadline = time.monotonic() + TIMEOUT_S
-        while time.monotonic() < deadline:
-            msg = consumer.poll(0.5)
-            if msg is None:
-                break
-            if msg.error() is None:
-                key = (msg.topic(), msg.partition())
-                ends[key] = max(ends[key], msg.offset() + 1)
-    finally:
-        consumer.close()
-    return ends
 
 
 def feature_set_version(settings: Settings) -> str | None:
