@@ -127,8 +127,11 @@ def test_port_taken_by_a_stranger_stops_up_with_one_line(tmp_path, free_port):
 def test_service_that_exits_at_start_is_reported_with_its_log(tmp_path, free_port):
     # 192.0.2.1 (TEST-NET) is no local address: redis-server cannot bind it and exits.
     backend = core_backend(local_settings(tmp_path, free_port, REDIS_HOST="192.0.2.1"))
-    with pytest.raises(ServiceError) as caught:
-        backend.up()
+    try:
+        with pytest.raises(ServiceError) as caught:
+            backend.up()
+    finally:
+        backend.down(purge=False)  # Kafka and S3, started alongside, are left running by a failed `up`
     message = str(caught.value)
     assert message.startswith("redis: exited with code")
     assert str(tmp_path / "logs" / "redis.log") in message
