@@ -6,6 +6,7 @@ there yet): a fresh or half-started stack gives a readable report, never a trace
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,12 +74,30 @@ def topic_offsets(settings: Settings) -> list[TopicOffsets]:
             low, high = {}, {}
             for p in partitions:
                 low[p], high[p] = consumer.get_watermark_offsets(TopicPartition(spec.name, p), timeout=TIMEOUT_S)
-            committed = consumer.committed([TopicPartition(spec.name, p) for p in partitions], timeout=TIMEOUT_S)
+            committed = _committed(consumer, [TopicPartition(spec.name, p) for p in partitions])
             offsets = {tp.partition: tp.offset for tp in committed if tp.offset >= 0}
             result.append(TopicOffsets(spec.name, high, low, offsets or None))
     finally:
         consumer.close()
     return result
+
+
+def _committed(consumer, partitions: list) -> list:
+    """The group's committed offsets. Right after a broker's first start its offsets topic is still being
+    created, and the coordinator lookup fails with a retriable error for a moment: ask again until TIMEOUT_S."""
+    from confluent_kafka import KafkaError, KafkaException
+
+    transient = {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+                 KafkaError.COORDINATOR_NOT_AVAILABLE}  # fmt: skip
+    deadline = time.monotonic() + TIMEOUT_S
+    while True:
+        try:
+            return consumer.committed(partitions, timeout=TIMEOUT_S)
+        except KafkaException as exc:
+            error = exc.args[0]
+            if not (error.retriable() or error.code() in transient) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def feature_set_version(settings: Settings) -> str | None:

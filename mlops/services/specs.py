@@ -168,7 +168,7 @@ def kafka(settings: Settings, data_dir: Path) -> Launch:
         host=host,
         prepare=prepare,
         timeout_s=90,
-        note=f"Apache Kafka {kafka_version()} (KRaft), data in {logs}",
+        note=f"Apache Kafka {kafka_version()} (KRaft), data in {data_dir}",
         data_dir=data_dir,
     )
 
