@@ -110,13 +110,13 @@ def redis(settings: Settings, data_dir: Path) -> Launch:
     )
 
 
-KAFKA_HEAP = ("-Xms256m", "-Xmx512m")  # a single-node broker for one machine's traffic; bench peak < 300 MB
+KAFKA_HEAP = ("-Xms256m", "-Xmx512m")  # small: a single-node broker for one machine's traffic (Docker: 512m too)
 JAVA_HINT = "install it: apt-get install -y openjdk-17-jre-headless (or run ./run.sh, which does)"
 MIN_FREE_BYTES = 256 << 20
 
 
-def java() -> str:
-    return system_tool("java", "java", JAVA_HINT)
+def java(service: str) -> str:
+    return system_tool(service, "java", JAVA_HINT)
 
 
 def kafka_version() -> str:
@@ -160,7 +160,7 @@ def kafka(settings: Settings, data_dir: Path) -> Launch:
     return Launch(
         name="kafka",
         service="kafka",
-        argv=(java(), *KAFKA_HEAP, *JVM_FLAGS, f"-Dlog4j2.configurationFile={log4j}", f"@{args}", "kafka.Kafka",
+        argv=(java("kafka"), *KAFKA_HEAP, *JVM_FLAGS, f"-Dlog4j2.configurationFile={log4j}", f"@{args}", "kafka.Kafka",
               str(props)),
         url=f"kafka://{host}:{port}",
         check=lambda: health.kafka_metadata(settings),
@@ -264,7 +264,7 @@ def _check_meta(meta: Path, cluster_id: str) -> None:
 
 def _format_storage(args: Path, log4j: Path, props: Path, cluster_id: str, log: Path) -> None:
     """`kafka-storage.sh format`, once, with the persisted cluster id."""
-    argv = [java(), "-Xmx256m", f"-Dlog4j2.configurationFile={log4j}", f"@{args}", "kafka.tools.StorageTool",
+    argv = [java("kafka"), "-Xmx256m", f"-Dlog4j2.configurationFile={log4j}", f"@{args}", "kafka.tools.StorageTool",
             "format", "-t", cluster_id, "-c", str(props)]  # fmt: skip
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
     log.write_text(proc.stdout + proc.stderr)
@@ -358,7 +358,7 @@ def s3(settings: Settings, data_dir: Path) -> Launch:
     return Launch(
         name="s3",
         service="s3",
-        argv=(java(), "-Xms64m", "-Xmx256m", "-XX:+ExitOnOutOfMemoryError", "-DLOG_LEVEL=info", f"@{args}",
+        argv=(java("s3"), "-Xms64m", "-Xmx256m", "-XX:+ExitOnOutOfMemoryError", "-DLOG_LEVEL=info", f"@{args}",
               "org.gaul.s3proxy.Main", "--properties", str(conf)),
         url=url,
         check=lambda: health.s3_list_buckets(settings),
