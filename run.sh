@@ -30,9 +30,10 @@ has_arg() {
   return 1
 }
 
-# System packages local mode needs: redis-server, and Java for Spark; the tests also validate the
-# Docker Compose file without an engine, with Debian's docker-compose, and drive the console in Debian's
-# headless chromium (through its chromedriver).
+# System packages local mode needs: redis-server, Java (Spark, Kafka, S3Proxy) and Maven, which fetches
+# the pinned Kafka and S3Proxy jars once (jvm/*/pom.xml); the tests also validate the Docker Compose file
+# without an engine, with Debian's docker-compose, and drive the console in Debian's headless chromium
+# (through its chromedriver).
 system_packages() {
   local missing=()
   if has_arg test "$@"; then
@@ -42,6 +43,7 @@ system_packages() {
   fi
   command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
   command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
+  command -v mvn >/dev/null 2>&1 || missing+=(maven)
   if ! "${PY:-python3}" -m venv --help >/dev/null 2>&1 || ! "${PY:-python3}" -c 'import ensurepip' 2>/dev/null; then
     missing+=(python3-venv)
   fi
@@ -70,7 +72,7 @@ want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [[ ! -f "$STAMP" || "$(cat "$STAMP")" != "$want" ]]; then
   say "installing the project into $VENV (first run: several minutes)"
   [[ -x "$VENV/bin/uv" ]] || "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check uv
-  "$VENV/bin/uv" pip install --quiet --python "$VENV/bin/python" -e '.[local,dev]'
+  "$VENV/bin/uv" pip install --quiet --python "$VENV/bin/python" -e '.[dev]'
   echo "$want" >"$STAMP"
 fi
 

@@ -47,9 +47,8 @@ class Settings:
 
     # Kafka
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
-    kafka_home: str = ""
 
-    # Object store (MinIO in Docker, MinIO or moto's server natively)
+    # Object store (MinIO in Docker; natively MinIO when on PATH, else S3Proxy)
     s3_endpoint_url: str = "http://127.0.0.1:9000"
     s3_access_key: str = "mlops"
     s3_secret_key: str = "change-me-s3-secret"

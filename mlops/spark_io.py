@@ -3,11 +3,11 @@
 A dataset is a prefix of Parquet part files plus `_manifest.json`, written last: a reader that finds no
 manifest treats the dataset as absent, so a crashed writer never leaves something half-readable.
 
-`SPARK_IO=staged` (local mode; no hadoop-aws jars are reachable here): Spark writes to a local scratch
-directory, the parts are uploaded through the S3 API, then the manifest; reads download the committed
-prefix to a local cache (reused while the manifest is unchanged) and Spark reads that. `SPARK_IO=s3a`
-(Docker's Spark image, which ships the jars): Spark reads and writes `s3a://` directly and the manifest
-is still written last through the S3 API. Either way the object store is the system of record.
+`SPARK_IO=staged`: Spark writes to a local scratch directory, the parts are uploaded through the S3 API,
+then the manifest; reads download the committed prefix to a local cache (reused while the manifest is
+unchanged) and Spark reads that. `SPARK_IO=s3a`: Spark reads and writes `s3a://` directly (the S3A jars
+are in Docker's images; natively they come from `jvm/s3a/pom.xml`, resolved once by Maven) and the
+manifest is still written last through the S3 API. Either way the object store is the system of record.
 """
 
 from __future__ import annotations
@@ -63,6 +63,10 @@ def spark_session(app_name: str, settings: Settings) -> SparkSession:
         builder = builder.config("spark.driver.bindAddress", "127.0.0.1").config("spark.driver.host", "127.0.0.1")
     if settings.spark_io == "s3a":
         url = urlparse(settings.s3_endpoint_url)
+        if jars := s3a_classpath():
+            # On the JVM's own classpath (set at launch), where Hadoop's FileSystem loader looks; `spark.jars`
+            # would load them in a child class loader that S3AFileSystem's lookup does not see.
+            builder = builder.config("spark.driver.extraClassPath", jars).config("spark.executor.extraClassPath", jars)
         builder = (
             builder.config("spark.hadoop.fs.s3a.endpoint", settings.s3_endpoint_url)
             .config("spark.hadoop.fs.s3a.access.key", settings.s3_access_key)
@@ -75,6 +79,17 @@ def spark_session(app_name: str, settings: Settings) -> SparkSession:
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     return spark
+
+
+def s3a_classpath() -> str:
+    """The S3A jars to add, or "" when PySpark already carries them (Docker's images put them there)."""
+    import pyspark
+
+    if any((Path(pyspark.__file__).parent / "jars").glob("hadoop-aws-*.jar")):
+        return ""
+    from mlops.services import jvm
+
+    return ":".join(jvm.classpath("s3a", "spark"))
 
 
 def _s3a_path(key: str, settings: Settings) -> str:

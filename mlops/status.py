@@ -74,50 +74,30 @@ def topic_offsets(settings: Settings) -> list[TopicOffsets]:
             low, high = {}, {}
             for p in partitions:
                 low[p], high[p] = consumer.get_watermark_offsets(TopicPartition(spec.name, p), timeout=TIMEOUT_S)
-            committed = consumer.committed([TopicPartition(spec.name, p) for p in partitions], timeout=TIMEOUT_S)
+            committed = _committed(consumer, [TopicPartition(spec.name, p) for p in partitions])
             offsets = {tp.partition: tp.offset for tp in committed if tp.offset >= 0}
             result.append(TopicOffsets(spec.name, high, low, offsets or None))
     finally:
         consumer.close()
-    true_ends = _probe_ends(settings, {(t.name, p): end for t in result for p, end in t.end_offsets.items()})
-    for topic in result:
-        topic.end_offsets.update({p: true_ends[(topic.name, p)] for p in topic.end_offsets})
     return result
 
 
-def _probe_ends(settings: Settings, reported: dict[tuple[str, int], int]) -> dict[tuple[str, int], int]:
-    """The real end offsets: the reported high watermark, or one past the last record found from there.
+def _committed(consumer, partitions: list) -> list:
+    """The group's committed offsets. Right after a broker's first start its offsets topic is still being
+    created, and the coordinator lookup fails with a retriable error for a moment: ask again until TIMEOUT_S."""
+    from confluent_kafka import KafkaError, KafkaException
 
-    Tansu reports the high watermark as the last *batch's* base offset + 1, not the last record's offset
-    + 1; reading the tail of each partition once gives the true end (on Apache Kafka it changes nothing).
-    """
-    from confluent_kafka import Consumer, TopicPartition
-
-    ends = dict(reported)
-    tails = [TopicPartition(topic, p, end - 1) for (topic, p), end in reported.items() if end > 0]
-    if not tails:
-        return ends
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap_servers,
-            "group.id": "mlops-status-probe",
-            "enable.auto.commit": False,
-            "log_level": 0,
-        }
-    )
-    try:
-        consumer.assign(tails)
-        deadline = time.monotonic() + TIMEOUT_S
-        while time.monotonic() < deadline:
-            msg = consumer.poll(0.5)
-            if msg is None:
-                break
-            if msg.error() is None:
-                key = (msg.topic(), msg.partition())
-                ends[key] = max(ends[key], msg.offset() + 1)
-    finally:
-        consumer.close()
-    return ends
+    transient = {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+                 KafkaError.COORDINATOR_NOT_AVAILABLE}  # fmt: skip
+    deadline = time.monotonic() + TIMEOUT_S
+    while True:
+        try:
+            return consumer.committed(partitions, timeout=TIMEOUT_S)
+        except KafkaException as exc:
+            error = exc.args[0]
+            if not (error.retriable() or error.code() in transient) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def feature_set_version(settings: Settings) -> str | None:

@@ -57,6 +57,8 @@ def start(
     if launch.prepare is not None:
         try:
             launch.prepare()
+        except ServiceError as exc:  # already one line naming the service and reason: add the log only
+            raise ServiceError(exc.service, exc.reason, exc.log or log) from exc
         except Exception as exc:
             raise ServiceError(launch.name, f"preparation failed: {exc}", log) from exc
     env = {**os.environ, **(extra_env or {}), **launch.env}

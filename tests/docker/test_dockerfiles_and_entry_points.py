@@ -115,8 +115,9 @@ def test_s3a_jars_match_the_hadoop_that_pyspark_bundles() -> None:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     module.check_hadoop_version(module.pyspark_jars_dir())
-    for path, sha1 in module.JARS:
-        assert path.endswith(".jar") and re.fullmatch(r"[0-9a-f]{40}", sha1)
+    pinned = {artifact: version for _, artifact, version in module.jars()}
+    assert set(pinned) == {"hadoop-aws", "bundle", "analyticsaccelerator-s3"}
+    assert all(re.fullmatch(r"\d+(\.\d+)+", version) for version in pinned.values()), pinned
 
 
 # --- each compose command traces to the entry point local mode runs ------------------------------
