@@ -104,7 +104,7 @@ def test_every_request_answered_once_through_restarts_of_every_server(
     sent_at: dict[str, float] = {}
     try:
         for member in members:
-            member.wait_healthy()
+            member.wait_healthy(600)
         with exchange(settings, topics) as ex:
             stop_sending = threading.Event()
 
