@@ -53,8 +53,9 @@ class ModelVersion:
         return self.tags.get("pipeline_run_id")
 
 
-def _get(settings: Settings, path: str, **params: Any) -> requests.Response:
-    url = settings.mlflow_tracking_uri.rstrip("/") + path
+def _get(settings: Settings, endpoint: str, **params: Any) -> requests.Response:
+    """GET an MLflow endpoint; `params` may include `path` (an artifact's), hence the name `endpoint`."""
+    url = settings.mlflow_tracking_uri.rstrip("/") + endpoint
     try:
         return requests.get(url, params=params, timeout=TIMEOUT_S)
     except requests.RequestException as exc:
@@ -62,10 +63,10 @@ def _get(settings: Settings, path: str, **params: Any) -> requests.Response:
         raise MlflowProblem(f"MLflow at {settings.mlflow_tracking_uri} is not reachable ({reason})") from exc
 
 
-def _json(settings: Settings, path: str, **params: Any) -> dict[str, Any]:
-    response = _get(settings, path, **params)
+def _json(settings: Settings, endpoint: str, **params: Any) -> dict[str, Any]:
+    response = _get(settings, endpoint, **params)
     if not response.ok:
-        raise MlflowProblem(f"MLflow answered HTTP {response.status_code} to {path}: {response.text[:200]}")
+        raise MlflowProblem(f"MLflow answered HTTP {response.status_code} to {endpoint}: {response.text[:200]}")
     return response.json()
 
 
