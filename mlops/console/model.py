@@ -73,7 +73,9 @@ def _json(settings: Settings, endpoint: str, **params: Any) -> dict[str, Any]:
 def version_by_alias(settings: Settings, alias: str) -> ModelVersion | None:
     """The version behind `alias` with its run's metrics and plots; None when the alias is not set."""
     response = _get(settings, "/api/2.0/mlflow/registered-models/alias", name=settings.model_name, alias=alias)
-    if response.status_code in (400, 404) and "RESOURCE_DOES_NOT_EXIST" in response.text:
+    # No such model: RESOURCE_DOES_NOT_EXIST; a model without this alias: 400 "alias ... not found".
+    if response.status_code in (400, 404) and ("RESOURCE_DOES_NOT_EXIST" in response.text
+                                                or "not found" in response.text):  # fmt: skip
         return None
     if not response.ok:
         raise MlflowProblem(f"MLflow answered HTTP {response.status_code} for alias {alias}: {response.text[:200]}")
