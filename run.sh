@@ -30,11 +30,22 @@ has_arg() {
   return 1
 }
 
-# System packages local mode needs: redis-server, and Java for Spark; the tests also validate the
-# Docker Compose file without an engine, with Debian's docker-compose.
+# Whether `test` was asked for the `containers` tests (`-m containers`, or a path under tests/containers).
+wants_containers() {
+  local arg
+  for arg in "$@"; do [[ "$arg" == *containers* ]] && return 0; done
+  return 1
+}
+
+# System packages local mode needs: redis-server, and Java for Spark. The `containers` tests also need
+# Podman, debootstrap (their stand-in base image) and PostgreSQL (the metadata database they run against).
 system_packages() {
   local missing=()
-  if has_arg test "$@"; then command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose); fi
+  if has_arg test "$@" && wants_containers "$@"; then
+    command -v podman >/dev/null 2>&1 || missing+=(podman)
+    command -v debootstrap >/dev/null 2>&1 || [[ -x /usr/sbin/debootstrap ]] || missing+=(debootstrap)
+    compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
+  fi
   command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
   command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
   if ! "${PY:-python3}" -m venv --help >/dev/null 2>&1 || ! "${PY:-python3}" -c 'import ensurepip' 2>/dev/null; then
