@@ -38,11 +38,13 @@ wants_containers() {
 }
 
 # System packages local mode needs: redis-server, and Java for Spark. The `containers` tests also need
-# Podman, debootstrap (their stand-in base image) and PostgreSQL (the metadata database they run against).
+# Podman with runc, debootstrap (their stand-in base image) and PostgreSQL (the metadata database they run
+# against).
 system_packages() {
   local missing=()
   if has_arg test "$@" && wants_containers "$@"; then
     command -v podman >/dev/null 2>&1 || missing+=(podman)
+    command -v runc >/dev/null 2>&1 || [[ -x /usr/sbin/runc ]] || missing+=(runc)
     command -v debootstrap >/dev/null 2>&1 || [[ -x /usr/sbin/debootstrap ]] || missing+=(debootstrap)
     compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
   fi

@@ -103,6 +103,8 @@ class Podman:
             f"default_ulimits = {json.dumps(list(ULIMITS))}\n"
             'netns = "host"\n'
             "[engine]\n"
+            # runc: crun refuses this machine's hybrid cgroup hierarchy
+            'runtime = "runc"\n'
             'events_logger = "file"\n'
             'cgroup_manager = "cgroupfs"\n'
         )
@@ -142,9 +144,18 @@ class Podman:
             return 0.0
         started = time.monotonic()
         rootfs_image = self._rootfs_image(log_dir)
+        # The CA certificates this machine adds to Debian's (an egress proxy that re-signs TLS): without them
+        # pip inside a build cannot reach PyPI here. A real Docker host behind such a proxy needs the same.
+        extra_ca = self.cache / "extra-ca"
+        shutil.rmtree(extra_ca, ignore_errors=True)
+        extra_ca.mkdir()
+        for cert in Path("/usr/local/share/ca-certificates").glob("*.crt"):
+            shutil.copy(cert, extra_ca / cert.name)
         containerfile = self.cache / "Containerfile.standin"
         containerfile.write_text(
             f"FROM {rootfs_image}\n"
+            "COPY extra-ca/ /usr/local/share/ca-certificates/\n"
+            "RUN update-ca-certificates\n"
             # A venv at /usr/local: python, python3, pip in /usr/local/bin and site-packages under
             # /usr/local/lib, where the official image has them; no Debian-managed packages to collide with.
             "RUN python3.11 -m venv /usr/local && python --version && pip --version\n"
@@ -152,7 +163,9 @@ class Podman:
             f'LABEL {STANDIN_LABEL}="debootstrap {SUITE} + Debian python3.11 (venv at /usr/local)"\n'
             'CMD ["python3"]\n'
         )
-        self("build", "--pull=never", "--network=host", "-t", base, "-f", str(containerfile), str(self.cache),
+        # Tagged with the name Docker gives `python:...` (Podman would otherwise file it under localhost/).
+        self("build", "--pull=never", "--network=host", "-t", f"docker.io/library/{base}", "-f", str(containerfile),
+             str(self.cache),
              log=log_dir / "standin-build.log")  # fmt: skip
         return time.monotonic() - started
 
