@@ -38,13 +38,14 @@ wants_containers() {
 }
 
 # System packages local mode needs: redis-server, and Java for Spark. The `containers` tests also need
-# Podman with runc, debootstrap (their stand-in base image) and PostgreSQL (the metadata database they run
+# Podman with runc and catatonit, debootstrap (their stand-in base image) and PostgreSQL (the metadata database they run
 # against).
 system_packages() {
   local missing=()
   if has_arg test "$@" && wants_containers "$@"; then
     command -v podman >/dev/null 2>&1 || missing+=(podman)
     command -v runc >/dev/null 2>&1 || [[ -x /usr/sbin/runc ]] || missing+=(runc)
+    [[ -x /usr/libexec/podman/catatonit ]] || missing+=(catatonit) # podman run --init, as compose's init: true
     command -v debootstrap >/dev/null 2>&1 || [[ -x /usr/sbin/debootstrap ]] || missing+=(debootstrap)
     compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
   fi

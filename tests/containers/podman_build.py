@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CACHE = Path(os.environ.get("MLOPS_PODMAN_CACHE", Path.home() / ".cache" / "mlops-platform" / "podman"))
-INSTALL_HINT = "apt-get install -y podman debootstrap (./run.sh test -m containers installs them)"
+INSTALL_HINT = "apt-get install -y podman runc catatonit debootstrap (./run.sh test -m containers installs them)"
 SUITE = "bookworm"
 # What python:*-slim-bookworm adds to Debian (docker-library/python): CA certificates, netbase, tzdata, and
 # Python with pip (python3-distutils: python3.11-venv needs it, and debootstrap cannot resolve the virtual
@@ -34,7 +34,10 @@ ULIMITS = ("nofile=1024:20000", "nproc=4096:4096")  # runc/crun here cannot rais
 
 
 def missing_tools() -> list[str]:
-    return [tool for tool in ("podman", "debootstrap") if shutil.which(tool) is None]
+    """The packages of INSTALL_HINT that are not installed (catatonit is `podman run --init`'s PID 1)."""
+    search = f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin"
+    missing = [tool for tool in ("podman", "runc", "debootstrap") if shutil.which(tool, path=search) is None]
+    return missing + ([] if Path("/usr/libexec/podman/catatonit").exists() else ["catatonit"])
 
 
 def debian_mirror() -> str:

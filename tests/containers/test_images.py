@@ -19,7 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import Images, Postgres, wait_http
+from harness import Images, Postgres, base_image, wait_http
+from podman_build import BuildError
 
 from mlops.services.compose_spec import HOST_ONLY_SETTINGS, compose_spec
 from mlops.services.specs import s3_client_environ, settings_environ
@@ -94,6 +95,14 @@ def test_images_run_as_the_unprivileged_user(images: Images) -> None:
     for dockerfile, tag in images.tags.items():
         run = images.podman.run(tag, ["id", "-un"])
         assert run.output.strip().splitlines()[-1] == "mlops", f"{dockerfile} runs as {run.output.strip()}"
+
+
+def test_a_failing_build_names_its_dockerfile_line(images: Images, tmp_path: Path) -> None:
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text(f"FROM {base_image(PROJECT_ROOT / INFERENCE)}\nRUN true\n"
+                          "RUN apt-get install -y no-such-package-xyz \\\n    && true\n")  # fmt: skip
+    with pytest.raises(BuildError, match=r"at Dockerfile:3: RUN apt-get install -y no-such-package-xyz && true"):
+        images.podman.build(dockerfile, "localhost/mlops-test-failing:1", tmp_path, tmp_path / "build.log")
 
 
 # --- Spark job and train, inside the images ---------------------------------------------------------
