@@ -57,8 +57,9 @@ def test_base_image_is_pinned(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(DOCKERFILES))
 def test_installs_from_pyproject_only(name: str) -> None:
     runs = " ".join(rest for word, rest in instructions(DOCKERFILES[name]) if word == "RUN")
-    assert 'pip install ".[docker]"' in runs, f"{name}: dependencies must come from pyproject.toml"
-    assert "pip install --no-deps -e ." in runs, f"{name}: the package is installed editable, as in local mode"
+    assert re.search(r'uv pip install [^&]*"\.\[docker\]"', runs), f"{name}: dependencies must come from pyproject.toml"
+    assert re.search(r"uv pip install [^&]*--no-deps -e \.", runs), f"{name}: the package is installed editable"
+    assert re.search(r"pip install uv==\d+\.\d+\.\d+ ", runs), f"{name}: the installer itself is pinned"
     assert "requirements" not in runs, f"{name}: no second requirements list"
     assert "pyproject.toml" in copies(DOCKERFILES[name])
 
@@ -103,7 +104,7 @@ def test_dependency_layers_are_identical_in_every_image() -> None:
     prefixes = set()
     for path in DOCKERFILES.values():
         steps = instructions(path)
-        until = next(i for i, (word, rest) in enumerate(steps) if word == "RUN" and "pip install" in rest)
+        until = next(i for i, (word, rest) in enumerate(steps) if word == "RUN" and '".[docker]"' in rest)
         prefixes.add(tuple(steps[: until + 1]))
     assert len(prefixes) == 1, "the FROM..pip install block differs between Dockerfiles"
 
