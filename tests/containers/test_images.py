@@ -82,6 +82,13 @@ def test_every_module_of_the_package_imports_in_the_image(images: Images, docker
     assert run.returncode == 0 and "modules" in run.output, f"{dockerfile}:\n{run.output[-3000:]}"
 
 
+def test_the_stand_in_base_lacks_libgomp_like_python_slim(images: Images) -> None:
+    """So that the import test above proves the Dockerfiles install LightGBM's OpenMP runtime themselves."""
+    base = base_image(PROJECT_ROOT / INFERENCE)
+    run = images.podman.run(base, ["python", "-c", "import ctypes.util; print(ctypes.util.find_library('gomp'))"])
+    assert run.output.strip().splitlines()[-1] == "None", run.output
+
+
 @pytest.mark.parametrize("dockerfile", [AIRFLOW, SPARK])
 def test_java_images_run_java_with_the_s3a_connector(images: Images, dockerfile: str) -> None:
     script = "import glob, pyspark, os; print(*sorted(os.path.basename(j) for j in glob.glob(os.path.join(" \
