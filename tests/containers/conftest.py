@@ -65,7 +65,7 @@ def images() -> Images:
     return Images(podman, tags, logs)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def timed() -> Iterator[dict[str, float]]:
     """Record run times: `timed["name"] = seconds`."""
     yield TIMINGS.runs
