@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -196,7 +197,9 @@ def test_consumer_image_serves_the_champion(images: Images, pipeline_run: Settin
         timed["consumer healthy"] = wait_http(f"http://127.0.0.1:{metrics_port}/healthz", 180)
         env = {**settings_environ(settings), "PATH": str(Path(sys.executable).parent)}
         verifier = [sys.executable, str(PROJECT_ROOT / "verification" / "verify_streaming.py"), "-n", "200"]
+        started = time.monotonic()
         verify = subprocess.run(verifier, env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
+        timed["verify_streaming.py -n 200 against the consumer"] = time.monotonic() - started
         assert verify.returncode == 0, f"{verify.stdout[-3000:]}{verify.stderr[-3000:]}\n{podman.logs(name)[-3000:]}"
         stop = podman("stop", "-t", "30", name, check=False)
         code = podman("inspect", "--format", "{{.State.ExitCode}}", name).output.strip()
