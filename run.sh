@@ -30,16 +30,29 @@ has_arg() {
   return 1
 }
 
+# Whether `test` was asked for the `containers` tests (`-m containers`, or a path under tests/containers).
+wants_containers() {
+  local arg
+  for arg in "$@"; do [[ "$arg" == *containers* ]] && return 0; done
+  return 1
+}
+
 # System packages local mode needs: redis-server, Java (Spark, Kafka, S3Proxy) and Maven, which fetches
-# the pinned Kafka and S3Proxy jars once (jvm/*/pom.xml); the tests also validate the Docker Compose file
-# without an engine, with Debian's docker-compose, and drive the console in Debian's headless chromium
-# (through its chromedriver).
+# the pinned Kafka and S3Proxy jars once (jvm/*/pom.xml). The tests drive the console in Debian's
+# headless chromium (through its chromedriver); the `containers` tests also need Podman with runc and
+# catatonit, debootstrap (their stand-in base image) and PostgreSQL (the metadata database they run against).
 system_packages() {
   local missing=()
   if has_arg test "$@"; then
-    command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
     command -v chromium >/dev/null 2>&1 || missing+=(chromium)
     command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+  fi
+  if has_arg test "$@" && wants_containers "$@"; then
+    command -v podman >/dev/null 2>&1 || missing+=(podman)
+    command -v runc >/dev/null 2>&1 || [[ -x /usr/sbin/runc ]] || missing+=(runc)
+    [[ -x /usr/libexec/podman/catatonit ]] || missing+=(catatonit) # podman run --init, as compose's init: true
+    command -v debootstrap >/dev/null 2>&1 || [[ -x /usr/sbin/debootstrap ]] || missing+=(debootstrap)
+    compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
   fi
   command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
   command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)

@@ -9,7 +9,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from mlops.consumer.metrics import ConsumerMetrics
-from mlops.services.compose import CONSUMER
+from mlops.services.compose_spec import CONSUMER
 from mlops.settings import PROJECT_ROOT, Settings
 
 DOCKER = PROJECT_ROOT / "docker"
