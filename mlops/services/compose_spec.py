@@ -22,7 +22,6 @@ ONE_SHOT = ("minio-init", "kafka-init", "airflow-init")  # run to completion; ex
 
 # Settings a container does not receive (tests/docker checks every other field is passed).
 HOST_ONLY_SETTINGS = {
-    "KAFKA_HOME": "local mode's Apache Kafka distribution; Docker runs the apache/kafka image",
     "LOCAL_DIR": "a host path; containers keep their state in named volumes under their own .local",
     "DATA_CACHE_DIR": "a host path; containers use the default under their own .local",
     "INFERENCE_CONSUMERS": "not read by a consumer: it is the replica count (`--scale inference=N`)",

@@ -137,7 +137,7 @@ def kafka(settings: Settings, data_dir: Path) -> Launch:
     def prepare() -> None:
         _check_free_space("kafka", data_dir)
         if health.tcp_open(host, port + 1):
-            owner = process_owner(port + 1)
+            owner = health.port_owner(port + 1)
             raise ServiceError("kafka", f"controller port {host}:{port + 1} (bootstrap port + 1) is already in use"
                                         + (f" ({owner})" if owner else ""))  # fmt: skip
         jars = jvm.classpath("kafka", "kafka")
@@ -292,12 +292,6 @@ def jvm_components(settings: Settings) -> list[tuple[str, str]]:
     if settings.spark_io == "s3a":
         components.append(("s3a", "spark"))
     return components
-
-
-def process_owner(port: int) -> str:
-    from mlops.services.process import port_owner
-
-    return port_owner(port)
 
 
 def s3(settings: Settings, data_dir: Path) -> Launch:

@@ -52,7 +52,7 @@ def _durable(launch: specs.Launch) -> bool:
 
 
 def _pid_on(port: int) -> int:
-    owner = process.port_owner(port)
+    owner = health.port_owner(port)
     assert owner.startswith("pid "), f"nothing found listening on {port}"
     return int(owner.split(",")[0].removeprefix("pid "))
 
