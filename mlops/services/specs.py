@@ -326,7 +326,7 @@ def s3(settings: Settings, data_dir: Path) -> Launch:
             port=port,
             host=host,
             env={"MINIO_ROOT_USER": settings.s3_access_key, "MINIO_ROOT_PASSWORD": settings.s3_secret_key},
-            prepare=lambda: data_dir.mkdir(parents=True, exist_ok=True),
+            prepare=lambda: (_check_free_space("s3", data_dir), data_dir.mkdir(parents=True, exist_ok=True)),
             timeout_s=30,
             note=f"MinIO, data in {data_dir}; console http://{host}:{port + 1}",
             data_dir=data_dir,
