@@ -240,7 +240,9 @@ def _cluster_id(path: Path) -> str:
     """The cluster id, generated once (Kafka's Uuid format: URL-safe base64 of 16 random bytes) and kept."""
     if path.exists():
         return path.read_text().strip()
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    cluster_id = "-"
+    while cluster_id.startswith("-"):  # as Kafka's Uuid.randomUuid: a leading "-" would read as an option
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
     path.write_text(cluster_id + "\n")
     return cluster_id
 
