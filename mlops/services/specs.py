@@ -240,7 +240,9 @@ def _cluster_id(path: Path) -> str:
     """The cluster id, generated once (Kafka's Uuid format: URL-safe base64 of 16 random bytes) and kept."""
     if path.exists():
         return path.read_text().strip()
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    cluster_id = "-"
+    while cluster_id.startswith("-"):  # as Kafka's Uuid.randomUuid: a leading "-" would read as an option
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
     path.write_text(cluster_id + "\n")
     return cluster_id
 
@@ -320,7 +322,7 @@ def s3(settings: Settings, data_dir: Path) -> Launch:
             port=port,
             host=host,
             env={"MINIO_ROOT_USER": settings.s3_access_key, "MINIO_ROOT_PASSWORD": settings.s3_secret_key},
-            prepare=lambda: data_dir.mkdir(parents=True, exist_ok=True),
+            prepare=lambda: (_check_free_space("s3", data_dir), data_dir.mkdir(parents=True, exist_ok=True)),
             timeout_s=30,
             note=f"MinIO, data in {data_dir}; console http://{host}:{port + 1}",
             data_dir=data_dir,

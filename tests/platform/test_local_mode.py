@@ -349,3 +349,18 @@ def test_consumers_start_without_a_model_and_restart(tmp_path, free_port, capsys
         assert all(" up " in row and "not serving: no model loaded yet" in row for row in rows), rows
     finally:
         backend.down(purge=True)
+
+
+def test_a_full_disk_is_one_line_before_the_jvm_starts(tmp_path, free_port, monkeypatch):
+    from mlops.services import specs
+
+    monkeypatch.setattr(specs, "MIN_FREE_BYTES", 1 << 60)  # more than any disk: this one counts as full
+    settings = local_settings(tmp_path, free_port)
+    for launch in (specs.kafka(settings, tmp_path / "data" / "kafka"), specs.s3(settings, tmp_path / "data" / "s3")):
+        log = tmp_path / "logs" / f"{launch.name}.log"
+        with pytest.raises(ServiceError) as caught:
+            process.start(launch, log)
+        message = str(caught.value)
+        assert message.startswith(f"{launch.name}: only ") and "MiB free on the disk of" in message, message
+        assert "nothing was deleted" in message and str(log) in message and "\n" not in message
+    assert not (tmp_path / "data").exists()

@@ -84,7 +84,7 @@ class ConsumerProcess:
             stdout=log.open("ab"), stderr=subprocess.STDOUT, env=env,
         )  # fmt: skip
 
-    def wait_healthy(self, timeout: float = 120) -> None:
+    def wait_healthy(self, timeout: float = 300) -> None:  # loading the champion compiles its trees: slow under load
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, f"consumer exited early: {self.log.read_text()[-2000:]}"
