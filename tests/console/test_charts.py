@@ -9,6 +9,11 @@ from mlops.console import charts
 SVG = "{http://www.w3.org/2000/svg}"
 
 
+def test_axis_steps_read_well():
+    assert [charts.axis(v) for v in (0, 9, 27.4, 239.5, 0.3)] == [(1, 0.25), (10, 2.5), (30, 10), (300, 100),
+                                                                  (0.3, 0.1)]
+
+
 def test_nice_max_rounds_up_to_a_readable_axis_top():
     assert [charts.nice_max(v) for v in (0, 0.7, 1, 3, 7.5, 12, 260, 999)] == [1, 1, 1, 5, 10, 20, 500, 1000]
 
