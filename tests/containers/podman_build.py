@@ -219,14 +219,18 @@ class Podman:
         return run.seconds
 
     def run(self, image: str, argv: Sequence[str], env: dict[str, str] | None = None, *, timeout: float = 600,
-            log: Path | None = None, user: str | None = None) -> Run:  # fmt: skip
-        """A one-off container on the host network (`--rm`); the output is returned, not checked."""
-        args = ["run", "--rm", "--network=host", "--init"]
+            log: Path | None = None) -> Run:  # fmt: skip
+        """A one-off container on the host network (`--rm`); the output is returned, not checked. On a timeout
+        or an interrupt the container is removed too (killing the podman client alone would leave it running)."""
+        name = f"mlops-test-run-{os.getpid()}-{time.monotonic_ns()}"
+        args = ["run", "--rm", "--name", name, "--network=host", "--init"]
         for key, value in (env or {}).items():
             args += ["-e", f"{key}={value}"]
-        if user:
-            args += ["--user", user]
-        return self(*args, image, *argv, timeout=timeout, log=log, check=False)
+        try:
+            return self(*args, image, *argv, timeout=timeout, log=log, check=False)
+        except BaseException:
+            self("rm", "-f", "-t", "0", name, check=False)
+            raise
 
     def start(self, name: str, image: str, argv: Sequence[str], env: dict[str, str] | None = None) -> None:
         """A detached container (removed first if a previous run left one behind)."""
