@@ -41,10 +41,12 @@ def make_backend(mode: str, settings: Settings, *, assume_yes: bool = False, mon
     return LocalBackend(settings)
 
 
-def run_pipeline(settings: Settings) -> int:
+def run_pipeline(settings: Settings, summary: bool = True) -> tuple[int, str | None]:
+    """(exit code, the run's id or None when none was triggered)."""
     from mlops.orchestration import pipeline
 
-    return int(pipeline.main(settings) or 0)
+    outcome = pipeline.run_pipeline(settings, summary=summary)
+    return outcome.code, outcome.run_id
 
 
 def run_verify(settings: Settings) -> int:
@@ -88,6 +90,16 @@ def print_urls(backend: Backend) -> None:
         print(f"  {name:<22} {url}")
 
 
+def print_summary(settings: Settings, run_id: str | None, backend: Backend) -> None:
+    """What the run did (dataset, split, model, decision), then every URL: how `./run.sh` ends."""
+    from mlops.orchestration.summary import gather, render
+
+    if run_id is None:
+        print_urls(backend)
+        return
+    print("\n" + render(gather(settings, run_id), backend.urls(), settings.mlflow_tracking_uri), flush=True)
+
+
 def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(prog="./run.sh", description=__doc__.split("\n\n")[0])
     mode = parser.add_mutually_exclusive_group()
@@ -116,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.verb == "bench":
         return run_bench(["--json"] if args.json else [])
     if args.verb == "pipeline":
-        return run_pipeline(settings)
+        return run_pipeline(settings)[0]
     if args.verb == "verify":
         return run_verify(settings)
 
@@ -132,13 +144,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verb == "up":
             print_urls(backend)
             return 0
-        code = run_pipeline(settings)
+        code, run_id = run_pipeline(settings, summary=False)
         if code != 0:
             print(f"pipeline failed (exit {code}); the services stay up: ./run.sh status", file=sys.stderr)
             return code
         backend.restart_consumers()
         code = run_verify(settings)
-        print_urls(backend)
+        print_summary(settings, run_id, backend)
         return code
     except ServiceError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -14,14 +14,11 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import requests
 
 from mlops.settings import Settings
-
-if TYPE_CHECKING:
-    from mlflow import MlflowClient
 
 log = logging.getLogger(__name__)
 
@@ -152,19 +149,6 @@ def version_by_alias(settings: Settings, alias: str) -> Any | None:
         return None
     c = client(settings)
     return with_retries(settings, "version lookup", lambda: c.get_model_version(settings.model_name, version))
-
-
-def champion_version(client: MlflowClient, name: str) -> str | None:
-    """The version `champion` points at, or None when there is none yet: the one definition of "which
-    version is champion" that serving, status and promotion share."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return str(client.get_model_version_by_alias(name, CHAMPION).version)
-    except MlflowException as exc:
-        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
-            return None
-        raise
 
 
 def load_model(settings: Settings, version: Any) -> Any:

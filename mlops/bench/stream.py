@@ -191,9 +191,7 @@ def run(settings: Settings, args: argparse.Namespace, quiet: bool) -> dict[str, 
     from mlops.serving import Ranker
 
     store = RedisFeatureStore.from_settings(settings)
-    from mlflow import MlflowClient
-
-    version = champion_version(MlflowClient(tracking_uri=settings.mlflow_tracking_uri), settings.model_name)
+    version = champion_version(settings)
     if version is None:
         raise LookupError(f"no `{CHAMPION}` version of {settings.model_name}: run `./run.sh pipeline` first")
     info = Ranker.load(settings, store, alias=CHAMPION, compiled=False).info

@@ -10,7 +10,8 @@ import argparse
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis
@@ -36,7 +37,6 @@ def build(
     settings: Settings, index: int = 0, topics: StreamTopics | None = None, **consumer_overrides: Any
 ) -> tuple[StreamConsumer, ModelWatcher]:
     """A consumer and its model watcher, not started; the caller loads the first model and runs them."""
-    from mlflow import MlflowClient
     from mlops.serving import Ranker  # heavy (LightGBM, MLflow): imported when a process really serves
 
     name = f"inference-{index}"
@@ -57,15 +57,22 @@ def build(
         processor, holder, metrics, settings.inference_batch_size, settings.inference_batch_timeout_ms, name,
         topics,
     )  # fmt: skip
-    registry = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
     watcher = ModelWatcher(
         holder,
-        lambda: champion_version(registry, settings.model_name),
-        lambda: Ranker.load(settings, store, alias=CHAMPION),
+        lambda: champion_version(settings),
+        lambda: _timed_load(lambda: Ranker.load(settings, store, alias=CHAMPION), metrics),
         RELOAD_INTERVAL_S,
         service.stopping,
     )
     return service, watcher
+
+
+def _timed_load(load: Callable[[], Any], metrics: ConsumerMetrics) -> Any:
+    """Load a model and record how long it took (inference_model_load_seconds)."""
+    started = time.perf_counter()
+    ranker = load()
+    metrics.model_load_seconds.set(time.perf_counter() - started)
+    return ranker
 
 
 def wait_for_model(watcher: ModelWatcher, service: StreamConsumer) -> bool:

@@ -22,6 +22,7 @@ import requests
 
 from mlops.orchestration.airflow_api import AirflowClient, PipelineError
 from mlops.orchestration.steps import DAG_ID, STEPS
+from mlops.orchestration.summary import summarize
 from mlops.run_params import RunParams, add_arguments, apply, overrides
 from mlops.settings import DATASET_NAMES, Settings, get_settings
 
@@ -187,8 +188,12 @@ def run_pipeline(
     ready_timeout_s: float = 300,
     poll_s: float = 2.0,
     log_tail: int = 40,
+    summary: bool = True,
 ) -> Outcome:
-    """Trigger one run of the DAG with `conf` (default: from the settings), follow it, report the result."""
+    """Trigger one run of the DAG with `conf` (default: from the settings), follow it, report the result.
+
+    A successful run ends with its summary (`orchestration.summary`): dataset, split, model, decision, URLs.
+    """
 
     def say(line: str) -> None:
         print(line, file=out, flush=True)
@@ -215,6 +220,8 @@ def run_pipeline(
     say("task durations: " + ", ".join(f"{t} {durations[t]:.1f}s" for t in STEPS if t in durations))
     if state in SUCCESS_STATES:
         say(f"run {run_id} succeeded in {elapsed:.1f}s")
+        if summary:
+            say("\n" + summarize(settings, run_id))
         return Outcome(0, run_id, elapsed, None, durations)
     failed = first_failure(tasks.values())
     if failed is None:

@@ -153,7 +153,7 @@ def test_a_champion_that_cannot_be_read_right_now_is_kept(mlflow_settings, offli
     """A 5xx from the artifact store says nothing about the champion: it stays, the promotion fails
     with a clear error (to be retried), and nothing is tagged as replaced."""
     settings = mlflow_settings.replace(model_name=f"{mlflow_settings.model_name}-flaky")
-    model = T.fit(offline, seed=42)
+    model = fit(offline, seed=42)
     kept = _register(settings, offline, "run-kept", model)
     registry.promote(settings, "run-kept", lambda m: 0.0)
     nxt = _register(settings, offline, "run-after", model)
