@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from mlops import evaluation
 from mlops.training import plots
 
 
@@ -56,6 +57,16 @@ def test_ranking_curves_at_k_for_the_model_and_each_baseline():
     curves = plots.ranking_curves(rankings, relevant, ks)
     assert curves["ndcg"]["model"] == [1.0] * 20
     assert curves["recall"]["popularity"][17] == 0.0 and curves["recall"]["popularity"][19] == 0.5
+    # The same figures as the metrics' own definition, on random rankings.
+    rng = np.random.default_rng(5)
+    rel = {u: set(rng.choice(60, size=rng.integers(1, 15), replace=False).tolist()) for u in range(40)}
+    rel[40] = set()  # a user without relevant movies is left out, as ranking_metrics does
+    recs = {u: rng.permutation(60)[: rng.integers(5, 25)].tolist() for u in range(41)}
+    random_curves = plots.ranking_curves({"r": recs}, rel, ks)
+    for k in (1, 5, 10, 20):
+        expected = evaluation.ranking_metrics(recs, rel, k)
+        for metric in ("ndcg", "precision", "recall", "map"):
+            assert random_curves[metric]["r"][k - 1] == pytest.approx(expected[f"{metric}_at_{k}"], abs=1e-12)
     fig = plots.ranking_figure(curves, ks)
     assert len(fig.axes) == 4
     for ax, label in zip(fig.axes, ("nDCG@k", "precision@k", "recall@k", "MAP@k"), strict=True):
