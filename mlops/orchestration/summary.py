@@ -104,12 +104,17 @@ def decision_line(m: ModelFacts) -> str:
     return f"v{m.version} {verdict}: {reason}"
 
 
+# MLflow 3's UI opens in its GenAI mode unless the link (or the browser's last choice) says otherwise.
+MLFLOW_VIEW = "?workflowType=machine_learning"
+
+
 def mlflow_urls(tracking_uri: str, m: ModelFacts) -> dict[str, str]:
-    """Deep links into the MLflow UI (hash routes of MLflow 2 and 3)."""
+    """Deep links into the MLflow UI (hash routes), in its model-training view."""
     base = tracking_uri.rstrip("/")
     return {
-        "MLflow model version": f"{base}/#/models/{quote(m.name, safe='')}/versions/{m.version}",
-        "MLflow training run": f"{base}/#/experiments/{m.experiment_id}/runs/{m.mlflow_run_id}",
+        "MLflow model version": f"{base}/#/models/{quote(m.name, safe='')}/versions/{m.version}{MLFLOW_VIEW}",
+        "MLflow training run": f"{base}/#/experiments/{m.experiment_id}/runs/{m.mlflow_run_id}{MLFLOW_VIEW}",
+        "MLflow experiment": f"{base}/#/experiments/{m.experiment_id}{MLFLOW_VIEW}",
     }
 
 

@@ -46,8 +46,10 @@ def test_summary_names_dataset_split_metrics_baselines_decision_and_urls():
     promotion = next(line for line in lines if "promotion" in line)
     assert "v3 is the new CHAMPION" in promotion and "no champion yet" in promotion
     assert "http://a/run" in text
-    assert "http://mlflow:5000/#/models/movielens-recommender/versions/3" in text
-    assert "http://mlflow:5000/#/experiments/7/runs/abc123" in text
+    view = "?workflowType=machine_learning"  # MLflow 3 opens in its GenAI mode without it
+    assert f"http://mlflow:5000/#/models/movielens-recommender/versions/3{view}" in text
+    assert f"http://mlflow:5000/#/experiments/7/runs/abc123{view}" in text
+    assert f"http://mlflow:5000/#/experiments/7{view}" in text
 
 
 def test_synthetic_data_is_said_in_capitals():
