@@ -1,7 +1,8 @@
 """What `./run.sh` dispatches to: `python -m mlops.cli [--local|--docker] [verb] [args]`.
 
-Verbs (docs/contracts.md): none = up + pipeline + restart consumers + verify, then the URLs; `up`, `down
-[--purge]`, `status`, `test`, `pipeline`, `verify`, `bench [--json]`. The mode defaults to Docker when
+Verbs (docs/contracts.md): none = up + pipeline + restart consumers + verify, then the run's summary and
+the URLs; `up`, `down [--purge]`, `status`, `test`, `pipeline`, `verify`, `bench [--json]`, and the
+stream pokes `recommend`, `score`, `dlq`, `prediction` (`mlops.poke`). The mode defaults to Docker when
 an engine answers `docker info`, else local (native processes).
 """
 
@@ -18,7 +19,22 @@ from mlops.services.backend import Backend
 from mlops.services.errors import ServiceError
 from mlops.settings import PROJECT_ROOT, Settings, SettingsError, get_settings
 
-VERBS = ("all", "up", "down", "status", "test", "pipeline", "verify", "bench")
+POKE_VERBS = ("recommend", "score", "dlq", "prediction")
+VERBS = ("all", "up", "down", "status", "test", "pipeline", "verify", "bench", *POKE_VERBS)
+VERB_HELP = {
+    "all": "(default) up, pipeline, restart the inference consumers, verify; ends with the run's summary and URLs",
+    "up": "start or repair every service (idempotent)",
+    "down": "[--purge] stop what this project started; --purge also deletes local state",
+    "status": "services, topics and consumer lag, DLQ by reason, feature set, champion and its metrics",
+    "pipeline": "run the DAG mlops_platform, follow it live, end with its summary",
+    "verify": "send 1,000 requests and malformed messages through the stream and check every answer",
+    "bench": "[--json] benchmarks (figures, never pass/fail)",
+    "test": "[pytest args] ruff check, then the test suite",
+    "recommend": "USER [--k K] a user's top-k through the stream, with titles, model version, latency",
+    "score": "USER MOVIE... P(like) of movies for a user, through the stream",
+    "dlq": "[--reason R] [--last N] [--json] the newest dead letters, decoded",
+    "prediction": "REQUEST_ID a stored result (Redis), with titles",
+}
 VERIFY_SCRIPT = PROJECT_ROOT / "verification" / "verify_streaming.py"
 
 
@@ -101,15 +117,25 @@ def print_summary(settings: Settings, run_id: str | None, backend: Backend) -> N
 
 
 def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
-    parser = argparse.ArgumentParser(prog="./run.sh", description=__doc__.split("\n\n")[0])
+    verbs = "\n".join(f"  {verb:<11} {text}" for verb, text in VERB_HELP.items())
+    parser = argparse.ArgumentParser(
+        prog="./run.sh", description="The platform in one command (docs/reference.md).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"verbs:\n{verbs}\n\n./run.sh VERB --help: the options of recommend, score, dlq and prediction",
+    )  # fmt: skip
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--local", dest="mode", action="store_const", const="local", help="native processes")
     mode.add_argument("--docker", dest="mode", action="store_const", const="docker", help="Docker Compose")
-    parser.add_argument("verb", nargs="?", default="all", choices=VERBS, help="default: all (up, pipeline, verify)")
+    parser.add_argument("verb", nargs="?", default="all", choices=VERBS, metavar="VERB", help="see below")
     parser.add_argument("--purge", action="store_true", help="down: also delete the local state (.local/data)")
     parser.add_argument("--json", action="store_true", help="bench: print one JSON object")
     parser.add_argument("--yes", action="store_true", help="docker: write generated strong passwords into .env")
     parser.add_argument("--monitoring", action="store_true", help="docker: also start Prometheus and Grafana")
+    argv = list(argv)
+    modes = [a for a in argv if a in ("--local", "--docker")]
+    rest = [a for a in argv if a not in ("--local", "--docker")]
+    if rest and rest[0] in POKE_VERBS:  # their own options (--help, --json, ...) are theirs, not ./run.sh's
+        return argparse.Namespace(verb=rest[0], mode=modes[-1][2:] if modes else None), rest[1:]
     args, extra = parser.parse_known_args(argv)
     if extra and args.verb != "test":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -125,6 +151,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"settings: {exc} (fix it in .env or the environment)", file=sys.stderr)
         return 2
+    if args.verb in POKE_VERBS:
+        from mlops import poke
+
+        return poke.main(args.verb, extra, settings)
     if args.verb == "bench":
         return run_bench(["--json"] if args.json else [])
     if args.verb == "pipeline":
