@@ -32,12 +32,14 @@ from prometheus_client import (
     generate_latest,
 )
 
+from mlops.schemas import SCORE, TOPK
+
 log = logging.getLogger(__name__)
 
 disable_created_metrics()
 
 # What the score in an answer of each request type means (the `kind` label of inference_requests_total).
-SCORE_KIND = {"score": "p_like", "recommend": "p_relevant"}
+SCORE_KIND = {SCORE: "p_like", TOPK: "p_relevant"}
 
 _LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2000)

@@ -21,22 +21,44 @@ from mlops.topics import REQUESTS
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
+class Running:
+    """A consumer of the contract's `inference-requests` (the topic the CLI sends to) in a thread."""
+
+    def __init__(self, settings) -> None:
+        self.service, watcher = app.build(settings, 0)
+        assert app.wait_for_model(watcher, self.service)
+        self.metrics = self.service.metrics
+        self.thread = threading.Thread(target=self.service.run, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        """Stop and wait: the loop finishes the batch in hand first."""
+        self.service.stop()
+        self.thread.join(60)
+        assert not self.thread.is_alive()
+
+
 @pytest.fixture(scope="module")
 def consumer(settings, champion):
-    """A consumer of the contract's `inference-requests` (the topic the CLI sends to), group `inference-consumers`."""
-    service, watcher = app.build(settings, 0)
-    assert app.wait_for_model(watcher, service)
-    thread = threading.Thread(target=service.run, daemon=True)
-    thread.start()
-    yield service
-    service.stop()
-    thread.join(30)
+    running = Running(settings)
+    yield running
+    if running.thread.is_alive():
+        running.stop()
 
 
 def _poke(settings, *argv: str) -> tuple[int, str]:
     out = io.StringIO()
     code = poke.main(argv[0], list(argv[1:]), settings, out=out)
     return code, out.getvalue()
+
+
+def _broker_reports_members(settings) -> bool:
+    from confluent_kafka.admin import AdminClient
+
+    from mlops.topics import CONSUMER_GROUP
+
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    return bool(admin.describe_consumer_groups([CONSUMER_GROUP])[CONSUMER_GROUP].result(timeout=10).members)
 
 
 def _known_user_and_movies(settings, champion) -> tuple[int, list[int]]:
@@ -125,7 +147,10 @@ def test_dlq_decodes_and_counts_the_verifier_apart_and_status_shows_it(settings,
     report = stream_report(settings)
     dlq_line = next(line for line in report.splitlines() if line.startswith("DLQ size:"))
     assert "sent by ./run.sh verify on purpose; clients': " in dlq_line and "k_out_of_range" in dlq_line
-    assert re.search(r"^  inference-0 +partitions p\d", report, re.M), report  # the live consumer, its lag
+    if _broker_reports_members(settings):  # Tansu (the fixture broker without KAFKA_HOME) reports none
+        assert re.search(r"^  inference-0 +partitions p\d", report, re.M), report  # the live consumer, its lag
+    else:
+        assert "consumers: none in group 'inference-consumers' right now" in report
     assert f"@champion): v{champion.model_version}" in report
     assert re.search(r"^  nDCG@10: model \d\.\d{4} \| popularity \d\.\d{4}", report, re.M), report
 
@@ -138,8 +163,7 @@ def test_the_consumer_exports_lag_and_model_load_time_without_created_series(set
     load = float(re.search(r"^inference_model_load_seconds (\S+)$", text, re.M).group(1))
     assert 0 < load < 600
     assert re.search(r'^inference_consumer_lag\{partition="\d+"\} \d', text, re.M), text
-    assert 'inference_requests_total{kind="p_relevant",type="recommend"}' in text or \
-        'inference_requests_total{type="recommend",kind="p_relevant"}' in text
+    assert 'inference_requests_total{type="topk",kind="p_relevant"}' in text
     assert "inference_dead_letters_total{" in text and "inference_errors_total" not in text
 
 
