@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 import requests
 
+from mlops.orchestration.summary import MLFLOW_VIEW
 from mlops.registry import CHALLENGER, CHAMPION
 from mlops.settings import Settings
 
@@ -135,7 +136,7 @@ def better(metric: str, a: float | None, b: float | None) -> int:
 
 
 def mlflow_version_link(public_mlflow: str, model_name: str, version: str) -> str:
-    return f"{public_mlflow.rstrip('/')}/#/models/{quote(model_name, safe='')}/versions/{version}"
+    return f"{public_mlflow.rstrip('/')}/#/models/{quote(model_name, safe='')}/versions/{version}{MLFLOW_VIEW}"
 
 
 def champion_and_challenger(settings: Settings) -> tuple[ModelVersion | None, ModelVersion | None]:

@@ -25,6 +25,7 @@ from mlops.feature_store import RedisFeatureStore
 from mlops.jobs.runner import job_parser, resolve, run
 from mlops.layout import feature_set_version, features_key
 from mlops.object_store import ObjectStore
+from mlops.progress import stage
 from mlops.settings import Settings
 
 if TYPE_CHECKING:
@@ -90,14 +91,17 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
         metadata["inputs"].append(meta_key)
     log.info("load_to_redis %s: loading %d users and %d items", run_id, users_manifest["row_count"],
              items_manifest["row_count"])  # fmt: skip
-    meta = fs.write_feature_set(
-        version,
-        entity_rows(users, "user_id", users_manifest["row_count"], "users"),
-        entity_rows(items, "movie_id", items_manifest["row_count"], "items"),
-        metadata,
-        batch_size=args.batch_size,
-        activate=not args.stage_only,
-    )
+    with stage("load_to_redis", f"write feature set {version}") as progress:
+        meta = fs.write_feature_set(
+            version,
+            entity_rows(users, "user_id", users_manifest["row_count"], "users"),
+            entity_rows(items, "movie_id", items_manifest["row_count"], "items"),
+            metadata,
+            batch_size=args.batch_size,
+            activate=not args.stage_only,
+        )
+        progress.rows = int(meta["n_users"]) + int(meta["n_items"])
+        progress.note = f"{meta['n_users']:,} users, {meta['n_items']:,} items"
     log.info("load_to_redis %s: %d users, %d items loaded in %.1fs", run_id, meta["n_users"], meta["n_items"],
              time.monotonic() - started)  # fmt: skip
     return meta

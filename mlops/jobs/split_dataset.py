@@ -19,6 +19,7 @@ from mlops.errors import DataError
 from mlops.jobs.runner import job_parser, resolve, run
 from mlops.layout import normalized_key, quality_report_key, split_key
 from mlops.object_store import ObjectStore
+from mlops.progress import stage
 from mlops.settings import Settings
 
 if TYPE_CHECKING:
@@ -69,10 +70,13 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
     spark = spark_session("split_dataset", settings)
     log.info("split_dataset %s: Spark session ready in %.1fs", run_id, time.monotonic() - started)
     source = normalized_key(run_id, "ratings")
-    ratings = read_parquet(spark, source, settings)
-    marked = split(ratings, settings.split_strategy, settings.test_fraction, settings.seed).cache()
-    stats = marked.groupBy("is_test").agg(F.count(F.lit(1)).alias("ratings"), F.countDistinct("user_id").alias("users"))
-    parts = {("test" if r["is_test"] else "train"): r for r in stats.collect()}
+    with stage("split", f"{settings.split_strategy} split") as progress:
+        ratings = read_parquet(spark, source, settings)
+        marked = split(ratings, settings.split_strategy, settings.test_fraction, settings.seed).cache()
+        stats = marked.groupBy("is_test").agg(F.count(F.lit(1)).alias("ratings"),
+                                              F.countDistinct("user_id").alias("users"))  # fmt: skip
+        parts = {("test" if r["is_test"] else "train"): r for r in stats.collect()}
+        progress.rows = sum(int(r["ratings"]) for r in parts.values())
     counts = {p: int(parts[p]["ratings"]) if p in parts else 0 for p in ("train", "test")}
     users = {p: int(parts[p]["users"]) if p in parts else 0 for p in ("train", "test")}
     log.info("split_dataset %s: %s split, fraction %.2f, seed %d: %d train / %d test ratings",
@@ -89,8 +93,10 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
     }
     manifests = {}
     for part, is_test in (("train", False), ("test", True)):
-        rows = marked.where(F.col("is_test") == is_test).drop("is_test").repartition(4, "user_id")
-        manifests[part] = write_parquet(rows, split_key(run_id, part), settings, manifest)
+        with stage("split", f"write {part}") as progress:
+            rows = marked.where(F.col("is_test") == is_test).drop("is_test").repartition(4, "user_id")
+            manifests[part] = write_parquet(rows, split_key(run_id, part), settings, manifest)
+            progress.rows = counts[part]
     marked.unpersist()
     log.info("split_dataset %s: done in %.1fs", run_id, time.monotonic() - started)
     return manifests

@@ -20,11 +20,11 @@ PACKAGE = PROJECT_ROOT / "mlops"
 # Lowest first. A module belongs to the layer of its longest listed prefix.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("settings", "errors", "services.errors"),
-    ("layout", "object_store", "spark_io", "schemas", "topics", "run_params", "services.jvm"),
-    ("datasets", "quality", "features", "feature_store", "ranking", "compiled_trees", "training.model", "catalog"),
-    ("training", "evaluation", "registry", "serving"),
-    ("jobs", "consumer", "orchestration", "services", "status", "bench", "stream_client"),
-    ("cli", "console"),
+    ("layout", "object_store", "spark_io", "schemas", "topics", "run_params", "progress", "services.jvm"),
+    ("datasets", "quality", "features", "feature_store", "ranking", "compiled_trees", "training.model"),
+    ("training", "evaluation", "registry", "serving", "catalog", "dlq"),
+    ("jobs", "consumer", "orchestration", "services", "status", "bench", "stream_client", "console", "poke"),
+    ("cli",),
 )
 
 
