@@ -114,8 +114,11 @@ def sample_negatives(
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    n_catalog = catalog.count()
-    indexed = catalog.select("movie_id").withColumn("_idx", F.row_number().over(Window.orderBy("movie_id")) - 1)
+    # Position of each movie in the sorted catalog: a small table (one row per movie), numbered on the
+    # driver, where a row_number over the whole catalog would be a window computed in one task.
+    ids = sorted(int(r.movie_id) for r in catalog.select("movie_id").collect())
+    n_catalog = len(ids)
+    indexed = positives.sparkSession.createDataFrame(list(enumerate(ids)), "_idx long, movie_id int")
     draws = positives.select(
         "*",
         F.col("movie_id").alias("_pos_movie"),
