@@ -291,20 +291,27 @@ def _global_stats(history: DataFrame) -> tuple[float, float]:
 
 
 def main(argv: Sequence[str] | None = None, settings: Settings | None = None) -> dict[str, Any]:
-    from mlops.spark_io import read_parquet, spark_session, write_parquet
+    from mlops import spark_capacity as capacity
+    from mlops.spark_io import read_manifest, read_parquet, spark_session, uncommit, write_parquet
 
     parser = job_parser("Point-in-time features: offline train/eval examples and the online snapshot")
     parser.add_argument("--negatives-per-positive", type=int, default=FeatureParams.negatives_per_positive)
     args = parser.parse_args(argv)
     run_id, settings = resolve(args, settings)
     params = FeatureParams(seed=settings.seed, negatives_per_positive=args.negatives_per_positive)
-    spark = spark_session("feature_engineering", settings)
     started = time.monotonic()
     inputs = {
         "train": split_key(run_id, "train"),
         "test": split_key(run_id, "test"),
         "movies": normalized_key(run_id, "movies"),
     }
+    n_train = int(read_manifest(inputs["train"], settings)["row_count"])
+    need = capacity.features_need(n_train, params.negatives_per_positive)
+    capacity.check(settings, need)
+    # A failed attempt must not leave this run's outputs of an earlier attempt readable beside new ones.
+    for name in OUTPUTS:
+        uncommit(features_key(run_id, name), settings)
+    spark = spark_session("feature_engineering", settings, capacity.shuffle_partitions(need.scratch_bytes // 4))
     frames = {name: read_parquet(spark, key, settings) for name, key in inputs.items()}
     outputs = compute_features(spark, frames["train"], frames["test"], frames["movies"], params, run_id)
     manifests = {}

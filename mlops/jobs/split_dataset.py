@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+SHUFFLED_BYTES_PER_RATING = 40  # a rating row (4 columns) as Spark's shuffle writes it
+
 
 def split(ratings: DataFrame, strategy: str, fraction: float, seed: int) -> DataFrame:
     """`ratings` with a boolean column `is_test`."""
@@ -60,15 +62,18 @@ def require_passed_gate(run_id: str, settings: Settings) -> None:
 def main(argv: Sequence[str] | None = None, settings: Settings | None = None) -> dict[str, Any]:
     from pyspark.sql import functions as F
 
-    from mlops.spark_io import read_parquet, spark_session, write_parquet
+    from mlops import spark_capacity as capacity
+    from mlops.spark_io import read_manifest, read_parquet, spark_session, write_parquet
 
     args = job_parser("Split the run's ratings into train and test (temporal or per-user random)").parse_args(argv)
     run_id, settings = resolve(args, settings)
     started = time.monotonic()
     require_passed_gate(run_id, settings)
-    spark = spark_session("split_dataset", settings)
-    log.info("split_dataset %s: Spark session ready in %.1fs", run_id, time.monotonic() - started)
     source = normalized_key(run_id, "ratings")
+    n_ratings = int(read_manifest(source, settings)["row_count"])
+    capacity.check(settings, capacity.split_need(n_ratings))
+    spark = spark_session("split_dataset", settings, capacity.shuffle_partitions(n_ratings * SHUFFLED_BYTES_PER_RATING))
+    log.info("split_dataset %s: Spark session ready in %.1fs", run_id, time.monotonic() - started)
     ratings = read_parquet(spark, source, settings)
     marked = split(ratings, settings.split_strategy, settings.test_fraction, settings.seed).cache()
     stats = marked.groupBy("is_test").agg(F.count(F.lit(1)).alias("ratings"), F.countDistinct("user_id").alias("users"))
