@@ -110,7 +110,13 @@ def sample_negatives(
     positives: DataFrame, catalog: DataFrame, train: DataFrame, per_positive: int, seed: int
 ) -> DataFrame:
     """For each example row, `per_positive` movies the user never rated in train, drawn uniformly from the
-    catalog by a hash of (user, movie, time, draw, seed): deterministic whatever Spark's partitioning."""
+    catalog by a hash of (user, movie, time, draw, seed): deterministic whatever Spark's partitioning.
+
+    The draws, the filter against train and the ranking work on the example's key alone (user, movie,
+    time): each example is drawn 3 x `per_positive` times, so carrying its ~80 user columns through those
+    shuffles would move most of the step's data. The chosen movies are joined back to the example's row
+    once at the end (the key is unique: a user rates a movie once).
+    """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
@@ -119,20 +125,22 @@ def sample_negatives(
     ids = sorted(int(r.movie_id) for r in catalog.select("movie_id").collect())
     n_catalog = len(ids)
     indexed = positives.sparkSession.createDataFrame(list(enumerate(ids)), "_idx long, movie_id int")
+    key = ["user_id", "_pos_movie", "timestamp"]
     draws = positives.select(
-        "*",
+        "user_id",
         F.col("movie_id").alias("_pos_movie"),
+        "timestamp",
         F.explode(F.sequence(F.lit(0), F.lit(3 * per_positive - 1))).alias("_draw"),
-    ).drop("movie_id")
+    )
     draws = draws.withColumn(
         "_idx", F.pmod(F.xxhash64("user_id", "_pos_movie", "timestamp", "_draw", F.lit(seed)), F.lit(n_catalog))
     )
     cand = draws.join(F.broadcast(indexed), "_idx").drop("_idx")
     cand = cand.join(train.select("user_id", "movie_id"), ["user_id", "movie_id"], "left_anti")
-    w = Window.partitionBy("user_id", "_pos_movie", "timestamp").orderBy("_draw")
+    w = Window.partitionBy(*key).orderBy("_draw")
     cand = cand.withColumn("_rank", F.row_number().over(w)).where(F.col("_rank") <= per_positive)
-    cand = cand.dropDuplicates(["user_id", "_pos_movie", "timestamp", "movie_id"])
-    return cand.drop("_rank", "_draw", "_pos_movie")
+    chosen = cand.select(*key, "movie_id").dropDuplicates()
+    return positives.withColumnRenamed("movie_id", "_pos_movie").join(chosen, key).drop("_pos_movie")
 
 
 # -- the step ---------------------------------------------------------------------------------------------------

@@ -63,7 +63,7 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
     from pyspark.sql import functions as F
 
     from mlops import spark_capacity as capacity
-    from mlops.spark_io import read_manifest, read_parquet, spark_session, write_parquet
+    from mlops.spark_io import read_manifest, read_parquet, spark_session, uncommit, write_parquet
 
     args = job_parser("Split the run's ratings into train and test (temporal or per-user random)").parse_args(argv)
     run_id, settings = resolve(args, settings)
@@ -92,6 +92,8 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
         "counts": counts,
         "users": users,
     }
+    for part in ("train", "test"):  # neither part of an earlier attempt stays readable beside a new one
+        uncommit(split_key(run_id, part), settings)
     manifests = {}
     for part, is_test in (("train", False), ("test", True)):
         rows = marked.where(F.col("is_test") == is_test).drop("is_test").repartition(4, "user_id")
