@@ -22,10 +22,11 @@ from mlops.datasets.layouts import locate, read_movies, read_ratings
 from mlops.jobs import feature_engineering as fe
 from mlops.jobs.split_dataset import split
 
-pytestmark = [pytest.mark.slow]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
-# Fewer ALS iterations than the step's default: the rewrite is not in ALS, and this keeps the test short.
-PARAMS = fe.FeatureParams(seed=42, cutoff_quantiles=(0.5, 0.75), negatives_per_positive=3, als_iterations=3)
+# Two cutoffs, fewer negatives and ALS iterations than the step's defaults: the rewrite is not in ALS,
+# and this keeps a test that runs the step twice short enough for a loaded machine.
+PARAMS = fe.FeatureParams(seed=42, cutoff_quantiles=(0.6, 0.8), negatives_per_positive=2, als_iterations=2)
 
 
 # -- the former implementations (reference only) ------------------------------------------------------------------
@@ -38,6 +39,10 @@ def old_ratings_before(rated, event):
     per_ts = rated.groupBy("timestamp").agg(F.sum(event).alias("_at"))
     w_all = Window.orderBy(F.col("timestamp").cast("long")).rangeBetween(Window.unboundedPreceding, -1)
     return per_ts.select("timestamp", F.sum("_at").over(w_all).alias("_total"))
+
+
+def old_quantiles(df, column, quantiles):
+    return [int(c) for c in df.approxQuantile(column, list(quantiles), 0.0)]
 
 
 def old_sample_negatives(positives, catalog, train, per_positive, seed):
@@ -100,6 +105,7 @@ def _old_and_new(spark, frames, monkeypatch) -> tuple[dict[str, pd.DataFrame], d
     with monkeypatch.context() as patch:
         patch.setattr(fx, "ratings_before", old_ratings_before)
         patch.setattr(fe, "sample_negatives", old_sample_negatives)
+        patch.setattr(fe, "exact_quantiles", old_quantiles)
         old = _outputs(spark, frames)
     return new, old
 
@@ -138,6 +144,22 @@ def test_ratings_before_equals_the_running_count_also_outside_the_rated_range(sp
     np.testing.assert_array_equal(new["_total"].to_numpy(), old["_total"].fillna(0.0).to_numpy())
     by_query = dict(zip(new["timestamp"], new["_total"], strict=True))
     assert by_query[0] == 0 and by_query[50_000] == 3_000 and by_query[9_000] == 3_000
+
+
+def test_exact_quantiles_equal_approx_quantile_without_error(spark, monkeypatch):
+    """On MovieLens' timestamps, on ties, and with the narrowing passes forced (few values per collect)."""
+    ratings, _ = ml100k_frames()
+    rng = np.random.default_rng(9)
+    tied = pd.DataFrame({"timestamp": np.repeat(rng.integers(0, 50, 40), rng.integers(1, 400, 40))})
+    qs = (0.0, 0.1, 0.5, 0.625, 0.75, 0.875, 0.999, 1.0)
+    for frame in (ratings[["timestamp"]], tied, tied.head(1)):
+        df = spark.createDataFrame(frame)
+        expected = old_quantiles(df, "timestamp", qs)
+        assert fe.exact_quantiles(df, "timestamp", qs) == expected
+        with monkeypatch.context() as patch:
+            patch.setattr(fe, "QUANTILE_COLLECT", 50)
+            patch.setattr(fe, "QUANTILE_SLICES", 7)
+            assert fe.exact_quantiles(df, "timestamp", qs) == expected
 
 
 def test_no_feature_output_holds_a_window_without_partition(spark):
