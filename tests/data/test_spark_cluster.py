@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,6 +33,7 @@ from mlops.spark_io import read_pandas
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(2400)]
 
 SPARK_STEPS = ("split", "features", "load_to_redis")
+WORKER_PIDS: list[int] = []  # of the module's cluster: the kill test touches only its executors
 FEATURES = ("train_examples", "eval_examples", "online_users", "online_items", "online_meta")
 
 
@@ -57,6 +60,8 @@ def cluster(settings: Settings, servers_root: Path, free_port) -> Iterator[Setti
             log = servers_root / "logs" / f"{launch.name}.log"
             proc = process.start(launch, log, die_with_parent=True)
             started.append(proc)
+            if launch.name.startswith("spark-worker"):
+                WORKER_PIDS.append(proc.pid)
             process.wait_ready(launch, proc, log)
         yield cluster_settings
     finally:
@@ -120,3 +125,50 @@ def test_spark_steps_on_a_standalone_cluster_equal_local_mode(cluster: Settings,
         pd.testing.assert_frame_equal(got[scalar], ref[scalar], check_exact=True, obj=name)
         for column in set(ref.columns) - set(scalar):  # arrays: rated movies, cutoffs, popular movies
             assert [np.asarray(v).tolist() for v in got[column]] == [np.asarray(v).tolist() for v in ref[column]]
+
+
+KILL_PROBE = """
+import sys, time
+from mlops.settings import get_settings
+from mlops.spark_io import spark_session
+spark = spark_session("kill_probe", get_settings())
+started = time.monotonic()
+rows = spark.range(0, 8, 1, 8).selectExpr(
+    "id", "reflect('java.lang.Thread', 'sleep', cast(4000 as bigint)) as slept").collect()
+print("sum", sum(r.id for r in rows), "seconds", round(time.monotonic() - started, 1), flush=True)
+"""
+
+
+def _executor_pids(worker_pid: int) -> set[int]:
+    """Executor JVMs started by our worker (never another test session's or anyone else's)."""
+    pids = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            if ppid == worker_pid and b"CoarseGrainedExecutorBackend" in (stat.parent / "cmdline").read_bytes():
+                pids.add(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return pids
+
+
+def test_a_killed_executor_is_replaced_and_its_tasks_rerun(cluster: Settings):
+    """An executor JVM killed mid-job: the worker starts a new one and Spark re-runs the lost tasks."""
+    worker = WORKER_PIDS[0]
+    before = _executor_pids(worker)
+    env = {**os.environ, **specs.settings_environ(cluster), "PYSPARK_PYTHON": sys.executable}
+    probe = subprocess.Popen([sys.executable, "-c", KILL_PROBE], env=env, stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not (new := _executor_pids(worker) - before):
+        assert probe.poll() is None and time.monotonic() < deadline, "no executor started for the probe"
+        time.sleep(0.5)
+    time.sleep(3)  # its first tasks are running (each sleeps 4 s)
+    for pid in new:
+        os.kill(pid, signal.SIGKILL)
+    out, _ = probe.communicate(timeout=600)
+    # The only executor of the only worker died with tasks running: a complete, correct result means a
+    # new executor was started and the lost tasks ran again.
+    assert probe.returncode == 0 and "sum 28 " in out, out
+    assert all(not Path(f"/proc/{pid}").exists() for pid in new)
+    apps = specs.spark_master_state(cluster)
+    assert any(a["name"] == "kill_probe" for a in apps.get("completedapps", [])), apps
