@@ -79,7 +79,7 @@ def dir_bytes(root: Path) -> int:
 def shuffle_figures(event_dir: Path) -> tuple[int, int]:
     """(shuffle bytes written, bytes spilled to disk) summed over every task in the event logs."""
     written = spilled = 0
-    for log in event_dir.glob("*"):
+    for log in (p for p in event_dir.rglob("*") if p.is_file()):
         with log.open() as fh:
             for line in fh:
                 if '"SparkListenerTaskEnd"' not in line:
@@ -96,7 +96,8 @@ def run_step(step: str, run_id: str, env: dict[str, str], scratch: Path) -> Step
     if step == "load_to_redis":
         argv.append("--stage-only")
     with tempfile.TemporaryDirectory(prefix="bench-events-") as events:
-        submit = f"--conf spark.eventLog.enabled=true --conf spark.eventLog.dir=file://{events} pyspark-shell"
+        submit = (f"--conf spark.eventLog.enabled=true --conf spark.eventLog.dir=file://{events} "
+                  "--conf spark.eventLog.compress=false --conf spark.eventLog.rolling.enabled=false pyspark-shell")  # fmt: skip
         started = time.monotonic()
         proc = subprocess.Popen(argv, env={**env, "PYSPARK_SUBMIT_ARGS": submit}, stdout=subprocess.DEVNULL)
         peak = {"rss": 0, "scratch": 0}
