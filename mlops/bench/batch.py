@@ -96,8 +96,8 @@ def run_step(step: str, run_id: str, env: dict[str, str], scratch: Path) -> Step
     if step == "load_to_redis":
         argv.append("--stage-only")
     with tempfile.TemporaryDirectory(prefix="bench-events-") as events:
-        submit = (f"--conf spark.eventLog.enabled=true --conf spark.eventLog.dir=file://{events} "
-                  "--conf spark.eventLog.compress=false --conf spark.eventLog.rolling.enabled=false pyspark-shell")  # fmt: skip
+        conf = {"enabled": "true", "dir": f"file://{events}", "compress": "false", "rolling.enabled": "false"}
+        submit = " ".join(f"--conf spark.eventLog.{k}={v}" for k, v in conf.items()) + " pyspark-shell"
         started = time.monotonic()
         proc = subprocess.Popen(argv, env={**env, "PYSPARK_SUBMIT_ARGS": submit}, stdout=subprocess.DEVNULL)
         peak = {"rss": 0, "scratch": 0}
