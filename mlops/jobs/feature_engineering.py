@@ -218,20 +218,12 @@ def compute_features(
     _check_inputs(train, test, movies)
     started = time.monotonic()
     cols = ["user_id", "movie_id", "rating", "timestamp"]
-    # Hash-partitioned by user once: every per-user window and aggregate below (one per cutoff, and the
-    # online snapshot's) then finds its rows in place, where each would otherwise shuffle the ratings again
-    # after they have been widened by ~50 genre and factor columns.
-    partitions = int(spark.conf.get("spark.sql.shuffle.partitions") or 8)
-    train = (
-        train.select(
-            F.col("user_id").cast("int"),
-            F.col("movie_id").cast("int"),
-            F.col("rating").cast("double"),
-            F.col("timestamp").cast("long"),
-        )
-        .repartition(partitions, "user_id")
-        .cache()
-    )
+    train = train.select(
+        F.col("user_id").cast("int"),
+        F.col("movie_id").cast("int"),
+        F.col("rating").cast("double"),
+        F.col("timestamp").cast("long"),
+    ).cache()
     test = test.select(*cols)
     movies_g = movies.select(F.col("movie_id").cast("int"), F.col("year"), *fx.genre_flag_columns()).cache()
     # Movies rated in train but missing from the movies table still get item rows (no metadata).
