@@ -153,10 +153,12 @@ def check(settings: Settings, need: Need) -> None:
 
 
 # -- what each step needs, from its input's row counts ------------------------------------------------------------
-# Bytes of shuffle, spill and staged output per input row, measured with `python -m mlops.bench.batch` (peak
-# of SPARK_LOCAL_DIR plus the staged Parquet) and rounded up by half again; see docs/spark.md.
-SPLIT_SCRATCH_PER_RATING = 300
-FEATURES_SCRATCH_PER_EXAMPLE = 3_000  # per train_examples row: a positive or one of its negatives
+# Bytes of shuffle, spill and staged output per input row, rounded up by half again or more. Upper bounds
+# until `python -m mlops.bench.batch` (peak scratch column) is run on a quiet machine; see docs/spark.md.
+SPLIT_SCRATCH_PER_RATING = 300  # measured: about 10 per rating at 100k (1 MiB); generous on purpose
+# Per train_examples row (a positive or one of its negatives): 20 GB of shuffle for 10M rows at 5M ratings
+# (2026-11-24), before the negatives were drawn on keys only, which moves far less.
+FEATURES_SCRATCH_PER_EXAMPLE = 3_000
 ALS_BYTES_PER_RATING = 48  # implicit ALS keeps each (user, movie) pair in an in- and an out-block, both ways
 FLOAT_BYTES = 4
 
