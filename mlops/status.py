@@ -238,9 +238,29 @@ def champion_metrics(settings: Settings) -> dict[str, float]:
     return {m["key"]: float(m["value"]) for m in run.json()["run"]["data"].get("metrics", [])}
 
 
+def spark_report(settings: Settings) -> str:
+    """Where the Spark steps run: in-process local mode, or a cluster and its master's web UI."""
+    master = settings.spark_master
+    if master.startswith("local"):
+        return f"spark: {master} (inside each step's process; SPARK_WORKERS=N starts a standalone cluster)"
+    if not master.startswith("spark://"):
+        return f"spark: {master} (steps are submitted there by spark-submit)"
+    from mlops.services.specs import spark_master_state
+
+    state, error = _read(lambda: spark_master_state(settings))
+    if error or not isinstance(state, dict):
+        return f"spark: {master}, master UI {settings.spark_master_ui_url}: -  ({error})"
+    apps = len(state.get("activeapps", []))
+    return (
+        f"spark: {master}, master UI {settings.spark_master_ui_url}: {state.get('status')}, "
+        f"{state.get('aliveworkers', 0)} alive worker(s), {state.get('cores', 0)} cores, {apps} running app(s)"
+    )
+
+
 def print_report(settings: Settings, rows: list[ServiceRow], mode: str, logs: Path | None = None) -> None:
     where = f"; logs in {logs}" if logs else ""
     print(f"mode: {mode}{where}")
     print(services_table(rows))
+    print(spark_report(settings))
     print()
     print(stream_report(settings), flush=True)

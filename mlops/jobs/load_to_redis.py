@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlops.feature_store import RedisFeatureStore
 from mlops.jobs.runner import job_parser, resolve, run
-from mlops.layout import feature_set_version, features_key
+from mlops.layout import feature_set_version, features_key, split_key
 from mlops.object_store import ObjectStore
 from mlops.progress import stage
 from mlops.settings import Settings
@@ -49,6 +49,7 @@ def entity_rows(df: DataFrame, id_column: str, total: int, label: str) -> Iterat
 
 
 def main(argv: Sequence[str] | None = None, settings: Settings | None = None) -> dict[str, Any]:
+    from mlops import spark_capacity as capacity
     from mlops.spark_io import dataset_exists, read_manifest, read_parquet, spark_session
 
     parser = job_parser("Load the run's online snapshot into Redis as a new feature-set version")
@@ -71,6 +72,12 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
     users_key, items_key, meta_key = (features_key(run_id, n) for n in ("online_users", "online_items", "online_meta"))
     users_manifest = read_manifest(users_key, settings, store)
     items_manifest = read_manifest(items_key, settings, store)
+    train_key = split_key(run_id, "train")
+    train = read_manifest(train_key, settings, store) if dataset_exists(train_key, settings, store) else {}
+    capacity.check(settings, capacity.load_need(
+        users_manifest["row_count"], len(users_manifest["columns"]),
+        items_manifest["row_count"], len(items_manifest["columns"]), train.get("row_count", 0),
+    ))  # fmt: skip
     spark = spark_session("load_to_redis", settings)
     users = read_parquet(spark, users_key, settings, store)
     items = read_parquet(spark, items_key, settings, store)

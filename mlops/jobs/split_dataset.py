@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+SHUFFLED_BYTES_PER_RATING = 40  # a rating row (4 columns) as Spark's shuffle writes it
+
 
 def split(ratings: DataFrame, strategy: str, fraction: float, seed: int) -> DataFrame:
     """`ratings` with a boolean column `is_test`."""
@@ -61,15 +63,18 @@ def require_passed_gate(run_id: str, settings: Settings) -> None:
 def main(argv: Sequence[str] | None = None, settings: Settings | None = None) -> dict[str, Any]:
     from pyspark.sql import functions as F
 
-    from mlops.spark_io import read_parquet, spark_session, write_parquet
+    from mlops import spark_capacity as capacity
+    from mlops.spark_io import read_manifest, read_parquet, spark_session, uncommit, write_parquet
 
     args = job_parser("Split the run's ratings into train and test (temporal or per-user random)").parse_args(argv)
     run_id, settings = resolve(args, settings)
     started = time.monotonic()
     require_passed_gate(run_id, settings)
-    spark = spark_session("split_dataset", settings)
-    log.info("split_dataset %s: Spark session ready in %.1fs", run_id, time.monotonic() - started)
     source = normalized_key(run_id, "ratings")
+    n_ratings = int(read_manifest(source, settings)["row_count"])
+    capacity.check(settings, capacity.split_need(n_ratings))
+    spark = spark_session("split_dataset", settings, capacity.shuffle_partitions(n_ratings * SHUFFLED_BYTES_PER_RATING))
+    log.info("split_dataset %s: Spark session ready in %.1fs", run_id, time.monotonic() - started)
     with stage("split", f"{settings.split_strategy} split") as progress:
         ratings = read_parquet(spark, source, settings)
         marked = split(ratings, settings.split_strategy, settings.test_fraction, settings.seed).cache()
@@ -91,6 +96,8 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
         "counts": counts,
         "users": users,
     }
+    for part in ("train", "test"):  # neither part of an earlier attempt stays readable beside a new one
+        uncommit(split_key(run_id, part), settings)
     manifests = {}
     for part, is_test in (("train", False), ("test", True)):
         with stage("split", f"write {part}") as progress:

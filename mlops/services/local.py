@@ -23,6 +23,7 @@ from mlops.services import airflow_config, health, jvm, process, provision, spec
 from mlops.services.errors import ServiceError
 from mlops.services.specs import Launch
 from mlops.settings import Settings
+from mlops.spark_capacity import scratch_root
 from mlops.status import ServiceRow, print_report
 
 
@@ -113,7 +114,12 @@ class LocalBackend:
             specs.redis(self.settings, data / "redis"),
             specs.kafka(self.settings, data / "kafka"),
             specs.s3(self.settings, data / "s3"),
+            *self._spark(),
         ]
+
+    def _spark(self) -> list[Launch]:
+        """The standalone Spark master and workers (none unless SPARK_WORKERS > 0)."""
+        return specs.spark_cluster(self.settings, self.state.data / "spark", scratch_root(self.settings))
 
     def _airflow(self) -> list[Launch]:
         if not self.include_airflow:
@@ -136,6 +142,7 @@ class LocalBackend:
             ("kafka", lambda: [specs.kafka(self.settings, data / "kafka")]),
             ("s3", lambda: [specs.s3(self.settings, data / "s3")]),
             ("mlflow", lambda: [specs.mlflow(self.settings, data / "mlflow")]),
+            ("spark", self._spark),
         ]
         if self.include_airflow:
             factories.append(("airflow", lambda: airflow_config.launches(self.settings)))
@@ -368,6 +375,8 @@ class LocalBackend:
             "Kafka bootstrap": self.settings.kafka_bootstrap_servers,
             "Redis": f"{self.settings.redis_host}:{self.settings.redis_port}",
         }
+        if self.settings.spark_workers:
+            urls["Spark master UI"] = f"{self.settings.spark_master_ui_url}  ({self.settings.spark_master})"
         for launch in specs.inference(self.settings):
             urls[f"Consumer {launch.name}"] = launch.url
         return urls

@@ -9,6 +9,8 @@ from the URL settings and nothing here can drift from what the clients connect t
 from __future__ import annotations
 
 import base64
+import importlib.util
+import os
 import shutil
 import subprocess
 import sys
@@ -454,3 +456,121 @@ def console(settings: Settings) -> Launch:
         timeout_s=60,
         note=f"login {settings.airflow_admin_user} / AIRFLOW_ADMIN_PASSWORD",
     )
+
+
+# -- Spark standalone cluster (SPARK_WORKERS > 0) ---------------------------------------------------------------
+
+
+def spark_class() -> str:
+    """`spark-class` of the installed pyspark distribution: its own launcher, so the cluster runs exactly
+    the Spark version the jobs are built against, with no separate download."""
+    spec = importlib.util.find_spec("pyspark")
+    if spec is None or not spec.submodule_search_locations:
+        raise ServiceError("spark", "package pyspark is not installed: run ./run.sh to install the project")
+    script = Path(next(iter(spec.submodule_search_locations))) / "bin" / "spark-class"
+    if not script.exists():
+        raise ServiceError("spark", f"{script} is missing; reinstall pyspark")
+    return str(script)
+
+
+def spark_master_address(settings: Settings) -> tuple[str, int]:
+    """Host and port of SPARK_MASTER when it is a standalone master URL (`spark://host:port`)."""
+    parsed = health.urlparse(settings.spark_master)
+    if parsed.scheme != "spark" or not parsed.hostname or not parsed.port:
+        raise ServiceError("spark", f"SPARK_MASTER={settings.spark_master!r} is not a spark://host:port URL")
+    return parsed.hostname, parsed.port
+
+
+def spark_master_state(settings: Settings) -> dict:
+    """The master's own status page as JSON (`status`, `aliveworkers`, `workers`, `activeapps`)."""
+    import requests
+
+    response = requests.get(settings.spark_master_ui_url.rstrip("/") + "/json/", timeout=3)
+    response.raise_for_status()
+    return response.json()
+
+
+def _spark_master_ready(settings: Settings) -> str:
+    state = spark_master_state(settings)
+    if state.get("status") != "ALIVE":
+        raise RuntimeError(f"master status {state.get('status')!r}")
+    return f"{state.get('aliveworkers', 0)} alive worker(s)"
+
+
+def _spark_workers_ready(settings: Settings, at_least: int) -> str:
+    alive = int(spark_master_state(settings).get("aliveworkers", 0))
+    if alive < at_least:
+        raise RuntimeError(f"{alive} of {at_least} workers registered with the master")
+    return f"registered ({alive} alive)"
+
+
+def _make_dirs(*paths: Path) -> Callable[[], None]:
+    def prepare() -> None:
+        for path in paths:
+            path.mkdir(parents=True, exist_ok=True)
+
+    return prepare
+
+
+def spark_cluster(settings: Settings, data_dir: Path, scratch_dir: Path) -> list[Launch]:
+    """A standalone master at SPARK_MASTER and SPARK_WORKERS workers, from pyspark's own classes.
+
+    Each worker offers SPARK_EXECUTOR_MEMORY and an equal share of this machine's cores; executors keep
+    their shuffle files in `scratch_dir/worker-<i>` (SPARK_LOCAL_DIRS) and their logs in
+    `data_dir/worker-<i>`, and the worker deletes an application's files when it ends.
+    """
+    if settings.spark_workers == 0:
+        return []
+    launcher = spark_class()
+    host, port = spark_master_address(settings)
+    ui_port = settings.port_of("spark_master_ui_url")
+    cores = max(1, (os.cpu_count() or 1) // settings.spark_workers)
+    env = {"SPARK_LOG_DIR": str(data_dir / "logs")}
+    launches = [
+        Launch(
+            name="spark-master",
+            service="spark",
+            argv=(
+                launcher,
+                "org.apache.spark.deploy.master.Master",
+                *("--host", host, "--port", str(port)),
+                *("--webui-port", str(ui_port)),
+            ),
+            url=settings.spark_master_ui_url,
+            check=lambda: _spark_master_ready(settings),
+            port=port,
+            host=host,
+            env=env,
+            prepare=_make_dirs(data_dir),
+            timeout_s=90,
+            note=f"standalone master {settings.spark_master}",
+        )
+    ]
+    for index in range(settings.spark_workers):
+        work, scratch = data_dir / f"worker-{index}", scratch_dir / f"worker-{index}"
+        launches.append(
+            Launch(
+                name=f"spark-worker-{index}",
+                service="spark",
+                argv=(
+                    launcher,
+                    "org.apache.spark.deploy.worker.Worker",
+                    *("--host", host, "--webui-port", "0", "--cores", str(cores)),
+                    *("--memory", settings.spark_executor_memory, "--work-dir", str(work)),
+                    settings.spark_master,
+                ),
+                url="",
+                check=lambda n=index + 1: _spark_workers_ready(settings, n),
+                host=host,
+                env={
+                    **env,
+                    "SPARK_LOCAL_DIRS": str(scratch),
+                    # an ended application's work dir (its executors' logs) goes after a day
+                    "SPARK_WORKER_OPTS": "-Dspark.worker.cleanup.enabled=true -Dspark.worker.cleanup.appDataTtl=86400",
+                },
+                prepare=_make_dirs(work, scratch),
+                timeout_s=90,
+                note=f"{cores} core(s), {settings.spark_executor_memory}",
+            )
+        )
+    return launches
