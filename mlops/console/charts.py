@@ -78,7 +78,7 @@ def line_chart(
     for i in range(5) if values else ():
         t = t0 + span * i / 4
         ago = t1 - t
-        label = "now" if ago < 0.5 else f"-{ago:.0f}s"
+        label = "now" if ago < 0.05 else f"-{ago:.0f}s" if span >= 20 else f"-{ago:.1f}s"
         parts.append(f'<text x="{x(t):.1f}" y="{top + plot_h + 16}" text-anchor="middle" class="tick">{label}</text>')
     if unit:
         parts.append(f'<text x="12" y="{top + plot_h / 2:.0f}" transform="rotate(-90 12 {top + plot_h / 2:.0f})" '

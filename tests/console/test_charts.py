@@ -26,7 +26,7 @@ def test_line_chart_is_valid_svg_with_one_polyline_per_unbroken_run():
     lines = root.findall(f"{SVG}polyline")
     assert len(lines) == 3  # p50 broken in two by the missing sample, p99 whole
     texts = [t.text for t in root.iter(f"{SVG}text")]
-    assert "Latency" in texts and "p50" in texts and "p99" in texts and "now" in texts and "-8s" in texts
+    assert "Latency" in texts and "p50" in texts and "p99" in texts and "now" in texts and "-8.0s" in texts
     assert "10" in texts  # the axis top above the largest value, 9
 
 

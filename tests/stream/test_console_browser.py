@@ -288,6 +288,8 @@ def test_try_it_returns_ten_titles_beside_the_users_ratings(browser, console_url
     field.clear()
     field.send_keys(user)
     browser.find_element("id", "ask").click()
+    WebDriverWait(browser, 60).until(lambda d: d.find_elements("id", "recommendations") or d.find_elements(
+        "css selector", "div.problem"))  # the answer's page (the form's page has neither)
     no_trace(browser)
     recommendations = rows(browser, "recommendations")
     assert len(recommendations) == 10, text(browser)[:2000]
