@@ -20,7 +20,10 @@ PACKAGE = PROJECT_ROOT / "mlops"
 # Lowest first. A module belongs to the layer of its longest listed prefix.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("settings", "errors", "services.errors"),
-    ("layout", "object_store", "spark_io", "schemas", "topics", "run_params", "progress", "services.jvm", "spark_capacity"),
+    (
+        *("layout", "object_store", "spark_io", "spark_capacity", "schemas", "topics", "run_params", "progress"),
+        "services.jvm",  # the pinned jars spark_io puts on the classpath for s3a
+    ),
     ("datasets", "quality", "features", "feature_store", "ranking", "compiled_trees", "training.model"),
     ("training", "evaluation", "registry", "serving", "catalog", "dlq"),
     ("jobs", "consumer", "orchestration", "services", "status", "bench", "stream_client", "console", "poke"),
