@@ -17,6 +17,7 @@ from typing import Any
 
 from mlops import schemas
 from mlops.settings import Settings
+from mlops.topic_tail import tail
 from mlops.topics import DLQ
 
 TIMEOUT_S = 3.0
@@ -87,44 +88,9 @@ def decode(partition: int, offset: int, raw: bytes | None) -> DeadLetter:
 
 def read(settings: Settings, topic: str = DLQ, per_partition: int = SCAN_LIMIT) -> list[DeadLetter]:
     """The newest `per_partition` records of each partition of the DLQ, decoded, oldest first."""
-    from confluent_kafka import Consumer, KafkaError, TopicPartition
-
-    consumer = Consumer({
-        "bootstrap.servers": settings.kafka_bootstrap_servers,
-        "group.id": f"dlq-reader-{uuid.uuid4().hex}",  # assigned partitions only: never joins, never commits
-        "enable.auto.commit": False,
-        "enable.partition.eof": True,
-        "socket.timeout.ms": int(TIMEOUT_S * 1000),
-        "log_level": 0,
-    })  # fmt: skip
-    try:
-        metadata = consumer.list_topics(topic, timeout=TIMEOUT_S).topics.get(topic)
-        if metadata is None or metadata.error is not None or not metadata.partitions:
-            raise LookupError(f"topic {topic!r} does not exist on {settings.kafka_bootstrap_servers} (./run.sh up)")
-        assignment = []
-        for p in sorted(metadata.partitions):
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=TIMEOUT_S)
-            if high > low:
-                assignment.append(TopicPartition(topic, p, max(low, high - per_partition)))
-        if not assignment:
-            return []
-        consumer.assign(assignment)
-        pending = {tp.partition for tp in assignment}
-        out: list[tuple[int, DeadLetter]] = []
-        deadline = time.monotonic() + TIMEOUT_S * 5
-        while pending and time.monotonic() < deadline:
-            msg = consumer.poll(0.2)
-            if msg is None:
-                continue
-            if msg.error() is not None:
-                if msg.error().code() == KafkaError._PARTITION_EOF:
-                    pending.discard(msg.partition())
-                continue
-            out.append((msg.timestamp()[1], decode(msg.partition(), msg.offset(), msg.value())))
-        out.sort(key=lambda pair: (pair[0], pair[1].partition, pair[1].offset))
-        return [letter for _, letter in out]
-    finally:
-        consumer.close()
+    records = tail(settings, topic, per_partition, TIMEOUT_S, TIMEOUT_S * 5)
+    records.sort(key=lambda r: (r.timestamp_ms, r.partition, r.offset))
+    return [decode(r.partition, r.offset, r.value) for r in records]
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("settings", "errors", "services.errors"),
     (
         *("layout", "object_store", "spark_io", "spark_capacity", "schemas", "topics", "run_params", "progress"),
+        "topic_tail",
         "services.jvm",  # the pinned jars spark_io puts on the classpath for s3a
     ),
     ("datasets", "quality", "features", "feature_store", "ranking", "compiled_trees", "training.model"),
