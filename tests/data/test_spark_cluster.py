@@ -93,7 +93,10 @@ def _run_spark_steps(settings: Settings, run_id: str) -> str:
         assert done.returncode == 0, f"{task} failed on {settings.spark_master}:\n{done.stderr[-3000:]}"
         logs.append(done.stderr)
         step = Path(STEPS[task].script).stem
-        leftovers = [p.name for p in scratch_root(settings).glob(f"{step}-*")]
+        # The step's own process must leave nothing; this test process's in-process sessions (other tests
+        # that call a step's main directly) keep theirs until it exits, and carry its pid in their name.
+        mine = f"{step}-{os.getpid()}-"
+        leftovers = [p.name for p in scratch_root(settings).glob(f"{step}-*") if not p.name.startswith(mine)]
         assert leftovers == [], f"{task} left its scratch directory behind: {leftovers}"
     return "\n".join(logs)
 
