@@ -155,7 +155,7 @@ def _halts_then_resumes(settings, champion, topics, private, break_it, fix_it, w
             assert consumer.service.health()[0] and consumer.service.metrics.halted._value.get() == 0
     finally:
         consumer.stop()
-    errors = consumer.service.metrics.errors.labels(reason="redis_permanent")._value.get()
+    errors = consumer.service.metrics.retries.labels(reason="redis_permanent")._value.get()
     assert errors >= 2
 
 

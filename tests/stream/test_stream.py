@@ -401,7 +401,7 @@ def test_redis_outage_mid_stream_loses_and_skips_nothing(settings, champion, top
         consumer.stop()
         results.close()
         proc.terminate()
-    assert consumer.service.metrics.errors.labels(reason="redis_unavailable")._value.get() > 0
+    assert consumer.service.metrics.retries.labels(reason="redis_unavailable")._value.get() > 0
     _assert_redis_matches_topic(private, requests, results)
 
 
