@@ -27,6 +27,10 @@ HOST_ONLY_SETTINGS = {
     "INFERENCE_CONSUMERS": "not read by a consumer: it is the replica count (`--scale inference=N`)",
     "POSTGRES_PASSWORD": "read by the postgres container; our services get it inside their database URLs",
     "GRAFANA_ADMIN_PASSWORD": "read by the grafana container (profile monitoring) only",
+    "SPARK_WORKERS": "local mode's own standalone cluster; Docker runs the spark-master/worker services",
+    "SPARK_MASTER_UI_URL": "the local master's UI for `status`; Docker publishes spark-master's UI itself",
+    "SPARK_LOCAL_DIR": "a host path; containers keep Spark's scratch in their own .local",
+    "SPARK_EXECUTOR_MEMORY": "local workers' offer; Docker's spark-worker sets its memory in the compose file",
 }
 
 # The URL settings whose host ports compose publishes literally: (setting, service, container port).

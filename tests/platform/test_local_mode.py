@@ -346,7 +346,7 @@ def test_consumers_start_without_a_model_and_restart(tmp_path, free_port, capsys
         backend.status()
         rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("inference-")]
         assert len(rows) == 2
-        assert all(" up " in row and "not serving: no model loaded yet" in row for row in rows), rows
+        assert all(" up " in row and "not serving: no `champion` model registered yet" in row for row in rows), rows
     finally:
         backend.down(purge=True)
 

@@ -30,7 +30,7 @@ from mlops.consumer.kafka import StreamTopics, ensure_topics, producer_config
 from mlops.consumer.verify import make_requests
 from mlops.feature_store import RedisFeatureStore
 from mlops.schemas import encode_request, request_key
-from mlops.services import process, specs
+from mlops.services import health, process, specs
 from mlops.settings import PROJECT_ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -245,6 +245,10 @@ def test_requests_left_unconsumed_at_down_are_answered_after_up(settings, champi
     _assert_answered_exactly_once(settings, requests, answers, tag)
 
 
+def s3_server_port(settings) -> int:
+    return health.s3_address(settings)[1]
+
+
 def test_object_store_restart_keeps_the_champion_and_every_run(settings, champion, s3_server, servers_root, request):
     """kill -9 of the S3 server and the same launch spec again: every object under runs/ and the model's
     artifacts are still there, byte for byte, and the champion loads."""
@@ -260,9 +264,12 @@ def test_object_store_restart_keeps_the_champion_and_every_run(settings, champio
 
     before = snapshot()
     assert any(key.startswith("runs/") for key in before) and any(key.startswith("mlflow:") for key in before)
-    os.kill(s3_server.pid, signal.SIGKILL)
+    # The pid listening now: an earlier test (chaos) may have restarted the session's S3 server.
+    owner = health.port_owner(s3_server_port(settings))
+    pid = int(owner.split(",")[0].removeprefix("pid ")) if owner.startswith("pid ") else s3_server.pid
+    os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 20
-    while process.alive(s3_server.pid) and time.monotonic() < deadline:
+    while process.alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     launch = specs.s3(settings, servers_root / "s3")
     log = servers_root / "logs" / "s3-restarted.log"
