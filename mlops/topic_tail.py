@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from mlops.settings import Settings
 
@@ -20,19 +21,26 @@ class Record:
     value: bytes | None
 
 
-def tail(settings: Settings, topic: str, per_partition: int, timeout_s: float, read_s: float) -> list[Record]:
-    """The last `per_partition` records of every partition of `topic` (unordered); reading stops at each
-    partition's end or after `read_s` seconds. A missing topic raises LookupError."""
-    from confluent_kafka import Consumer, KafkaError, TopicPartition
+def reader(settings: Settings, timeout_s: float) -> Any:
+    """A consumer for reading by hand-assigned partitions: never joins a group, never commits."""
+    from confluent_kafka import Consumer
 
-    consumer = Consumer({
+    return Consumer({
         "bootstrap.servers": settings.kafka_bootstrap_servers,
-        "group.id": f"tail-{uuid.uuid4().hex}",  # assigned partitions only: never joins, never commits
+        "group.id": f"reader-{uuid.uuid4().hex}",  # assigned partitions only: never joins, never commits
         "enable.auto.commit": False,
         "enable.partition.eof": True,
         "socket.timeout.ms": int(timeout_s * 1000),
         "log_level": 0,
     })  # fmt: skip
+
+
+def tail(settings: Settings, topic: str, per_partition: int, timeout_s: float, read_s: float) -> list[Record]:
+    """The last `per_partition` records of every partition of `topic` (unordered); reading stops at each
+    partition's end or after `read_s` seconds. A missing topic raises LookupError."""
+    from confluent_kafka import KafkaError, TopicPartition
+
+    consumer = reader(settings, timeout_s)
     try:
         metadata = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
         if metadata is None or metadata.error is not None or not metadata.partitions:

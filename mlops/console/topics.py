@@ -5,7 +5,6 @@ of a topic and the DLQ decoded. Read-only: the clients here never join a group n
 from __future__ import annotations
 
 import base64
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -13,7 +12,7 @@ from typing import Any
 from mlops import schemas
 from mlops.settings import Settings
 from mlops.status import TopicOffsets, topic_offsets
-from mlops.topic_tail import tail
+from mlops.topic_tail import reader, tail
 from mlops.topics import DLQ
 
 TIMEOUT_S = 3.0
@@ -46,17 +45,8 @@ def _require_broker(settings: Settings) -> None:
 
 
 def _consumer(settings: Settings):
-    from confluent_kafka import Consumer
-
     _require_broker(settings)
-    return Consumer({
-        "bootstrap.servers": settings.kafka_bootstrap_servers,
-        "group.id": f"console-browse-{uuid.uuid4().hex}",  # assigned partitions only: never joins, never commits
-        "enable.auto.commit": False,
-        "enable.partition.eof": True,
-        "socket.timeout.ms": int(TIMEOUT_S * 1000),
-        "log_level": 0,
-    })  # fmt: skip
+    return reader(settings, TIMEOUT_S)
 
 
 def topics(settings: Settings) -> list[TopicRow]:
