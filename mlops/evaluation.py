@@ -101,8 +101,14 @@ def baseline_recommendations(train: pd.DataFrame, users: Iterable[int], k: int =
 def baseline_metrics(train: pd.DataFrame, test: pd.DataFrame, k: int = K) -> dict[str, float]:
     """`baseline_popularity_ndcg_at_10` and `baseline_cooccurrence_ndcg_at_10` (and their other metrics)."""
     rel, _ = relevant_sets(test)
-    recs = baseline_recommendations(train, rel.keys(), k)
+    return baseline_metrics_of(baseline_recommendations(train, rel.keys(), k), rel, k)
+
+
+def baseline_metrics_of(
+    recs: Mapping[str, Mapping[int, Sequence[int]]], relevant: Mapping[int, set[int]], k: int = K
+) -> dict[str, float]:
+    """The baselines' metrics from their rankings (which may be longer than k: the curves use k up to 20)."""
     out = {}
     for name, by_user in recs.items():
-        out.update({f"baseline_{name}_{m}": v for m, v in ranking_metrics(by_user, rel, k).items()})
+        out.update({f"baseline_{name}_{m}": v for m, v in ranking_metrics(by_user, relevant, k).items()})
     return out

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+PROMOTION_ARTIFACT = "promotion.json"
 ATTEMPTS = 4
 T = TypeVar("T")
 
@@ -216,7 +217,7 @@ def promote(settings: Settings, pipeline_run_id: str, evaluate: Callable[[Any], 
             champion_model, unloadable = None, f"{type(exc).__name__}: {str(exc)[:200]}"
         if champion_model is None:
             decision, champion_ndcg, replaced = CHAMPION, None, True
-            reason = f"champion v{champion.version} cannot be loaded, so it cannot serve ({unloadable})"
+            reason = f"champion v{champion.version} cannot be loaded (its files are gone), so it cannot serve"
         else:
             champion_ndcg = float(evaluate(champion_model))
             won = candidate_ndcg > champion_ndcg
@@ -236,6 +237,10 @@ def promote(settings: Settings, pipeline_run_id: str, evaluate: Callable[[Any], 
         "champion_ndcg_at_10": champion_ndcg,
         "reason": reason,
     }
+    if replaced:
+        record["champion_load_error"] = unloadable
+    # Tags say it in one short line (the UI cuts long ones); the whole record is an artifact of the run.
+    c.log_dict(candidate.run_id, record, PROMOTION_ARTIFACT)
     c.set_tag(candidate.run_id, "promotion_decision", decision)
     c.set_tag(candidate.run_id, "promotion_reason", reason)
     c.set_model_version_tag(settings.model_name, candidate.version, "promotion_reason", reason)

@@ -19,12 +19,15 @@ from mlops.errors import DataError
 from mlops.jobs.runner import job_parser, resolve, run
 from mlops.layout import normalized_key, quality_report_key, split_key
 from mlops.object_store import ObjectStore
+from mlops.progress import stage
 from mlops.settings import Settings
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
 log = logging.getLogger(__name__)
+
+SHUFFLED_BYTES_PER_RATING = 40  # a rating row (4 columns) as Spark's shuffle writes it
 
 
 def split(ratings: DataFrame, strategy: str, fraction: float, seed: int) -> DataFrame:
@@ -60,19 +63,25 @@ def require_passed_gate(run_id: str, settings: Settings) -> None:
 def main(argv: Sequence[str] | None = None, settings: Settings | None = None) -> dict[str, Any]:
     from pyspark.sql import functions as F
 
-    from mlops.spark_io import read_parquet, spark_session, write_parquet
+    from mlops import spark_capacity as capacity
+    from mlops.spark_io import read_manifest, read_parquet, spark_session, uncommit, write_parquet
 
     args = job_parser("Split the run's ratings into train and test (temporal or per-user random)").parse_args(argv)
     run_id, settings = resolve(args, settings)
     started = time.monotonic()
     require_passed_gate(run_id, settings)
-    spark = spark_session("split_dataset", settings)
-    log.info("split_dataset %s: Spark session ready in %.1fs", run_id, time.monotonic() - started)
     source = normalized_key(run_id, "ratings")
-    ratings = read_parquet(spark, source, settings)
-    marked = split(ratings, settings.split_strategy, settings.test_fraction, settings.seed).cache()
-    stats = marked.groupBy("is_test").agg(F.count(F.lit(1)).alias("ratings"), F.countDistinct("user_id").alias("users"))
-    parts = {("test" if r["is_test"] else "train"): r for r in stats.collect()}
+    n_ratings = int(read_manifest(source, settings)["row_count"])
+    capacity.check(settings, capacity.split_need(n_ratings))
+    spark = spark_session("split_dataset", settings, capacity.shuffle_partitions(n_ratings * SHUFFLED_BYTES_PER_RATING))
+    log.info("split_dataset %s: Spark session ready in %.1fs", run_id, time.monotonic() - started)
+    with stage("split", f"{settings.split_strategy} split") as progress:
+        ratings = read_parquet(spark, source, settings)
+        marked = split(ratings, settings.split_strategy, settings.test_fraction, settings.seed).cache()
+        stats = marked.groupBy("is_test").agg(F.count(F.lit(1)).alias("ratings"),
+                                              F.countDistinct("user_id").alias("users"))  # fmt: skip
+        parts = {("test" if r["is_test"] else "train"): r for r in stats.collect()}
+        progress.rows = sum(int(r["ratings"]) for r in parts.values())
     counts = {p: int(parts[p]["ratings"]) if p in parts else 0 for p in ("train", "test")}
     users = {p: int(parts[p]["users"]) if p in parts else 0 for p in ("train", "test")}
     log.info("split_dataset %s: %s split, fraction %.2f, seed %d: %d train / %d test ratings",
@@ -87,10 +96,14 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
         "counts": counts,
         "users": users,
     }
+    for part in ("train", "test"):  # neither part of an earlier attempt stays readable beside a new one
+        uncommit(split_key(run_id, part), settings)
     manifests = {}
     for part, is_test in (("train", False), ("test", True)):
-        rows = marked.where(F.col("is_test") == is_test).drop("is_test").repartition(4, "user_id")
-        manifests[part] = write_parquet(rows, split_key(run_id, part), settings, manifest)
+        with stage("split", f"write {part}") as progress:
+            rows = marked.where(F.col("is_test") == is_test).drop("is_test").repartition(4, "user_id")
+            manifests[part] = write_parquet(rows, split_key(run_id, part), settings, manifest)
+            progress.rows = counts[part]
     marked.unpersist()
     log.info("split_dataset %s: done in %.1fs", run_id, time.monotonic() - started)
     return manifests

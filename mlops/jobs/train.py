@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from mlops.jobs.runner import job_parser, resolve, run
+from mlops.progress import stage
 from mlops.settings import Settings
 from mlops.training.evaluate import evaluate
 from mlops.training.fit import fit
@@ -38,15 +39,24 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
 def train_run(settings: Settings, run_id: str, register: bool = True) -> dict[str, Any]:
     """The whole step: load (DataError before any MLflow call), fit, evaluate, log + register."""
     started = time.monotonic()
-    data = load_offline(settings, run_id)
+    with stage("train", "load features") as progress:
+        data = load_offline(settings, run_id)
+        progress.rows = len(data.train_examples)
     lineage = run_lineage(settings, run_id) if register else {}
     log.info("train: %d training examples, %d eval pairs", len(data.train_examples), len(data.eval_examples))
-    model = fit(data, settings.seed)
-    metrics, preds = evaluate(model, data)
+    with stage("train", "fit both heads") as progress:
+        model = fit(data, settings.seed)
+        progress.rows = len(data.train_examples)
+    with stage("train", "evaluate") as progress:
+        metrics, preds = evaluate(model, data)
+        progress.rows, progress.note = len(data.eval_examples), f"nDCG@10 {metrics['ndcg_at_10']:.4f}"
     log.info("train: %s (%.0fs)", {k: round(v, 4) for k, v in sorted(metrics.items())}, time.monotonic() - started)
     if not register:
         return {"metrics": metrics, "model": model}
-    return log_and_register(settings, run_id, model, metrics, preds, data, lineage)
+    with stage("train", "log and register in MLflow") as progress:
+        result = log_and_register(settings, run_id, model, metrics, preds, data, lineage)
+        progress.note = f"version {result['version']}"
+    return result
 
 
 if __name__ == "__main__":

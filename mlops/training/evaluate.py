@@ -7,6 +7,7 @@ what the consumer would answer; promotion calls `ranking_ndcg` to compare champi
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -15,6 +16,8 @@ from mlops import features as fx
 from mlops.ranking import Catalog, RankerCore
 from mlops.training.model import TwoHeadModel
 from mlops.training.offline_data import OfflineData
+
+CURVE_K = 20
 
 
 def rank_all(
@@ -41,8 +44,9 @@ def ranking_ndcg(model: TwoHeadModel, data: OfflineData) -> float:
     return evaluation.ranking_metrics(rank_all(model, data, sorted(relevant)), relevant)["ndcg_at_10"]
 
 
-def evaluate(model: TwoHeadModel, data: OfflineData) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """All docs/contracts.md metrics, plus the eval predictions for the plots."""
+def evaluate(model: TwoHeadModel, data: OfflineData) -> tuple[dict[str, float], dict[str, Any]]:
+    """All docs/contracts.md metrics, plus what the plots draw: the eval predictions (`y`, `p`) and the
+    rankings of the model and the baselines up to CURVE_K with the relevant sets."""
     from sklearn.metrics import log_loss, roc_auc_score
 
     ev = data.eval_examples
@@ -50,8 +54,9 @@ def evaluate(model: TwoHeadModel, data: OfflineData) -> tuple[dict[str, float], 
     y = ev["label"].to_numpy()
     metrics = {"test_auc": float(roc_auc_score(y, p)), "test_logloss": float(log_loss(y, np.clip(p, 1e-7, 1 - 1e-7)))}
     relevant, liked = evaluation.relevant_sets(data.test)
-    recs = rank_all(model, data, sorted(relevant))
+    recs = rank_all(model, data, sorted(relevant), k=CURVE_K)  # longer than K: the plots' curves over k
     metrics.update(evaluation.ranking_metrics(recs, relevant))
     metrics.update(evaluation.ranking_metrics(recs, liked, suffix="_liked"))
-    metrics.update(evaluation.baseline_metrics(data.train, data.test))
-    return metrics, {"y": y, "p": p}
+    baselines = evaluation.baseline_recommendations(data.train, relevant.keys(), CURVE_K)
+    metrics.update(evaluation.baseline_metrics_of(baselines, relevant))
+    return metrics, {"y": y, "p": p, "relevant": relevant, "rankings": {"model": recs, **baselines}}

@@ -8,8 +8,9 @@ import re
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from mlops.consumer.drift_watch import DriftGauges
 from mlops.consumer.metrics import ConsumerMetrics
-from mlops.services.compose import CONSUMER
+from mlops.services.compose_spec import CONSUMER
 from mlops.settings import PROJECT_ROOT, Settings
 
 DOCKER = PROJECT_ROOT / "docker"
@@ -21,9 +22,17 @@ def exported_series() -> set[str]:
     from prometheus_client import generate_latest
 
     metrics = ConsumerMetrics()
-    metrics.requests.labels(type="score").inc()
-    metrics.errors.labels(reason="not_json").inc()
+    metrics.requests.labels(type="score", kind="p_like").inc()
+    metrics.dead_letters.labels(reason="not_json").inc()
+    metrics.retries.labels(reason="redis_unavailable").inc()
+    metrics.lag.labels(partition="0").set(3)
+    metrics.model_load_seconds.set(1.5)
     metrics.set_model("1", "v1")
+    gauges = DriftGauges(metrics.registry)  # what the consumer registers while DRIFT_TRACKING is on
+    for gauge in (gauges.feature_psi, gauges.feature_ks):
+        gauge.labels(feature="user_mean_rating", model_version="1").set(0.1)
+    for gauge in (gauges.prediction_psi, gauges.prediction_ks, gauges.rows, gauges.available):
+        gauge.labels(model_version="1").set(1)
     text = generate_latest(metrics.registry).decode()
     names = set()
     for family in text_string_to_metric_families(text):
@@ -49,8 +58,10 @@ def test_dashboard_queries_only_exported_metrics() -> None:
         for name in set(re.findall(r"\b(inference_[a-z_]+|up)\b", expr)) - PROMQL_FUNCTIONS:
             assert name in exported, f"dashboard queries {name}, which the consumer does not export: {expr}"
     joined = " ".join(exprs)
-    for family in ("inference_requests_total", "inference_errors_total", "inference_end_to_end_seconds_bucket",
-                   "inference_batch_size", "inference_model_info"):  # fmt: skip
+    for family in ("inference_requests_total", "inference_dead_letters_total", "inference_retries_total",
+                   "inference_end_to_end_seconds_bucket", "inference_batch_size", "inference_model_info",
+                   "inference_consumer_lag", "inference_model_load_seconds", "inference_feature_drift_psi",
+                   "inference_prediction_drift_psi", "inference_drift_reference_available"):  # fmt: skip
         assert family in joined, f"dashboard has no panel for {family}"
 
 
