@@ -84,6 +84,11 @@ class Settings:
     drift_tracking: bool = True  # each consumer compares what it serves with the model's reference profile
     drift_window: int = 5000  # rows (sampled model inputs + predictions) the drift window keeps per consumer
 
+    # Drift monitor (the DAG drift_monitor: the consumers' latest windows vs the champion's reference)
+    drift_monitor_schedule: str = "@hourly"  # an Airflow schedule (cron or preset); "none": triggered only
+    drift_retrain_threshold: float = 0.2  # max PSI (any model input or the prediction) that triggers mlops_platform
+    drift_retrain_cooldown_hours: float = 24.0  # no second drift-triggered retrain within this time, failed or not
+
     # Console (the web UI of the platform) and the Prometheus it reads charts from when one answers
     # (local mode's `up` starts one there; it scrapes the consumers and evaluates the alert rules)
     console_url: str = "http://127.0.0.1:8501"
@@ -124,6 +129,10 @@ class Settings:
             raise SettingsError(f"SYNTHETIC_RATINGS={self.synthetic_ratings}: expected a positive integer")
         if self.drift_window < 1:
             raise SettingsError(f"DRIFT_WINDOW={self.drift_window}: expected a positive number of rows")
+        if not self.drift_retrain_threshold > 0:
+            raise SettingsError(f"DRIFT_RETRAIN_THRESHOLD={self.drift_retrain_threshold}: expected a PSI above 0")
+        if self.drift_retrain_cooldown_hours < 0:
+            raise SettingsError(f"DRIFT_RETRAIN_COOLDOWN_HOURS={self.drift_retrain_cooldown_hours}: expected >= 0")
         if self.spark_io not in ("staged", "s3a"):
             raise SettingsError(f"SPARK_IO={self.spark_io!r}: expected 'staged' or 's3a'")
         if self.spark_workers < 0:

@@ -17,6 +17,7 @@ from typing import Any
 import redis
 from confluent_kafka import Consumer, Producer
 
+from mlops import drift_windows
 from mlops.consumer import kafka
 from mlops.consumer.drift_watch import DriftWatch
 from mlops.consumer.failures import describe
@@ -62,7 +63,10 @@ def build(
     )  # fmt: skip
     drift_watch = None
     if settings.drift_tracking:
-        drift_watch = DriftWatch(metrics.registry, store, settings.drift_window, service.stopping)
+        drift_client = redis.Redis.from_url(settings.redis_url, socket_timeout=5)
+        drift_watch = DriftWatch(metrics.registry, store, settings.drift_window, service.stopping,
+                                 consumer=drift_windows.consumer_id(topics.group, name),
+                                 publisher=lambda window: drift_windows.publish(drift_client, window))  # fmt: skip
     watcher = ModelWatcher(
         holder,
         lambda: champion_version(settings),

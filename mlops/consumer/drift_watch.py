@@ -6,6 +6,9 @@ off the hot path, by a background thread every `interval` seconds, and exported 
 Only score requests feed the window: their inputs are the rated-pair features the reference profile was
 built from (top-k candidates are a different population by design).
 
+The same thread publishes the window to Redis (`mlops.drift_windows`, at most every PUBLISH_INTERVAL_S and
+only when it gained rows), where the batch check, the DAG `drift_monitor`, reads the latest traffic.
+
 The window belongs to one model version and restarts when the champion changes. A version without a
 reference profile (trained before profiles existed) is reported as unavailable
 (`inference_drift_reference_available` 0 and no drift series), never as zero drift.
@@ -15,7 +18,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -23,13 +27,12 @@ from prometheus_client import CollectorRegistry, Gauge
 
 from mlops import drift
 from mlops import features as fx
+from mlops.drift_windows import PUBLISH_INTERVAL_S, PublishedWindow
 
 log = logging.getLogger(__name__)
 
 ROWS_PER_BATCH = 64
 """Rows of each micro-batch copied into the window: enough to follow the traffic, cheap at any batch size."""
-MIN_ROWS = 500
-"""Drift is computed once the window holds this many rows (fewer make PSI noise look like drift)."""
 INTERVAL_S = 10.0
 
 FEATURE_PSI, FEATURE_KS = "inference_feature_drift_psi", "inference_feature_drift_ks"
@@ -68,13 +71,15 @@ class DriftWindow:
     """The last `capacity` sampled rows (model input columns + prediction) served by one model version."""
 
     def __init__(self, model_version: str, profile: dict[str, Any] | None, capacity: int,
-                 names: Sequence[str] = fx.FEATURE_NAMES) -> None:  # fmt: skip
+                 names: Sequence[str] = fx.FEATURE_NAMES, feature_set: str = "") -> None:  # fmt: skip
         self.model_version = model_version
+        self.feature_set = feature_set
         self.profile = profile
         self.names = tuple(names)
         self.buffer = np.empty((capacity, len(self.names) + 1))
         self.filled = 0
         self.position = 0
+        self.added = 0  # rows ever added: tells the publisher whether the window moved
         self.lock = threading.Lock()
 
     def add(self, x: np.ndarray, p: np.ndarray) -> None:
@@ -95,17 +100,23 @@ class DriftWindow:
                 self.buffer[: end - capacity] = rows[split:]
             self.position = end % capacity
             self.filled = min(capacity, self.filled + len(rows))
+            self.added += len(rows)
 
     def snapshot(self) -> np.ndarray:
         with self.lock:
             return self.buffer[: self.filled].copy()
+
+    def published(self, consumer: str) -> PublishedWindow:
+        """The window as the batch check reads it from Redis (columns: the model inputs, then the prediction)."""
+        return PublishedWindow(consumer, self.model_version, self.feature_set, (*self.names, drift.PREDICTION),
+                               self.snapshot(), time.time())  # fmt: skip
 
     def measure(self) -> dict[str, drift.Drift] | None:
         """Drift per column (`drift.PREDICTION` for the predictions); None without a reference or enough rows."""
         if self.profile is None:
             return None
         rows = self.snapshot()
-        if len(rows) < MIN_ROWS:
+        if len(rows) < drift.MIN_WINDOW_ROWS:
             return None
         out = {name: drift.column_drift(self.profile["features"][name], rows[:, k]) for k, name in
                enumerate(self.names)}  # fmt: skip
@@ -117,19 +128,23 @@ class DriftWatch(threading.Thread):
     """Follows the serving model version: a fresh window per version, drift gauges refreshed every `interval`."""
 
     def __init__(self, registry: CollectorRegistry, store: Any, capacity: int, stop: threading.Event,
-                 interval: float = INTERVAL_S) -> None:  # fmt: skip
+                 interval: float = INTERVAL_S, consumer: str = "",
+                 publisher: Callable[[PublishedWindow], None] | None = None) -> None:  # fmt: skip
         super().__init__(name="drift-watch", daemon=True)
         self.gauges = DriftGauges(registry)
         self.store, self.capacity, self.stop, self.interval = store, capacity, stop, interval
+        self.consumer, self.publisher = consumer, publisher
         self.window: DriftWindow | None = None
         self.last: dict[str, drift.Drift] | None = None
+        self._published: tuple[DriftWindow | None, int] = (None, 0)  # the window and its `added` last published
+        self._published_at = 0.0
 
     def use(self, ranker: Any) -> None:
         """A new model version serves: start its window (with its reference, if it has one) and observe it."""
         info = ranker.info
         version = str(info.model_version)
         profile = self._profile(str(info.feature_set), version)
-        window = DriftWindow(version, profile, self.capacity)
+        window = DriftWindow(version, profile, self.capacity, feature_set=str(info.feature_set))
         self.window, self.last = window, None
         self.gauges.clear()
         self.gauges.available.labels(model_version=version).set(0 if profile is None else 1)
@@ -175,9 +190,25 @@ class DriftWatch(threading.Thread):
         self.last = result
         return result
 
+    def publish(self, now: float | None = None) -> bool:
+        """Hand the window to the publisher when it gained rows and PUBLISH_INTERVAL_S has passed; True if sent."""
+        window, now = self.window, time.time() if now is None else now
+        if self.publisher is None or window is None or window.filled == 0:
+            return False
+        if self._published == (window, window.added) or now - self._published_at < PUBLISH_INTERVAL_S:
+            return False
+        added = window.added
+        self.publisher(window.published(self.consumer))
+        self._published, self._published_at = (window, added), now
+        return True
+
     def run(self) -> None:
         while not self.stop.wait(self.interval):
             try:
                 self.refresh()
             except Exception:  # monitoring must never take serving down
                 log.exception("drift computation failed; serving is unaffected")
+            try:
+                self.publish()
+            except Exception as exc:  # Redis down: the gauges still work, the batch check sees an older window
+                log.warning("drift window not published (%s: %s); serving is unaffected", type(exc).__name__, exc)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from mlops.orchestration.drift_monitor import DAG_ID as DRIFT_DAG_ID
 from mlops.orchestration.steps import DAG_ID, STEPS
 from mlops.services.airflow_config import DAGS_FOLDER
 from mlops.settings import PROJECT_ROOT, Settings
@@ -33,7 +34,7 @@ def dag(dagbag):
 
 def test_dag_folder_imports_cleanly(dagbag) -> None:
     assert dagbag.import_errors == {}
-    assert set(dagbag.dag_ids) == {DAG_ID}
+    assert set(dagbag.dag_ids) == {DAG_ID, DRIFT_DAG_ID}
 
 
 def test_task_graph(dag) -> None:

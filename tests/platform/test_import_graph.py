@@ -25,7 +25,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "topic_tail",
         "services.jvm",  # the pinned jars spark_io puts on the classpath for s3a
     ),
-    ("datasets", "quality", "features", "feature_store", "ranking", "compiled_trees", "training.model", "drift"),
+    ("datasets", "quality", "features", "feature_store", "ranking", "compiled_trees", "training.model", "drift",
+     "drift_windows"),
     ("training", "evaluation", "registry", "serving", "catalog", "dlq"),
     ("jobs", "consumer", "orchestration", "services", "status", "bench", "stream_client", "console", "poke"),
     ("cli",),
