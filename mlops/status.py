@@ -301,7 +301,44 @@ def drift_report(settings: Settings) -> str:
 
         summary, error = _read(read)
         out.append(f"  inference-{index}  {'-  (' + error + ')' if error else summary}")
+    retrain, error = _read(lambda: last_retrain_line(settings))
+    out.append(f"  drift_monitor  {'-  (' + error + ')' if error else retrain}")
     return "\n".join(out)
+
+
+def last_retrain_line(settings: Settings, now: float | None = None) -> str:
+    """The DAG drift_monitor's last drift-triggered retrain and its cool-down, from Redis."""
+    from datetime import UTC, datetime
+
+    from mlops.orchestration import drift_monitor as dm
+
+    threshold = settings.drift_retrain_threshold
+    schedule = f"DAG drift_monitor ({settings.drift_monitor_schedule}, retrain above PSI {threshold})"
+    last = dm.last_retrain(settings)
+    if last is None:
+        return f"{schedule}: no drift-triggered retrain yet"
+    ends = float(last["at"]) + settings.drift_retrain_cooldown_hours * 3600
+    at, until = (datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M UTC") for t in (float(last["at"]), ends))
+    cooling = f"cool-down until {until}" if ends > (time.time() if now is None else now) else "cool-down over"
+    return (f"{schedule}: last drift-triggered retrain {last['run_id']} at {at} (max PSI {last['max_psi']}, "
+            f"{last['worst']}, v{last['model_version']}); {cooling}")  # fmt: skip
+
+
+def alerts_line(settings: Settings) -> str:
+    """The alerts Prometheus has firing (rules: docker/prometheus/rules.yml), by name and where."""
+    import requests
+
+    response = requests.get(settings.prometheus_url.rstrip("/") + "/api/v1/alerts", timeout=TIMEOUT_S)
+    response.raise_for_status()
+    firing = [a for a in response.json()["data"]["alerts"] if a.get("state") == "firing"]
+    if not firing:
+        return "no alert firing"
+
+    def name(labels: dict) -> str:
+        return labels.get("alertname", "?") + (f" ({labels['instance']})" if "instance" in labels else "")
+
+    names = sorted({name(a["labels"]) for a in firing})
+    return f"{len(firing)} alert(s) firing: " + ", ".join(names)
 
 
 def print_report(settings: Settings, rows: list[ServiceRow], mode: str, logs: Path | None = None) -> None:
@@ -312,4 +349,6 @@ def print_report(settings: Settings, rows: list[ServiceRow], mode: str, logs: Pa
     print()
     print(stream_report(settings))
     if settings.drift_tracking:
-        print(drift_report(settings), flush=True)
+        print(drift_report(settings))
+    alerts, error = _read(lambda: alerts_line(settings))
+    print(f"prometheus {settings.prometheus_url}: {'-  (' + error + ')' if error else alerts}", flush=True)

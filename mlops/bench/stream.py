@@ -4,7 +4,8 @@ Runs against the running stack (`./run.sh up` and a `pipeline` run must have pro
 feature set; it says so and exits 2 otherwise). So as not to share its load with the stack's own
 consumers, it starts one consumer process of its own at a time (the real service, `python -m
 mlops.consumer.app`) on private topics, fresh for each phase (latency, then throughput), then the naive
-consumer on its own topics, and times them with the same client: rate = results received / time from
+consumer on its own topics, and (when DRIFT_TRACKING is on) the real service again with drift tracking off,
+for what drift tracking costs; all timed with the same client: rate = results received / time from
 the first to the last result, latency = request produced to result received on the predictions topic.
 Figures only, never pass/fail.
 """
@@ -62,13 +63,13 @@ def _free_port() -> int:
 class Process:
     """A consumer process of the benchmark's own (the real service or the naive baseline)."""
 
-    def __init__(self, argv: list[str], log_name: str, settings: Settings) -> None:
+    def __init__(self, argv: list[str], log_name: str, settings: Settings, env: dict[str, str] | None = None) -> None:
         log_dir = settings.path("local_dir") / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
         self.log = log_dir / f"{log_name}.log"
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen([sys.executable, *argv], stdout=out, stderr=subprocess.STDOUT,
-                                         cwd=PROJECT_ROOT)  # fmt: skip
+                                         cwd=PROJECT_ROOT, env={**os.environ, **(env or {})})  # fmt: skip
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -172,12 +173,13 @@ def feature_reads(store: RedisFeatureStore, work: Workload, feature_set: str, ba
 
 
 @contextlib.contextmanager
-def _consumer(settings: Settings, namespace: str, work: Workload, quiet: bool) -> Iterator[None]:
+def _consumer(settings: Settings, namespace: str, work: Workload, quiet: bool,
+              env: dict[str, str] | None = None) -> Iterator[None]:  # fmt: skip
     """The real service (one process) on the namespace's topics, healthy and warmed up (group joined)."""
     topics = StreamTopics.namespaced(namespace)
     port = _free_port()
     consumer = Process(["-m", "mlops.consumer.app", "--namespace", namespace, "--metrics-port", str(port)],
-                       f"bench-consumer-{namespace}", settings)  # fmt: skip
+                       f"bench-consumer-{namespace}", settings, env)  # fmt: skip
     try:
         _wait_healthy(port, consumer)
         warm = drain_rate(settings, topics, [work.score() for _ in range(500)], STARTUP_TIMEOUT_S)
@@ -185,6 +187,20 @@ def _consumer(settings: Settings, namespace: str, work: Workload, quiet: bool) -
         yield
     finally:
         consumer.stop()
+
+
+def drift_cost(settings: Settings, namespace: str, work: Workload, n: int, with_drift_rps: float,
+               quiet: bool) -> dict[str, Any]:  # fmt: skip
+    """The same scoring drain on a consumer with DRIFT_TRACKING=false: what drift tracking costs in throughput
+    (positive: the consumer with drift tracking is that much slower). The issue's bound is 5%."""
+    if not settings.drift_tracking:
+        return {"drift_tracking": False, "stream_score_rps_without_drift": None, "drift_tracking_cost_pct": None}
+    with _consumer(settings, namespace, work, quiet, env={"DRIFT_TRACKING": "false"}):
+        result = drain_rate(settings, StreamTopics.namespaced(namespace), [work.score() for _ in range(n)], 300)
+    rps = result["rps"]
+    cost = round(100 * (rps - with_drift_rps) / rps, 1) if rps else None
+    say(quiet, f"stream scoring without drift tracking: {rps} req/s (drift tracking costs {cost}%)")
+    return {"drift_tracking": True, "stream_score_rps_without_drift": rps, "drift_tracking_cost_pct": cost}
 
 
 def run(settings: Settings, args: argparse.Namespace, quiet: bool) -> dict[str, Any]:
@@ -208,9 +224,11 @@ def run(settings: Settings, args: argparse.Namespace, quiet: bool) -> dict[str, 
     # Each phase on topics of its own, fresh: no phase reads past (or waits behind) another's traffic, and a
     # rerun never meets a backlog left by an interrupted one.
     stamp = int(time.time())
-    namespaces = {phase: f"bench{stamp}{phase}" for phase in ("latency", "drain", "naive")}
-    latency_topics, stream_topics, naive_topics = (StreamTopics.namespaced(n) for n in namespaces.values())
-    for topics in (latency_topics, stream_topics, naive_topics):
+    namespaces = {phase: f"bench{stamp}{phase}" for phase in ("latency", "drain", "naive", "nodrift")}
+    latency_topics, stream_topics, naive_topics, nodrift_topics = (
+        StreamTopics.namespaced(n) for n in namespaces.values()
+    )
+    for topics in (latency_topics, stream_topics, naive_topics, nodrift_topics):
         ensure_topics(settings, topics)
 
     with _consumer(settings, namespaces["latency"], work, quiet):
@@ -231,6 +249,8 @@ def run(settings: Settings, args: argparse.Namespace, quiet: bool) -> dict[str, 
         out["stream_recommend"] = top
         say(quiet, f"stream top-10: {top['rps']} req/s ({top['answered']}/{top['requests']})")
 
+    out.update(drift_cost(settings, namespaces["nodrift"], work, args.score_requests, out["stream_score_rps"], quiet))
+
     naive = Process(["-m", "mlops.bench.naive", "--namespace", namespaces["naive"]], "bench-naive", settings)
     try:
         warm = drain_rate(settings, naive_topics, [work.score() for _ in range(50)], STARTUP_TIMEOUT_S)
@@ -243,7 +263,7 @@ def run(settings: Settings, args: argparse.Namespace, quiet: bool) -> dict[str, 
         naive.stop()
     naive_rps = out["naive_score_rps"]
     out["speedup_vs_naive"] = round(out["stream_score_rps"] / naive_rps, 1) if naive_rps else None
-    for topics in (latency_topics, stream_topics, naive_topics):
+    for topics in (latency_topics, stream_topics, naive_topics, nodrift_topics):
         delete_topics(settings, topics)
     client = redis.Redis.from_url(settings.redis_url)
     for start in range(0, len(work.ids), 5000):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import fcntl
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -204,9 +205,20 @@ class LocalBackend:
             self._await(pending + self._launch(airflow, started), started)
             self._ensure(self._inference(), started)
             if self.include_prometheus:
+                self._reload_prometheus_if_targets_changed()
                 self._ensure([self._prometheus()], started)
             if self.include_console:
                 self._ensure([specs.console(self.settings)], started)
+
+    def _reload_prometheus_if_targets_changed(self) -> None:
+        """A running Prometheus whose scrape targets no longer match INFERENCE_CONSUMERS: new config, SIGHUP."""
+        launch = self._prometheus()
+        record = self.state.read(launch.name)
+        if record is None or not owned(record, launch.argv):
+            return  # not running: its start writes the configuration
+        if specs.write_prometheus_config(self.settings, self.state.data / "prometheus"):
+            os.kill(record.pid, signal.SIGHUP)  # Prometheus re-reads its configuration file on SIGHUP
+            say(f"prometheus: now scraping {self.settings.inference_consumers} consumer(s) (configuration reloaded)")
 
     def _provision(self, service: str, step: Callable[[Settings], list[str]]) -> list[str]:
         try:

@@ -592,10 +592,22 @@ def prometheus_config(settings: Settings, rules: Path = PROMETHEUS_RULES) -> dic
     }
 
 
+def write_prometheus_config(settings: Settings, data_dir: Path, rules: Path = PROMETHEUS_RULES) -> bool:
+    """Write local mode's `prometheus.yml` under `data_dir` (JSON is YAML); True when it changed."""
+    config = data_dir / "prometheus.yml"
+    text = json.dumps(prometheus_config(settings, rules), indent=2) + "\n"
+    if config.exists() and config.read_text() == text:
+        return False
+    data_dir.mkdir(parents=True, exist_ok=True)
+    config.write_text(text)
+    return True
+
+
 def prometheus(settings: Settings, data_dir: Path, rules: Path = PROMETHEUS_RULES) -> Launch:
     """Prometheus (Debian's `prometheus` package) on PROMETHEUS_URL, data in `data_dir`, config from settings.
 
-    The configuration is regenerated at each start, so a changed consumer count is picked up by `up`.
+    The configuration is written at each start, and `up` rewrites it and reloads a running Prometheus (SIGHUP)
+    when the consumer count changed, so the scrape targets always follow INFERENCE_CONSUMERS.
     """
     host = health.urlparse(settings.prometheus_url).hostname or "127.0.0.1"
     port = settings.port_of("prometheus_url")
@@ -603,8 +615,7 @@ def prometheus(settings: Settings, data_dir: Path, rules: Path = PROMETHEUS_RULE
     config = data_dir / "prometheus.yml"
 
     def prepare() -> None:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        config.write_text(json.dumps(prometheus_config(settings, rules), indent=2) + "\n")  # JSON is YAML
+        write_prometheus_config(settings, data_dir, rules)
 
     return Launch(
         name="prometheus",

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import requests
 
 from mlops.services import process
 from mlops.services.errors import ServiceError
@@ -349,6 +350,27 @@ def test_consumers_start_without_a_model_and_restart(tmp_path, free_port, capsys
         rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("inference-")]
         assert len(rows) == 2
         assert all(" up " in row and "not serving: no `champion` model registered yet" in row for row in rows), rows
+        # `up` started Prometheus scraping both consumers; `up` with another consumer count reloads its targets
+        targets = settings.prometheus_url + "/api/v1/targets"
+
+        def scraped() -> list[str]:
+            active = requests.get(targets, timeout=5).json()["data"]["activeTargets"]
+            return sorted(t["labels"]["instance"] for t in active if t["labels"]["job"] == "inference")
+
+        def wait_scraped(expected: list[str]) -> list[str]:
+            deadline = time.monotonic() + 30
+            while scraped() != expected and time.monotonic() < deadline:
+                time.sleep(0.5)
+            return scraped()
+
+        both = sorted(f"127.0.0.1:{settings.inference_metrics_port + i}" for i in range(2))
+        assert wait_scraped(both) == both
+        prometheus_pid = pids(tmp_path)["prometheus"]
+        fewer = LocalBackend(settings.replace(inference_consumers=1))
+        fewer.include_airflow = fewer.include_inference = fewer.include_console = False
+        fewer.up()  # everything else is running and left alone
+        one = [f"127.0.0.1:{settings.inference_metrics_port}"]
+        assert wait_scraped(one) == one and pids(tmp_path)["prometheus"] == prometheus_pid
     finally:
         backend.down(purge=True)
 

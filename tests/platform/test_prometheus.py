@@ -20,6 +20,7 @@ import yaml
 from mlops import drift
 from mlops.services import process, specs
 from mlops.settings import Settings
+from mlops.status import alerts_line
 
 pytestmark = pytest.mark.skipif(shutil.which("prometheus") is None, reason="Debian's `prometheus` is not installed")
 
@@ -47,6 +48,30 @@ def test_rules_cover_the_issue_alerts_and_the_dlq_reasons() -> None:
     # the DLQ rule counts dead letters (every reason), never retried failures
     assert "inference_dead_letters_total" in found["inference:dead_letters:rate5m"]["expr"]
     assert "inference_retries_total" in found["inference:retries:rate5m"]["expr"]
+
+
+def test_rules_query_only_metrics_the_consumer_exports() -> None:
+    """A renamed metric must not leave a rule that silently matches nothing."""
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from mlops.consumer.drift_watch import DriftGauges
+    from mlops.consumer.metrics import ConsumerMetrics
+
+    metrics = ConsumerMetrics()
+    metrics.requests.labels(type="score", kind="p_like").inc()
+    metrics.dead_letters.labels(reason="not_json").inc()
+    metrics.retries.labels(reason="redis_unavailable").inc()
+    metrics.lag.labels(partition="0").set(1)
+    metrics.latency.observe(0.01)
+    gauges = DriftGauges(metrics.registry)
+    gauges.feature_psi.labels(feature="f", model_version="1").set(0.1)
+    gauges.prediction_psi.labels(model_version="1").set(0.1)
+    text = generate_latest(metrics.registry).decode()
+    exported = {sample.name for family in text_string_to_metric_families(text) for sample in family.samples}
+    for name, rule in rules().items():
+        for metric in set(re.findall(r"\b(inference_[a-z_]+)\b", rule["expr"])):
+            assert metric in exported, f"rule {name} queries {metric}, which the consumer does not export"
 
 
 def test_docker_prometheus_loads_the_same_rules_file() -> None:
@@ -118,9 +143,11 @@ def test_prometheus_scrapes_a_real_consumer_and_fires_consumer_down(
             ]  # fmt: skip
 
         assert not down_alert(), "the consumer is up: nothing may fire yet"
+        assert alerts_line(settings) == "no alert firing"
         process.stop(consumer_proc.pid)
         (alert,) = _wait("InferenceConsumerDown firing", down_alert, 90, prometheus_log)
         assert alert["labels"]["instance"] == instance and alert["labels"]["severity"] == "critical"
+        assert f"InferenceConsumerDown ({instance})" in alerts_line(settings)  # what `./run.sh status` prints
     finally:
         process.stop(consumer_proc.pid)
         if prometheus_proc is not None:

@@ -19,7 +19,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from mlops import drift
 from mlops import features as fx
 from mlops.consumer import drift_watch as dw
-from mlops.status import drift_summary
+from mlops.drift_windows import PUBLISH_INTERVAL_S
+from mlops.orchestration import drift_monitor as dm
+from mlops.status import drift_summary, last_retrain_line
 
 N = len(fx.FEATURE_NAMES)
 
@@ -115,12 +117,41 @@ def test_a_new_version_starts_a_fresh_window_and_drops_the_old_series() -> None:
     assert registry.get_sample_value(dw.REFERENCE_AVAILABLE, {"model_version": "4"}) == 0
 
 
+def test_publishes_the_window_when_it_moved_at_most_once_per_interval() -> None:
+    """What the batch check (DAG drift_monitor) reads: the window, handed over only when it gained rows."""
+    rng = np.random.default_rng(4)
+    sent: list = []
+    stop = threading.Event()
+    stop.set()
+    w = dw.DriftWatch(CollectorRegistry(), Store(reference(rng)), 2000, stop, consumer="g/inference-0",
+                      publisher=sent.append)  # fmt: skip
+    r = ranker()
+    w.use(r)
+    assert not w.publish(now=1000.0)  # nothing served yet
+    feed(r, rng, 2)  # 2 x 64 sampled rows
+    assert w.publish(now=1000.0)
+    (window,) = sent
+    assert window.consumer == "g/inference-0" and window.model_version == "3" and window.feature_set == "fs-1"
+    assert window.columns == (*fx.FEATURE_NAMES, drift.PREDICTION) and window.rows.shape == (128, N + 1)
+    feed(r, rng, 1)
+    assert not w.publish(now=1000.0 + PUBLISH_INTERVAL_S / 2)  # moved, but too soon
+    assert w.publish(now=1000.0 + PUBLISH_INTERVAL_S) and sent[-1].rows.shape == (192, N + 1)
+    assert not w.publish(now=5000.0)  # no new rows: nothing to publish
+
+
 # -- the real consumer ------------------------------------------------------------------------------------------
 
 
 @pytest.mark.integration
 @pytest.mark.slow
 def test_real_consumer_reports_drift_on_a_shifted_stream_only(settings, champion) -> None:
+    """Both sides with the real consumer: its gauges, then the batch check of the DAG drift_monitor (real Redis
+    and MLflow) on the windows the consumer published: no retrain when calm; on drift one retrain, then the
+    cool-down."""
+    import redis
+
+    import mlflow
+    from mlops import drift_windows
     from mlops.consumer import app
     from mlops.consumer.client import Sender, TopicListener
     from mlops.consumer.kafka import StreamTopics, delete_topics, ensure_topics
@@ -137,7 +168,7 @@ def test_real_consumer_reports_drift_on_a_shifted_stream_only(settings, champion
     rarest = sorted(items, key=lambda m: items[m]["i_n_ratings"] or 0)[:50]
     by_user = test.groupby("user_id")["movie_id"].apply(list)
 
-    def run_stream(shifted: bool) -> dict[str, drift.Drift]:
+    def run_stream(shifted: bool) -> tuple[dict[str, float], str]:
         topics = StreamTopics.namespaced(f"d{uuid.uuid4().hex[:10]}")
         ensure_topics(settings, topics)
         service, watcher = app.build(settings.replace(inference_batch_size=10), 0, topics)
@@ -168,17 +199,41 @@ def test_real_consumer_reports_drift_on_a_shifted_stream_only(settings, champion
                     break
                 time.sleep(0.5)
             assert registry.get_sample_value(dw.REFERENCE_AVAILABLE, {"model_version": version}) == 1
+            published = drift_windows.key(drift_windows.consumer_id(topics.group, "inference-0"))
+            while not client.exists(published) and time.monotonic() < deadline + dw.INTERVAL_S:
+                time.sleep(0.5)
+            assert client.exists(published), f"the consumer did not publish its window to {published}"
             return {
                 name: registry.get_sample_value(dw.FEATURE_PSI, {"feature": name, "model_version": version})
                 for name in fx.FEATURE_NAMES
-            }
+            }, topics.group
         finally:
             service.stop()
             thread.join(30)
             delete_topics(settings, topics)
 
-    unshifted = run_stream(shifted=False)
+    client = redis.Redis.from_url(settings.redis_url)
+    client.delete(dm.LAST_RETRAIN_KEY)
+    unshifted, calm_group = run_stream(shifted=False)
     assert all(v is not None for v in unshifted.values()), unshifted
     assert max(unshifted.values()) < drift.PSI_THRESHOLD, unshifted
-    shifted = run_stream(shifted=True)
+    shifted, drifted_group = run_stream(shifted=True)
     assert shifted["i_n_ratings"] > drift.PSI_THRESHOLD and shifted["i_pop_share"] > drift.PSI_THRESHOLD, shifted
+
+    threshold = drift.PSI_THRESHOLD
+    calm = dm.compare(settings, threshold, group=calm_group)
+    assert calm["status"] == dm.MEASURED and calm["model_version"] == str(champion.model_version), calm
+    assert calm["max_psi"] < threshold, calm
+    assert dm.decide_and_record(settings, calm, threshold, monitor_run_id="m1") == ""
+    check = dm.compare(settings, threshold, group=drifted_group)
+    assert check["status"] == dm.MEASURED and check["max_psi"] > threshold, check
+    run_id = dm.decide_and_record(settings, check, threshold, monitor_run_id="m2")
+    assert run_id.startswith(dm.RUN_ID_PREFIX)
+    assert dm.decide_and_record(settings, check, threshold, monitor_run_id="m2") == run_id  # a retried task
+    assert dm.decide_and_record(settings, check, threshold, monitor_run_id="m3") == ""  # the next check: cool-down
+    assert run_id in last_retrain_line(settings) and "cool-down until" in last_retrain_line(settings)
+    run = mlflow.MlflowClient(settings.mlflow_tracking_uri).get_run(check["mlflow_run_id"])
+    assert run.data.tags["decision"] == "retrain" and run.data.tags["triggered_run_id"] == run_id
+    assert run.data.metrics["max_psi"] == pytest.approx(check["max_psi"])
+    artifacts = {a.path for a in mlflow.MlflowClient(settings.mlflow_tracking_uri).list_artifacts(run.info.run_id)}
+    assert {dm.REPORT_TABLE, dm.REPORT_PLOT} <= artifacts
