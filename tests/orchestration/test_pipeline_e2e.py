@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -135,3 +136,73 @@ def test_wrong_login_is_named(airflow_stack: Settings) -> None:
     outcome, output = _run(airflow_stack.replace(airflow_admin_password="not-the-password"))
     assert outcome.code == 2 and outcome.run_id is None
     assert "refused the login" in output and "AIRFLOW_ADMIN_PASSWORD" in output
+
+
+def _finished_run(client: AirflowClient, dag_id: str, run_id: str, timeout_s: float = 300) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        run = client.dag_run(dag_id, run_id)
+        if run["state"] in ("success", "failed"):
+            return run
+        time.sleep(1)
+    raise AssertionError(f"{dag_id} run {run_id} still {run['state']} after {timeout_s:.0f}s")
+
+
+def test_drift_monitor_triggers_one_retrain_then_holds_its_cool_down(
+    good_run: tuple[Outcome, str], airflow_stack: Settings
+) -> None:
+    """The DAG drift_monitor through the real scheduler: a drifted window of the champion triggers
+    mlops_platform once; that retrain fails (marked failed here) and serving stays as it was; the next check
+    sees the same drift and holds the cool-down instead of triggering again."""
+    import numpy as np
+    import redis
+
+    import mlflow
+    from mlops import drift, drift_windows
+    from mlops import features as fx
+    from mlops.orchestration import drift_monitor as dm
+    from mlops.orchestration.steps import DAG_ID
+    from mlops.topics import CONSUMER_GROUP
+
+    settings = airflow_stack
+    client = AirflowClient(settings.airflow_url, settings.airflow_admin_user, settings.airflow_admin_password)
+    fs = RedisFeatureStore.from_settings(settings)
+    champion = _champion_version(settings)
+    before = (fs.current_version(), champion)
+    r = redis.Redis.from_url(settings.redis_url)
+    r.delete(dm.LAST_RETRAIN_KEY)
+    columns = (*fx.FEATURE_NAMES, drift.PREDICTION)
+    rows = np.random.default_rng(5).uniform(1e6, 2e6, (800, len(columns)))  # far above every reference bin
+    consumer = drift_windows.consumer_id(CONSUMER_GROUP, "inference-e2e")
+    drift_windows.publish(r, drift_windows.PublishedWindow(consumer, str(champion), fs.current_version() or "",
+                                                           columns, rows, time.time()))  # fmt: skip
+    try:
+        client.unpause(dm.DAG_ID)
+        client.trigger(dm.DAG_ID, "manual__drift-e2e-1", {})
+        first = _finished_run(client, dm.DAG_ID, "manual__drift-e2e-1")
+        states = {t["task_id"]: t["state"] for t in client.task_instances(dm.DAG_ID, "manual__drift-e2e-1")}
+        assert first["state"] == "success" and set(states.values()) == {"success"}, states
+        retrain = dm.last_retrain(settings)
+        assert retrain is not None and retrain["run_id"].startswith(dm.RUN_ID_PREFIX)
+        assert retrain["monitor_run_id"] == "manual__drift-e2e-1" and retrain["model_version"] == str(champion)
+        triggered = client.dag_run(DAG_ID, retrain["run_id"])  # the retrain mlops_platform got
+        client.json("PATCH", f"/dags/{DAG_ID}/dagRuns/{retrain['run_id']}", json={"state": "failed"})
+        assert triggered["dag_run_id"] == retrain["run_id"]
+        assert _finished_run(client, DAG_ID, retrain["run_id"])["state"] == "failed"
+        assert (fs.current_version(), _champion_version(settings)) == before  # serving as it was
+
+        client.trigger(dm.DAG_ID, "manual__drift-e2e-2", {})
+        second = _finished_run(client, dm.DAG_ID, "manual__drift-e2e-2")
+        states = {t["task_id"]: t["state"] for t in client.task_instances(dm.DAG_ID, "manual__drift-e2e-2")}
+        assert second["state"] == "success", states
+        assert states == {"compare_with_reference": "success", "decide": "success",
+                          "trigger_mlops_platform": "skipped"}  # fmt: skip
+        assert dm.last_retrain(settings) == retrain  # no second trigger recorded
+        report = mlflow.MlflowClient(settings.mlflow_tracking_uri).search_runs(
+            [mlflow.MlflowClient(settings.mlflow_tracking_uri).get_experiment_by_name(
+                settings.mlflow_experiment + dm.EXPERIMENT_SUFFIX).experiment_id],
+            order_by=["attributes.start_time DESC"], max_results=1)[0]  # fmt: skip
+        assert report.data.tags["decision"] == "none" and "cool-down" in report.data.tags["decision_reason"]
+        assert report.data.metrics["max_psi"] > settings.drift_retrain_threshold
+    finally:
+        r.delete(drift_windows.key(consumer), dm.LAST_RETRAIN_KEY)
