@@ -168,6 +168,7 @@ def compare(settings: Settings, threshold: float, group: str = CONSUMER_GROUP) -
     (`group`: whose windows; the stack's consumer group unless a test runs consumers of its own.)"""
     import mlflow
     from mlops.registry import CHAMPION, client, version_by_alias, with_retries
+    from mlops.training.register import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
 
     client(settings)
     version = version_by_alias(settings, CHAMPION)
@@ -187,7 +188,9 @@ def compare(settings: Settings, threshold: float, group: str = CONSUMER_GROUP) -
     report = measure(profile, rows, number, feature_set, tuple(w.consumer for w in windows))
     result = summary(report, threshold)
     experiment = settings.mlflow_experiment + EXPERIMENT_SUFFIX
-    with_retries(settings, "set experiment", lambda: mlflow.set_experiment(experiment))
+    created = with_retries(settings, "set experiment", lambda: mlflow.set_experiment(experiment))
+    # MLflow 3 opens an untagged experiment in its GenAI view: these runs are tables, plots and metrics.
+    client(settings).set_experiment_tag(created.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     with mlflow.start_run(run_name=f"drift-v{number}-{stamp}") as run:
         mlflow.set_tags({"model_name": settings.model_name, "model_version": number, "feature_set": feature_set,
