@@ -39,6 +39,7 @@ def local_environ(root: Path, free_port: Callable[[], int], **overrides: str) ->
         "AIRFLOW_URL": f"http://127.0.0.1:{free_port()}",
         "INFERENCE_METRICS_PORT": str(free_port()),
         "PROMETHEUS_URL": f"http://127.0.0.1:{free_port()}",
+        "CONSOLE_URL": f"http://127.0.0.1:{free_port()}",
     }
     env.update(overrides)
     return env

@@ -230,7 +230,10 @@ def test_real_consumer_reports_drift_on_a_shifted_stream_only(settings, champion
     run_id = dm.decide_and_record(settings, check, threshold, monitor_run_id="m2")
     assert run_id.startswith(dm.RUN_ID_PREFIX)
     assert dm.decide_and_record(settings, check, threshold, monitor_run_id="m2") == run_id  # a retried task
-    assert dm.decide_and_record(settings, check, threshold, monitor_run_id="m3") == ""  # the next check: cool-down
+    again = dm.compare(settings, threshold, group=drifted_group)  # the next check: same drift, in cool-down
+    assert dm.decide_and_record(settings, again, threshold, monitor_run_id="m3") == ""
+    held = mlflow.MlflowClient(settings.mlflow_tracking_uri).get_run(again["mlflow_run_id"])
+    assert held.data.tags["decision"] == "none" and "cool-down" in held.data.tags["decision_reason"]
     assert run_id in last_retrain_line(settings) and "cool-down until" in last_retrain_line(settings)
     run = mlflow.MlflowClient(settings.mlflow_tracking_uri).get_run(check["mlflow_run_id"])
     assert run.data.tags["decision"] == "retrain" and run.data.tags["triggered_run_id"] == run_id
