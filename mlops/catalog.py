@@ -17,7 +17,7 @@ from mlops.settings import Settings
 
 @dataclass(frozen=True)
 class Movie:
-    """A movie as a page shows it: the id the stream answers with, and its title and genres."""
+    """A movie as people read it: the id the stream answers with, its title and genres."""
     movie_id: int
     title: str
     genres: str  # pipe-joined canonical names
