@@ -18,6 +18,7 @@ from mlops.settings import Settings
 @dataclass(frozen=True)
 class Movie:
     """A movie as people read it: the id the stream answers with, its title and genres."""
+
     movie_id: int
     title: str
     genres: str  # pipe-joined canonical names
@@ -31,6 +32,7 @@ class Movie:
 @dataclass(frozen=True)
 class Rating:
     """One of a user's ratings, with the movie it rates."""
+
     movie: Movie
     rating: float
     timestamp: int

@@ -40,6 +40,7 @@ def from_verifier(original: bytes) -> bool:
 @dataclass(frozen=True)
 class DeadLetter:
     """One DLQ record decoded, and whether `verify` sent its request on purpose."""
+
     partition: int
     offset: int
     reason: str

@@ -45,6 +45,7 @@ def parse_size(text: str, setting: str) -> int:
 
 
 def human(n: float) -> str:
+    """Bytes as GiB (MiB below 1 GiB), for the messages and the benchmark table."""
     return f"{n / GIB:.1f} GiB" if n >= GIB else f"{n / MIB:.0f} MiB"
 
 
@@ -155,6 +156,7 @@ FLOAT_BYTES = 4
 
 
 def split_need(n_ratings: int) -> Need:
+    """The split needs scratch for its shuffle of the ratings, and no driver memory beyond the base."""
     return Need("split_dataset", f"{n_ratings:,} ratings", n_ratings * SPLIT_SCRATCH_PER_RATING, 0)
 
 

@@ -33,6 +33,7 @@ SAMPLE_S = 0.5
 @dataclass
 class StepFigures:
     """One step run's figures: a row of the benchmark table."""
+
     seconds: float
     peak_rss: int
     shuffle_write: int

@@ -28,6 +28,7 @@ GROUPLENS_BASE_URL = "https://files.grouplens.org/datasets/movielens"
 @dataclass(frozen=True)
 class Variant:
     """A GroupLens archive and the MD5 it must have, when that never changes."""
+
     name: str
     md5: str | None  # None: the archive is re-published from time to time; trust the .md5 next to it
     ratings: str  # approximate size, for messages

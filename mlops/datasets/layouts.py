@@ -51,6 +51,7 @@ _DELIMITERS = {"\t": "tab", ",": "comma", "::": "'::'", "|": "'|'", ";": "';'"}
 @dataclass(frozen=True)
 class Layout:
     """The two file names by which a MovieLens layout is recognized."""
+
     name: str
     ratings_file: str
     movies_file: str
@@ -66,6 +67,7 @@ LAYOUTS = (
 @dataclass(frozen=True)
 class LocatedFiles:
     """The layout recognized and the paths of its two files (a zip is extracted first)."""
+
     layout: Layout
     ratings: Path
     movies: Path

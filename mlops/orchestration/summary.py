@@ -30,6 +30,7 @@ LABELS = {"ndcg_at_10": "nDCG@10", "precision_at_10": "precision@10", "recall_at
 @dataclass(frozen=True)
 class DatasetFacts:
     """What the ingest manifest says of the data; a count it lacks is None (shown as "?")."""
+
     name: str
     source: str
     synthetic: bool
@@ -41,6 +42,7 @@ class DatasetFacts:
 @dataclass(frozen=True)
 class SplitFacts:
     """What the split manifest says of the split; a value it lacks is None."""
+
     strategy: str
     test_fraction: float | None
     seed: int | None
@@ -51,6 +53,7 @@ class SplitFacts:
 @dataclass(frozen=True)
 class ModelFacts:
     """The version the run registered in MLflow, its metrics and the promotion decision tagged on it."""
+
     name: str
     version: str
     mlflow_run_id: str
@@ -63,6 +66,7 @@ class ModelFacts:
 @dataclass(frozen=True)
 class RunSummary:
     """All that is known of a run; each part None when it could not be read, and `problems` says why."""
+
     run_id: str
     dataset: DatasetFacts | None = None
     split: SplitFacts | None = None

@@ -119,6 +119,7 @@ def start_time(pid: int) -> int | None:
 
 
 def cmdline(pid: int) -> list[str]:
+    """The argv of `pid` ([] if it is gone): tells our service from another process that reuses its pid."""
     try:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
