@@ -53,7 +53,7 @@ class DeadLetter:
     verifier: bool
 
     def as_dict(self) -> dict[str, Any]:
-        """One JSON line of `poke --dlq`: bytes shown as text, escapes for what is not UTF-8."""
+        """One JSON line of `./run.sh dlq --json`: bytes shown as text, escapes for what is not UTF-8."""
         return {
             "dlq_partition": self.partition, "dlq_offset": self.offset, "reason": self.reason,
             "detail": self.detail, "source": self.source, "failed_at": self.failed_at,

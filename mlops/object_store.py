@@ -60,7 +60,7 @@ class ObjectStore:
     # -- single objects ---------------------------------------------------------------------------------------
 
     def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
-        """Write (or replace) one object in a single PUT."""
+        """Write (or replace) one object held in memory (reports, manifests, markers); files go by `put_file`."""
         self.client.put_object(self.bucket, key, io.BytesIO(data), len(data), content_type=content_type)
 
     def get_bytes(self, key: str) -> bytes:

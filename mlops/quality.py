@@ -43,7 +43,7 @@ class QualityError(DataError):
         super().__init__(f"{where}: [{rule}] {detail}" if where else f"[{rule}] {detail}")
 
     def as_dict(self) -> dict[str, Any]:
-        """The error as stored in the quality report, where the UI and `status` read it."""
+        """The error as the stored quality report holds it: rule, file, line and column as fields of their own."""
         return {"rule": self.rule, "detail": self.detail, "file": self.file, "line": self.line, "column": self.column,
                 "message": str(self)}  # fmt: skip
 

@@ -29,7 +29,7 @@ LABELS = {"ndcg_at_10": "nDCG@10", "precision_at_10": "precision@10", "recall_at
 
 @dataclass(frozen=True)
 class DatasetFacts:
-    """What the ingest manifest says of the data; a count it lacks is None (shown as "?")."""
+    """What the manifests say of the data (users from the split's); a count they lack is None, shown as "?"."""
 
     name: str
     source: str

@@ -46,7 +46,7 @@ WELL_KNOWN = frozenset(
 
 @dataclass(frozen=True)
 class WeakPassword:
-    """A setting whose password must not reach a published port, and why."""
+    """A password setting Docker mode refuses, and the rule its value breaks (empty, placeholder, too short...)."""
 
     name: str  # the variable name, e.g. REDIS_PASSWORD
     reason: str
