@@ -90,17 +90,10 @@ def kafka_metadata(settings: Settings) -> str:
 
 
 def s3_client(settings: Settings):
-    """A minio SDK client for the configured endpoint (the platform's S3 client of choice)."""
-    from minio import Minio
+    """A minio SDK client for the configured endpoint, configured as every batch step's (`ObjectStore`)."""
+    from mlops.object_store import ObjectStore
 
-    parsed = urlparse(settings.s3_endpoint_url)
-    return Minio(
-        parsed.netloc,
-        access_key=settings.s3_access_key,
-        secret_key=settings.s3_secret_key,
-        secure=parsed.scheme == "https",
-        region=settings.s3_region,
-    )
+    return ObjectStore.from_settings(settings).client
 
 
 def s3_list_buckets(settings: Settings) -> str:
