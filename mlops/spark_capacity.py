@@ -145,12 +145,12 @@ def check(settings: Settings, need: Need) -> None:
 
 
 # -- what each step needs, from its input's row counts ------------------------------------------------------------
-# Bytes of shuffle, spill and staged output per input row, rounded up by half again or more. Upper bounds
-# until `python -m mlops.bench.batch` (peak scratch column) is run on a quiet machine; see docs/spark.md.
+# Bytes of shuffle, spill and staged output per input row, rounded up by half again or more, from the peak
+# scratch column of `python -m mlops.bench.batch`; see docs/spark.md.
 SPLIT_SCRATCH_PER_RATING = 300  # measured: about 10 per rating at 100k (1 MiB); generous on purpose
-# Per train_examples row (a positive or one of its negatives): 20 GB of shuffle for 10M rows at 5M ratings
-# (2026-11-24), before the negatives were drawn on keys only, which moves far less.
-FEATURES_SCRATCH_PER_EXAMPLE = 3_000
+# Per train_examples row (a positive or one of its negatives): peak scratch measured 1.32 KB at 100k and
+# 1.40 KB at 1M ratings (2026-11-29, negatives drawn on keys); half as much again for headroom.
+FEATURES_SCRATCH_PER_EXAMPLE = 2_000
 ALS_BYTES_PER_RATING = 48  # implicit ALS keeps each (user, movie) pair in an in- and an out-block, both ways
 FLOAT_BYTES = 4
 
