@@ -51,6 +51,7 @@ def attempt(fn: Callable[[], T], what: str) -> tuple[T | None, str | None]:
 def create_app(
     settings: Settings, links: Links | None = None, consumers_host: str | None = None, sample: bool = True
 ) -> FastAPI:
+    """The console app; `sample=False` skips the background sampler (tests: the Stream page then samples once)."""
     links = links or Links(settings.airflow_url, settings.mlflow_tracking_uri)
     key = auth.new_key()
     sampler = stream.Sampler(settings, consumers_host)

@@ -36,6 +36,8 @@ class MlflowProblem(RuntimeError):
 
 @dataclass(frozen=True)
 class ModelVersion:
+    """One aliased version as the pages show it: its tags, its run's metrics and image artifacts."""
+
     alias: str
     version: str
     run_id: str
@@ -47,10 +49,12 @@ class ModelVersion:
 
     @property
     def feature_set(self) -> str:
+        """The feature-set version it was trained on (its `feature_set` tag); '-' when untagged."""
         return self.tags.get("feature_set", "-")
 
     @property
     def pipeline_run_id(self) -> str | None:
+        """The pipeline run that trained it (its `pipeline_run_id` tag); None when untagged."""
         return self.tags.get("pipeline_run_id")
 
 
@@ -136,8 +140,10 @@ def better(metric: str, a: float | None, b: float | None) -> int:
 
 
 def mlflow_version_link(public_mlflow: str, model_name: str, version: str) -> str:
+    """The version's page in MLflow's UI, at `public_mlflow` (the address the browser sees)."""
     return f"{public_mlflow.rstrip('/')}/#/models/{quote(model_name, safe='')}/versions/{version}{MLFLOW_VIEW}"
 
 
 def champion_and_challenger(settings: Settings) -> tuple[ModelVersion | None, ModelVersion | None]:
+    """Both aliased versions for the Model page's comparison; either is None when its alias is unset."""
     return version_by_alias(settings, CHAMPION), version_by_alias(settings, CHALLENGER)

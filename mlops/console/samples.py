@@ -92,6 +92,8 @@ def bucket_delta(
 
 @dataclass(frozen=True)
 class Sample:
+    """One sampling instant, cumulative figures only: rates come from the difference of two samples."""
+
     at: float  # unix time
     consumers: ConsumerCounters | None  # None: no consumer answered
     consumers_answering: int
@@ -169,9 +171,11 @@ class Ring:
         self._lock = threading.Lock()
 
     def add(self, sample: Sample) -> None:
+        """Append under the lock; once the ring is full the oldest sample drops out."""
         with self._lock:
             self._samples.append(sample)
 
     def snapshot(self) -> list[Sample]:
+        """A copy of the samples, oldest first, safe to read while the sampler keeps adding."""
         with self._lock:
             return list(self._samples)
