@@ -43,7 +43,6 @@ class ModelVersion:
     run_id: str
     tags: dict[str, str]
     metrics: dict[str, float]
-    artifact_uri: str
     description: str = ""
     plots: list[str] = field(default_factory=list)
 
@@ -52,10 +51,6 @@ class ModelVersion:
         """The feature-set version it was trained on (its `feature_set` tag); '-' when untagged."""
         return self.tags.get("feature_set", "-")
 
-    @property
-    def pipeline_run_id(self) -> str | None:
-        """The pipeline run that trained it (its `pipeline_run_id` tag); None when untagged."""
-        return self.tags.get("pipeline_run_id")
 
 
 def _get(settings: Settings, endpoint: str, **params: Any) -> requests.Response:
@@ -94,7 +89,6 @@ def version_by_alias(settings: Settings, alias: str) -> ModelVersion | None:
         run_id=mv["run_id"],
         tags=tags,
         metrics=metrics,
-        artifact_uri=run["info"].get("artifact_uri", ""),
         description=mv.get("description") or "",
         plots=plot_paths(settings, mv["run_id"]),
     )

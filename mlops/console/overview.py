@@ -70,7 +70,7 @@ def services(settings: Settings, consumer_urls: list[str]) -> list[ServiceState]
     ]
     checks += [(f"inference-{i}", _consumer_check(url)) for i, url in enumerate(consumer_urls)]
     if settings.prometheus_url:
-        checks.append(("prometheus", lambda: health.http_ok(settings.prometheus_url.rstrip("/") + "/-/ready")))
+        checks.append(("prometheus", lambda: health.http_ok(health.prometheus_ready_url(settings))))
     with ThreadPoolExecutor(max_workers=len(checks)) as pool:
         states = list(pool.map(lambda c: _probe(*c), checks))
     if not consumer_urls:
@@ -86,7 +86,7 @@ class PipelineRun:
     state: str
     start: str
     end: str
-    durations: list[tuple[str, float, str]]  # (task, seconds, state), in the DAG's step order
+    durations: list[tuple[str, float, str]]  # (task, seconds, state), in the order the tasks started
     link: str
 
 

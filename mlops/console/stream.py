@@ -18,6 +18,7 @@ import requests
 
 from mlops.console import samples
 from mlops.console.samples import Ring, Sample
+from mlops.services import health
 from mlops.settings import Settings
 from mlops.topics import CONSUMER_GROUP, DLQ, REQUESTS
 
@@ -164,7 +165,8 @@ def prometheus_answers(settings: Settings) -> bool:
     if not settings.prometheus_url:
         return False
     try:
-        return requests.get(settings.prometheus_url.rstrip("/") + "/-/ready", timeout=TIMEOUT_S).ok
+        health.http_ok(health.prometheus_ready_url(settings))
+        return True
     except requests.RequestException:
         return False
 
@@ -207,7 +209,6 @@ class StreamView:
     consumers_answering: int
     consumers_expected: int
     broker_problem: str | None
-    latest: Sample | None
 
 
 def view(sampler: Sampler, settings: Settings) -> StreamView:
@@ -236,5 +237,4 @@ def view(sampler: Sampler, settings: Settings) -> StreamView:
         consumers_answering=latest.consumers_answering if latest else 0,
         consumers_expected=expected,
         broker_problem=sampler.broker_problem,
-        latest=latest,
     )

@@ -109,6 +109,11 @@ def http_ok(url: str) -> str:
     return f"GET {urlparse(url).path} {response.status_code}"
 
 
+def prometheus_ready_url(settings: Settings) -> str:
+    """Prometheus' readiness endpoint: 200 once it has loaded its rules and can answer queries."""
+    return settings.prometheus_url.rstrip("/") + "/-/ready"
+
+
 def mlflow_health(settings: Settings) -> str:
     """The tracking server's own `/health` answers."""
     return http_ok(settings.mlflow_tracking_uri.rstrip("/") + "/health")
