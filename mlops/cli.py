@@ -1,7 +1,7 @@
 """What `./run.sh` dispatches to: `python -m mlops.cli [--local|--docker] [verb] [args]`.
 
 Verbs (docs/contracts.md): none = up + pipeline + restart consumers + verify, then the run's summary and
-the URLs; `up`, `down [--purge]`, `status`, `test`, `pipeline`, `verify`, `bench [--json]`, and the
+the URLs; `up`, `down [--purge]`, `status`, `test`, `pipeline`, `verify`, `bench [--json]`, `promote`, and the
 stream pokes `recommend`, `score`, `dlq`, `prediction` (`mlops.poke`). The mode defaults to Docker when
 an engine answers `docker info`, else local (native processes).
 """
@@ -20,7 +20,7 @@ from mlops.services.errors import ServiceError
 from mlops.settings import PROJECT_ROOT, Settings, SettingsError, get_settings
 
 POKE_VERBS = ("recommend", "score", "dlq", "prediction")
-VERBS = ("all", "up", "down", "status", "test", "pipeline", "verify", "bench", *POKE_VERBS)
+VERBS = ("all", "up", "down", "status", "test", "pipeline", "verify", "bench", "promote", *POKE_VERBS)
 VERB_HELP = {
     "all": "(default) up, pipeline, restart the inference consumers, verify; ends with the run's summary and URLs",
     "up": "start or repair every service (idempotent)",
@@ -29,6 +29,7 @@ VERB_HELP = {
     "pipeline": "run the DAG mlops_platform, follow it live, end with its summary",
     "verify": "send 1,000 requests and malformed messages through the stream and check every answer",
     "bench": "[--json] benchmarks (figures, never pass/fail)",
+    "promote": "[--json] online champion/challenger from the feedback so far; promotes only on a significant win",
     "test": "[pytest args] ruff check, then the test suite",
     "recommend": "USER [--k K] a user's top-k through the stream, with titles, model version, latency",
     "score": "USER MOVIE... P(like) of movies for a user, through the stream",
@@ -128,7 +129,7 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     mode.add_argument("--docker", dest="mode", action="store_const", const="docker", help="Docker Compose")
     parser.add_argument("verb", nargs="?", default="all", choices=VERBS, metavar="VERB", help="see below")
     parser.add_argument("--purge", action="store_true", help="down: also delete the local state (.local/data)")
-    parser.add_argument("--json", action="store_true", help="bench: print one JSON object")
+    parser.add_argument("--json", action="store_true", help="bench, promote: print one JSON object")
     parser.add_argument("--yes", action="store_true", help="docker: write generated strong passwords into .env")
     parser.add_argument("--monitoring", action="store_true", help="docker: also start Prometheus and Grafana")
     argv = list(argv)
@@ -159,6 +160,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_bench(["--json"] if args.json else [])
     if args.verb == "pipeline":
         return run_pipeline(settings)[0]
+    if args.verb == "promote":
+        from mlops.online_promotion import main as promote_main
+
+        return promote_main(["--json"] if args.json else [], settings)
     if args.verb == "verify":
         return run_verify(settings)
 
