@@ -21,7 +21,7 @@ import threading
 from collections import Counter
 from typing import Any
 
-from confluent_kafka import Consumer, Message, Producer
+from confluent_kafka import Consumer, KafkaException, Message, Producer
 
 from mlops.consumer.failures import describe
 from mlops.consumer.kafka import StreamTopics
@@ -112,7 +112,10 @@ class FeedbackReader(threading.Thread):
                 credits.append(joined)
         fresh = self.store.record(credits, organic)
         self._publish(dead)
-        self.consumer.commit(asynchronous=False)
+        try:
+            self.consumer.commit(asynchronous=False)
+        except KafkaException as exc:  # partitions moved (a rebalance): whoever reads them next counts nothing twice
+            log.warning("feedback offset commit failed (%s): the batch will be read again", exc.args[0])
         by_variant = Counter(c.variant for c in credits)
         for variant, count in by_variant.items():
             self.metrics.feedback.labels(outcome="credited", variant=variant).inc(count)

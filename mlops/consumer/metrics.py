@@ -10,7 +10,8 @@ they double every counter's output and nothing reads them. A failure is counted 
 it: dead-lettered (`inference_dead_letters_total{reason}`, the DLQ record's reason) or retried
 (`inference_retries_total{reason}`, `<dependency>_unavailable` / `_permanent`, `commit_failed`, ...). The
 answers' `kind` label says what their scores mean: `p_like` = P(rating >= 4) in score answers,
-`p_relevant` = P(the user rates it) in top-k answers.
+`p_relevant` = P(the user rates it) in top-k answers; their `variant` label, who answered (`champion` or
+`challenger`, see `mlops.variants`). The feedback reader's counts are here too (`inference_feedback_*`).
 """
 
 from __future__ import annotations
