@@ -27,8 +27,8 @@ VERB_HELP = {
     "down": "[--purge] stop what this project started; --purge also deletes local state",
     "status": "services, topics and consumer lag, DLQ by reason, feature set, champion and its metrics",
     "pipeline": "run the DAG mlops_platform, follow it live, end with its summary",
-    "verify": "[--feedback USERS] send 1,000 requests and malformed messages through the stream, check every answer;"
-              " --feedback: also replay held-out test ratings as feedback and check the join",
+    "verify": "[--feedback USERS] 1,000 requests and malformed messages through the stream, every answer checked"
+              " (--feedback: test ratings replayed as feedback, the join checked)",
     "bench": "[--json] [--feedback USERS] benchmarks (figures, never pass/fail); --feedback: an A/B replay too",
     "promote": "[--json] online champion/challenger from the feedback so far; promotes only on a significant win",
     "test": "[pytest args] ruff check, then the test suite",

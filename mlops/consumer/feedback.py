@@ -114,7 +114,7 @@ class FeedbackReader(threading.Thread):
         self._publish(dead)
         try:
             self.consumer.commit(asynchronous=False)
-        except KafkaException as exc:  # partitions moved (a rebalance): whoever reads them next counts nothing twice
+        except KafkaException as exc:  # partitions moved (a rebalance): the next reader credits nothing twice
             log.warning("feedback offset commit failed (%s): the batch will be read again", exc.args[0])
         by_variant = Counter(c.variant for c in credits)
         for variant, count in by_variant.items():
