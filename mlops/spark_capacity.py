@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlops.errors import CapacityError
+from mlops.pids import alive
 from mlops.settings import Settings
 
 GIB = 1024**3
@@ -44,6 +45,7 @@ def parse_size(text: str, setting: str) -> int:
 
 
 def human(n: float) -> str:
+    """Bytes as GiB (MiB below 1 GiB), for the messages and the benchmark table."""
     return f"{n / GIB:.1f} GiB" if n >= GIB else f"{n / MIB:.0f} MiB"
 
 
@@ -52,22 +54,12 @@ def scratch_root(settings: Settings) -> Path:
     return settings.path("spark_local_dir") if settings.spark_local_dir else settings.path("local_dir") / "spark-tmp"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def remove_stale(root: Path) -> list[Path]:
     """Delete the scratch directories of step processes that no longer run (killed, crashed)."""
     removed = []
     for child in root.iterdir() if root.exists() else ():
         match = _STEP_DIR.match(child.name)
-        if child.is_dir() and match and not _alive(int(match.group(1))):
+        if child.is_dir() and match and not alive(int(match.group(1))):
             shutil.rmtree(child, ignore_errors=True)
             removed.append(child)
     return removed
@@ -164,6 +156,7 @@ FLOAT_BYTES = 4
 
 
 def split_need(n_ratings: int) -> Need:
+    """The split needs scratch for its shuffle of the ratings, and no driver memory beyond the base."""
     return Need("split_dataset", f"{n_ratings:,} ratings", n_ratings * SPLIT_SCRATCH_PER_RATING, 0)
 
 
