@@ -164,15 +164,16 @@ def stream_report(settings: Settings) -> str:
     version, error = _read(lambda: feature_set_version(settings))
     out.append(f"feature set (fs:current): {'-  (' + error + ')' if error else version or 'none yet'}")
     champion, error = _read(lambda: champion_version(settings, timeout_s=TIMEOUT_S))
+    champion_known = bool(champion) and not error
     label = f"champion model ({settings.model_name}@champion)"
     out.append(f"{label}: {'-  (' + error + ')' if error else ('v' + champion if champion else 'none yet')}")
-    if champion and not error:
+    if champion_known:
         metrics, error = _read(lambda: champion_metrics(settings))
         if error:
             out.append(f"  metrics: -  ({error})")
         elif metrics:
             out += [f"  {line}" for line in metrics_lines(metrics)]
-    if champion and not error:
+    if champion_known:
         line, error = _read(lambda: experiment_line(settings, champion))
         out.append(f"online champion/challenger: {'-  (' + error + ')' if error else line}")
     return "\n".join(out)
