@@ -46,8 +46,9 @@ def challenger(settings, champion):
     """Version N+1 of the model, on the champion's artifacts and feature set, behind the `challenger` alias."""
     c = client(settings)
     source = c.get_model_version(settings.model_name, champion.model_version)
+    model_id = getattr(source, "model_id", None) or source.source.removeprefix("models:/")  # MLflow 3: a logged model
     created = c.create_model_version(settings.model_name, source.source, run_id=source.run_id, tags=source.tags,
-                                     model_id=getattr(source, "model_id", None))  # fmt: skip
+                                     model_id=model_id)  # fmt: skip
     c.set_registered_model_alias(settings.model_name, CHALLENGER, created.version)
     yield str(created.version)
     c.set_registered_model_alias(settings.model_name, CHAMPION, champion.model_version)
