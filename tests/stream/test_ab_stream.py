@@ -8,6 +8,7 @@ the aliases are restored when the module ends, so the other stream tests keep th
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import uuid
@@ -21,6 +22,7 @@ from mlops import schemas
 from mlops.consumer import app
 from mlops.consumer.client import Sender, TopicListener, dead_letter_original, exchange
 from mlops.consumer.kafka import StreamTopics, delete_topics, ensure_topics
+from mlops.consumer.verify import verify
 from mlops.feature_store import RedisFeatureStore
 from mlops.feedback import NO_REQUEST_ID, UNKNOWN_REQUEST, FeedbackStore
 from mlops.online_promotion import KEPT, PROMOTED, promote
@@ -139,6 +141,23 @@ def test_split_is_sticky_matches_the_share_and_each_result_records_variant_and_v
                       for t, k in (("score", "p_like"), ("topk", "p_relevant")))  # fmt: skip
         assert counted == served[variant]
     assert metrics.challenger_share._value.get() == SHARE
+
+
+def test_verify_with_a_feedback_replay_checks_both_variants_and_the_join(settings, champion, challenger, topics,
+                                                                         capsys):
+    """`verify --feedback`: answers of each variant checked against that variant's direct prediction, held-out
+    test ratings replayed as feedback and every event credited to the variant that served it."""
+    consumer = Running(settings, topics, SHARE)
+    try:
+        code = verify(settings, 200, 120, seed=5, topics=topics, feedback_users=40)
+    finally:
+        consumer.stop()
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert re.search(r"variants: \d+ answered by the champion v\d+, \d+ by the challenger v" + challenger, out), out
+    assert "feedback replay: 40 test users" in out
+    assert re.search(r"^  champion +v\d+: hit rate@10 \d\.\d{3} \[", out, re.M), out
+    assert re.search(r"^  challenger +v" + challenger + r": hit rate@10 ", out, re.M), out
 
 
 def _feedback_round(settings, topics, answers: dict[str, dict], hit_for: dict[str, bool], per_answer: int) -> Counter:
