@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 
 from mlops.errors import DataError
+from mlops.schemas import MAX_RATING, MIN_RATING  # the rating scale, shared with the feedback events
 
-MIN_RATING, MAX_RATING = 0.5, 5.0
 MAX_COUNT_DROP = 0.5  # fail when ratings fall by more than this fraction against the last good run
 
 RATINGS_SCHEMA = {"user_id": "int64", "movie_id": "int64", "rating": "float64", "timestamp": "int64"}

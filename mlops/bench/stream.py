@@ -6,6 +6,8 @@ consumers, it starts one consumer process of its own at a time (the real service
 mlops.consumer.app`) on private topics, fresh for each phase (latency, then throughput), then the naive
 consumer on its own topics, and times them with the same client: rate = results received / time from
 the first to the last result, latency = request produced to result received on the predictions topic.
+`--feedback USERS` adds an A/B replay (`ab_replay`): held-out test ratings of USERS users replayed as feedback
+through a consumer of its own, with the hit rate and AUC of each variant and what the promotion rule would say.
 Figures only, never pass/fail.
 """
 
@@ -214,9 +216,11 @@ def run(settings: Settings, args: argparse.Namespace, quiet: bool) -> dict[str, 
     # Each phase on topics of its own, fresh: no phase reads past (or waits behind) another's traffic, and a
     # rerun never meets a backlog left by an interrupted one.
     stamp = int(time.time())
-    namespaces = {phase: f"bench{stamp}{phase}" for phase in ("latency", "drain", "naive")}
-    latency_topics, stream_topics, naive_topics = (StreamTopics.namespaced(n) for n in namespaces.values())
-    for topics in (latency_topics, stream_topics, naive_topics):
+    namespaces = {phase: f"bench{stamp}{phase}" for phase in ("latency", "drain", "naive", "replay")}
+    latency_topics, stream_topics, naive_topics, replay_topics = (StreamTopics.namespaced(n) for n in
+                                                                  namespaces.values())  # fmt: skip
+    phases = (latency_topics, stream_topics, naive_topics, *((replay_topics,) if args.feedback else ()))
+    for topics in phases:
         ensure_topics(settings, topics)
 
     with _consumer(settings, namespaces["latency"], work, quiet):
@@ -237,6 +241,18 @@ def run(settings: Settings, args: argparse.Namespace, quiet: bool) -> dict[str, 
         out["stream_recommend"] = top
         say(quiet, f"stream top-10: {top['rps']} req/s ({top['answered']}/{top['requests']})")
 
+    if args.feedback:
+        from mlops.consumer.replay import replay
+
+        started = time.perf_counter()
+        with _consumer(settings, namespaces["replay"], work, quiet):
+            report = replay(settings, replay_topics, info.feature_set, args.feedback, settings.seed, f"{work.tag}-fb",
+                            300)  # fmt: skip
+        out["ab_replay"] = {**report.as_dict(), "challenger_traffic": settings.challenger_share()[0],
+                            "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
+        for line in report.lines() + report.problems:
+            say(quiet, line)
+
     naive = Process(["-m", "mlops.bench.naive", "--namespace", namespaces["naive"]], "bench-naive", settings)
     try:
         warm = drain_rate(settings, naive_topics, [work.score() for _ in range(50)], STARTUP_TIMEOUT_S)
@@ -249,7 +265,7 @@ def run(settings: Settings, args: argparse.Namespace, quiet: bool) -> dict[str, 
         naive.stop()
     naive_rps = out["naive_score_rps"]
     out["speedup_vs_naive"] = round(out["stream_score_rps"] / naive_rps, 1) if naive_rps else None
-    for topics in (latency_topics, stream_topics, naive_topics):
+    for topics in phases:
         delete_topics(settings, topics)
     client = redis.Redis.from_url(settings.redis_url)
     for start in range(0, len(work.ids), 5000):
@@ -265,6 +281,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--recommend-requests", type=int, default=5000)
     parser.add_argument("--latency-seconds", type=float, default=15)
     parser.add_argument("--naive-requests", type=int, default=2000)
+    parser.add_argument("--feedback", type=int, default=0, metavar="USERS",
+                        help="A/B replay: USERS users' held-out test ratings as feedback, metrics per variant "
+                             "(CHALLENGER_TRAFFIC decides the split; 0: no replay)")
     args = parser.parse_args(argv)
     settings = get_settings()
     started = time.time()

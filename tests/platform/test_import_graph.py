@@ -22,11 +22,12 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("settings", "errors", "services.errors", "pids"),
     (
         *("layout", "object_store", "spark_io", "spark_capacity", "schemas", "topics", "run_params", "progress"),
+        "variants", "online_metrics",
         "topic_tail",
         "services.jvm",  # the pinned jars spark_io puts on the classpath for s3a
     ),
-    ("datasets", "quality", "features", "feature_store", "ranking", "compiled_trees", "training.model"),
-    ("training", "evaluation", "registry", "serving", "catalog", "dlq"),
+    ("datasets", "quality", "features", "feature_store", "ranking", "compiled_trees", "training.model", "feedback"),
+    ("training", "evaluation", "registry", "serving", "catalog", "dlq", "online_promotion"),
     ("jobs", "consumer", "orchestration", "services", "status", "bench", "stream_client", "console", "poke"),
     ("cli",),
 )
