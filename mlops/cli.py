@@ -1,7 +1,7 @@
 """What `./run.sh` dispatches to: `python -m mlops.cli [--local|--docker] [verb] [args]`.
 
 Verbs (docs/contracts.md): none = up + pipeline + restart consumers + verify, then the run's summary and
-the URLs; `up`, `down [--purge]`, `status`, `test`, `pipeline`, `verify`, `bench [--json]`, and the
+the URLs; `up`, `down [--purge]`, `status`, `test`, `pipeline`, `verify`, `bench [--json]`, `promote`, and the
 stream pokes `recommend`, `score`, `dlq`, `prediction` (`mlops.poke`). The mode defaults to Docker when
 an engine answers `docker info`, else local (native processes).
 """
@@ -20,15 +20,17 @@ from mlops.services.errors import ServiceError
 from mlops.settings import PROJECT_ROOT, Settings, SettingsError, get_settings
 
 POKE_VERBS = ("recommend", "score", "dlq", "prediction")
-VERBS = ("all", "up", "down", "status", "test", "pipeline", "verify", "bench", *POKE_VERBS)
+VERBS = ("all", "up", "down", "status", "test", "pipeline", "verify", "bench", "promote", *POKE_VERBS)
 VERB_HELP = {
     "all": "(default) up, pipeline, restart the inference consumers, verify; ends with the run's summary and URLs",
     "up": "start or repair every service (idempotent)",
     "down": "[--purge] stop what this project started; --purge also deletes local state",
     "status": "services, topics and consumer lag, DLQ by reason, feature set, champion and its metrics",
     "pipeline": "run the DAG mlops_platform, follow it live, end with its summary",
-    "verify": "send 1,000 requests and malformed messages through the stream and check every answer",
-    "bench": "[--json] benchmarks (figures, never pass/fail)",
+    "verify": "[--feedback USERS] 1,000 requests and malformed messages through the stream, every answer checked"
+              " (--feedback: test ratings replayed as feedback, the join checked)",
+    "bench": "[--json] [--feedback USERS] benchmarks (figures, never pass/fail); --feedback: an A/B replay too",
+    "promote": "[--json] online champion/challenger from the feedback so far; promotes only on a significant win",
     "test": "[pytest args] ruff check, then the test suite",
     "recommend": "USER [--k K] a user's top-k through the stream, with titles, model version, latency",
     "score": "USER MOVIE... P(like) of movies for a user, through the stream",
@@ -65,11 +67,13 @@ def run_pipeline(settings: Settings, summary: bool = True) -> tuple[int, str | N
     return outcome.code, outcome.run_id
 
 
-def run_verify(settings: Settings) -> int:
+def run_verify(settings: Settings, feedback_users: int = 0) -> int:
     from mlops.services.specs import settings_environ
 
     env = {**_environ(), **settings_environ(settings)}
-    return subprocess.run([sys.executable, str(VERIFY_SCRIPT)], env=env, cwd=PROJECT_ROOT, check=False).returncode
+    extra = ["--feedback", str(feedback_users)] if feedback_users else []
+    return subprocess.run([sys.executable, str(VERIFY_SCRIPT), *extra], env=env, cwd=PROJECT_ROOT,
+                          check=False).returncode  # fmt: skip
 
 
 def run_bench(argv: Sequence[str]) -> int:
@@ -128,7 +132,9 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     mode.add_argument("--docker", dest="mode", action="store_const", const="docker", help="Docker Compose")
     parser.add_argument("verb", nargs="?", default="all", choices=VERBS, metavar="VERB", help="see below")
     parser.add_argument("--purge", action="store_true", help="down: also delete the local state (.local/data)")
-    parser.add_argument("--json", action="store_true", help="bench: print one JSON object")
+    parser.add_argument("--json", action="store_true", help="bench, promote: print one JSON object")
+    parser.add_argument("--feedback", type=int, default=0, metavar="USERS",
+                        help="verify, bench: also replay USERS users' held-out test ratings as feedback")
     parser.add_argument("--yes", action="store_true", help="docker: write generated strong passwords into .env")
     parser.add_argument("--monitoring", action="store_true", help="docker: also start Prometheus and Grafana")
     argv = list(argv)
@@ -156,11 +162,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return poke.main(args.verb, extra, settings)
     if args.verb == "bench":
-        return run_bench(["--json"] if args.json else [])
+        replay = ["--feedback", str(args.feedback)] if args.feedback else []
+        return run_bench((["--json"] if args.json else []) + replay)
     if args.verb == "pipeline":
         return run_pipeline(settings)[0]
+    if args.verb == "promote":
+        from mlops.online_promotion import main as promote_main
+
+        return promote_main(["--json"] if args.json else [], settings)
     if args.verb == "verify":
-        return run_verify(settings)
+        return run_verify(settings, args.feedback)
 
     mode = args.mode or ("docker" if docker_available() else "local")
     try:

@@ -19,11 +19,10 @@ from typing import Any, TypeVar
 import requests
 
 from mlops.settings import Settings
+from mlops.variants import CHALLENGER, CHAMPION  # the aliases are the online variants' names
 
 log = logging.getLogger(__name__)
 
-CHAMPION = "champion"
-CHALLENGER = "challenger"
 PROMOTION_ARTIFACT = "promotion.json"
 ATTEMPTS = 4
 T = TypeVar("T")

@@ -1,4 +1,4 @@
-"""The Kafka messages of the stream (docs/contracts.md), defined once: requests, results and dead letters.
+"""The Kafka messages of the stream (docs/contracts.md), defined once: requests, results, feedback, dead letters.
 
 Requests are validated by hand rather than with a schema library: the consumer parses thousands per
 second, and every rejection must say which field broke which rule, with a short `reason` code that
@@ -13,11 +13,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+
+from mlops.variants import CHAMPION
 
 MAX_MESSAGE_BYTES = 64 * 1024
 """Larger requests are rejected before parsing: no legitimate request comes near this."""
@@ -26,6 +29,8 @@ MAX_REQUEST_ID_CHARS = 200
 MIN_K, MAX_K = 1, 100
 MAX_ID = 2**63 - 1
 """Ids are non-negative and fit an int64, the type every feature table and the model's input use."""
+MIN_RATING, MAX_RATING = 0.5, 5.0
+"""The MovieLens rating scale: the data-quality gate checks ratings against it, and so do feedback events."""
 MAX_DEPTH = 8
 """Deepest JSON nesting accepted (objects and arrays). A request needs 2; the slack is for ignored extra
 fields. Far below the decoder's recursion limit, which ~1,000 `[` would otherwise hit."""
@@ -53,6 +58,16 @@ REASONS = (
     OVERSIZED, NOT_JSON, NOT_OBJECT, MISSING_FIELD, WRONG_TYPE, AMBIGUOUS,
     K_OUT_OF_RANGE, EMPTY_MOVIE_IDS, TOO_MANY_MOVIE_IDS, BAD_REQUEST_ID, ID_OUT_OF_RANGE, TOO_DEEP,
     REQUEST_ID_CONFLICT, PROCESSING_ERROR,
+)  # fmt: skip
+
+# Reasons of dead-lettered feedback events (the feedback DLQ's `reason`), beyond the shared ones above.
+RATING_OUT_OF_RANGE = "rating_out_of_range"
+BAD_TIMESTAMP = "bad_timestamp"
+USER_MISMATCH = "user_mismatch"
+"""The event names a request_id whose stored result is for another user: crediting it would be wrong."""
+FEEDBACK_REASONS = (
+    OVERSIZED, NOT_JSON, NOT_OBJECT, MISSING_FIELD, WRONG_TYPE, BAD_REQUEST_ID, ID_OUT_OF_RANGE, TOO_DEEP,
+    RATING_OUT_OF_RANGE, BAD_TIMESTAMP, USER_MISMATCH, PROCESSING_ERROR,
 )  # fmt: skip
 
 SCORE, TOPK = "score", "topk"
@@ -128,10 +143,8 @@ def _field(doc: dict, name: str) -> object:
     return value
 
 
-def parse_request(raw: bytes | None) -> Request:
-    """Validate one message value; raise InvalidRequest naming the field and the rule it breaks.
-
-    Any other exception here would be a bug: the consumer dead-letters it as `processing_error`."""
+def _decode_object(raw: bytes | None) -> dict:
+    """The message as a JSON object, or InvalidRequest: no value, too big, not JSON, too deep, not an object."""
     if raw is None:
         raise InvalidRequest(NOT_JSON, "message has no value (tombstone)")
     if len(raw) > MAX_MESSAGE_BYTES:
@@ -147,7 +160,10 @@ def parse_request(raw: bytes | None) -> Request:
         raise InvalidRequest(TOO_DEEP, f"message nests {depth} levels deep; the limit is {MAX_DEPTH}")
     if not isinstance(doc, dict):
         raise InvalidRequest(NOT_OBJECT, f"message must be a JSON object, got {_json_type(doc)}")
+    return doc
 
+
+def _request_id(doc: dict) -> str:
     request_id = _field(doc, "request_id")
     if not isinstance(request_id, str) or not 0 < len(request_id) <= MAX_REQUEST_ID_CHARS:
         raise InvalidRequest(
@@ -155,11 +171,25 @@ def parse_request(raw: bytes | None) -> Request:
         )
     if not _encodable(request_id):
         raise InvalidRequest(BAD_REQUEST_ID, "field 'request_id' must be valid Unicode (it has a lone surrogate)")
-    user_id = _field(doc, "user_id")
-    if not _is_int(user_id):
-        raise InvalidRequest(WRONG_TYPE, f"field 'user_id' must be an integer, got {_json_type(user_id)}")
-    if not 0 <= user_id <= MAX_ID:
-        raise InvalidRequest(ID_OUT_OF_RANGE, f"field 'user_id' is {_shown(user_id)}; ids are in 0..2**63-1")
+    return request_id
+
+
+def _id_field(doc: dict, name: str) -> int:
+    value = _field(doc, name)
+    if not _is_int(value):
+        raise InvalidRequest(WRONG_TYPE, f"field '{name}' must be an integer, got {_json_type(value)}")
+    if not 0 <= value <= MAX_ID:
+        raise InvalidRequest(ID_OUT_OF_RANGE, f"field '{name}' is {_shown(value)}; ids are in 0..2**63-1")
+    return value
+
+
+def parse_request(raw: bytes | None) -> Request:
+    """Validate one message value; raise InvalidRequest naming the field and the rule it breaks.
+
+    Any other exception here would be a bug: the consumer dead-letters it as `processing_error`."""
+    doc = _decode_object(raw)
+    request_id = _request_id(doc)
+    user_id = _id_field(doc, "user_id")
 
     has_movies, has_k = "movie_ids" in doc, "k" in doc
     if has_movies and has_k:
@@ -241,7 +271,7 @@ def utc_now_iso() -> str:
 
 def score_result(
     request: ScoreRequest, scores: dict[int, float], model_version: str, feature_set: str, fallback: bool,
-    created_at: str,
+    created_at: str, variant: str = CHAMPION,
 ) -> bytes:  # fmt: skip
     """A scoring result: `scores` maps movie id (a string key in JSON) to P(rating >= 4)."""
     return _dumps({
@@ -249,13 +279,13 @@ def score_result(
         "scores": {str(m): float(s) for m, s in scores.items()},
         "model_version": model_version, "feature_set": feature_set,
         "fallback": fallback, "created_at": created_at,
-        "variant": "champion", "request_digest": request_digest(request),
+        "variant": variant, "request_digest": request_digest(request),
     })  # fmt: skip
 
 
 def topk_result(
     request: TopKRequest, recommendations: list[tuple[int, float]], model_version: str, feature_set: str,
-    fallback: bool, created_at: str,
+    fallback: bool, created_at: str, variant: str = CHAMPION,
 ) -> bytes:  # fmt: skip
     """A top-k result: `recommendations` best first."""
     return _dumps({
@@ -263,7 +293,7 @@ def topk_result(
         "recommendations": [{"movie_id": int(m), "score": float(s)} for m, s in recommendations],
         "model_version": model_version, "feature_set": feature_set,
         "fallback": fallback, "created_at": created_at,
-        "variant": "champion", "request_digest": request_digest(request),
+        "variant": variant, "request_digest": request_digest(request),
     })  # fmt: skip
 
 
@@ -276,7 +306,7 @@ def stored_digest(result: bytes) -> str | None:
     return doc.get("request_digest") if isinstance(doc, dict) else None
 
 
-RESULT_FIELDS = ("request_id", "user_id", "model_version", "feature_set", "fallback", "created_at")
+RESULT_FIELDS = ("request_id", "user_id", "model_version", "feature_set", "fallback", "created_at", "variant")
 
 
 def parse_result(raw: bytes | str) -> dict[str, Any]:
@@ -288,6 +318,50 @@ def parse_result(raw: bytes | str) -> dict[str, Any]:
     if missing:
         raise ValueError(f"result lacks {', '.join(missing)}: {raw!r:.200}")
     return doc
+
+
+@dataclass(frozen=True, slots=True)
+class Feedback:
+    """What a user did with a movie (topic `inference-feedback`); `request_id` None: organic, not a served answer."""
+
+    request_id: str | None
+    user_id: int
+    movie_id: int
+    rating: float
+    ts: str
+
+
+def parse_feedback(raw: bytes | None) -> Feedback:
+    """Validate one feedback event; raise InvalidRequest with a reason from FEEDBACK_REASONS naming the field.
+
+    `request_id` must be present: a string (the request the user acted on) or null (organic feedback)."""
+    doc = _decode_object(raw)
+    if "request_id" not in doc:
+        raise InvalidRequest(MISSING_FIELD, "missing field 'request_id' (null for feedback on no served answer)")
+    request_id = None if doc["request_id"] is None else _request_id(doc)
+    user_id = _id_field(doc, "user_id")
+    movie_id = _id_field(doc, "movie_id")
+    rating = _field(doc, "rating")
+    if type(rating) not in (int, float):
+        raise InvalidRequest(WRONG_TYPE, f"field 'rating' must be a number, got {_json_type(rating)}")
+    if not (math.isfinite(rating) and MIN_RATING <= rating <= MAX_RATING):
+        raise InvalidRequest(
+            RATING_OUT_OF_RANGE, f"field 'rating' is {str(rating)[:25]}; ratings are in {MIN_RATING}..{MAX_RATING}"
+        )
+    ts = _field(doc, "ts")
+    if not isinstance(ts, str):
+        raise InvalidRequest(WRONG_TYPE, f"field 'ts' must be an ISO time string, got {_json_type(ts)}")
+    try:
+        datetime.fromisoformat(ts)
+    except ValueError:
+        raise InvalidRequest(BAD_TIMESTAMP, f"field 'ts' is {ts[:40]!r}, not an ISO 8601 time") from None
+    return Feedback(request_id, user_id, movie_id, float(rating), ts)
+
+
+def encode_feedback(event: Feedback) -> bytes:
+    """The wire form of a feedback event (what clients, `verify --feedback` and the tests send)."""
+    return _dumps({"request_id": event.request_id, "user_id": event.user_id, "movie_id": event.movie_id,
+                   "rating": event.rating, "ts": event.ts})  # fmt: skip
 
 
 MAX_DLQ_ORIGINAL_BYTES = 256 * 1024

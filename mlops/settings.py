@@ -75,6 +75,12 @@ class Settings:
     airflow_admin_user: str = "admin"
     airflow_admin_password: str = "change-me-airflow"
 
+    # Online champion/challenger (docs/reference.md, "Online champion/challenger")
+    challenger_traffic: float = 0.0  # share of users served by the `challenger` alias (sticky by user id)
+    feedback_window: int = 50_000  # scored pairs kept per variant and model version for the online AUC
+    promotion_min_feedback: int = 200  # per variant and metric, before `promote` compares the variants
+    promotion_alpha: float = 0.05  # significance level of `promote` (Bonferroni-split over the metrics compared)
+
     # Inference consumer
     inference_consumers: int = 1
     inference_metrics_port: int = 9108
@@ -117,6 +123,17 @@ class Settings:
         p = Path(getattr(self, setting))
         return p if p.is_absolute() else PROJECT_ROOT / p
 
+    def challenger_share(self) -> tuple[float, str | None]:
+        """The share of users the challenger serves, and why it is 0 when CHALLENGER_TRAFFIC cannot be used.
+
+        Not a `validate()` error on purpose: a bad value must not stop the stream, it sends every user to
+        the champion and says so at start (issue 15)."""
+        share = self.challenger_traffic
+        if not 0.0 <= share <= 1.0:  # NaN fails this too
+            return 0.0, (f"CHALLENGER_TRAFFIC={share}: expected a share of users between 0 and 1; "
+                         "all traffic goes to the champion")  # fmt: skip
+        return share, None
+
     def replace(self, **changes: object) -> Settings:
         return dataclasses.replace(self, **changes)
 
@@ -133,6 +150,12 @@ class Settings:
             raise SettingsError(f"DRIFT_RETRAIN_THRESHOLD={self.drift_retrain_threshold}: expected a PSI above 0")
         if self.drift_retrain_cooldown_hours < 0:
             raise SettingsError(f"DRIFT_RETRAIN_COOLDOWN_HOURS={self.drift_retrain_cooldown_hours}: expected >= 0")
+        if self.feedback_window < 1:
+            raise SettingsError(f"FEEDBACK_WINDOW={self.feedback_window}: expected a positive number of pairs")
+        if self.promotion_min_feedback < 1:
+            raise SettingsError(f"PROMOTION_MIN_FEEDBACK={self.promotion_min_feedback}: expected a positive integer")
+        if not 0.0 < self.promotion_alpha < 0.5:
+            raise SettingsError(f"PROMOTION_ALPHA={self.promotion_alpha}: expected a significance level in (0, 0.5)")
         if self.spark_io not in ("staged", "s3a"):
             raise SettingsError(f"SPARK_IO={self.spark_io!r}: expected 'staged' or 's3a'")
         if self.spark_workers < 0:

@@ -164,15 +164,38 @@ def stream_report(settings: Settings) -> str:
     version, error = _read(lambda: feature_set_version(settings))
     out.append(f"feature set (fs:current): {'-  (' + error + ')' if error else version or 'none yet'}")
     champion, error = _read(lambda: champion_version(settings, timeout_s=TIMEOUT_S))
+    champion_known = bool(champion) and not error
     label = f"champion model ({settings.model_name}@champion)"
     out.append(f"{label}: {'-  (' + error + ')' if error else ('v' + champion if champion else 'none yet')}")
-    if champion and not error:
+    if champion_known:
         metrics, error = _read(lambda: champion_metrics(settings))
         if error:
             out.append(f"  metrics: -  ({error})")
         elif metrics:
             out += [f"  {line}" for line in metrics_lines(metrics)]
+    if champion_known:
+        line, error = _read(lambda: experiment_line(settings, champion))
+        out.append(f"online champion/challenger: {'-  (' + error + ')' if error else line}")
     return "\n".join(out)
+
+
+def experiment_line(settings: Settings, champion: str) -> str:
+    """The split and the feedback credited to each variant so far (what `./run.sh promote` would decide on)."""
+    import redis
+
+    from mlops.feedback import FeedbackStore
+    from mlops.variants import CHALLENGER, CHAMPION
+
+    challenger = champion_version(settings, CHALLENGER, timeout_s=TIMEOUT_S)
+    share, problem = settings.challenger_share()
+    split = problem or f"CHALLENGER_TRAFFIC={share}"
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S)
+    store = FeedbackStore.from_settings(settings, client)
+    credited = [f"champion v{champion} {store.stats(CHAMPION, champion).credited}"]
+    if challenger is None:
+        return f"{split}; no challenger alias; feedback credited: {credited[0]}"
+    credited.append(f"challenger v{challenger} {store.stats(CHALLENGER, challenger).credited}")
+    return f"{split}; feedback credited: {', '.join(credited)} (./run.sh promote decides)"
 
 
 def dlq_breakdown(settings: Settings) -> str:

@@ -8,6 +8,10 @@ REQUESTS = "inference-requests"
 PREDICTIONS = "inference-predictions"
 DLQ = "inference-requests-dlq"
 CONSUMER_GROUP = "inference-consumers"
+FEEDBACK = "inference-feedback"
+FEEDBACK_DLQ = "inference-feedback-dlq"
+FEEDBACK_GROUP = "inference-feedback-consumers"
+"""Feedback is read by every consumer process in a group of its own: its offsets never mix with the requests'."""
 
 
 @dataclass(frozen=True)
@@ -21,4 +25,6 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(REQUESTS, 3),
     TopicSpec(PREDICTIONS, 3),
     TopicSpec(DLQ, 1),
+    TopicSpec(FEEDBACK, 3),  # keyed by user id, like the requests
+    TopicSpec(FEEDBACK_DLQ, 1),
 )

@@ -7,6 +7,8 @@ mlops.consumer.app`) on private topics, fresh for each phase (latency, then thro
 consumer on its own topics, and (when DRIFT_TRACKING is on) the real service again with drift tracking off,
 for what drift tracking costs; all timed with the same client: rate = results received / time from
 the first to the last result, latency = request produced to result received on the predictions topic.
+`--feedback USERS` adds an A/B replay (`ab_replay`): held-out test ratings of USERS users replayed as feedback
+through a consumer of its own, with the hit rate and AUC of each variant and what the promotion rule would say.
 Figures only, never pass/fail.
 """
 
@@ -42,10 +44,12 @@ STARTUP_TIMEOUT_S = 180
 
 
 def say(quiet: bool, text: str) -> None:
+    """Progress to stdout, or to stderr with `--json` so that stdout holds only the JSON."""
     print(text, file=sys.stderr if quiet else sys.stdout, flush=True)
 
 
 def machine() -> dict[str, Any]:
+    """Cores and memory, recorded with the figures: they mean nothing without the machine."""
     memory_kb = 0
     with open("/proc/meminfo") as fh:
         for line in fh:
@@ -72,6 +76,7 @@ class Process:
                                          cwd=PROJECT_ROOT, env={**os.environ, **(env or {})})  # fmt: skip
 
     def stop(self) -> None:
+        """SIGTERM (the consumer commits and leaves its group), SIGKILL after 30 s."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -107,12 +112,14 @@ class Workload:
         self.ids: list[str] = []
 
     def score(self) -> ScoreRequest:
+        """A score request for a random real user and 10 random real movies, its id kept for clean-up."""
         self.count += 1
         rid = f"{self.tag}-{self.count}"
         self.ids.append(rid)
         return ScoreRequest(rid, self.rng.choice(self.users), tuple(self.rng.sample(self.movies, 10)))
 
     def top10(self) -> TopKRequest:
+        """A top-10 request for a random real user, its id kept for clean-up."""
         self.count += 1
         rid = f"{self.tag}-{self.count}"
         self.ids.append(rid)
@@ -204,6 +211,7 @@ def drift_cost(settings: Settings, namespace: str, work: Workload, n: int, with_
 
 
 def run(settings: Settings, args: argparse.Namespace, quiet: bool) -> dict[str, Any]:
+    """Every phase against the running stack; deletes its topics and stored results after."""
     from mlops.serving import Ranker
 
     store = RedisFeatureStore.from_settings(settings)
@@ -224,11 +232,13 @@ def run(settings: Settings, args: argparse.Namespace, quiet: bool) -> dict[str, 
     # Each phase on topics of its own, fresh: no phase reads past (or waits behind) another's traffic, and a
     # rerun never meets a backlog left by an interrupted one.
     stamp = int(time.time())
-    namespaces = {phase: f"bench{stamp}{phase}" for phase in ("latency", "drain", "naive", "nodrift")}
-    latency_topics, stream_topics, naive_topics, nodrift_topics = (
+    namespaces = {phase: f"bench{stamp}{phase}" for phase in ("latency", "drain", "naive", "replay", "nodrift")}
+    latency_topics, stream_topics, naive_topics, replay_topics, nodrift_topics = (
         StreamTopics.namespaced(n) for n in namespaces.values()
     )
-    for topics in (latency_topics, stream_topics, naive_topics, nodrift_topics):
+    phases = (latency_topics, stream_topics, naive_topics, nodrift_topics,
+              *((replay_topics,) if args.feedback else ()))  # fmt: skip
+    for topics in phases:
         ensure_topics(settings, topics)
 
     with _consumer(settings, namespaces["latency"], work, quiet):
@@ -251,6 +261,18 @@ def run(settings: Settings, args: argparse.Namespace, quiet: bool) -> dict[str, 
 
     out.update(drift_cost(settings, namespaces["nodrift"], work, args.score_requests, out["stream_score_rps"], quiet))
 
+    if args.feedback:
+        from mlops.consumer.replay import replay
+
+        started = time.perf_counter()
+        with _consumer(settings, namespaces["replay"], work, quiet):
+            report = replay(settings, replay_topics, info.feature_set, args.feedback, settings.seed, f"{work.tag}-fb",
+                            300)  # fmt: skip
+        out["ab_replay"] = {**report.as_dict(), "challenger_traffic": settings.challenger_share()[0],
+                            "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
+        for line in report.lines() + report.problems:
+            say(quiet, line)
+
     naive = Process(["-m", "mlops.bench.naive", "--namespace", namespaces["naive"]], "bench-naive", settings)
     try:
         warm = drain_rate(settings, naive_topics, [work.score() for _ in range(50)], STARTUP_TIMEOUT_S)
@@ -263,7 +285,7 @@ def run(settings: Settings, args: argparse.Namespace, quiet: bool) -> dict[str, 
         naive.stop()
     naive_rps = out["naive_score_rps"]
     out["speedup_vs_naive"] = round(out["stream_score_rps"] / naive_rps, 1) if naive_rps else None
-    for topics in (latency_topics, stream_topics, naive_topics, nodrift_topics):
+    for topics in phases:
         delete_topics(settings, topics)
     client = redis.Redis.from_url(settings.redis_url)
     for start in range(0, len(work.ids), 5000):
@@ -272,12 +294,16 @@ def run(settings: Settings, args: argparse.Namespace, quiet: bool) -> dict[str, 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Exit 2 with the way out when the stack or a champion is missing, else print the figures."""
     parser = argparse.ArgumentParser(description="stream benchmark (figures, never pass/fail)")
     parser.add_argument("--json", action="store_true", help="print one JSON object (progress goes to stderr)")
     parser.add_argument("--score-requests", type=int, default=30000)
     parser.add_argument("--recommend-requests", type=int, default=5000)
     parser.add_argument("--latency-seconds", type=float, default=15)
     parser.add_argument("--naive-requests", type=int, default=2000)
+    parser.add_argument("--feedback", type=int, default=0, metavar="USERS",
+                        help="A/B replay: USERS users' held-out test ratings as feedback, metrics per variant "
+                             "(CHALLENGER_TRAFFIC decides the split; 0: no replay)")
     args = parser.parse_args(argv)
     settings = get_settings()
     started = time.time()

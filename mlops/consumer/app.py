@@ -1,4 +1,5 @@
-"""Wiring of one consumer process: settings -> store, ranker, Kafka clients, metrics server, model watcher.
+"""Wiring of one consumer process: settings -> store, rankers, Kafka clients, metrics server, model watcher,
+feedback reader.
 
 `python inference/queue_consumer.py --index i` runs it; process i serves its metrics on
 INFERENCE_METRICS_PORT + i, so the N processes that local mode starts never collide.
@@ -21,13 +22,15 @@ from mlops import drift_windows
 from mlops.consumer import kafka
 from mlops.consumer.drift_watch import DriftWatch
 from mlops.consumer.failures import describe
+from mlops.consumer.feedback import FeedbackReader
 from mlops.consumer.kafka import StreamTopics
 from mlops.consumer.metrics import ConsumerMetrics, serve
 from mlops.consumer.processor import BatchProcessor
-from mlops.consumer.reload import ModelWatcher, RankerHolder
+from mlops.consumer.reload import ChallengerSource, ModelWatcher, RankerHolder
 from mlops.consumer.service import MAX_BACKOFF_S, StreamConsumer
 from mlops.feature_store import RedisFeatureStore
-from mlops.registry import CHAMPION, champion_version
+from mlops.feedback import FeedbackStore
+from mlops.registry import CHALLENGER, CHAMPION, champion_version
 from mlops.settings import Settings, get_settings
 
 log = logging.getLogger("mlops.consumer")
@@ -52,9 +55,19 @@ def build(
         if drift_watch is not None:
             drift_watch.use(ranker)
 
+    def on_challenger(ranker: Any | None) -> None:
+        info = None if ranker is None else ranker.info
+        metrics.set_model(info and str(info.model_version), info and str(info.feature_set), CHALLENGER)
+        metrics.challenger_share.set(0.0 if ranker is None else share)
+
     holder.on_swap = on_swap
+    holder.on_challenger = on_challenger
+    share, problem = settings.challenger_share()
+    if problem:
+        log.error("%s", problem)
     store = RedisFeatureStore.from_settings(settings)
-    processor = BatchProcessor(store, redis.Redis.from_url(settings.redis_url), settings.prediction_ttl_seconds)
+    client = redis.Redis.from_url(settings.redis_url)
+    processor = BatchProcessor(store, client, settings.prediction_ttl_seconds, share)
     service = StreamConsumer(
         Consumer(kafka.consumer_config(settings, topics.group, **{"client.id": name, **consumer_overrides})),
         Producer(kafka.producer_config(settings, **{"client.id": name})),
@@ -67,13 +80,26 @@ def build(
         drift_watch = DriftWatch(metrics.registry, store, settings.drift_window, service.stopping,
                                  consumer=drift_windows.consumer_id(topics.group, name),
                                  publisher=lambda window: drift_windows.publish(drift_client, window))  # fmt: skip
+    challenger = None
+    if share > 0:  # else the challenger is never looked up nor loaded: the hot path stays the champion's alone
+        challenger = ChallengerSource(
+            lambda: champion_version(settings, CHALLENGER),
+            lambda: _timed_load(lambda: Ranker.load(settings, store, alias=CHALLENGER), metrics),
+            share,
+        )
     watcher = ModelWatcher(
         holder,
         lambda: champion_version(settings),
         lambda: _timed_load(lambda: Ranker.load(settings, store, alias=CHAMPION), metrics),
         RELOAD_INTERVAL_S,
         service.stopping,
+        challenger,
     )
+    service.companions.append(FeedbackReader(
+        Consumer(kafka.consumer_config(settings, topics.feedback_group, **{"client.id": f"{name}-feedback"})),
+        Producer(kafka.producer_config(settings, **{"client.id": f"{name}-feedback"})),
+        FeedbackStore.from_settings(settings, client), metrics, topics, service.stopping,
+    ))  # fmt: skip
     return service, watcher
 
 

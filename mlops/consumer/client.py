@@ -16,11 +16,14 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from mlops.consumer.kafka import StreamTopics, producer_config
 from mlops.schemas import Request, encode_request, parse_dlq_record, request_key
 from mlops.settings import Settings
+
+_NOT_SERVED_YET = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+                   KafkaError.UNKNOWN_TOPIC_OR_PART)  # fmt: skip
 
 
 class TopicListener(threading.Thread):
@@ -45,9 +48,22 @@ class TopicListener(threading.Thread):
             raise RuntimeError(f"topic {topic}: {metadata.error}")
         assignment = []
         for partition in sorted(metadata.partitions):
-            _, high = self._consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+            high = self._end_offset(TopicPartition(topic, partition))
             assignment.append(TopicPartition(topic, partition, high))
         self._consumer.assign(assignment)
+
+    def _end_offset(self, partition: TopicPartition, timeout: float = 15.0) -> int:
+        """The partition's end. A topic created a moment ago can be in the metadata with a leader that does not
+        serve it yet (NOT_LEADER_FOR_PARTITION): retriable errors are asked again until `timeout`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self._consumer.get_watermark_offsets(partition, timeout=10)[1]
+            except KafkaException as exc:
+                error = exc.args[0]
+                if not (error.retriable() or error.code() in _NOT_SERVED_YET) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
 
     def run(self) -> None:
         try:

@@ -10,7 +10,7 @@ from typing import Any
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from mlops.settings import Settings
-from mlops.topics import CONSUMER_GROUP, DLQ, PREDICTIONS, REQUESTS, TOPICS
+from mlops.topics import CONSUMER_GROUP, DLQ, FEEDBACK, FEEDBACK_DLQ, FEEDBACK_GROUP, PREDICTIONS, REQUESTS, TOPICS
 
 
 @dataclass(frozen=True)
@@ -23,18 +23,23 @@ class StreamTopics:
     predictions: str = PREDICTIONS
     dlq: str = DLQ
     group: str = CONSUMER_GROUP
+    feedback: str = FEEDBACK
+    feedback_dlq: str = FEEDBACK_DLQ
+    feedback_group: str = FEEDBACK_GROUP
 
     @classmethod
     def namespaced(cls, namespace: str | None) -> StreamTopics:
         if not namespace:
             return cls()
         return cls(f"{REQUESTS}.{namespace}", f"{PREDICTIONS}.{namespace}", f"{DLQ}.{namespace}",
-                   f"{CONSUMER_GROUP}.{namespace}")  # fmt: skip
+                   f"{CONSUMER_GROUP}.{namespace}", f"{FEEDBACK}.{namespace}", f"{FEEDBACK_DLQ}.{namespace}",
+                   f"{FEEDBACK_GROUP}.{namespace}")  # fmt: skip
 
     def partitions(self) -> dict[str, int]:
         """Partition count of each topic (the contract's counts)."""
         counts = {t.name: t.partitions for t in TOPICS}
-        return {self.requests: counts[REQUESTS], self.predictions: counts[PREDICTIONS], self.dlq: counts[DLQ]}
+        return {self.requests: counts[REQUESTS], self.predictions: counts[PREDICTIONS], self.dlq: counts[DLQ],
+                self.feedback: counts[FEEDBACK], self.feedback_dlq: counts[FEEDBACK_DLQ]}  # fmt: skip
 
 
 def ensure_topics(settings: Settings, topics: StreamTopics) -> None:

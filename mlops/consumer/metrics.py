@@ -10,7 +10,8 @@ they double every counter's output and nothing reads them. A failure is counted 
 it: dead-lettered (`inference_dead_letters_total{reason}`, the DLQ record's reason) or retried
 (`inference_retries_total{reason}`, `<dependency>_unavailable` / `_permanent`, `commit_failed`, ...). The
 answers' `kind` label says what their scores mean: `p_like` = P(rating >= 4) in score answers,
-`p_relevant` = P(the user rates it) in top-k answers.
+`p_relevant` = P(the user rates it) in top-k answers; their `variant` label, who answered (`champion` or
+`challenger`, see `mlops.variants`). The feedback reader's counts are here too (`inference_feedback_*`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from prometheus_client import (
 )
 
 from mlops.schemas import SCORE, TOPK
+from mlops.variants import CHAMPION
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +56,8 @@ class ConsumerMetrics:
         self.requests = Counter(
             "inference_requests",
             "Requests answered, by type; kind = what the scores mean (p_like: P(rating >= 4), p_relevant: "
-            "P(the user rates it))", ["type", "kind"], registry=r,
+            "P(the user rates it)); variant = who answered (champion, challenger)", ["type", "kind", "variant"],
+            registry=r,
         )  # fmt: skip
         self.dead_letters = Counter(
             "inference_dead_letters", "Requests dead-lettered, by the DLQ record's reason", ["reason"], registry=r
@@ -84,7 +87,20 @@ class ConsumerMetrics:
             buckets=_LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
         self.model_info = Gauge(
-            "inference_model_info", "The model serving (1 = current)", ["model_version", "feature_set"], registry=r
+            "inference_model_info", "The models serving (1 = current), by variant",
+            ["model_version", "feature_set", "variant"], registry=r,
+        )  # fmt: skip
+        self._serving: dict[str, tuple[str, str, str]] = {}
+        self.challenger_share = Gauge(
+            "inference_challenger_share", "Share of users the challenger serves now (0: none loaded, or off)",
+            registry=r,
+        )  # fmt: skip
+        self.feedback = Counter(
+            "inference_feedback", "Feedback events read, by outcome: credited to a variant, organic (no or "
+            "unknown request id), duplicate (credited before), dead_lettered", ["outcome", "variant"], registry=r,
+        )  # fmt: skip
+        self.feedback_dead_letters = Counter(
+            "inference_feedback_dead_letters", "Feedback events dead-lettered, by reason", ["reason"], registry=r
         )
         self.reloads = Counter("inference_model_reloads", "Hot swaps of the model", registry=r)
         self.last_batch = Gauge("inference_last_batch_timestamp_seconds", "When the last batch committed", registry=r)
@@ -92,9 +108,15 @@ class ConsumerMetrics:
             "inference_halted", "1 while consumption is stopped on a permanent error (see /healthz)", registry=r
         )
 
-    def set_model(self, model_version: str, feature_set: str) -> None:
-        self.model_info.clear()
-        self.model_info.labels(model_version=model_version, feature_set=feature_set).set(1)
+    def set_model(self, model_version: str | None, feature_set: str | None, variant: str = CHAMPION) -> None:
+        """The model `variant` serves now (None: that variant serves nobody)."""
+        previous = self._serving.pop(variant, None)
+        if previous is not None:
+            self.model_info.remove(*previous)
+        if model_version is not None:
+            labels = (model_version, str(feature_set), variant)
+            self.model_info.labels(*labels).set(1)
+            self._serving[variant] = labels
 
 
 class _Handler(BaseHTTPRequestHandler):

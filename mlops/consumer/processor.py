@@ -7,15 +7,23 @@ and returns it, and that stored result is what gets published: a request never s
 results, whichever process or model version answers the second time. A stored result records the
 digest of the request it answers (`schemas.request_digest`): when the stored one is for a different
 request under the same id, the answer is a conflict (dead-lettered by the consumer), never that result.
+
+Champion/challenger: with a challenger serving (`challenger` given and CHALLENGER_TRAFFIC > 0), the batch
+is split by `variants.variant_of(user_id)` and each part answered by its variant's ranker on that
+ranker's own feature set; every result records its variant. Without one, the batch takes the champion
+path as before: no hashing, no extra read. A challenger that raises on its part is not the requests'
+fault: that part is answered by the champion (dependency errors still propagate, to be retried).
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import redis
 
+from mlops.consumer.failures import Kind, classify, describe
 from mlops.schemas import (
     SCORE,
     Request,
@@ -26,6 +34,9 @@ from mlops.schemas import (
     topk_result,
     utc_now_iso,
 )
+from mlops.variants import CHALLENGER, CHAMPION, variant_of
+
+log = logging.getLogger(__name__)
 
 # KEYS: the result keys; ARGV: ttl, then one value per key. Returns, per key, the value already stored
 # (kept) or false (ours was written). Lua false becomes a nil reply, so the array keeps its length.
@@ -62,25 +73,68 @@ class Answer:
     fallback: bool
     redelivered: bool
     conflict: bool = False
+    variant: str = CHAMPION
+
+
+class Predicted(NamedTuple):
+    """A fresh prediction: the result JSON, whether the cold-start fallback answered, the variant that did."""
+
+    payload: bytes
+    fallback: bool
+    variant: str
 
 
 class BatchProcessor:
-    """Predicts a batch with a given ranker and stores the results; Redis errors propagate (caller retries)."""
+    """Predicts a batch with a given ranker and stores the results; Redis errors propagate (caller retries).
 
-    def __init__(self, store: Any, client: redis.Redis, ttl_seconds: int) -> None:
+    `challenger_share`: the share of users the challenger serves whenever one is passed (0: never)."""
+
+    def __init__(self, store: Any, client: redis.Redis, ttl_seconds: int, challenger_share: float = 0.0) -> None:
         self.store = store
         self.redis = client
         self.ttl = ttl_seconds
+        self.challenger_share = challenger_share
+        self.challenger_failures = 0
         self._store = client.register_script(_STORE_SCRIPT)
 
-    def predict(self, requests: list[Request], ranker: RankerLike) -> list[tuple[bytes, bool]]:
-        """(result JSON, fallback) per request, in order; user features from the ranker's feature set."""
+    def predict(
+        self, requests: list[Request], ranker: RankerLike, challenger: RankerLike | None = None
+    ) -> list[Predicted]:
+        """One prediction per request, in order (module docstring: the split between the variants)."""
+        if challenger is None or self.challenger_share <= 0.0:
+            return self._predict(requests, ranker, CHAMPION)
+        chosen = [variant_of(r.user_id, self.challenger_share) == CHALLENGER for r in requests]
+        if not any(chosen):
+            return self._predict(requests, ranker, CHAMPION)
+        out: list[Predicted] = [Predicted(b"", False, CHAMPION)] * len(requests)
+        champion_part = [i for i, c in enumerate(chosen) if not c]
+        challenger_part = [i for i, c in enumerate(chosen) if c]
+        try:
+            answered = self._predict([requests[i] for i in challenger_part], challenger, CHALLENGER)
+        except Exception as exc:
+            if classify(exc) is not Kind.REQUEST:
+                raise
+            self.challenger_failures += 1
+            log.warning("challenger v%s failed on %d requests (%s): the champion answers them",
+                        challenger.info.model_version, len(challenger_part), describe(exc))  # fmt: skip
+            champion_part = list(range(len(requests)))
+        else:
+            for i, p in zip(challenger_part, answered, strict=True):
+                out[i] = p
+        if champion_part:
+            for i, p in zip(champion_part, self._predict([requests[i] for i in champion_part], ranker, CHAMPION),
+                            strict=True):  # fmt: skip
+                out[i] = p
+        return out
+
+    def _predict(self, requests: list[Request], ranker: RankerLike, variant: str) -> list[Predicted]:
+        """Every request answered by `ranker`; user features from the ranker's own feature set."""
         info = ranker.info
         online = self.store.get_online_features({r.user_id for r in requests}, (), info.feature_set)
         users = online.users
         scoring = [i for i, r in enumerate(requests) if r.kind == SCORE]
         topk = [i for i, r in enumerate(requests) if r.kind != SCORE]
-        out: list[tuple[bytes, bool]] = [(b"", False)] * len(requests)
+        out: list[Predicted] = [Predicted(b"", False, variant)] * len(requests)
         created_at = utc_now_iso()
         version, feature_set = str(info.model_version), str(info.feature_set)
         if scoring:
@@ -88,26 +142,26 @@ class BatchProcessor:
             users_of = [users.get(r.user_id) for r in reqs]
             scores, flags = ranker.score_with_flags(users_of, [list(r.movie_ids) for r in reqs])
             for i, r, s, fb in zip(scoring, reqs, scores, flags, strict=True):
-                payload = score_result(r, s, version, feature_set, bool(fb), created_at)
-                out[i] = (payload, bool(fb))
+                payload = score_result(r, s, version, feature_set, bool(fb), created_at, variant)
+                out[i] = Predicted(payload, bool(fb), variant)
         if topk:
             reqs = [requests[i] for i in topk]
             recs, flags = ranker.recommend_with_flags([users.get(r.user_id) for r in reqs], [r.k for r in reqs])
             for i, r, rec, fb in zip(topk, reqs, recs, flags, strict=True):
-                payload = topk_result(r, rec, version, feature_set, bool(fb), created_at)
-                out[i] = (payload, bool(fb))
+                payload = topk_result(r, rec, version, feature_set, bool(fb), created_at, variant)
+                out[i] = Predicted(payload, bool(fb), variant)
         return out
 
-    def store_results(self, requests: list[Request], predicted: list[tuple[bytes, bool]]) -> list[Answer]:
+    def store_results(self, requests: list[Request], predicted: list[Predicted]) -> list[Answer]:
         """Write each result unless one exists (SET NX GET, one round trip); return what Redis holds."""
         stored = self._store(
-            keys=[prediction_key(r.request_id) for r in requests], args=[self.ttl, *(p for p, _ in predicted)]
+            keys=[prediction_key(r.request_id) for r in requests], args=[self.ttl, *(p.payload for p in predicted)]
         )
         return [
-            Answer(payload, fallback, False) if previous is None
-            else Answer(previous, fallback, True, stored_digest(previous) != request_digest(request))
-            for request, (payload, fallback), previous in zip(requests, predicted, stored, strict=True)
+            Answer(p.payload, p.fallback, False, False, p.variant) if previous is None
+            else Answer(previous, p.fallback, True, stored_digest(previous) != request_digest(request), p.variant)
+            for request, p, previous in zip(requests, predicted, stored, strict=True)
         ]  # fmt: skip
 
-    def answer(self, requests: list[Request], ranker: RankerLike) -> list[Answer]:
-        return self.store_results(requests, self.predict(requests, ranker))
+    def answer(self, requests: list[Request], ranker: RankerLike, challenger: RankerLike | None = None) -> list[Answer]:
+        return self.store_results(requests, self.predict(requests, ranker, challenger))

@@ -80,6 +80,8 @@ class StreamConsumer:
         self.permanent_retry_s = PERMANENT_RETRY_S
         self.answered = 0
         self.dead_lettered = 0
+        self.companions: list[threading.Thread] = []
+        """Threads that live as long as the loop (the feedback reader), started by `run`, stopped by `stop`."""
 
     def stop(self) -> None:
         self.stopping.set()
@@ -95,6 +97,8 @@ class StreamConsumer:
     # -- loop -------------------------------------------------------------------------------------------------
 
     def run(self) -> int:
+        for companion in self.companions:
+            companion.start()
         self.consumer.subscribe([self.topics.requests])
         log.info("%s consuming %s (batch %d, timeout %.0f ms)", self.name, self.topics.requests, self.batch_size,
                  self.batch_timeout_s * 1000)  # fmt: skip
@@ -111,6 +115,8 @@ class StreamConsumer:
         finally:
             self.consumer.close()  # leaves the group: the partitions move to the other members at once
             self.producer.flush(10)
+            for companion in self.companions:
+                companion.join(10)
             log.info("%s stopped: %d answered, %d dead-lettered", self.name, self.answered, self.dead_lettered)
         return 0
 
@@ -180,8 +186,8 @@ class StreamConsumer:
 
         now = time.time()
         done = [(r, m, a) for r, m, a in zip(requests, sources, answers, strict=True) if a is not None]
-        for kind, count in Counter(r.kind for r, _, _ in done).items():
-            self.metrics.requests.labels(type=kind, kind=SCORE_KIND.get(kind, kind)).inc(count)
+        for (kind, variant), count in Counter((r.kind, a.variant) for r, _, a in done).items():
+            self.metrics.requests.labels(type=kind, kind=SCORE_KIND.get(kind, kind), variant=variant).inc(count)
         self.metrics.fallbacks.inc(sum(a.fallback for _, _, a in done))
         self.metrics.redelivered.inc(sum(a.redelivered for _, _, a in done))
         for _, message, _ in done:
@@ -204,9 +210,9 @@ class StreamConsumer:
         """Answers in order. When the batch fails on something tied to requests (not a dependency), it is
         answered one request at a time: a request that fails alone is dead-lettered, so it never blocks its
         partition; when the model fails on every request, consumption stops instead (nothing is drained)."""
-        ranker = self.holder.ranker
+        ranker, challenger = self.holder.ranker, self.holder.challenger
         try:
-            answered = self._retrying(lambda: self.processor.answer(requests, ranker), "redis")
+            answered = self._retrying(lambda: self.processor.answer(requests, ranker, challenger), "redis")
             answers: list[Answer | None] = list(answered)
             self.canary = requests[0]
             return answers
@@ -218,7 +224,9 @@ class StreamConsumer:
             answers, failed = [], []
             for request, message in zip(requests, sources, strict=True):
                 try:
-                    answer = self._retrying(lambda r=request, m=ranker: self.processor.answer([r], m)[0], "redis")
+                    answer = self._retrying(
+                        lambda r=request, m=ranker: self.processor.answer([r], m, challenger)[0], "redis"
+                    )
                     answers.append(answer)
                     self.canary = request
                 except Stopped:
@@ -376,7 +384,7 @@ class StreamConsumer:
     def health(self) -> tuple[bool, dict[str, Any]]:
         """200 only while this consumer can answer: a model loaded, Redis and the broker reachable, not
         stopped on a permanent error, the loop alive. The body says why not, in one line (no traceback)."""
-        ranker = self.holder.ranker
+        ranker, challenger = self.holder.ranker, self.holder.challenger
         stale = time.time() - self.heartbeat > HEARTBEAT_STALE_S
         reasons = [self.halted] if self.halted else []
         reasons += [text for dep, text in sorted(self.problems.items()) if ranker is None or dep != "model"]
@@ -392,6 +400,7 @@ class StreamConsumer:
             "consumer": self.name,
             "model_version": None if ranker is None else str(ranker.info.model_version),
             "feature_set": None if ranker is None else str(ranker.info.feature_set),
+            "challenger_version": None if challenger is None else str(challenger.info.model_version),
             "problem": "; ".join(reasons) or None,
             "halted": self.halted is not None,
             "answered": self.answered,

@@ -4,8 +4,10 @@ It sends N requests (real user ids of the champion's feature set, a mix of scori
 unknown users), waits for every result on `inference-predictions` and in Redis, and compares each with
 what the registered champion predicts when LightGBM itself is called directly on the same features
 (training/serving parity: same model, same feature code; the consumer serves compiled trees, so this also
-checks them against LightGBM to 1e-9). Then malformed messages must each land in the DLQ with the
-expected reason and their source offset. Exit code 1 on any miss or mismatch.
+checks them against LightGBM to 1e-9); with CHALLENGER_TRAFFIC > 0, a result the challenger answered is
+compared with the challenger's direct prediction. Then malformed messages must each land in the DLQ with
+the expected reason and their source offset. `--feedback USERS` then replays held-out test ratings as
+feedback (`mlops.consumer.replay`) and checks the feedback reader's join. Exit code 1 on any miss or mismatch.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import math
 import random
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,7 +30,7 @@ from mlops.consumer.client import exchange
 from mlops.consumer.kafka import StreamTopics
 from mlops.dlq import verifier_tag
 from mlops.feature_store import RedisFeatureStore
-from mlops.registry import CHAMPION
+from mlops.registry import CHALLENGER, CHAMPION
 from mlops.schemas import Request, ScoreRequest, TopKRequest
 from mlops.settings import Settings, get_settings
 
@@ -120,7 +123,9 @@ def compare(result: dict, expected: dict, request: Request, info: Any) -> str | 
     return None if worst <= SCORE_TOLERANCE else f"recommendation score differs by {worst:.3g}"
 
 
-def verify(settings: Settings, n: int, timeout: float, seed: int, topics: StreamTopics) -> int:
+def verify(
+    settings: Settings, n: int, timeout: float, seed: int, topics: StreamTopics, feedback_users: int = 0
+) -> int:
     from mlops.serving import Ranker
 
     started = time.time()
@@ -156,7 +161,14 @@ def verify(settings: Settings, n: int, timeout: float, seed: int, topics: Stream
         failures.append(f"... {len(missing) - 20} more requests without a result")
     answered = [r for r in requests if r.request_id not in missing]
     stored = redis.Redis.from_url(settings.redis_url).mget([schemas.prediction_key(r.request_id) for r in answered])
-    expected = expected_results(ranker, store, answered)
+    variants = {r.request_id: schemas.parse_result(results.received[r.request_id][1])["variant"] for r in answered}
+    rankers = {CHAMPION: ranker}
+    if CHALLENGER in variants.values():  # CHALLENGER_TRAFFIC > 0: its users are checked against the challenger
+        rankers[CHALLENGER] = Ranker.load(settings, store, alias=CHALLENGER, compiled=False)
+    expected: dict[str, dict] = {}
+    for variant, reference in rankers.items():
+        expected.update(expected_results(reference, store, [r for r in answered if variants[r.request_id] == variant]))
+    served = Counter(variants.values())
     mismatches = 0
     for request, in_redis in zip(answered, stored, strict=True):
         published = results.received[request.request_id][1]
@@ -165,8 +177,11 @@ def verify(settings: Settings, n: int, timeout: float, seed: int, topics: Stream
             problem = "no result in Redis"
         elif in_redis != published:
             problem = "Redis and the predictions topic disagree"
+        elif variants[request.request_id] not in rankers:
+            problem = f"variant {variants[request.request_id]!r} is not champion or challenger"
         else:
-            problem = compare(schemas.parse_result(published), expected[request.request_id], request, info)
+            reference_info = rankers[variants[request.request_id]].info
+            problem = compare(schemas.parse_result(published), expected[request.request_id], request, reference_info)
         if problem:
             mismatches += 1
             if mismatches <= 20:
@@ -191,16 +206,25 @@ def verify(settings: Settings, n: int, timeout: float, seed: int, topics: Stream
         print(f"answered {len(answered)}/{len(requests)} ({fallbacks} by the cold-start fallback), "
               f"{len(bad) - len(missing_dead)}/{len(bad)} malformed in the DLQ, "
               f"{results.duplicates} duplicate results on the topic")  # fmt: skip
+        if CHALLENGER in served:
+            print(f"variants: {served[CHAMPION]} answered by the champion v{info.model_version}, "
+                  f"{served[CHALLENGER]} by the challenger v{rankers[CHALLENGER].info.model_version}")  # fmt: skip
         print(f"throughput {throughput:.0f} requests/s (all sent at once); end-to-end latency ms: "
               f"p50 {percentile(latencies, 50):.1f}  p95 {percentile(latencies, 95):.1f}  "
               f"p99 {percentile(latencies, 99):.1f}  max {max(latencies):.1f}")  # fmt: skip
+    if feedback_users > 0:
+        from mlops.consumer.replay import replay
+
+        report = replay(settings, topics, info.feature_set, feedback_users, seed, f"{tag}-fb", timeout)
+        print("\n".join(report.lines()))
+        failures += report.problems
     if failures:
         print(f"FAILED: {len(missing)} missing, {mismatches} mismatched, "
               f"{sum('malformed' in f or 'dead letter' in f for f in failures)} DLQ problems")  # fmt: skip
         for failure in failures:
             print(f"  - {failure}")
         return 1
-    print(f"OK: every result present and equal to the champion's direct prediction ({time.time() - started:.1f}s)")
+    print(f"OK: every result present and equal to its variant's direct prediction ({time.time() - started:.1f}s)")
     return 0
 
 
@@ -210,12 +234,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for all results")
     parser.add_argument("--seed", type=int, default=None, help="request mix seed (default: SEED setting)")
     parser.add_argument("--namespace", default=None, help="private topics of a consumer started with --namespace")
+    parser.add_argument("--feedback", type=int, default=0, metavar="USERS",
+                        help="also replay this many users' held-out test ratings as feedback and check the join")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()
     seed = settings.seed if args.seed is None else args.seed
     try:
-        return verify(settings, args.requests, args.timeout, seed, StreamTopics.namespaced(args.namespace))
+        return verify(settings, args.requests, args.timeout, seed, StreamTopics.namespaced(args.namespace),
+                      args.feedback)  # fmt: skip
     except Exception as exc:
         print(f"FAILED: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

@@ -48,6 +48,12 @@ STEPS: dict[str, Step] = {
 }
 
 
+PROMOTE_ONLINE = Step("promote_online", "mlflow/promote_online.py", spark=False)
+"""The online champion/challenger decision (`./run.sh promote`) as a task for a scheduled DAG (`drift_monitor`):
+not a step of `mlops_platform`, and not run-scoped (it takes no `--run-id`), so it is launched by
+`tasks.promote_online`."""
+
+
 def step_argv(settings: Settings, step: Step, run_id: str, params: RunParams) -> list[str]:
     """The full command line of one step for one run."""
     job = [str(PROJECT_ROOT / step.script), "--run-id", check_run_id(run_id), *params.argv(), *step.extra]

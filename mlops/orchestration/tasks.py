@@ -19,7 +19,7 @@ from typing import Any
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from mlops.jobs.runner import EXIT_DATA_ERROR
-from mlops.orchestration.steps import HARMLESS_PYTHON_WARNINGS, STEPS, Step, step_argv
+from mlops.orchestration.steps import HARMLESS_PYTHON_WARNINGS, PROMOTE_ONLINE, STEPS, Step, step_argv
 from mlops.run_params import RunParams
 from mlops.settings import PROJECT_ROOT, Settings
 
@@ -35,6 +35,7 @@ class StepResult:
 
     @property
     def data_error(self) -> bool:
+        """Exit 3: bad data, which a retry cannot fix."""
         return self.returncode == EXIT_DATA_ERROR
 
     def summary(self, step: Step) -> str:
@@ -103,3 +104,10 @@ def execute(task_id: str, settings: Settings, run_id: str, params: Mapping[str, 
     except ValueError as exc:
         raise AirflowFailException(f"{task_id}: {exc}") from exc
     raise_for(run_step(argv), step)
+
+
+def promote_online() -> None:
+    """The task `promote_online` for a DAG: promote the challenger on a significant online win, else keep the
+    champion (both succeed, the reason is in the task log and on the versions in MLflow); a failure to decide
+    (MLflow or Redis down) fails the task, to be retried."""
+    raise_for(run_step([sys.executable, str(PROJECT_ROOT / PROMOTE_ONLINE.script)]), PROMOTE_ONLINE)

@@ -22,7 +22,7 @@ def exported_series() -> set[str]:
     from prometheus_client import generate_latest
 
     metrics = ConsumerMetrics()
-    metrics.requests.labels(type="score", kind="p_like").inc()
+    metrics.requests.labels(type="score", kind="p_like", variant="champion").inc()
     metrics.dead_letters.labels(reason="not_json").inc()
     metrics.retries.labels(reason="redis_unavailable").inc()
     metrics.lag.labels(partition="0").set(3)

@@ -19,15 +19,16 @@ PACKAGE = PROJECT_ROOT / "mlops"
 
 # Lowest first. A module belongs to the layer of its longest listed prefix.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("settings", "errors", "services.errors"),
+    ("settings", "errors", "services.errors", "pids"),
     (
         *("layout", "object_store", "spark_io", "spark_capacity", "schemas", "topics", "run_params", "progress"),
+        "variants", "online_metrics",
         "topic_tail",
         "services.jvm",  # the pinned jars spark_io puts on the classpath for s3a
     ),
     ("datasets", "quality", "features", "feature_store", "ranking", "compiled_trees", "training.model", "drift",
-     "drift_windows"),
-    ("training", "evaluation", "registry", "serving", "catalog", "dlq"),
+     "drift_windows", "feedback"),
+    ("training", "evaluation", "registry", "serving", "catalog", "dlq", "online_promotion"),
     ("jobs", "consumer", "orchestration", "services", "status", "bench", "stream_client", "console", "poke"),
     ("cli",),
 )

@@ -59,7 +59,7 @@ def test_rules_query_only_metrics_the_consumer_exports() -> None:
     from mlops.consumer.metrics import ConsumerMetrics
 
     metrics = ConsumerMetrics()
-    metrics.requests.labels(type="score", kind="p_like").inc()
+    metrics.requests.labels(type="score", kind="p_like", variant="champion").inc()
     metrics.dead_letters.labels(reason="not_json").inc()
     metrics.retries.labels(reason="redis_unavailable").inc()
     metrics.lag.labels(partition="0").set(1)

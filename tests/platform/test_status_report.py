@@ -59,6 +59,8 @@ def test_report_shows_offsets_lag_dlq_feature_set_and_champion(settings, mlflow_
     assert f"DLQ size: {after[DLQ].size}" in report
     assert f"feature set (fs:current): {version}" in report
     assert f"@champion): v{mv.version}" in report
+    experiment = "online champion/challenger: CHALLENGER_TRAFFIC=0.0; no challenger alias; feedback credited: "
+    assert f"{experiment}champion v{mv.version} 0" in report
 
 
 def test_services_table_aligns_and_shows_dashes():

@@ -238,7 +238,7 @@ def test_kill_9_mid_stream_then_restart_answers_every_request(settings, champion
             second.wait_healthy()
             assert results.wait_for([r.request_id for r in requests], 120) == set()
             metrics = second.metrics()
-            assert 'inference_requests_total{kind="p_like",type="score"}' in metrics
+            assert 'inference_requests_total{kind="p_like",type="score",variant="champion"}' in metrics
             assert "inference_end_to_end_seconds_bucket" in metrics
             assert "inference_model_info{" in metrics
         finally:
