@@ -1,7 +1,10 @@
 """Spark step `feature_engineering`: point-in-time training examples, evaluation examples, online snapshot.
 
-Inputs (run-scoped): the split's `train` / `test` ratings and the normalized `movies`. Outputs, each a
-Parquet dataset with a manifest (schema version `features.SCHEMA_VERSION`):
+Inputs (run-scoped): the split's `train` / `validation` / `test` ratings and the normalized `movies`.
+The outputs below are computed twice (issue 14): from train + validation with the test ratings as
+evaluation pairs (what is served and refit on), and under `validation/` from train alone with the
+validation ratings as evaluation pairs (what model selection uses). Each is a Parquet dataset with a
+manifest (schema version `features.SCHEMA_VERSION`):
 - `train_examples`: the train ratings from the first time cutoff on, each with user columns aggregated
   over that user's strictly earlier ratings and item columns + ALS factors from a snapshot of all ratings
   strictly before the cutoff that precedes it (Feast-style as-of join), plus `NEGATIVES_PER_POSITIVE`
@@ -28,7 +31,7 @@ import numpy as np
 from mlops import features as fx
 from mlops.errors import DataError
 from mlops.jobs.runner import job_parser, resolve, run
-from mlops.layout import feature_set_version, features_key, normalized_key, split_key
+from mlops.layout import SELECTION_PREFIX, feature_set_version, features_key, normalized_key, split_key
 from mlops.settings import Settings
 
 if TYPE_CHECKING:
@@ -299,35 +302,47 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
     started = time.monotonic()
     inputs = {
         "train": split_key(run_id, "train"),
+        "validation": split_key(run_id, "validation"),
         "test": split_key(run_id, "test"),
         "movies": normalized_key(run_id, "movies"),
     }
     frames = {name: read_parquet(spark, key, settings) for name, key in inputs.items()}
-    outputs = compute_features(spark, frames["train"], frames["test"], frames["movies"], params, run_id)
+    # Issue 14 (three-way split): the same computation on two histories. Final outputs (what is served,
+    # the refit and the test pairs): history = train + validation. Model selection (SELECTION_PREFIX):
+    # history = train only, evaluation pairs = validation, so no choice sees the test rows.
+    history = frames["train"].unionByName(frames["validation"].select(*frames["train"].columns))
+    movies = frames["movies"]
+    runs = (
+        ("", compute_features(spark, history, frames["test"], movies, params, run_id)),
+        (SELECTION_PREFIX, compute_features(spark, frames["train"], frames["validation"], movies, params, run_id)),
+    )
     manifests = {}
-    for name in OUTPUTS:
-        t0 = time.monotonic()
-        manifests[name] = write_parquet(
-            outputs[name],
-            features_key(run_id, name),
-            settings,
-            {
-                "run_id": run_id,
-                "schema_version": fx.SCHEMA_VERSION,
-                "feature_set": feature_set_version(run_id),
-                "inputs": inputs,
-                "params": vars(params),
-                "feature_names": list(fx.FEATURE_NAMES),
-            },
-        )
-        log.info(
-            "feature_engineering: wrote %s (%d rows) in %.1fs",
-            name,
-            manifests[name]["row_count"],
-            time.monotonic() - t0,
-        )
-        if manifests[name]["row_count"] == 0 and name != "eval_examples":
-            raise DataError(f"feature_engineering produced an empty {name}; check the split of run {run_id}")
+    for prefix, outputs in runs:
+        for output in OUTPUTS:
+            name = prefix + output
+            t0 = time.monotonic()
+            manifests[name] = write_parquet(
+                outputs[output],
+                features_key(run_id, name),
+                settings,
+                {
+                    "run_id": run_id,
+                    "schema_version": fx.SCHEMA_VERSION,
+                    "feature_set": feature_set_version(run_id),
+                    "inputs": inputs,
+                    "history": "train" if prefix else "train+validation",
+                    "params": vars(params),
+                    "feature_names": list(fx.FEATURE_NAMES),
+                },
+            )
+            log.info(
+                "feature_engineering: wrote %s (%d rows) in %.1fs",
+                name,
+                manifests[name]["row_count"],
+                time.monotonic() - t0,
+            )
+            if manifests[name]["row_count"] == 0 and output != "eval_examples":
+                raise DataError(f"feature_engineering produced an empty {name}; check the split of run {run_id}")
     log.info("feature_engineering: done in %.1fs", time.monotonic() - started)
     return manifests
 

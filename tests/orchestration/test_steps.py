@@ -25,7 +25,13 @@ def test_params_fall_back_to_settings_and_override(base_settings: Settings) -> N
 
 @pytest.mark.parametrize(
     ("params", "message"),
-    [({"split_strategy": "weekly"}, "split_strategy"), ({"test_fraction": 1.5}, "test_fraction")],
+    [
+        ({"split_strategy": "weekly"}, "split_strategy"),
+        ({"test_fraction": 1.5}, "test_fraction"),
+        # no train side left: refused before any step starts, naming the setting
+        ({"test_fraction": 0.5, "validation_fraction": 0.5}, "VALIDATION_FRACTION"),
+        ({"tuning_trials": -1}, "TUNING_TRIALS"),
+    ],
 )
 def test_bad_params_are_refused(base_settings: Settings, params: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -33,13 +39,14 @@ def test_bad_params_are_refused(base_settings: Settings, params: dict, message: 
 
 
 def test_spark_step_goes_through_spark_submit(base_settings: Settings) -> None:
-    run = RunParams("synthetic", "random", 0.25, 3)
+    run = RunParams("synthetic", "random", 0.25, 0.1, 3, 0)
     argv = step_argv(base_settings, STEPS["features"], "manual__2026-01-01T00:00:00+00:00", run)
     assert argv[:3] == ["spark-submit", "--master", base_settings.spark_master]
     script = argv.index(str(PROJECT_ROOT / "spark-jobs/feature_engineering.py"))
     assert argv[script + 1 :] == [
         "--run-id", "manual__2026-01-01T00:00:00+00:00",
-        "--dataset", "synthetic", "--split-strategy", "random", "--test-fraction", "0.25", "--seed", "3",
+        "--dataset", "synthetic", "--split-strategy", "random", "--test-fraction", "0.25",
+        "--validation-fraction", "0.1", "--seed", "3", "--tuning-trials", "0",
     ]  # fmt: skip
 
 
