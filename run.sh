@@ -30,18 +30,33 @@ has_arg() {
   return 1
 }
 
-# System packages local mode needs: redis-server, and Java for Spark; the tests also validate the
-# Docker Compose file without an engine, with Debian's docker-compose, and drive the console in Debian's
-# headless chromium (through its chromedriver).
+# Whether `test` was asked for the `containers` tests (`-m containers`, or a path under tests/containers).
+wants_containers() {
+  local arg
+  for arg in "$@"; do [[ "$arg" == *containers* ]] && return 0; done
+  return 1
+}
+
+# System packages local mode needs: redis-server, Java (Spark, Kafka, S3Proxy) and Maven, which fetches
+# the pinned Kafka and S3Proxy jars once (jvm/*/pom.xml). The tests drive the console in Debian's
+# headless chromium (through its chromedriver); the `containers` tests also need Podman with runc and
+# catatonit, debootstrap (their stand-in base image) and PostgreSQL (the metadata database they run against).
 system_packages() {
   local missing=()
   if has_arg test "$@"; then
-    command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
     command -v chromium >/dev/null 2>&1 || missing+=(chromium)
     command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
   fi
+  if has_arg test "$@" && wants_containers "$@"; then
+    command -v podman >/dev/null 2>&1 || missing+=(podman)
+    command -v runc >/dev/null 2>&1 || [[ -x /usr/sbin/runc ]] || missing+=(runc)
+    [[ -x /usr/libexec/podman/catatonit ]] || missing+=(catatonit) # podman run --init, as compose's init: true
+    command -v debootstrap >/dev/null 2>&1 || [[ -x /usr/sbin/debootstrap ]] || missing+=(debootstrap)
+    compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
+  fi
   command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
   command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
+  command -v mvn >/dev/null 2>&1 || missing+=(maven)
   if ! "${PY:-python3}" -m venv --help >/dev/null 2>&1 || ! "${PY:-python3}" -c 'import ensurepip' 2>/dev/null; then
     missing+=(python3-venv)
   fi
@@ -70,7 +85,7 @@ want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [[ ! -f "$STAMP" || "$(cat "$STAMP")" != "$want" ]]; then
   say "installing the project into $VENV (first run: several minutes)"
   [[ -x "$VENV/bin/uv" ]] || "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check uv
-  "$VENV/bin/uv" pip install --quiet --python "$VENV/bin/python" -e '.[local,dev]'
+  "$VENV/bin/uv" pip install --quiet --python "$VENV/bin/python" -e '.[dev]'
   echo "$want" >"$STAMP"
 fi
 

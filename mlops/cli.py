@@ -1,7 +1,8 @@
 """What `./run.sh` dispatches to: `python -m mlops.cli [--local|--docker] [verb] [args]`.
 
-Verbs (docs/contracts.md): none = up + pipeline + restart consumers + verify, then the URLs; `up`, `down
-[--purge]`, `status`, `test`, `pipeline`, `verify`, `bench [--json]`. The mode defaults to Docker when
+Verbs (docs/contracts.md): none = up + pipeline + restart consumers + verify, then the run's summary and
+the URLs; `up`, `down [--purge]`, `status`, `test`, `pipeline`, `verify`, `bench [--json]`, and the
+stream pokes `recommend`, `score`, `dlq`, `prediction` (`mlops.poke`). The mode defaults to Docker when
 an engine answers `docker info`, else local (native processes).
 """
 
@@ -18,7 +19,22 @@ from mlops.services.backend import Backend
 from mlops.services.errors import ServiceError
 from mlops.settings import PROJECT_ROOT, Settings, SettingsError, get_settings
 
-VERBS = ("all", "up", "down", "status", "test", "pipeline", "verify", "bench")
+POKE_VERBS = ("recommend", "score", "dlq", "prediction")
+VERBS = ("all", "up", "down", "status", "test", "pipeline", "verify", "bench", *POKE_VERBS)
+VERB_HELP = {
+    "all": "(default) up, pipeline, restart the inference consumers, verify; ends with the run's summary and URLs",
+    "up": "start or repair every service (idempotent)",
+    "down": "[--purge] stop what this project started; --purge also deletes local state",
+    "status": "services, topics and consumer lag, DLQ by reason, feature set, champion and its metrics",
+    "pipeline": "run the DAG mlops_platform, follow it live, end with its summary",
+    "verify": "send 1,000 requests and malformed messages through the stream and check every answer",
+    "bench": "[--json] benchmarks (figures, never pass/fail)",
+    "test": "[pytest args] ruff check, then the test suite",
+    "recommend": "USER [--k K] a user's top-k through the stream, with titles, model version, latency",
+    "score": "USER MOVIE... P(like) of movies for a user, through the stream",
+    "dlq": "[--reason R] [--last N] [--json] the newest dead letters, decoded",
+    "prediction": "REQUEST_ID a stored result (Redis), with titles",
+}
 VERIFY_SCRIPT = PROJECT_ROOT / "verification" / "verify_streaming.py"
 
 
@@ -41,10 +57,12 @@ def make_backend(mode: str, settings: Settings, *, assume_yes: bool = False, mon
     return LocalBackend(settings)
 
 
-def run_pipeline(settings: Settings) -> int:
+def run_pipeline(settings: Settings, summary: bool = True) -> tuple[int, str | None]:
+    """(exit code, the run's id or None when none was triggered)."""
     from mlops.orchestration import pipeline
 
-    return int(pipeline.main(settings) or 0)
+    outcome = pipeline.run_pipeline(settings, summary=summary)
+    return outcome.code, outcome.run_id
 
 
 def run_verify(settings: Settings) -> int:
@@ -88,16 +106,36 @@ def print_urls(backend: Backend) -> None:
         print(f"  {name:<22} {url}")
 
 
+def print_summary(settings: Settings, run_id: str | None, backend: Backend) -> None:
+    """What the run did (dataset, split, model, decision), then every URL: how `./run.sh` ends."""
+    from mlops.orchestration.summary import gather, render
+
+    if run_id is None:
+        print_urls(backend)
+        return
+    print("\n" + render(gather(settings, run_id), backend.urls(), settings.mlflow_tracking_uri), flush=True)
+
+
 def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
-    parser = argparse.ArgumentParser(prog="./run.sh", description=__doc__.split("\n\n")[0])
+    verbs = "\n".join(f"  {verb:<11} {text}" for verb, text in VERB_HELP.items())
+    parser = argparse.ArgumentParser(
+        prog="./run.sh", description="The platform in one command (docs/reference.md).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"verbs:\n{verbs}\n\n./run.sh VERB --help: the options of recommend, score, dlq and prediction",
+    )  # fmt: skip
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--local", dest="mode", action="store_const", const="local", help="native processes")
     mode.add_argument("--docker", dest="mode", action="store_const", const="docker", help="Docker Compose")
-    parser.add_argument("verb", nargs="?", default="all", choices=VERBS, help="default: all (up, pipeline, verify)")
+    parser.add_argument("verb", nargs="?", default="all", choices=VERBS, metavar="VERB", help="see below")
     parser.add_argument("--purge", action="store_true", help="down: also delete the local state (.local/data)")
     parser.add_argument("--json", action="store_true", help="bench: print one JSON object")
     parser.add_argument("--yes", action="store_true", help="docker: write generated strong passwords into .env")
     parser.add_argument("--monitoring", action="store_true", help="docker: also start Prometheus and Grafana")
+    argv = list(argv)
+    modes = [a for a in argv if a in ("--local", "--docker")]
+    rest = [a for a in argv if a not in ("--local", "--docker")]
+    if rest and rest[0] in POKE_VERBS:  # their own options (--help, --json, ...) are theirs, not ./run.sh's
+        return argparse.Namespace(verb=rest[0], mode=modes[-1][2:] if modes else None), rest[1:]
     args, extra = parser.parse_known_args(argv)
     if extra and args.verb != "test":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -113,10 +151,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"settings: {exc} (fix it in .env or the environment)", file=sys.stderr)
         return 2
+    if args.verb in POKE_VERBS:
+        from mlops import poke
+
+        return poke.main(args.verb, extra, settings)
     if args.verb == "bench":
         return run_bench(["--json"] if args.json else [])
     if args.verb == "pipeline":
-        return run_pipeline(settings)
+        return run_pipeline(settings)[0]
     if args.verb == "verify":
         return run_verify(settings)
 
@@ -132,13 +174,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verb == "up":
             print_urls(backend)
             return 0
-        code = run_pipeline(settings)
+        code, run_id = run_pipeline(settings, summary=False)
         if code != 0:
             print(f"pipeline failed (exit {code}); the services stay up: ./run.sh status", file=sys.stderr)
             return code
         backend.restart_consumers()
         code = run_verify(settings)
-        print_urls(backend)
+        print_summary(settings, run_id, backend)
         return code
     except ServiceError as exc:
         print(f"error: {exc}", file=sys.stderr)

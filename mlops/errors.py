@@ -8,3 +8,8 @@ class DataError(Exception):
 
     The message names the file, line or column, and the rule that was broken.
     """
+
+
+class CapacityError(DataError):
+    """The input is too large for the configured disk or memory: a retry would fail the same way, so the
+    step stops before it starts, naming the sizes and the setting to change."""

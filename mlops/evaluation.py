@@ -152,8 +152,14 @@ def baseline_metrics(
 ) -> dict[str, float]:
     """`baseline_{popularity,cooccurrence,ease}_ndcg_at_10` (and their other metrics); EASE only with a lambda."""
     rel, _ = relevant_sets(test)
-    recs = baseline_recommendations(train, rel.keys(), k, ease_lambda)
+    return baseline_metrics_of(baseline_recommendations(train, rel.keys(), k, ease_lambda), rel, k)
+
+
+def baseline_metrics_of(
+    recs: Mapping[str, Mapping[int, Sequence[int]]], relevant: Mapping[int, set[int]], k: int = K
+) -> dict[str, float]:
+    """The baselines' metrics from their rankings (which may be longer than k: the curves use k up to 20)."""
     out = {}
     for name, by_user in recs.items():
-        out.update({f"baseline_{name}_{m}": v for m, v in ranking_metrics(by_user, rel, k).items()})
+        out.update({f"baseline_{name}_{m}": v for m, v in ranking_metrics(by_user, relevant, k).items()})
     return out

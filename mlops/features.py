@@ -226,10 +226,7 @@ def item_aggregates(
         w = Window.partitionBy("movie_id").orderBy(ts).rangeBetween(Window.unboundedPreceding, -1)
         stats = rated.select("movie_id", "timestamp", "_event", *[e.over(w).alias(k) for k, e in sums.items()])
         stats = stats.where(F.col("_event") == 0).drop("_event")
-        # Ratings of all movies before each queried timestamp: a cumulative count over distinct timestamps.
-        per_ts = rated.groupBy("timestamp").agg(F.sum(event).alias("_at"))
-        w_all = Window.orderBy(F.col("timestamp").cast("long")).rangeBetween(Window.unboundedPreceding, -1)
-        totals = per_ts.select("timestamp", F.sum("_at").over(w_all).alias("_total"))
+        totals = ratings_before(rated, event)
         base = stats.join(totals, "timestamp", "left").join(movies, "movie_id", "left")
         keep = ["movie_id", "timestamp"]
     else:
@@ -256,6 +253,51 @@ def item_aggregates(
         *[F.coalesce(F.col(f"g_{s}"), F.lit(0)).alias(f"i_genre_{s}") for s in GENRE_SLUGS],
     ]
     return base.select(*keep, *[c.cast("float") for c in out])
+
+
+TIME_BUCKETS = 4096  # slices of the time range the running count of all ratings is computed in, in parallel
+
+
+def ratings_before(rated: DataFrame, event: Column) -> DataFrame:
+    """(timestamp, _total): for each distinct timestamp of `rated`, how many ratings (`event` summed) of
+    all movies come strictly before it.
+
+    A running count over all rows ordered by time would be a window without a partition, which Spark
+    computes in one task. Instead time is cut into TIME_BUCKETS equal slices: each slice's running count
+    is a window partitioned by slice, and the count of the slices before it comes from a prefix sum over
+    the per-slice totals, a table of at most TIME_BUCKETS rows computed on the driver. The sums are of
+    whole numbers, so the result equals the global running count exactly.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    ts = F.col("timestamp").cast("long")
+    ratings = rated.where(event > 0)
+    lo, hi = ratings.agg(F.min(ts), F.max(ts)).first()
+    per_ts = rated.groupBy("timestamp").agg(F.sum(event).alias("_at"))
+    if lo is None:  # no ratings at all: nothing comes before anything
+        return per_ts.select("timestamp", F.lit(None).cast("double").alias("_total"))
+    width = max(1, -(-(int(hi) - int(lo) + 1) // TIME_BUCKETS))
+    bucket = F.floor((ts - F.lit(int(lo))) / F.lit(width)).cast("long")
+    per_bucket = dict(ratings.groupBy(bucket.alias("b")).agg(F.sum(event).alias("n")).collect())
+    last = (int(hi) - int(lo)) // width
+    # prefix[b] = ratings in slices < b, for b in 0..last+1; queries outside the range clamp to its ends.
+    prefix, running = [], 0.0
+    for b in range(last + 2):
+        prefix.append((b, running))
+        running += float(per_bucket.get(b) or 0.0)
+    spark = rated.sparkSession
+    prefix_df = F.broadcast(spark.createDataFrame(prefix, "_slice long, _before double"))
+    within = Window.partitionBy("_bucket").orderBy(ts).rangeBetween(Window.unboundedPreceding, -1)
+    sliced = per_ts.withColumn("_bucket", bucket).select(
+        "timestamp",
+        "_bucket",
+        F.least(F.greatest(F.col("_bucket"), F.lit(0)), F.lit(last + 1)).alias("_slice"),
+        F.coalesce(F.sum("_at").over(within), F.lit(0.0)).alias("_within"),
+    )
+    return sliced.join(prefix_df, "_slice", "left").select(
+        "timestamp", (F.col("_before") + F.col("_within")).alias("_total")
+    )
 
 
 def with_item_keys(items: DataFrame, keys: DataFrame) -> DataFrame:

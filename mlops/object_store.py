@@ -1,4 +1,4 @@
-"""The object store (MinIO in Docker, MinIO or moto natively) through the minio SDK.
+"""The object store (MinIO in Docker, MinIO or S3Proxy natively) through the minio SDK.
 
 It is the system of record for batch data, so every step reads and writes through this one client,
 configured once from the settings. Keys are the ones `mlops.layout` builds; the bucket is `S3_BUCKET`.

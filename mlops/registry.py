@@ -34,6 +34,7 @@ LINEAGE_KEYS = ("dataset_checksum", "split_strategy", "seed", "test_fraction", "
 SAME_SPLIT = "same_split"
 LINEAGE_CHANGED = "lineage_changed"
 AUC_FLOOR = 0.70  # test_auc a candidate must reach when it cannot be compared with the champion
+PROMOTION_ARTIFACT = "promotion.json"
 ATTEMPTS = 4
 T = TypeVar("T")
 
@@ -263,7 +264,7 @@ def promote(
             champion_model, unloadable = None, f"{type(exc).__name__}: {str(exc)[:200]}"
         if champion_model is None:
             decision, champion_ndcg, replaced = CHAMPION, None, True
-            reason = f"champion v{champion.version} cannot be loaded, so it cannot serve ({unloadable})"
+            reason = f"champion v{champion.version} cannot be loaded (its files are gone), so it cannot serve"
         else:
             champion_ndcg = float(evaluate(champion_model, CandidateCounts.from_tags(champion.tags)))
             won = candidate_ndcg > champion_ndcg
@@ -284,6 +285,10 @@ def promote(
         "champion_ndcg_at_10": champion_ndcg,
         "reason": reason,
     }
+    if replaced:
+        record["champion_load_error"] = unloadable
+    # Tags say it in one short line (the UI cuts long ones); the whole record is an artifact of the run.
+    c.log_dict(candidate.run_id, record, PROMOTION_ARTIFACT)
     c.set_tag(candidate.run_id, "promotion_decision", decision)
     c.set_tag(candidate.run_id, "promotion_basis", basis)
     c.set_tag(candidate.run_id, "promotion_reason", reason)

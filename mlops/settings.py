@@ -50,9 +50,8 @@ class Settings:
 
     # Kafka
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
-    kafka_home: str = ""
 
-    # Object store (MinIO in Docker, MinIO or moto's server natively)
+    # Object store (MinIO in Docker; natively MinIO when on PATH, else S3Proxy)
     s3_endpoint_url: str = "http://127.0.0.1:9000"
     s3_access_key: str = "mlops"
     s3_secret_key: str = "change-me-s3-secret"
@@ -69,6 +68,10 @@ class Settings:
     spark_master: str = "local[*]"
     spark_driver_memory: str = "4g"
     spark_io: str = "staged"  # "staged": via local scratch + S3 API; "s3a": direct (Docker's Spark image)
+    spark_workers: int = 0  # local mode: >0 starts a standalone master at SPARK_MASTER (spark://) and N workers
+    spark_executor_memory: str = "2g"  # per executor on a cluster; each local worker offers this much
+    spark_master_ui_url: str = "http://127.0.0.1:8081"  # the standalone master's web UI (shown by status)
+    spark_local_dir: str = ""  # shuffle and scratch space of Spark steps; empty: LOCAL_DIR/spark-tmp
 
     # Airflow
     airflow_url: str = "http://127.0.0.1:8080"
@@ -134,6 +137,11 @@ class Settings:
             raise SettingsError(f"SYNTHETIC_RATINGS={self.synthetic_ratings}: expected a positive integer")
         if self.spark_io not in ("staged", "s3a"):
             raise SettingsError(f"SPARK_IO={self.spark_io!r}: expected 'staged' or 's3a'")
+        if self.spark_workers < 0:
+            raise SettingsError(f"SPARK_WORKERS={self.spark_workers}: expected 0 (local[*]) or a number of workers")
+        if self.spark_workers and not self.spark_master.startswith("spark://"):
+            raise SettingsError(f"SPARK_WORKERS={self.spark_workers} starts a standalone cluster, so SPARK_MASTER "
+                                f"must be the spark://host:port it listens on (got {self.spark_master!r})")  # fmt: skip
         return self
 
 

@@ -3,11 +3,11 @@
 A dataset is a prefix of Parquet part files plus `_manifest.json`, written last: a reader that finds no
 manifest treats the dataset as absent, so a crashed writer never leaves something half-readable.
 
-`SPARK_IO=staged` (local mode; no hadoop-aws jars are reachable here): Spark writes to a local scratch
-directory, the parts are uploaded through the S3 API, then the manifest; reads download the committed
-prefix to a local cache (reused while the manifest is unchanged) and Spark reads that. `SPARK_IO=s3a`
-(Docker's Spark image, which ships the jars): Spark reads and writes `s3a://` directly and the manifest
-is still written last through the S3 API. Either way the object store is the system of record.
+`SPARK_IO=staged`: Spark writes to a local scratch directory, the parts are uploaded through the S3 API,
+then the manifest; reads download the committed prefix to a local cache (reused while the manifest is
+unchanged) and Spark reads that. `SPARK_IO=s3a`: Spark reads and writes `s3a://` directly (the S3A jars
+are in Docker's images; natively they come from `jvm/s3a/pom.xml`, resolved once by Maven) and the
+manifest is still written last through the S3 API. Either way the object store is the system of record.
 """
 
 from __future__ import annotations
@@ -36,33 +36,41 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
+LOOPBACK = ("127.0.0.1", "localhost")  # a cluster on this machine reaches the driver there
 
 # Which step produces the datasets under each part of a run's prefix: named in "missing input" errors.
 _PRODUCERS = {"raw": "ingest", "normalized": "ingest", "split": "split_dataset", "features": "feature_engineering"}
 
 
-def spark_session(app_name: str, settings: Settings) -> SparkSession:
-    """A session from the settings, tuned for a small machine: few shuffle partitions, no UI."""
+def spark_session(app_name: str, settings: Settings, shuffle_partitions: int = 8) -> SparkSession:
+    """A session from the settings, tuned for a small machine: no UI, shuffle partitions sized by the
+    caller from its data (the default 200 mostly schedules empty tasks on 2 cores), shuffle and spill
+    files in a scratch directory of this process under SPARK_LOCAL_DIR, deleted when it exits."""
     from pyspark.sql import SparkSession
 
-    local_dir = settings.path("local_dir") / "spark-tmp"
-    local_dir.mkdir(parents=True, exist_ok=True)
+    from mlops.spark_capacity import step_scratch
+
     builder = (
         SparkSession.builder.appName(app_name)
         .master(settings.spark_master)
         .config("spark.driver.memory", settings.spark_driver_memory)
+        .config("spark.executor.memory", settings.spark_executor_memory)
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.sql.shuffle.partitions", "8")  # the default 200 mostly schedules empty tasks on 2 cores
+        .config("spark.sql.shuffle.partitions", str(shuffle_partitions))
         .config("spark.sql.adaptive.enabled", "true")
         .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.local.dir", str(local_dir))
+        .config("spark.local.dir", str(step_scratch(settings, app_name)))
         .config("spark.sql.parquet.compression.codec", "snappy")
     )
-    if settings.spark_master.startswith("local"):
+    if settings.spark_master.startswith("local") or urlparse(settings.spark_master).hostname in LOOPBACK:
         builder = builder.config("spark.driver.bindAddress", "127.0.0.1").config("spark.driver.host", "127.0.0.1")
     if settings.spark_io == "s3a":
         url = urlparse(settings.s3_endpoint_url)
+        if jars := s3a_classpath():
+            # On the JVM's own classpath (set at launch), where Hadoop's FileSystem loader looks; `spark.jars`
+            # would load them in a child class loader that S3AFileSystem's lookup does not see.
+            builder = builder.config("spark.driver.extraClassPath", jars).config("spark.executor.extraClassPath", jars)
         builder = (
             builder.config("spark.hadoop.fs.s3a.endpoint", settings.s3_endpoint_url)
             .config("spark.hadoop.fs.s3a.access.key", settings.s3_access_key)
@@ -75,6 +83,17 @@ def spark_session(app_name: str, settings: Settings) -> SparkSession:
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     return spark
+
+
+def s3a_classpath() -> str:
+    """The S3A jars to add, or "" when PySpark already carries them (Docker's images put them there)."""
+    import pyspark
+
+    if any((Path(pyspark.__file__).parent / "jars").glob("hadoop-aws-*.jar")):
+        return ""
+    from mlops.services import jvm
+
+    return ":".join(jvm.classpath("s3a", "spark"))
 
 
 def _s3a_path(key: str, settings: Settings) -> str:
@@ -136,7 +155,7 @@ def write_parquet(
     """
     store = store or ObjectStore.from_settings(settings)
     store.ensure_bucket()
-    _uncommit(key, store)
+    uncommit(key, settings, store)
     writer = df.write.mode("overwrite")
     if partition_by:
         writer = writer.partitionBy(*partition_by)
@@ -189,7 +208,7 @@ def write_table(
     """
     store = store or ObjectStore.from_settings(settings)
     store.ensure_bucket()
-    _uncommit(key, store)
+    uncommit(key, settings, store)
     scratch = _staging_root(settings) / f"{uuid.uuid4().hex}"
     scratch.mkdir(parents=True)
     files = []
@@ -215,8 +234,9 @@ def write_table(
     return full
 
 
-def _uncommit(key: str, store: ObjectStore) -> None:
+def uncommit(key: str, settings: Settings, store: ObjectStore | None = None) -> None:
     """Remove a previous output at `key`, manifest first, so it stops being readable before it changes."""
+    store = store or ObjectStore.from_settings(settings)
     if store.exists(manifest_key(key)):
         log.info("replacing the existing dataset at %s", key)
         store.client.remove_object(store.bucket, manifest_key(key))

@@ -1,4 +1,4 @@
-"""Session fixtures: throwaway REAL servers (Redis, Kafka-protocol broker, S3 API, MLflow) on free ports.
+"""Session fixtures: throwaway REAL servers (Redis, Apache Kafka, S3Proxy or MinIO, MLflow) on free ports.
 
 They are launched by the same definitions as local mode's `up` (`mlops.services.specs`), so tests and
 the running stack cannot drift. Each server starts only when a test asks for it (MLflow is slow) and
@@ -71,7 +71,6 @@ def _test_environ(root: Path) -> dict[str, str]:
         "REDIS_PORT": str(free_port()),
         "REDIS_PASSWORD": "test-redis-password",
         "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
-        "KAFKA_HOME": "",
         "S3_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
         "S3_ACCESS_KEY": "test-access",
         "S3_SECRET_KEY": "test-secret-key",
@@ -140,7 +139,7 @@ def kafka_broker(base_settings: Settings, servers_root: Path) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def s3_server(base_settings: Settings, servers_root: Path) -> Iterator[Server]:
-    """An S3-API server (MinIO if on PATH, else moto) holding the data and MLflow-artifact buckets."""
+    """An S3-API server (MinIO if on PATH, else S3Proxy on disk) holding the data and MLflow-artifact buckets."""
     for server in _serve(specs.s3(base_settings, servers_root / "s3"), servers_root / "logs" / "s3.log"):
         provision.ensure_buckets(base_settings)
         yield server

@@ -50,6 +50,7 @@ def _run(task_id: str) -> None:
     start_date=datetime(2024, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
+    description="MovieLens ratings to a served recommender: ingest, validate, split, features, train, promote",
     doc_md=__doc__,
     tags=["mlops", "movielens"],
     default_args={

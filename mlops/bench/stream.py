@@ -205,8 +205,8 @@ def run(settings: Settings, args: argparse.Namespace, quiet: bool) -> dict[str, 
     out.update(feature_reads(store, work, info.feature_set, settings.inference_batch_size))
     say(quiet, f"feature read p99 {out['feature_read_p99_ms']} ms (1 user + 10 movies)")
 
-    # Each phase on topics of its own, fresh: the dev broker's in-memory storage (Tansu) costs more per
-    # fetch the more batches a topic holds, so a phase run after another would pay for its traffic.
+    # Each phase on topics of its own, fresh: no phase reads past (or waits behind) another's traffic, and a
+    # rerun never meets a backlog left by an interrupted one.
     stamp = int(time.time())
     namespaces = {phase: f"bench{stamp}{phase}" for phase in ("latency", "drain", "naive")}
     latency_topics, stream_topics, naive_topics = (StreamTopics.namespaced(n) for n in namespaces.values())

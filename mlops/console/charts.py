@@ -26,6 +26,16 @@ def nice_max(value: float) -> float:
     return float(10 ** (exponent + 1))
 
 
+def axis(value: float, ticks: int = 4) -> tuple[float, float]:
+    """(top, step) of a y axis holding `value` in at most `ticks` steps of 1/2/2.5/5 x 10^n."""
+    if value <= 0 or math.isnan(value):
+        return 1.0, 0.25
+    rough = value / ticks
+    exponent = math.floor(math.log10(rough))
+    step = next(m * 10**exponent for m in (1, 2, 2.5, 5, 10) if m * 10**exponent >= rough * (1 - 1e-9))
+    return round(math.ceil(value / step - 1e-9) * step, 12), float(step)
+
+
 def fmt(value: float) -> str:
     """A tick or bar label: short, no trailing zeros."""
     if value == 0:
@@ -50,7 +60,7 @@ def line_chart(
     plot_w, plot_h = width - left - right, height - top - bottom
     values = [v for points in series.values() for _, v in points if v is not None and not math.isnan(v)]
     times = [t for points in series.values() for t, _ in points]
-    y_max = nice_max(max(values, default=0.0))
+    y_max, y_step = axis(max(values, default=0.0))
     t0, t1 = (min(times), max(times)) if len(set(times)) >= 2 else (0.0, 1.0)
     span = t1 - t0
 
@@ -61,14 +71,14 @@ def line_chart(
         return top + plot_h - v / y_max * plot_h
 
     parts = [_open(width, height, title), f'<text x="{left}" y="16" class="title">{escape(title)}</text>']
-    for i in range(5):
-        v = y_max * i / 4
+    for i in range(round(y_max / y_step) + 1):
+        v = y_step * i
         parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y(v):.1f}" y2="{y(v):.1f}" class="grid"/>')
         parts.append(f'<text x="{left - 6}" y="{y(v) + 4:.1f}" text-anchor="end" class="tick">{fmt(v)}</text>')
     for i in range(5) if values else ():
         t = t0 + span * i / 4
         ago = t1 - t
-        label = "now" if ago < 0.5 else f"-{ago:.0f}s"
+        label = "now" if ago < 0.05 else f"-{ago:.0f}s" if span >= 20 else f"-{ago:.1f}s"
         parts.append(f'<text x="{x(t):.1f}" y="{top + plot_h + 16}" text-anchor="middle" class="tick">{label}</text>')
     if unit:
         parts.append(f'<text x="12" y="{top + plot_h / 2:.0f}" transform="rotate(-90 12 {top + plot_h / 2:.0f})" '

@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 import requests
 
+from mlops.orchestration.summary import MLFLOW_VIEW
 from mlops.registry import CHALLENGER, CHAMPION
 from mlops.settings import Settings
 
@@ -53,8 +54,9 @@ class ModelVersion:
         return self.tags.get("pipeline_run_id")
 
 
-def _get(settings: Settings, path: str, **params: Any) -> requests.Response:
-    url = settings.mlflow_tracking_uri.rstrip("/") + path
+def _get(settings: Settings, endpoint: str, **params: Any) -> requests.Response:
+    """GET an MLflow endpoint; `params` may include `path` (an artifact's), hence the name `endpoint`."""
+    url = settings.mlflow_tracking_uri.rstrip("/") + endpoint
     try:
         return requests.get(url, params=params, timeout=TIMEOUT_S)
     except requests.RequestException as exc:
@@ -62,17 +64,19 @@ def _get(settings: Settings, path: str, **params: Any) -> requests.Response:
         raise MlflowProblem(f"MLflow at {settings.mlflow_tracking_uri} is not reachable ({reason})") from exc
 
 
-def _json(settings: Settings, path: str, **params: Any) -> dict[str, Any]:
-    response = _get(settings, path, **params)
+def _json(settings: Settings, endpoint: str, **params: Any) -> dict[str, Any]:
+    response = _get(settings, endpoint, **params)
     if not response.ok:
-        raise MlflowProblem(f"MLflow answered HTTP {response.status_code} to {path}: {response.text[:200]}")
+        raise MlflowProblem(f"MLflow answered HTTP {response.status_code} to {endpoint}: {response.text[:200]}")
     return response.json()
 
 
 def version_by_alias(settings: Settings, alias: str) -> ModelVersion | None:
     """The version behind `alias` with its run's metrics and plots; None when the alias is not set."""
     response = _get(settings, "/api/2.0/mlflow/registered-models/alias", name=settings.model_name, alias=alias)
-    if response.status_code in (400, 404) and "RESOURCE_DOES_NOT_EXIST" in response.text:
+    # No such model: RESOURCE_DOES_NOT_EXIST; a model without this alias: 400 "alias ... not found".
+    if response.status_code in (400, 404) and ("RESOURCE_DOES_NOT_EXIST" in response.text
+                                                or "not found" in response.text):  # fmt: skip
         return None
     if not response.ok:
         raise MlflowProblem(f"MLflow answered HTTP {response.status_code} for alias {alias}: {response.text[:200]}")
@@ -132,7 +136,7 @@ def better(metric: str, a: float | None, b: float | None) -> int:
 
 
 def mlflow_version_link(public_mlflow: str, model_name: str, version: str) -> str:
-    return f"{public_mlflow.rstrip('/')}/#/models/{quote(model_name, safe='')}/versions/{version}"
+    return f"{public_mlflow.rstrip('/')}/#/models/{quote(model_name, safe='')}/versions/{version}{MLFLOW_VIEW}"
 
 
 def champion_and_challenger(settings: Settings) -> tuple[ModelVersion | None, ModelVersion | None]:

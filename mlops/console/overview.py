@@ -16,7 +16,7 @@ from urllib.parse import quote
 import requests
 
 from mlops.console import words
-from mlops.orchestration.airflow_config import DAG_ID
+from mlops.orchestration.steps import DAG_ID
 from mlops.services import health
 from mlops.settings import Settings
 

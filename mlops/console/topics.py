@@ -5,8 +5,6 @@ of a topic and the DLQ decoded. Read-only: the clients here never join a group n
 from __future__ import annotations
 
 import base64
-import time
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -14,6 +12,7 @@ from typing import Any
 from mlops import schemas
 from mlops.settings import Settings
 from mlops.status import TopicOffsets, topic_offsets
+from mlops.topic_tail import reader, tail
 from mlops.topics import DLQ
 
 TIMEOUT_S = 3.0
@@ -37,21 +36,17 @@ class Message:
     value: str
 
 
-def _consumer(settings: Settings):
-    from confluent_kafka import Consumer
-
+def _require_broker(settings: Settings) -> None:
+    """Fail in words at once when the broker is down (the Kafka client would retry for its whole timeout)."""
     from mlops.services.health import bootstrap_address, tcp_open
 
     if not tcp_open(*bootstrap_address(settings)):
         raise ConnectionError(f"the broker at {settings.kafka_bootstrap_servers} is not reachable")
-    return Consumer({
-        "bootstrap.servers": settings.kafka_bootstrap_servers,
-        "group.id": f"console-browse-{uuid.uuid4().hex}",  # assigned partitions only: never joins, never commits
-        "enable.auto.commit": False,
-        "enable.partition.eof": True,
-        "socket.timeout.ms": int(TIMEOUT_S * 1000),
-        "log_level": 0,
-    })  # fmt: skip
+
+
+def _consumer(settings: Settings):
+    _require_broker(settings)
+    return reader(settings, TIMEOUT_S)
 
 
 def topics(settings: Settings) -> list[TopicRow]:
@@ -81,40 +76,13 @@ def topics(settings: Settings) -> list[TopicRow]:
 def latest(settings: Settings, topic: str, n: int = 20) -> list[tuple[int, int, int, bytes | None, bytes | None]]:
     """The last `n` records of `topic` over all partitions, newest first: (partition, offset, ms, key, value).
 
-    Each partition is read from n before its end up to its end (partition EOF), so at most n per partition.
+    Each partition is read from n before its end up to its end, so at most n per partition.
     """
-    from confluent_kafka import KafkaError, TopicPartition
-
     n = max(1, min(n, MAX_MESSAGES))
-    consumer = _consumer(settings)
-    try:
-        metadata = consumer.list_topics(topic, timeout=TIMEOUT_S).topics.get(topic)
-        if metadata is None or metadata.error is not None or not metadata.partitions:
-            raise LookupError(f"topic {topic!r} does not exist on the broker")
-        assignment = []
-        for p in sorted(metadata.partitions):
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=TIMEOUT_S)
-            if high > low:
-                assignment.append(TopicPartition(topic, p, max(low, high - n)))
-        if not assignment:
-            return []
-        consumer.assign(assignment)
-        pending = {tp.partition for tp in assignment}
-        records = []
-        deadline = time.monotonic() + TIMEOUT_S
-        while pending and time.monotonic() < deadline:
-            msg = consumer.poll(0.2)
-            if msg is None:
-                continue
-            if msg.error() is not None:
-                if msg.error().code() == KafkaError._PARTITION_EOF:
-                    pending.discard(msg.partition())
-                continue
-            records.append((msg.partition(), msg.offset(), msg.timestamp()[1], msg.key(), msg.value()))
-        records.sort(key=lambda r: (r[2], r[1]), reverse=True)
-        return records[:n]
-    finally:
-        consumer.close()
+    _require_broker(settings)
+    records = tail(settings, topic, n, TIMEOUT_S, TIMEOUT_S)
+    records.sort(key=lambda r: (r.timestamp_ms, r.offset), reverse=True)
+    return [(r.partition, r.offset, r.timestamp_ms, r.key, r.value) for r in records[:n]]
 
 
 def text(raw: bytes | None, limit: int = 2000) -> str:

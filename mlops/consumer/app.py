@@ -10,7 +10,8 @@ import argparse
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis
@@ -59,11 +60,19 @@ def build(
     watcher = ModelWatcher(
         holder,
         lambda: champion_version(settings),
-        lambda: Ranker.load(settings, store, alias=CHAMPION),
+        lambda: _timed_load(lambda: Ranker.load(settings, store, alias=CHAMPION), metrics),
         RELOAD_INTERVAL_S,
         service.stopping,
     )
     return service, watcher
+
+
+def _timed_load(load: Callable[[], Any], metrics: ConsumerMetrics) -> Any:
+    """Load a model and record how long it took (inference_model_load_seconds)."""
+    started = time.perf_counter()
+    ranker = load()
+    metrics.model_load_seconds.set(time.perf_counter() - started)
+    return ranker
 
 
 def wait_for_model(watcher: ModelWatcher, service: StreamConsumer) -> bool:

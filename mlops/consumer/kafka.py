@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +48,26 @@ def ensure_topics(settings: Settings, topics: StreamTopics) -> None:
         except Exception as exc:
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise
+    wait_for_topics(admin, topics.partitions())
+
+
+def wait_for_topics(admin: AdminClient, partitions: dict[str, int], timeout: float = 30.0) -> None:
+    """Block until the broker serves each topic with all its partitions led. Apache Kafka (KRaft) answers
+    CreateTopics once the controller has committed them, a moment before the broker's metadata has them:
+    a client asking in between gets UNKNOWN_TOPIC_OR_PART."""
+    deadline = time.monotonic() + timeout
+    while True:
+        meta = admin.list_topics(timeout=10).topics
+        pending = [
+            name for name, count in partitions.items()
+            if name not in meta or meta[name].error is not None or len(meta[name].partitions) < count
+            or any(p.leader < 0 for p in meta[name].partitions.values())
+        ]  # fmt: skip
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"topics {pending} not served by the broker {timeout:.0f}s after their creation")
+        time.sleep(0.1)
 
 
 def delete_topics(settings: Settings, topics: StreamTopics) -> None:

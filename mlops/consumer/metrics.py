@@ -4,6 +4,13 @@ Each process has its own registry (several consumers may live in one test proces
 INFERENCE_METRICS_PORT + its index, so N local processes never collide. The server binds
 INFERENCE_METRICS_HOST: 127.0.0.1 by default like every local service, 0.0.0.0 in Docker (where
 Prometheus scrapes it from another container). `/healthz` answers a one-line reason, never a traceback.
+
+Names and labels are part of the contract (docs/contracts.md, "Consumer metrics"). No `_created` series:
+they double every counter's output and nothing reads them. A failure is counted once, as what happened to
+it: dead-lettered (`inference_dead_letters_total{reason}`, the DLQ record's reason) or retried
+(`inference_retries_total{reason}`, `<dependency>_unavailable` / `_permanent`, `commit_failed`, ...). The
+answers' `kind` label says what their scores mean: `p_like` = P(rating >= 4) in score answers,
+`p_relevant` = P(the user rates it) in top-k answers.
 """
 
 from __future__ import annotations
@@ -15,9 +22,24 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+
+from mlops.schemas import SCORE, TOPK
 
 log = logging.getLogger(__name__)
+
+disable_created_metrics()
+
+# What the score in an answer of each request type means (the `kind` label of inference_requests_total).
+SCORE_KIND = {SCORE: "p_like", TOPK: "p_relevant"}
 
 _LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2000)
@@ -29,9 +51,23 @@ class ConsumerMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("inference_requests", "Requests answered, by type", ["type"], registry=r)
-        self.errors = Counter(
-            "inference_errors", "Rejected requests (by DLQ reason) and retried failures", ["reason"], registry=r
+        self.requests = Counter(
+            "inference_requests",
+            "Requests answered, by type; kind = what the scores mean (p_like: P(rating >= 4), p_relevant: "
+            "P(the user rates it))", ["type", "kind"], registry=r,
+        )  # fmt: skip
+        self.dead_letters = Counter(
+            "inference_dead_letters", "Requests dead-lettered, by the DLQ record's reason", ["reason"], registry=r
+        )
+        self.retries = Counter(
+            "inference_retries", "Failures retried (nothing skipped), by cause", ["reason"], registry=r
+        )
+        self.lag = Gauge(
+            "inference_consumer_lag", "Requests behind this consumer's last commit, per partition it consumes",
+            ["partition"], registry=r,
+        )  # fmt: skip
+        self.model_load_seconds = Gauge(
+            "inference_model_load_seconds", "Time the last model load took (registry to ready to serve)", registry=r
         )
         self.fallbacks = Counter("inference_fallbacks", "Answers from the cold-start popularity fallback", registry=r)
         self.redelivered = Counter(

@@ -27,7 +27,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from mlops.consumer.failures import Kind, classify, describe, kafka_kind
 from mlops.consumer.kafka import StreamTopics
-from mlops.consumer.metrics import ConsumerMetrics
+from mlops.consumer.metrics import SCORE_KIND, ConsumerMetrics
 from mlops.consumer.processor import Answer, BatchProcessor
 from mlops.consumer.reload import RankerHolder
 from mlops.schemas import (
@@ -126,7 +126,7 @@ class StreamConsumer:
         for message in messages:
             if message.error() is not None:
                 log.warning("consumer error: %s", message.error())
-                self.metrics.errors.labels(reason="kafka_consume").inc()
+                self.metrics.retries.labels(reason="kafka_consume").inc()
             else:
                 good.append(message)
         return good
@@ -181,7 +181,7 @@ class StreamConsumer:
         now = time.time()
         done = [(r, m, a) for r, m, a in zip(requests, sources, answers, strict=True) if a is not None]
         for kind, count in Counter(r.kind for r, _, _ in done).items():
-            self.metrics.requests.labels(type=kind).inc(count)
+            self.metrics.requests.labels(type=kind, kind=SCORE_KIND.get(kind, kind)).inc(count)
         self.metrics.fallbacks.inc(sum(a.fallback for _, _, a in done))
         self.metrics.redelivered.inc(sum(a.redelivered for _, _, a in done))
         for _, message, _ in done:
@@ -194,7 +194,7 @@ class StreamConsumer:
         self.metrics.last_batch.set(now)
 
     def _dead_letter(self, message: Message, reason: str, detail: str) -> tuple[Message, bytes]:
-        self.metrics.errors.labels(reason=reason).inc()
+        self.metrics.dead_letters.labels(reason=reason).inc()
         log.info("dead-lettering %s[%d]@%d: %s", message.topic(), message.partition(), message.offset(), detail)
         record = dlq_record(message.value(), message.key(), reason, detail, message.topic(), message.partition(),
                             message.offset())  # fmt: skip
@@ -272,7 +272,7 @@ class StreamConsumer:
                     log.warning("%s unavailable (%s): retrying with backoff; nothing is skipped", dependency,
                                 describe(exc))  # fmt: skip
                 self.report(dependency, f"{dependency} unavailable: {describe(exc)}")
-                self.metrics.errors.labels(reason=f"{dependency}_unavailable").inc()
+                self.metrics.retries.labels(reason=f"{dependency}_unavailable").inc()
                 self.heartbeat = time.time()
                 if self.stopping.wait(delay):
                     raise Stopped from exc
@@ -285,7 +285,7 @@ class StreamConsumer:
                       reason, self.permanent_retry_s)  # fmt: skip
         self.halted = f"stopped on a permanent {dependency} error: {reason}"
         self.metrics.halted.set(1)
-        self.metrics.errors.labels(reason=f"{dependency}_permanent").inc()
+        self.metrics.retries.labels(reason=f"{dependency}_permanent").inc()
         self.heartbeat = time.time()
         if self.stopping.wait(self.permanent_retry_s):
             raise Stopped
@@ -335,7 +335,7 @@ class StreamConsumer:
                 self.report("kafka", f"kafka unavailable: {len(failed)} deliveries failed ({errors[0].str()})")
                 log.warning("%d of %d deliveries failed: producing them again in %.2fs", len(failed), len(pending),
                             delay)  # fmt: skip
-                self.metrics.errors.labels(reason="kafka_unavailable").inc(len(failed))
+                self.metrics.retries.labels(reason="kafka_unavailable").inc(len(failed))
                 if self.stopping.wait(delay):
                     raise Stopped
                 delay = min(delay * 2, MAX_BACKOFF_S)
@@ -351,6 +351,7 @@ class StreamConsumer:
         for attempt in range(5):
             try:
                 self.consumer.commit(offsets=partitions, asynchronous=False)
+                self._record_lag(partitions)
                 return
             except KafkaException as exc:
                 error = exc.args[0]
@@ -358,9 +359,17 @@ class StreamConsumer:
                     # A rebalance took the partitions, or the broker is gone: whoever consumes them next
                     # gets this batch again and republishes the results already stored in Redis.
                     log.warning("offset commit failed (%s): the batch will be redelivered, answered from Redis", error)
-                    self.metrics.errors.labels(reason="commit_failed").inc()
+                    self.metrics.retries.labels(reason="commit_failed").inc()
                     return
                 time.sleep(0.1 * (attempt + 1))
+
+    def _record_lag(self, committed: list[TopicPartition]) -> None:
+        """inference_consumer_lag per partition: the high watermark the last fetch saw minus the commit
+        (cached by the client: no broker round trip on the answer path)."""
+        for tp in committed:
+            _low, high = self.consumer.get_watermark_offsets(tp, cached=True)
+            if high >= 0:
+                self.metrics.lag.labels(partition=str(tp.partition)).set(max(0, high - tp.offset))
 
     # -- health -----------------------------------------------------------------------------------------------
 

@@ -17,7 +17,6 @@ import math
 import random
 import sys
 import time
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,6 +25,7 @@ import redis
 from mlops import schemas
 from mlops.consumer.client import exchange
 from mlops.consumer.kafka import StreamTopics
+from mlops.dlq import verifier_tag
 from mlops.feature_store import RedisFeatureStore
 from mlops.registry import CHAMPION
 from mlops.schemas import Request, ScoreRequest, TopKRequest
@@ -131,7 +131,7 @@ def verify(settings: Settings, n: int, timeout: float, seed: int, topics: Stream
     movie_ids = store.ids(info.feature_set, "item")
     print(f"champion: {settings.model_name} v{info.model_version}, feature set {info.feature_set} "
           f"({len(user_ids)} users, {len(movie_ids)} movies)")  # fmt: skip
-    tag = f"verify-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    tag = verifier_tag()  # in every message it sends: `status` counts its dead letters apart
     requests = make_requests(user_ids, movie_ids, n, random.Random(seed), tag)
     bad = malformed_messages(tag)
 

@@ -21,6 +21,7 @@ the latest cutoff <= t, so nothing at or after t can reach it. The user's own hi
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -106,6 +107,47 @@ def _with_factors(ratings: DataFrame, y: DataFrame, movies_g: DataFrame) -> Data
     return out.na.fill(0, [f"g_{s}" for s in fx.GENRE_SLUGS]).na.fill(0.0, [f"y_{d:02d}" for d in range(fx.CF_RANK)])
 
 
+# -- cutoffs ----------------------------------------------------------------------------------------------------
+
+QUANTILE_SLICES = 1024  # value slices counted per pass when narrowing down an exact quantile
+QUANTILE_COLLECT = 200_000  # values few enough to sort on the driver
+
+
+def exact_quantiles(df: DataFrame, column: str, quantiles: Sequence[float]) -> list[int]:
+    """The exact quantiles of an integer column, as `approxQuantile(column, quantiles, 0.0)` gives them
+    (the value of rank ceil(q * n) in sorted order), in memory independent of the row count.
+
+    `approxQuantile` with a relative error of 0 ships every value to the driver (tens of bytes each: about
+    1 GB at 20M ratings, over `spark.driver.maxResultSize`). Here each pass counts the values per slice of
+    the current range (a table of at most QUANTILE_SLICES rows), keeps the slice that holds the rank, and
+    stops when that slice is small enough to sort on the driver.
+    """
+    from pyspark.sql import functions as F
+
+    values = df.select(F.col(column).cast("long").alias("v"))
+    n, lo, hi = values.agg(F.count("v"), F.min("v"), F.max("v")).first()
+    out = []
+    for q in quantiles:
+        rank, low, high, inside = max(1, math.ceil(q * n)), int(lo), int(hi), n
+        while inside > QUANTILE_COLLECT:
+            width = -(-(high - low + 1) // QUANTILE_SLICES)
+            part = values.where(F.col("v").between(low, high))
+            counts = dict(part.groupBy(F.floor((F.col("v") - low) / width).cast("long")).count().collect())
+            for b in sorted(counts):
+                if rank <= counts[b]:
+                    low, high, inside = low + b * width, min(high, low + (b + 1) * width - 1), counts[b]
+                    break
+                rank -= counts[b]
+            if width == 1:  # a single value holds the rank
+                break
+        if low == high:
+            out.append(low)
+            continue
+        chunk = sorted(r.v for r in values.where(F.col("v").between(low, high)).collect())
+        out.append(int(chunk[rank - 1]))
+    return out
+
+
 # -- negatives --------------------------------------------------------------------------------------------------
 
 
@@ -113,26 +155,37 @@ def sample_negatives(
     positives: DataFrame, catalog: DataFrame, train: DataFrame, per_positive: int, seed: int
 ) -> DataFrame:
     """For each example row, `per_positive` movies the user never rated in train, drawn uniformly from the
-    catalog by a hash of (user, movie, time, draw, seed): deterministic whatever Spark's partitioning."""
+    catalog by a hash of (user, movie, time, draw, seed): deterministic whatever Spark's partitioning.
+
+    The draws, the filter against train and the ranking work on the example's key alone (user, movie,
+    time): each example is drawn 3 x `per_positive` times, so carrying its ~80 user columns through those
+    shuffles would move most of the step's data. The chosen movies are joined back to the example's row
+    once at the end (the key is unique: a user rates a movie once).
+    """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    n_catalog = catalog.count()
-    indexed = catalog.select("movie_id").withColumn("_idx", F.row_number().over(Window.orderBy("movie_id")) - 1)
+    # Position of each movie in the sorted catalog: a small table (one row per movie), numbered on the
+    # driver, where a row_number over the whole catalog would be a window computed in one task.
+    ids = sorted(int(r.movie_id) for r in catalog.select("movie_id").collect())
+    n_catalog = len(ids)
+    indexed = positives.sparkSession.createDataFrame(list(enumerate(ids)), "_idx long, movie_id int")
+    key = ["user_id", "_pos_movie", "timestamp"]
     draws = positives.select(
-        "*",
+        "user_id",
         F.col("movie_id").alias("_pos_movie"),
+        "timestamp",
         F.explode(F.sequence(F.lit(0), F.lit(3 * per_positive - 1))).alias("_draw"),
-    ).drop("movie_id")
+    )
     draws = draws.withColumn(
         "_idx", F.pmod(F.xxhash64("user_id", "_pos_movie", "timestamp", "_draw", F.lit(seed)), F.lit(n_catalog))
     )
     cand = draws.join(F.broadcast(indexed), "_idx").drop("_idx")
     cand = cand.join(train.select("user_id", "movie_id"), ["user_id", "movie_id"], "left_anti")
-    w = Window.partitionBy("user_id", "_pos_movie", "timestamp").orderBy("_draw")
+    w = Window.partitionBy(*key).orderBy("_draw")
     cand = cand.withColumn("_rank", F.row_number().over(w)).where(F.col("_rank") <= per_positive)
-    cand = cand.dropDuplicates(["user_id", "_pos_movie", "timestamp", "movie_id"])
-    return cand.drop("_rank", "_draw", "_pos_movie")
+    chosen = cand.select(*key, "movie_id").dropDuplicates()
+    return positives.withColumnRenamed("movie_id", "_pos_movie").join(chosen, key).drop("_pos_movie")
 
 
 # -- the step ---------------------------------------------------------------------------------------------------
@@ -183,7 +236,7 @@ def compute_features(
 
     n_train = train.count()
     max_ts = int(train.agg(F.max("timestamp")).first()[0])
-    cutoffs = [int(c) for c in train.approxQuantile("timestamp", list(params.cutoff_quantiles), 0.0)]
+    cutoffs = exact_quantiles(train, "timestamp", params.cutoff_quantiles)
     cutoffs = sorted(set(cutoffs))
     log.info("feature_engineering: %d train ratings, cutoffs %s (max ts %d)", n_train, cutoffs, max_ts)
 
@@ -291,14 +344,14 @@ def _global_stats(history: DataFrame) -> tuple[float, float]:
 
 
 def main(argv: Sequence[str] | None = None, settings: Settings | None = None) -> dict[str, Any]:
-    from mlops.spark_io import read_parquet, spark_session, write_parquet
+    from mlops import spark_capacity as capacity
+    from mlops.spark_io import read_manifest, read_parquet, spark_session, uncommit, write_parquet
 
     parser = job_parser("Point-in-time features: offline train/eval examples and the online snapshot")
     parser.add_argument("--negatives-per-positive", type=int, default=FeatureParams.negatives_per_positive)
     args = parser.parse_args(argv)
     run_id, settings = resolve(args, settings)
     params = FeatureParams(seed=settings.seed, negatives_per_positive=args.negatives_per_positive)
-    spark = spark_session("feature_engineering", settings)
     started = time.monotonic()
     inputs = {
         "train": split_key(run_id, "train"),
@@ -306,18 +359,26 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
         "test": split_key(run_id, "test"),
         "movies": normalized_key(run_id, "movies"),
     }
+    # The bigger of the two computations below has train + validation as its history.
+    n_train = sum(int(read_manifest(inputs[p], settings)["row_count"]) for p in ("train", "validation"))
+    need = capacity.features_need(n_train, params.negatives_per_positive)
+    capacity.check(settings, need)
+    # A failed attempt must not leave this run's outputs of an earlier attempt readable beside new ones.
+    for name in (prefix + output for prefix in ("", SELECTION_PREFIX) for output in OUTPUTS):
+        uncommit(features_key(run_id, name), settings)
+    spark = spark_session("feature_engineering", settings, capacity.shuffle_partitions(need.scratch_bytes // 4))
     frames = {name: read_parquet(spark, key, settings) for name, key in inputs.items()}
-    # Issue 14 (three-way split): the same computation on two histories. Final outputs (what is served,
-    # the refit and the test pairs): history = train + validation. Model selection (SELECTION_PREFIX):
-    # history = train only, evaluation pairs = validation, so no choice sees the test rows.
+    # Issue 14 (three-way split): the same computation on two histories, one after the other. Model
+    # selection (SELECTION_PREFIX): history = train only, evaluation pairs = validation, so no choice sees
+    # the test rows. Final outputs (what is served, the refit and the test pairs): train + validation.
     history = frames["train"].unionByName(frames["validation"].select(*frames["train"].columns))
-    movies = frames["movies"]
-    runs = (
-        ("", compute_features(spark, history, frames["test"], movies, params, run_id)),
-        (SELECTION_PREFIX, compute_features(spark, frames["train"], frames["validation"], movies, params, run_id)),
+    passes = (
+        (SELECTION_PREFIX, frames["train"], frames["validation"], "train"),
+        ("", history, frames["test"], "train+validation"),
     )
     manifests = {}
-    for prefix, outputs in runs:
+    for prefix, train, held_out, described in passes:
+        outputs = compute_features(spark, train, held_out, frames["movies"], params, run_id)
         for output in OUTPUTS:
             name = prefix + output
             t0 = time.monotonic()
@@ -330,7 +391,7 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
                     "schema_version": fx.SCHEMA_VERSION,
                     "feature_set": feature_set_version(run_id),
                     "inputs": inputs,
-                    "history": "train" if prefix else "train+validation",
+                    "history": described,
                     "params": vars(params),
                     "feature_names": list(fx.FEATURE_NAMES),
                 },
@@ -343,6 +404,7 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
             )
             if manifests[name]["row_count"] == 0 and output != "eval_examples":
                 raise DataError(f"feature_engineering produced an empty {name}; check the split of run {run_id}")
+        spark.catalog.clearCache()  # the first pass's cached tables are not read by the second
     log.info("feature_engineering: done in %.1fs", time.monotonic() - started)
     return manifests
 

@@ -22,6 +22,7 @@ from mlops.datasets.layouts import LocatedFiles, locate, read_movies, read_ratin
 from mlops.jobs.runner import job_parser, resolve, run
 from mlops.layout import manifest_key, normalized_key, quality_report_key, raw_prefix
 from mlops.object_store import ObjectStore
+from mlops.progress import stage
 from mlops.quality import QualityError, QualityReport
 from mlops.settings import Settings
 from mlops.spark_io import write_table
@@ -49,9 +50,11 @@ def ingest(run_id: str, settings: Settings, base_url: str = GROUPLENS_BASE_URL) 
         log.info("ingest %s: dataset %s from %s", run_id, source.name, source.path)
         report = QualityReport(step="ingest", dataset_id=source.dataset_id)
         try:
-            files = locate(source.path, workdir / "extracted")
-            ratings = read_ratings(files)
-            movies = read_movies(files)
+            with stage("ingest", f"parse {source.name}") as progress:
+                files = locate(source.path, workdir / "extracted")
+                ratings = read_ratings(files)
+                movies = read_movies(files)
+                progress.rows, progress.note = len(ratings), f"{len(movies):,} movies"
         except QualityError as exc:
             report.fail(exc)
             store.put_json(quality_report_key(run_id, "ingest"), report.as_dict())

@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 from mlops.feature_store import RedisFeatureStore
 from mlops.jobs.runner import job_parser, resolve, run
-from mlops.layout import feature_set_version, features_key
+from mlops.layout import feature_set_version, features_key, split_key
 from mlops.object_store import ObjectStore
+from mlops.progress import stage
 from mlops.settings import Settings
 
 if TYPE_CHECKING:
@@ -48,6 +49,7 @@ def entity_rows(df: DataFrame, id_column: str, total: int, label: str) -> Iterat
 
 
 def main(argv: Sequence[str] | None = None, settings: Settings | None = None) -> dict[str, Any]:
+    from mlops import spark_capacity as capacity
     from mlops.spark_io import dataset_exists, read_manifest, read_parquet, spark_session
 
     parser = job_parser("Load the run's online snapshot into Redis as a new feature-set version")
@@ -70,6 +72,12 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
     users_key, items_key, meta_key = (features_key(run_id, n) for n in ("online_users", "online_items", "online_meta"))
     users_manifest = read_manifest(users_key, settings, store)
     items_manifest = read_manifest(items_key, settings, store)
+    train_key = split_key(run_id, "train")
+    train = read_manifest(train_key, settings, store) if dataset_exists(train_key, settings, store) else {}
+    capacity.check(settings, capacity.load_need(
+        users_manifest["row_count"], len(users_manifest["columns"]),
+        items_manifest["row_count"], len(items_manifest["columns"]), train.get("row_count", 0),
+    ))  # fmt: skip
     spark = spark_session("load_to_redis", settings)
     users = read_parquet(spark, users_key, settings, store)
     items = read_parquet(spark, items_key, settings, store)
@@ -90,14 +98,17 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
         metadata["inputs"].append(meta_key)
     log.info("load_to_redis %s: loading %d users and %d items", run_id, users_manifest["row_count"],
              items_manifest["row_count"])  # fmt: skip
-    meta = fs.write_feature_set(
-        version,
-        entity_rows(users, "user_id", users_manifest["row_count"], "users"),
-        entity_rows(items, "movie_id", items_manifest["row_count"], "items"),
-        metadata,
-        batch_size=args.batch_size,
-        activate=not args.stage_only,
-    )
+    with stage("load_to_redis", f"write feature set {version}") as progress:
+        meta = fs.write_feature_set(
+            version,
+            entity_rows(users, "user_id", users_manifest["row_count"], "users"),
+            entity_rows(items, "movie_id", items_manifest["row_count"], "items"),
+            metadata,
+            batch_size=args.batch_size,
+            activate=not args.stage_only,
+        )
+        progress.rows = int(meta["n_users"]) + int(meta["n_items"])
+        progress.note = f"{meta['n_users']:,} users, {meta['n_items']:,} items"
     log.info("load_to_redis %s: %d users, %d items loaded in %.1fs", run_id, meta["n_users"], meta["n_items"],
              time.monotonic() - started)  # fmt: skip
     return meta

@@ -26,6 +26,7 @@ from mlops.errors import DataError
 from mlops.jobs.runner import job_parser, resolve, run
 from mlops.layout import normalized_key, quality_report_key, split_key
 from mlops.object_store import ObjectStore
+from mlops.progress import stage
 from mlops.settings import Settings
 
 if TYPE_CHECKING:
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 
 PARTS = ("train", "validation", "test")
 MIN_RATINGS_FOR_THREE_PARTS = 3
+SHUFFLED_BYTES_PER_RATING = 40  # a rating row (4 columns) as Spark's shuffle writes it
 
 
 def split(ratings: DataFrame, strategy: str, test_fraction: float, validation_fraction: float, seed: int) -> DataFrame:
@@ -66,8 +68,10 @@ def _split_global(ratings: DataFrame, test_fraction: float, validation_fraction:
     """One cutoff pair for everyone, at exact time quantiles; ratings at a cutoff's second go after it."""
     from pyspark.sql import functions as F
 
+    from mlops.jobs.feature_engineering import exact_quantiles  # exact, in memory independent of the rows
+
     q_val, q_test = 1.0 - test_fraction - validation_fraction, 1.0 - test_fraction
-    c_val, c_test = (int(c) for c in ratings.approxQuantile("timestamp", [q_val, q_test], 0.0))
+    c_val, c_test = exact_quantiles(ratings, "timestamp", [q_val, q_test])
     if c_val >= c_test:
         raise DataError(
             f"global_temporal split: the validation and test cutoffs coincide (timestamp {c_val}); the ratings' "
@@ -116,19 +120,24 @@ def require_passed_gate(run_id: str, settings: Settings) -> None:
 def main(argv: Sequence[str] | None = None, settings: Settings | None = None) -> dict[str, Any]:
     from pyspark.sql import functions as F
 
-    from mlops.spark_io import read_parquet, spark_session, write_parquet
+    from mlops import spark_capacity as capacity
+    from mlops.spark_io import read_manifest, read_parquet, spark_session, uncommit, write_parquet
 
     args = job_parser("Split the run's ratings into train, validation and test").parse_args(argv)
     run_id, settings = resolve(args, settings)  # fractions are validated here, before Spark starts
     started = time.monotonic()
     require_passed_gate(run_id, settings)
-    spark = spark_session("split_dataset", settings)
-    log.info("split_dataset %s: Spark session ready in %.1fs", run_id, time.monotonic() - started)
     source = normalized_key(run_id, "ratings")
-    ratings = read_parquet(spark, source, settings)
+    n_ratings = int(read_manifest(source, settings)["row_count"])
+    capacity.check(settings, capacity.split_need(n_ratings))
+    spark = spark_session("split_dataset", settings, capacity.shuffle_partitions(n_ratings * SHUFFLED_BYTES_PER_RATING))
+    log.info("split_dataset %s: Spark session ready in %.1fs", run_id, time.monotonic() - started)
     s = settings
-    marked = split(ratings, s.split_strategy, s.test_fraction, s.validation_fraction, s.seed).cache()
-    report = split_report(marked)
+    with stage("split", f"{s.split_strategy} split") as progress:
+        ratings = read_parquet(spark, source, settings)
+        marked = split(ratings, s.split_strategy, s.test_fraction, s.validation_fraction, s.seed).cache()
+        report = split_report(marked)
+        progress.rows = sum(report["counts"].values())
     for part in PARTS:
         if report["counts"][part] == 0:
             raise DataError(
@@ -146,10 +155,14 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
         "seed": s.seed,
         **report,
     }
+    for part in PARTS:  # no part of an earlier attempt stays readable beside a new one
+        uncommit(split_key(run_id, part), settings)
     manifests = {}
     for part in PARTS:
-        rows = marked.where(F.col("part") == part).drop("part").repartition(4, "user_id")
-        manifests[part] = write_parquet(rows, split_key(run_id, part), settings, manifest)
+        with stage("split", f"write {part}") as progress:
+            rows = marked.where(F.col("part") == part).drop("part").repartition(4, "user_id")
+            manifests[part] = write_parquet(rows, split_key(run_id, part), settings, manifest)
+            progress.rows = report["counts"][part]
     marked.unpersist()
     log.info("split_dataset %s: done in %.1fs", run_id, time.monotonic() - started)
     return manifests

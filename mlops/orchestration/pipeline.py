@@ -22,6 +22,8 @@ import requests
 
 from mlops.orchestration.airflow_api import AirflowClient, PipelineError
 from mlops.orchestration.steps import DAG_ID, STEPS
+from mlops.orchestration.summary import summarize
+from mlops.progress import progress_of
 from mlops.run_params import RunParams, add_arguments, apply, overrides
 from mlops.settings import DATASET_NAMES, Settings, get_settings
 
@@ -66,6 +68,40 @@ def render_change(elapsed_s: float, before: TaskView | None, after: TaskView) ->
     attempt = f"(try {after.try_number})" if after.try_number else ""
     was = f"  was {before.state}" if before is not None and before.state != after.state else ""
     return f"[{elapsed_s:7.1f}s] {after.task_id:<22} {after.state:<12} {attempt:<8}{was}".rstrip()
+
+
+def render_progress(elapsed_s: float, text: str) -> str:
+    """A step's progress line in the live view, under the task lines: `[   42.1s]   split | write train | ...`."""
+    return f"[{elapsed_s:7.1f}s]   {text}"
+
+
+class ProgressTail:
+    """The progress lines (`mlops.progress`) of running tasks, each printed once, read from their logs.
+
+    A task is read while it runs and once more when it has just ended, so its last stages are not missed.
+    """
+
+    def __init__(self) -> None:
+        self.shown: dict[tuple[str, int], int] = {}
+        self.running: set[str] = set()
+
+    def poll(self, client: AirflowClient, run_id: str, tasks: Iterable[TaskView]) -> list[str]:
+        out: list[str] = []
+        for task in tasks:
+            if task.state == "running":
+                self.running.add(task.task_id)
+            elif task.task_id not in self.running:
+                continue
+            else:
+                self.running.discard(task.task_id)
+            key = (task.task_id, max(task.try_number, 1))
+            try:
+                lines = progress_of(client.task_log(DAG_ID, run_id, task.task_id, key[1]))
+            except (requests.RequestException, PipelineError):
+                continue  # the log is a nicety: the task states still tell the story
+            out += lines[self.shown.get(key, 0) :]
+            self.shown[key] = len(lines)
+        return out
 
 
 def first_failure(tasks: Iterable[TaskView]) -> TaskView | None:
@@ -146,6 +182,7 @@ def follow(
     seen: dict[str, TaskView] = {}
     run_state = "queued"
     transient = 0
+    progress = ProgressTail()
     while True:
         try:
             run_state = client.dag_run(DAG_ID, run_id)["state"]
@@ -161,6 +198,8 @@ def follow(
         for before, after in changed(seen, tasks):
             say(render_change(elapsed, before, after))
             seen[after.task_id] = after
+        for text in progress.poll(client, run_id, tasks):
+            say(render_progress(elapsed, text))
         if run_state in SUCCESS_STATES | FAILED_RUN_STATES:
             return run_state, seen, elapsed
         if elapsed > timeout_s:
@@ -187,8 +226,12 @@ def run_pipeline(
     ready_timeout_s: float = 300,
     poll_s: float = 2.0,
     log_tail: int = 40,
+    summary: bool = True,
 ) -> Outcome:
-    """Trigger one run of the DAG with `conf` (default: from the settings), follow it, report the result."""
+    """Trigger one run of the DAG with `conf` (default: from the settings), follow it, report the result.
+
+    A successful run ends with its summary (`orchestration.summary`): dataset, split, model, decision, URLs.
+    """
 
     def say(line: str) -> None:
         print(line, file=out, flush=True)
@@ -215,6 +258,8 @@ def run_pipeline(
     say("task durations: " + ", ".join(f"{t} {durations[t]:.1f}s" for t in STEPS if t in durations))
     if state in SUCCESS_STATES:
         say(f"run {run_id} succeeded in {elapsed:.1f}s")
+        if summary:
+            say("\n" + summarize(settings, run_id))
         return Outcome(0, run_id, elapsed, None, durations)
     failed = first_failure(tasks.values())
     if failed is None:

@@ -19,7 +19,7 @@ from typing import Any
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from mlops.jobs.runner import EXIT_DATA_ERROR
-from mlops.orchestration.steps import STEPS, Step, step_argv
+from mlops.orchestration.steps import HARMLESS_PYTHON_WARNINGS, STEPS, Step, step_argv
 from mlops.run_params import RunParams
 from mlops.settings import PROJECT_ROOT, Settings
 
@@ -54,6 +54,7 @@ def run_step(argv: list[str], env: Mapping[str, str] | None = None, tail_lines: 
     # spark-submit must run the job (and its Python workers) with this venv's interpreter.
     child_env.setdefault("PYSPARK_PYTHON", sys.executable)
     child_env.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    child_env["PYTHONWARNINGS"] = ",".join(w for w in (child_env.get("PYTHONWARNINGS"), HARMLESS_PYTHON_WARNINGS) if w)
     log.info("running: %s", " ".join(argv))
     tail: collections.deque[str] = collections.deque(maxlen=tail_lines)
     proc = subprocess.Popen(

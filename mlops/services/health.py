@@ -6,6 +6,7 @@ Every check raises on failure (with the client's own message) and returns a shor
 from __future__ import annotations
 
 import socket
+import subprocess
 from urllib.parse import urlparse
 
 import requests
@@ -142,3 +143,20 @@ def consumer_health(port: int) -> str:
     if detail.get("status") == "ok":
         return f"healthy, model v{detail.get('model_version')}, feature set {detail.get('feature_set')}"
     return f"not serving: {detail.get('problem') or 'unhealthy'}"
+
+
+def port_owner(port: int) -> str:
+    """Who listens on `port` (pid and command), when `ss` can tell: makes the port-taken error actionable."""
+    try:
+        out = subprocess.run(
+            ["ss", "-Htlnp", f"sport = :{port}"], capture_output=True, text=True, timeout=5, check=False
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    for line in out.splitlines():
+        if "pid=" in line:
+            users = line[line.index("users:") :]
+            name = users.split('"')[1] if '"' in users else "?"
+            pid = users.split("pid=")[1].split(",")[0]
+            return f"pid {pid}, {name}"
+    return ""

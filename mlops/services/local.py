@@ -19,10 +19,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlops.services import airflow_config, health, process, provision, specs
+from mlops.services import airflow_config, health, jvm, process, provision, specs
 from mlops.services.errors import ServiceError
 from mlops.services.specs import Launch
 from mlops.settings import Settings
+from mlops.spark_capacity import scratch_root
 from mlops.status import ServiceRow, print_report
 
 
@@ -113,7 +114,12 @@ class LocalBackend:
             specs.redis(self.settings, data / "redis"),
             specs.kafka(self.settings, data / "kafka"),
             specs.s3(self.settings, data / "s3"),
+            *self._spark(),
         ]
+
+    def _spark(self) -> list[Launch]:
+        """The standalone Spark master and workers (none unless SPARK_WORKERS > 0)."""
+        return specs.spark_cluster(self.settings, self.state.data / "spark", scratch_root(self.settings))
 
     def _airflow(self) -> list[Launch]:
         if not self.include_airflow:
@@ -136,6 +142,7 @@ class LocalBackend:
             ("kafka", lambda: [specs.kafka(self.settings, data / "kafka")]),
             ("s3", lambda: [specs.s3(self.settings, data / "s3")]),
             ("mlflow", lambda: [specs.mlflow(self.settings, data / "mlflow")]),
+            ("spark", self._spark),
         ]
         if self.include_airflow:
             factories.append(("airflow", lambda: airflow_config.launches(self.settings)))
@@ -166,6 +173,9 @@ class LocalBackend:
 
     def up(self) -> None:
         with self._exclusive(), self._interruptible() as started:
+            # Every jar first: a failed Maven resolution stops `up` before anything is started or written.
+            for component, service in specs.jvm_components(self.settings):
+                jvm.classpath(component, service)
             self._ensure(self._core(), started)
             created = self._provision("s3", provision.ensure_buckets)
             say(f"s3: buckets {self.settings.s3_bucket}, {self.settings.mlflow_artifact_bucket} ready"
@@ -345,6 +355,8 @@ class LocalBackend:
             note = launch.note
             if state == "up" and launch.service == "inference":
                 note = health.consumer_health(launch.port or 0)
+            if launch.data_dir is not None:
+                note += f" ({_human_size(_disk_usage(launch.data_dir))} on disk)"
             rows.append(ServiceRow(launch.name, state, pid, launch.url, note))
         return rows
 
@@ -363,9 +375,30 @@ class LocalBackend:
             "Kafka bootstrap": self.settings.kafka_bootstrap_servers,
             "Redis": f"{self.settings.redis_host}:{self.settings.redis_port}",
         }
+        if self.settings.spark_workers:
+            urls["Spark master UI"] = f"{self.settings.spark_master_ui_url}  ({self.settings.spark_master})"
         for launch in specs.inference(self.settings):
             urls[f"Consumer {launch.name}"] = launch.url
         return urls
+
+
+def _disk_usage(path: Path) -> int:
+    """Bytes the files under `path` take on disk (allocated blocks, as `du`; Kafka preallocates indexes)."""
+    total = 0
+    for file in path.rglob("*") if path.exists() else ():
+        try:
+            total += file.lstat().st_blocks * 512
+        except OSError:
+            continue  # deleted while we walk (a segment rolled away)
+    return total
+
+
+def _human_size(size: float) -> str:
+    for unit in ("B", "KiB", "MiB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:

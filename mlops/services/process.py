@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from mlops.services.errors import ServiceError
-from mlops.services.health import Incompatible, tcp_open
+from mlops.services.health import Incompatible, port_owner, tcp_open
 from mlops.services.specs import Launch
 
 
@@ -57,6 +57,8 @@ def start(
     if launch.prepare is not None:
         try:
             launch.prepare()
+        except ServiceError as exc:  # already one line naming the service and reason: add the log only
+            raise ServiceError(exc.service, exc.reason, exc.log or log) from exc
         except Exception as exc:
             raise ServiceError(launch.name, f"preparation failed: {exc}", log) from exc
     env = {**os.environ, **(extra_env or {}), **launch.env}
@@ -78,23 +80,6 @@ def start(
             )
         except OSError as exc:
             raise ServiceError(launch.name, f"cannot execute {launch.argv[0]}: {exc}", log) from exc
-
-
-def port_owner(port: int) -> str:
-    """Who listens on `port` (pid and command), when `ss` can tell: makes the port-taken error actionable."""
-    try:
-        out = subprocess.run(
-            ["ss", "-Htlnp", f"sport = :{port}"], capture_output=True, text=True, timeout=5, check=False
-        ).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    for line in out.splitlines():
-        if "pid=" in line:
-            users = line[line.index("users:") :]
-            name = users.split('"')[1] if '"' in users else "?"
-            pid = users.split("pid=")[1].split(",")[0]
-            return f"pid {pid}, {name}"
-    return ""
 
 
 def wait_ready(launch: Launch, proc: subprocess.Popen | int, log: Path) -> str:

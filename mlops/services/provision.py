@@ -5,6 +5,7 @@ from __future__ import annotations
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from mlops.consumer.kafka import wait_for_topics
 from mlops.services.health import s3_client
 from mlops.settings import Settings
 from mlops.topics import TOPICS
@@ -50,4 +51,5 @@ def ensure_topics(settings: Settings, timeout: float = 15.0) -> list[str]:
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
+    wait_for_topics(admin, {spec.name: spec.partitions for spec in missing})
     return created

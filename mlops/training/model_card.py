@@ -53,3 +53,27 @@ seed {lineage.get("seed")}), feature set {lineage["feature_set"]}, git {lineage[
 **Limits.** Unknown users get the model without user features (score) or the popularity list (top-k).
 Movies first rated after the feature snapshot have no CF vector until the next pipeline run.
 """
+
+
+def summary(run_id: str, lineage: dict[str, str], metrics: dict[str, float], data: OfflineData) -> str:
+    """A few sentences for the registered version's description (what MLflow's model page shows first)."""
+    source = lineage.get("dataset_source", "")
+    dataset = lineage["dataset"]
+    if "synthetic" in source or dataset == "synthetic":
+        dataset = f"SYNTHETIC data (not MovieLens: {source or dataset})"
+    baselines = ", ".join(
+        f"{label} {metrics[key]:.4f}"
+        for label, key in (("popularity", "baseline_popularity_ndcg_at_10"),
+                           ("co-occurrence", "baseline_cooccurrence_ndcg_at_10"),
+                           ("EASE", "baseline_ease_ndcg_at_10"))
+        if key in metrics
+    )  # fmt: skip
+    return (
+        f"Two LightGBM heads over {len(fx.FEATURE_NAMES)} features: P(rating >= 4) answers score requests, "
+        f"P(the user rates the movie) ranks top-k. Trained by pipeline run {run_id} on {dataset}, "
+        f"{lineage['split_strategy']} split ({len(data.train_examples):,} training examples, "
+        f"{len(data.eval_examples):,} test pairs). Test nDCG@10 {metrics['ndcg_at_10']:.4f} "
+        f"(baselines: {baselines or 'none logged'}), AUC {metrics['test_auc']:.4f}. "
+        "The full model card is model_card.md in the training run's artifacts."
+    )
+

@@ -15,7 +15,7 @@ from mlops import features as fx
 from mlops.settings import PROJECT_ROOT, Settings
 from mlops.training.fit import ROUNDS, lgb_params
 from mlops.training.model import TwoHeadModel
-from mlops.training.model_card import model_card
+from mlops.training.model_card import model_card, summary
 from mlops.training.offline_data import OfflineData
 from mlops.training.plots import plots
 
@@ -53,6 +53,34 @@ def run_lineage(settings: Settings, run_id: str) -> dict[str, str]:
     }
 
 
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+FEATURES_ARTIFACT = "feature_names.json"
+MODEL_DESCRIPTION = (
+    "Movie recommender trained on MovieLens ratings by the mlops_platform pipeline. The `champion` alias is "
+    "what the stream serves; `challenger` a version that lost. Each version's description summarises its "
+    "model card (model_card.md in its training run)."
+)
+
+
+def log_datasets(settings: Settings, run_id: str, data: OfflineData, lineage: dict[str, str]) -> None:
+    """The training and evaluation sets as MLflow dataset inputs: name, object-store source, digest, rows."""
+    import warnings
+
+    import mlflow
+    from mlops.layout import features_key
+
+    for frame, table, context in ((data.train_examples, "train_examples", "training"),
+                                  (data.eval_examples, "eval_examples", "evaluation")):  # fmt: skip
+        with warnings.catch_warnings():  # the integer-column hint is about model signatures, not datasets
+            warnings.simplefilter("ignore", UserWarning)
+            dataset = mlflow.data.from_pandas(
+                frame, source=f"s3://{settings.s3_bucket}/{features_key(run_id, table)}",
+                name=f"{lineage['dataset']} {table}",
+            )  # fmt: skip
+        mlflow.log_input(dataset, context=context)
+
+
 def log_and_register(
     settings: Settings,
     run_id: str,
@@ -75,7 +103,9 @@ def log_and_register(
 
     wait_for_mlflow(settings)
     c = client(settings)
-    with_retries(settings, "set experiment", lambda: mlflow.set_experiment(settings.mlflow_experiment))
+    experiment = with_retries(settings, "set experiment", lambda: mlflow.set_experiment(settings.mlflow_experiment))
+    # MLflow 3 opens an untagged experiment in its GenAI view (traces, judges): this one trains models.
+    c.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     example = pd.DataFrame(
         fx.build_matrix(data.eval_examples.head(5), data.eval_examples.head(5)), columns=fx.FEATURE_NAMES
     )
@@ -99,6 +129,9 @@ def log_and_register(
             }
         )
         mlflow.log_metrics(metrics)
+        log_datasets(settings, run_id, data, lineage)
+        mlflow.log_dict({"feature_names": list(fx.FEATURE_NAMES), "relevance_features": list(fx.RELEVANCE_FEATURES),
+                         "schema_version": fx.SCHEMA_VERSION}, FEATURES_ARTIFACT)  # fmt: skip
         for path in plots(model, preds, tmpdir):
             mlflow.log_artifact(str(path), "plots")
         for path in selection["artifacts"]:
@@ -111,6 +144,11 @@ def log_and_register(
             c.set_model_version_tag(settings.model_name, version, key, lineage[key])
         for key, value in {**{f"chosen_{k}": v for k, v in selection["params"].items()}, **selection["tags"]}.items():
             c.set_model_version_tag(settings.model_name, version, key, str(value))
-        c.set_model_version_tag(settings.model_name, version, "feature_names", ",".join(fx.FEATURE_NAMES))
+        features = f"{len(fx.FEATURE_NAMES)} (schema {fx.SCHEMA_VERSION}; names in {FEATURES_ARTIFACT})"
+        c.set_model_version_tag(settings.model_name, version, "features", features)
+        c.update_model_version(settings.model_name, version, description=summary(run_id, lineage, metrics, data))
+        registered = c.get_registered_model(settings.model_name)
+        if not registered.description:
+            c.update_registered_model(settings.model_name, description=MODEL_DESCRIPTION)
         log.info("train: logged MLflow run %s, registered %s v%s", run.info.run_id, settings.model_name, version)
         return {"mlflow_run_id": run.info.run_id, "version": str(version), "metrics": metrics}

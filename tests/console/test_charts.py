@@ -9,6 +9,11 @@ from mlops.console import charts
 SVG = "{http://www.w3.org/2000/svg}"
 
 
+def test_axis_steps_read_well():
+    assert [charts.axis(v) for v in (0, 9, 27.4, 239.5, 0.3)] == [(1, 0.25), (10, 2.5), (30, 10), (300, 100),
+                                                                  (0.3, 0.1)]
+
+
 def test_nice_max_rounds_up_to_a_readable_axis_top():
     assert [charts.nice_max(v) for v in (0, 0.7, 1, 3, 7.5, 12, 260, 999)] == [1, 1, 1, 5, 10, 20, 500, 1000]
 
@@ -21,7 +26,7 @@ def test_line_chart_is_valid_svg_with_one_polyline_per_unbroken_run():
     lines = root.findall(f"{SVG}polyline")
     assert len(lines) == 3  # p50 broken in two by the missing sample, p99 whole
     texts = [t.text for t in root.iter(f"{SVG}text")]
-    assert "Latency" in texts and "p50" in texts and "p99" in texts and "now" in texts and "-8s" in texts
+    assert "Latency" in texts and "p50" in texts and "p99" in texts and "now" in texts and "-8.0s" in texts
     assert "10" in texts  # the axis top above the largest value, 9
 
 

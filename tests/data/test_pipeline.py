@@ -1,4 +1,4 @@
-"""The batch steps end to end against real S3 (moto/MinIO), real Spark and real Redis.
+"""The batch steps end to end against real S3 (S3Proxy/MinIO), real Spark and real Redis.
 
 ingest -> validate -> split_dataset on synthetic data; a bad input stopping the run with nothing
 overwritten; load_to_redis turning an online snapshot into the current feature set.

@@ -1,6 +1,6 @@
 """The Airflow containers' command, run natively: local mode's configuration with compose's overrides.
 
-`airflow-init` and `airflow-apiserver` run `python -m mlops.services.compose airflow init|api-server`
+`airflow-init` and `airflow-apiserver` run `python -m mlops.services.container_entry airflow init|api-server`
 with the compose file's AIRFLOW__* values in their environment. Here SQLite stands in for PostgreSQL
 (the override mechanism is what is under test), and the admin login from the settings must work.
 """
@@ -49,7 +49,7 @@ def container_env(tmp_path: Path, port: int) -> dict[str, str]:
 def test_init_then_api_server_use_the_compose_overrides(tmp_path: Path) -> None:
     port = free_port()
     env = container_env(tmp_path, port)
-    entry = [sys.executable, "-m", "mlops.services.compose", "airflow"]
+    entry = [sys.executable, "-m", "mlops.services.container_entry", "airflow"]
     init = subprocess.run([*entry, "init"], env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
     assert init.returncode == 0, init.stdout[-2000:] + init.stderr[-2000:]
     assert (tmp_path / "compose-db.sqlite").exists(), "compose's SQL_ALCHEMY_CONN must win over local mode's"
@@ -66,7 +66,7 @@ def test_init_then_api_server_use_the_compose_overrides(tmp_path: Path) -> None:
             try:
                 if requests.get(f"{base}/api/v2/monitor/health", timeout=3).status_code == 200:
                     break
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not up yet, or slow on a busy machine
                 pass
             assert time.monotonic() < deadline, "api-server not healthy in 240 s"
             time.sleep(1)

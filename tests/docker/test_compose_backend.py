@@ -1,14 +1,18 @@
-"""ComposeBackend's pure parts: reading `docker inspect`, deciding readiness, building compose commands."""
+"""ComposeBackend's pure parts: reading `docker inspect`, deciding readiness, building compose commands, and
+refusing anything but Compose v2."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 from mlops.services import compose
-from mlops.services.compose import ComposeBackend, parse_inspect, readiness
+from mlops.services.compose import ComposeBackend, compose_cli, compose_version, parse_inspect, readiness
+from mlops.services.compose_spec import COMPOSE_FILE, compose_spec, project_name
+from mlops.services.errors import ServiceError
 from mlops.settings import Settings
 
 
@@ -57,12 +61,12 @@ def test_readiness_reports_a_failed_one_shot() -> None:
 
 
 def test_commands_name_the_project_file_env_and_profile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(compose, "compose_cli", lambda: ["docker-compose"])
+    monkeypatch.setattr(compose, "compose_cli", lambda: ["docker", "compose"])
     env = tmp_path / ".env"
     env.write_text("DATASET=auto\n")
     backend = ComposeBackend(Settings(), env_file=env)
     argv = backend.command("up", "-d")
-    assert argv == ["docker-compose", "-p", "mlops", "-f", str(compose.COMPOSE_FILE), "--env-file", str(env),
+    assert argv == ["docker", "compose", "-p", "mlops", "-f", str(COMPOSE_FILE), "--env-file", str(env),
                     "up", "-d"]  # fmt: skip
     assert "--profile" in backend.command("down", all_profiles=True)
     monitored = ComposeBackend(Settings(), env_file=env, monitoring=True)
@@ -89,3 +93,55 @@ def test_status_rows_show_one_shots_as_done_and_unhealthy_services(monkeypatch: 
     assert rows["mlops-airflow-init-1"].state == "failed (exit 2)"
     assert rows["mlops-redis-1"].state == "up" and rows["mlops-redis-1"].url.endswith(":6379")
     assert rows["mlops-mlflow-1"].state == "unhealthy" and rows["mlops-mlflow-1"].url == Settings().mlflow_tracking_uri
+
+
+def test_the_file_names_the_project_that_status_lists() -> None:
+    """A manual `docker compose up` in the project directory must create the containers `status` looks for:
+    the file's top-level `name:` is the project the backend passes with -p and filters `docker ps` on."""
+    assert compose_spec()["name"] == project_name() == "mlops"
+    assert inspect_item("redis", "running")["Config"]["Labels"]["com.docker.compose.project"] == project_name()
+
+
+def fake_tools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **scripts: str) -> None:
+    """Put stand-in executables (name -> shell body) first and alone on PATH."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, body in scripts.items():
+        tool = bin_dir / name.replace("_", "-")
+        tool.write_text(f"#!/bin/sh\n{body}\n")
+        tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}/usr/bin{os.pathsep}/bin")
+
+
+@pytest.mark.parametrize(
+    ("output", "version"),
+    [("2.29.1\n", (2, 29, 1)), ("v2.40.3-desktop.1\n", (2, 40, 3)), ("Docker Compose version v2.3.3", (2, 3, 3)),
+     ("", None), ("docker: 'compose' is not a docker command.", None)],
+)  # fmt: skip
+def test_compose_version_reads_the_short_and_long_forms(output: str, version: tuple | None) -> None:
+    assert compose_version(output) == version
+
+
+def test_compose_v2_is_used_when_it_answers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_tools(tmp_path, monkeypatch, docker='[ "$1 $2 $3" = "compose version --short" ] && echo 2.29.1')
+    assert compose_cli() == ["docker", "compose"]
+
+
+def test_docker_compose_v1_is_never_a_fallback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """v1 is end-of-life and rejects the file's `name:`: the error says so and how to install v2."""
+    fake_tools(tmp_path, monkeypatch, docker="echo \"docker: 'compose' is not a docker command.\" >&2; exit 1",
+               docker_compose="echo 'docker-compose version 1.29.2'")  # fmt: skip
+    with pytest.raises(ServiceError) as err:
+        compose_cli()
+    message = str(err.value)
+    assert "Compose v2" in message and "v1" in message and "end-of-life" in message
+    assert "docker-compose-plugin" in message
+
+
+def test_an_old_compose_v2_or_no_docker_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_tools(tmp_path, monkeypatch, docker="echo 1.29.2")
+    with pytest.raises(ServiceError, match=r"Docker Compose 1\.29\.2 is too old"):
+        compose_cli()
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(ServiceError, match="`docker` command is not installed"):
+        compose_cli()

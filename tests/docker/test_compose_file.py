@@ -14,7 +14,7 @@ import pytest
 import yaml
 from dotenv import dotenv_values
 
-from mlops.services.compose import (
+from mlops.services.compose_spec import (
     COMPOSE_FILE,
     CONSUMER,
     HOST_ONLY_SETTINGS,
@@ -300,7 +300,7 @@ def test_topic_and_bucket_names_come_from_the_settings_and_topics_module() -> No
 def test_fields_used_by_compose_module_exist() -> None:
     """Password settings Docker mode checks are Settings fields (the lead adds POSTGRES_PASSWORD and
     GRAFANA_ADMIN_PASSWORD to settings.py and .env.example)."""
-    from mlops.services.compose import PASSWORD_SETTINGS
+    from mlops.services.passwords import PASSWORD_SETTINGS
 
     names = {f.name for f in fields(Settings)}
     missing = [n for n in PASSWORD_SETTINGS if n not in names]

@@ -9,7 +9,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from mlops.consumer.metrics import ConsumerMetrics
-from mlops.services.compose import CONSUMER
+from mlops.services.compose_spec import CONSUMER
 from mlops.settings import PROJECT_ROOT, Settings
 
 DOCKER = PROJECT_ROOT / "docker"
@@ -21,8 +21,11 @@ def exported_series() -> set[str]:
     from prometheus_client import generate_latest
 
     metrics = ConsumerMetrics()
-    metrics.requests.labels(type="score").inc()
-    metrics.errors.labels(reason="not_json").inc()
+    metrics.requests.labels(type="score", kind="p_like").inc()
+    metrics.dead_letters.labels(reason="not_json").inc()
+    metrics.retries.labels(reason="redis_unavailable").inc()
+    metrics.lag.labels(partition="0").set(3)
+    metrics.model_load_seconds.set(1.5)
     metrics.set_model("1", "v1")
     text = generate_latest(metrics.registry).decode()
     names = set()
@@ -49,8 +52,9 @@ def test_dashboard_queries_only_exported_metrics() -> None:
         for name in set(re.findall(r"\b(inference_[a-z_]+|up)\b", expr)) - PROMQL_FUNCTIONS:
             assert name in exported, f"dashboard queries {name}, which the consumer does not export: {expr}"
     joined = " ".join(exprs)
-    for family in ("inference_requests_total", "inference_errors_total", "inference_end_to_end_seconds_bucket",
-                   "inference_batch_size", "inference_model_info"):  # fmt: skip
+    for family in ("inference_requests_total", "inference_dead_letters_total", "inference_retries_total",
+                   "inference_end_to_end_seconds_bucket", "inference_batch_size", "inference_model_info",
+                   "inference_consumer_lag", "inference_model_load_seconds"):  # fmt: skip
         assert family in joined, f"dashboard has no panel for {family}"
 
 

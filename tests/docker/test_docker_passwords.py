@@ -9,8 +9,9 @@ from types import SimpleNamespace
 import pytest
 from dotenv import dotenv_values
 
-from mlops.services import compose
-from mlops.services.compose import (
+from mlops.services import passwords
+from mlops.services.errors import ServiceError
+from mlops.services.passwords import (
     PASSWORD_SETTINGS,
     ensure_strong_passwords,
     generate_password,
@@ -19,7 +20,6 @@ from mlops.services.compose import (
     weak_passwords,
     write_env_values,
 )
-from mlops.services.errors import ServiceError
 from mlops.settings import PROJECT_ROOT
 
 STRONG = "Zq4-t9YwR2_pLx7sKm3vB8nH"
@@ -110,7 +110,7 @@ def test_refusal_without_consent_changes_nothing(tmp_path: Path) -> None:
     env.write_text("REDIS_PASSWORD=password\n")
     with pytest.raises(ServiceError) as err:
         ensure_strong_passwords(fake_settings(redis_password="password"), env, assume_yes=False, ask=lambda _: "n")
-    assert "weak passwords" in str(err.value) and "mlops.services.compose secrets" in str(err.value)
+    assert "weak passwords" in str(err.value) and "python -m mlops.services.passwords" in str(err.value)
     assert env.read_text() == "REDIS_PASSWORD=password\n"
 
 
@@ -118,7 +118,7 @@ def test_non_interactive_refusal_prints_the_command(tmp_path: Path, monkeypatch:
     monkeypatch.setattr("sys.stdin", open("/dev/null"))  # not a TTY  # noqa: SIM115
     with pytest.raises(ServiceError) as err:
         ensure_strong_passwords(fake_settings(s3_secret_key=""), tmp_path / ".env", assume_yes=False)
-    assert compose.fix_command() in str(err.value)
+    assert passwords.fix_command() in str(err.value)
     assert not (tmp_path / ".env").exists()
 
 
@@ -134,7 +134,7 @@ def test_consent_writes_strong_passwords_and_returns_reloaded_settings(
         seen["values"] = dotenv_values(path)
         return reloaded
 
-    monkeypatch.setattr(compose, "load_settings", fake_load)
+    monkeypatch.setattr(passwords, "load_settings", fake_load)
     result = ensure_strong_passwords(
         fake_settings(redis_password="password", grafana_admin_password=""), env, assume_yes=False, ask=lambda _: "y"
     )
@@ -148,6 +148,6 @@ def test_consent_writes_strong_passwords_and_returns_reloaded_settings(
 
 def test_an_overriding_environment_variable_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """If the re-read settings are still weak, an environment variable wins over .env: say so."""
-    monkeypatch.setattr(compose, "load_settings", lambda path: fake_settings(redis_password="password"))
+    monkeypatch.setattr(passwords, "load_settings", lambda path: fake_settings(redis_password="password"))
     with pytest.raises(ServiceError, match=r"REDIS_PASSWORD still weak .* environment variable"):
         ensure_strong_passwords(fake_settings(redis_password="password"), tmp_path / ".env", assume_yes=True)

@@ -1,4 +1,4 @@
-"""The one-shot containers' command (`python -m mlops.services.compose provision ...`) against real servers.
+"""The one-shot containers' command (`python -m mlops.services.container_entry provision ...`) against real servers.
 
 minio-init and kafka-init run exactly this; the test runs it as a process with the settings in its
 environment, as compose passes them, and checks what the broker and the object store then hold.
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.integration
 def run_entry(settings: Settings, *args: str) -> subprocess.CompletedProcess:
     env = {"PATH": "/usr/bin:/bin", **settings_environ(settings)}
     return subprocess.run(
-        [sys.executable, "-m", "mlops.services.compose", "provision", *args],
+        [sys.executable, "-m", "mlops.services.container_entry", "provision", *args],
         env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
 
@@ -54,7 +54,7 @@ def test_entry_fails_loudly_when_the_store_is_unreachable(settings: Settings) ->
     broken = settings.replace(s3_endpoint_url="http://127.0.0.1:9")  # nothing listens on the discard port
     proc = subprocess.run(
         [sys.executable, "-c",
-         "import sys, mlops.services.compose as c; from mlops.settings import get_settings;"
+         "import sys, mlops.services.container_entry as c; from mlops.settings import get_settings;"
          "c.provision('buckets', get_settings(), attempts=2)"],
         env={"PATH": "/usr/bin:/bin", **settings_environ(broken)}, cwd=PROJECT_ROOT,
         capture_output=True, text=True, timeout=120, check=False,

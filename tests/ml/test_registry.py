@@ -144,8 +144,8 @@ def test_a_changed_lineage_is_never_compared_on_the_candidates_test_set(mlflow_s
 @pytest.mark.integration
 @pytest.mark.slow
 def test_a_champion_whose_artifacts_are_gone_is_replaced(mlflow_settings, offline):
-    """Local mode's S3 is in memory: after a restart the registry still names a champion whose files are
-    gone. Promotion must not fail on it forever; the candidate takes the alias and the reason says why."""
+    """A champion whose files are gone from the object store (deleted by hand, a store wiped or replaced):
+    promotion must not fail on it forever; the candidate takes the alias and the reason says why."""
     from mlops.object_store import ObjectStore
 
     settings = mlflow_settings.replace(model_name=f"{mlflow_settings.model_name}-lost")

@@ -51,6 +51,7 @@ def test_graph_is_acyclic_and_orders_the_steps(dag) -> None:
 
 def test_every_task_documented_as_markdown(dag) -> None:
     assert dag.doc_md and "mlops_platform" in dag.doc_md
+    assert dag.description and "ingest" in dag.description  # shown under the DAG name in the UI list
     for t in dag.tasks:
         assert t.doc_md, f"{t.task_id} has no doc_md"
         assert t.doc_md.startswith("####"), f"{t.task_id}: doc_md must start with a heading, not indentation"

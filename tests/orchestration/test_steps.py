@@ -127,3 +127,32 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+WINDOW_JOB = """
+import pyspark.sql.functions as F
+from pyspark.sql import SparkSession, Window
+
+spark = SparkSession.builder.getOrCreate()
+rows = spark.range(50).withColumn("r", F.row_number().over(Window.orderBy("id"))).count()
+print(f"job done: {rows} rows", flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_known_harmless_spark_and_pandas_warnings_are_silenced_at_the_source(base_settings: Settings, tmp_path) -> None:
+    """A real spark-submit of a window without PARTITION BY (Spark warns once per such window), launched the
+    way a DAG task launches a step: the warning and PySpark's pandas-version warning are gone, the job's own
+    output is there, and other warnings would still show (root level WARN)."""
+    from mlops.orchestration.steps import SPARK_LOG_CONFIG, spark_submit
+
+    job = tmp_path / "window_job.py"
+    job.write_text(WINDOW_JOB)
+    result = run_step([*spark_submit(base_settings, "window-test"), str(job)], tail_lines=400)
+    text = "\n".join(result.tail)
+    assert result.returncode == 0, text
+    assert "job done: 50 rows" in text
+    assert "WindowExec" not in text and "No Partition Defined" not in text
+    assert "does not yet fully support pandas" not in text
+    assert "Using Spark's default log4j profile" not in text  # ours was read
+    assert "rootLogger.level = warn" in SPARK_LOG_CONFIG.read_text()

@@ -19,11 +19,15 @@ PACKAGE = PROJECT_ROOT / "mlops"
 
 # Lowest first. A module belongs to the layer of its longest listed prefix.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("settings", "errors"),
-    ("layout", "object_store", "spark_io", "schemas", "topics", "run_params"),
+    ("settings", "errors", "services.errors"),
+    (
+        *("layout", "object_store", "spark_io", "spark_capacity", "schemas", "topics", "run_params", "progress"),
+        "topic_tail",
+        "services.jvm",  # the pinned jars spark_io puts on the classpath for s3a
+    ),
     ("datasets", "quality", "features", "feature_store", "ranking", "compiled_trees", "training.model"),
-    ("training", "evaluation", "registry", "serving"),
-    ("jobs", "consumer", "orchestration", "services", "status", "bench"),
+    ("training", "evaluation", "registry", "serving", "catalog", "dlq"),
+    ("jobs", "consumer", "orchestration", "services", "status", "bench", "stream_client", "console", "poke"),
     ("cli",),
 )
 

@@ -7,8 +7,10 @@ cover them).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -31,7 +33,6 @@ def local_environ(root: Path, free_port: Callable[[], int], **overrides: str) ->
         "REDIS_PORT": str(free_port()),
         "REDIS_PASSWORD": "lifecycle-pw",
         "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
-        "KAFKA_HOME": "",
         "S3_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
         "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}",
         "AIRFLOW_URL": f"http://127.0.0.1:{free_port()}",
@@ -126,17 +127,115 @@ def test_port_taken_by_a_stranger_stops_up_with_one_line(tmp_path, free_port):
 def test_service_that_exits_at_start_is_reported_with_its_log(tmp_path, free_port):
     # 192.0.2.1 (TEST-NET) is no local address: redis-server cannot bind it and exits.
     backend = core_backend(local_settings(tmp_path, free_port, REDIS_HOST="192.0.2.1"))
-    with pytest.raises(ServiceError) as caught:
-        backend.up()
+    try:
+        with pytest.raises(ServiceError) as caught:
+            backend.up()
+    finally:
+        backend.down(purge=False)  # Kafka and S3, started alongside, are left running by a failed `up`
     message = str(caught.value)
     assert message.startswith("redis: exited with code")
     assert str(tmp_path / "logs" / "redis.log") in message
 
 
-def test_missing_kafka_distribution_is_named(tmp_path, free_port):
-    backend = core_backend(local_settings(tmp_path, free_port, KAFKA_HOME=str(tmp_path / "no-kafka")))
-    with pytest.raises(ServiceError, match=r"^kafka: KAFKA_HOME=.*no-kafka has no bin/kafka-server-start.sh"):
+BROKEN_POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>mlops-platform.test</groupId><artifactId>kafka</artifactId><version>1</version><packaging>pom</packaging>
+  <properties><kafka.version>0-test</kafka.version></properties>
+  <repositories><repository><id>central</id><url>{url}</url></repository></repositories>
+  <dependencies><dependency>
+    <groupId>org.example.mlopstest</groupId><artifactId>broker</artifactId><version>{version}</version>
+  </dependency></dependencies>
+  <build><plugins><plugin>
+    <groupId>org.apache.maven.plugins</groupId><artifactId>maven-dependency-plugin</artifactId><version>3.8.1</version>
+  </plugin></plugins></build>
+</project>
+"""
+
+
+@pytest.fixture
+def broken_maven(tmp_path, monkeypatch):
+    """Point the kafka component at a pom whose one dependency comes from a repository of our making:
+    a file:// repository whose jar does not match its published SHA-1, or a URL nobody answers (offline).
+    A fresh artifact version each time, so Maven's local repository has nothing cached for it."""
+    import uuid
+
+    from mlops.services import jvm
+
+    version = f"1.0.{uuid.uuid4().hex[:8]}"
+    repo = tmp_path / "repo"
+    base = repo / "org" / "example" / "mlopstest" / "broker" / version
+    base.mkdir(parents=True)
+    pom_file, jar_file = base / f"broker-{version}.pom", base / f"broker-{version}.jar"
+    pom_file.write_text(
+        '<project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion>'
+        f"<groupId>org.example.mlopstest</groupId><artifactId>broker</artifactId><version>{version}</version>"
+        "</project>"
+    )
+    jar_file.write_bytes(b"PK\x05\x06" + b"\0" * 18)  # an empty zip
+    (base / f"broker-{version}.pom.sha1").write_text(hashlib.sha1(pom_file.read_bytes()).hexdigest())
+    (base / f"broker-{version}.jar.sha1").write_text("0" * 40)  # the mismatch
+    poms = tmp_path / "jvm"
+    (poms / "kafka").mkdir(parents=True)
+    monkeypatch.setattr(jvm, "POM_DIR", poms)
+    monkeypatch.setenv("MLOPS_JVM_CACHE", str(tmp_path / "jvm-cache"))
+
+    def use(url: str) -> str:
+        (poms / "kafka" / "pom.xml").write_text(BROKEN_POM.format(url=url, version=version))
+        return f"org.example.mlopstest:broker:jar:{version}"
+
+    yield repo, use
+    shutil.rmtree(Path.home() / ".m2" / "repository" / "org" / "example" / "mlopstest", ignore_errors=True)
+
+
+@pytest.mark.parametrize("fault", ["checksum", "offline"])
+def test_failed_maven_resolution_stops_up_naming_the_artifact(tmp_path, free_port, broken_maven, fault):
+    repo, use = broken_maven
+    artifact = use(repo.as_uri() if fault == "checksum" else f"http://127.0.0.1:{free_port()}/maven2")
+    root = tmp_path / "local"
+    backend = core_backend(local_settings(root, free_port))
+    with pytest.raises(ServiceError) as caught:
         backend.up()
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith("kafka: Maven could not resolve org.example.mlopstest:broker:")
+    assert artifact.rsplit(":", 1)[1] in message and "Nothing was installed or started" in message
+    if fault == "checksum":
+        assert "checksum" in message.lower() and "~/.m2/repository" in message
+    else:
+        assert "Connection refused" in message and "reachable" in message
+    assert "kafka-maven.log" in message
+    assert not list((tmp_path / "jvm-cache").glob("*.classpath"))  # no record of a half-resolved classpath
+    assert pids(root) == {} and not (root / "data").exists()  # nothing started, nothing written
+
+
+def test_corrupt_kafka_log_dir_is_one_line_and_nothing_is_deleted(tmp_path, free_port):
+    from mlops.services import specs
+
+    settings = local_settings(tmp_path, free_port)
+    data = tmp_path / "data" / "kafka"
+    specs.kafka(settings, data).prepare()  # formats the log dir once, with the persisted cluster id
+    meta = data / "logs" / "meta.properties"
+    assert meta.exists() and (data / "cluster.id").exists()
+    specs.kafka(settings, data).prepare()  # idempotent: a formatted dir is accepted as it is
+    meta.write_text(meta.read_text().replace("cluster.id=", "cluster.id=X"))  # another cluster's data
+    before = _kafka_data(data)
+    backend = core_backend(settings)
+    try:
+        with pytest.raises(ServiceError) as caught:
+            backend.up()
+    finally:
+        backend.down(purge=False)
+    message = str(caught.value)
+    assert message.startswith("kafka: corrupt or foreign log dir: ") and "\n" not in message
+    assert str(meta) in message and "nothing was deleted" in message and "kafka.log" in message
+    assert _kafka_data(data) == before
+
+
+def _kafka_data(data: Path) -> dict[str, bytes]:
+    """What the broker stores (the config files `up` regenerates each time aside)."""
+    generated = {"server.properties", "java.args", "log4j2.properties"}
+    files = [p for p in data.rglob("*") if p.is_file() and p.name not in generated]
+    return {str(p.relative_to(data)): p.read_bytes() for p in files}
 
 
 def test_down_leaves_alone_a_process_that_is_not_ours(tmp_path, free_port, capsys):
@@ -247,6 +346,21 @@ def test_consumers_start_without_a_model_and_restart(tmp_path, free_port, capsys
         backend.status()
         rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("inference-")]
         assert len(rows) == 2
-        assert all(" up " in row and "not serving: no model loaded yet" in row for row in rows), rows
+        assert all(" up " in row and "not serving: no `champion` model registered yet" in row for row in rows), rows
     finally:
         backend.down(purge=True)
+
+
+def test_a_full_disk_is_one_line_before_the_jvm_starts(tmp_path, free_port, monkeypatch):
+    from mlops.services import specs
+
+    monkeypatch.setattr(specs, "MIN_FREE_BYTES", 1 << 60)  # more than any disk: this one counts as full
+    settings = local_settings(tmp_path, free_port)
+    for launch in (specs.kafka(settings, tmp_path / "data" / "kafka"), specs.s3(settings, tmp_path / "data" / "s3")):
+        log = tmp_path / "logs" / f"{launch.name}.log"
+        with pytest.raises(ServiceError) as caught:
+            process.start(launch, log)
+        message = str(caught.value)
+        assert message.startswith(f"{launch.name}: only ") and "MiB free on the disk of" in message, message
+        assert "nothing was deleted" in message and str(log) in message and "\n" not in message
+    assert not (tmp_path / "data").exists()

@@ -96,6 +96,9 @@ class Consumer:
     def commit(self, offsets, asynchronous):
         self.commits.append({tp.partition: tp.offset for tp in offsets})
 
+    def get_watermark_offsets(self, partition, cached=False):
+        return -1, -1  # what the real client answers from its cache before any fetch: unknown
+
 
 def make_consumer(settings_, ranker=None) -> tuple[StreamConsumer, Producer, Consumer]:
     store = RedisFeatureStore.from_settings(settings_)
@@ -167,7 +170,7 @@ def test_a_reused_request_id_is_a_conflict_and_a_redelivery_republishes(fresh):
     assert {d["source_offset"]: d["reason"] for d in dead} == {
         2: schemas.REQUEST_ID_CONFLICT, 3: schemas.REQUEST_ID_CONFLICT, 5: schemas.REQUEST_ID_CONFLICT}
     assert all("already answered a different request" in d["detail"] for d in dead)
-    assert service.metrics.errors.labels(reason=schemas.REQUEST_ID_CONFLICT)._value.get() == 3
+    assert service.metrics.dead_letters.labels(reason=schemas.REQUEST_ID_CONFLICT)._value.get() == 3
 
 
 def test_a_model_that_fails_on_every_request_stops_consumption_instead_of_draining(fresh):

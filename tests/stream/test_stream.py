@@ -238,7 +238,7 @@ def test_kill_9_mid_stream_then_restart_answers_every_request(settings, champion
             second.wait_healthy()
             assert results.wait_for([r.request_id for r in requests], 120) == set()
             metrics = second.metrics()
-            assert 'inference_requests_total{type="score"}' in metrics
+            assert 'inference_requests_total{kind="p_like",type="score"}' in metrics
             assert "inference_end_to_end_seconds_bucket" in metrics
             assert "inference_model_info{" in metrics
         finally:
@@ -401,7 +401,7 @@ def test_redis_outage_mid_stream_loses_and_skips_nothing(settings, champion, top
         consumer.stop()
         results.close()
         proc.terminate()
-    assert consumer.service.metrics.errors.labels(reason="redis_unavailable")._value.get() > 0
+    assert consumer.service.metrics.retries.labels(reason="redis_unavailable")._value.get() > 0
     _assert_redis_matches_topic(private, requests, results)
 
 

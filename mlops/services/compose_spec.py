@@ -1,0 +1,83 @@
+"""What `docker-compose.yml` declares, read without an engine: its project name, published ports, services.
+
+The file is the source of truth for Docker mode's names and host ports; the backend and the host-side
+checks read them here instead of repeating them.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from pathlib import Path
+from urllib.parse import urlparse
+
+import yaml
+
+from mlops.settings import PROJECT_ROOT, Settings
+
+COMPOSE_FILE = PROJECT_ROOT / "docker-compose.yml"
+MONITORING = "monitoring"  # the optional profile with Prometheus and Grafana
+CONSUMER = "inference"
+ONE_SHOT = ("minio-init", "kafka-init", "airflow-init")  # run to completion; exit 0 means done
+
+# Settings a container does not receive (tests/docker checks every other field is passed).
+HOST_ONLY_SETTINGS = {
+    "LOCAL_DIR": "a host path; containers keep their state in named volumes under their own .local",
+    "DATA_CACHE_DIR": "a host path; containers use the default under their own .local",
+    "INFERENCE_CONSUMERS": "not read by a consumer: it is the replica count (`--scale inference=N`)",
+    "POSTGRES_PASSWORD": "read by the postgres container; our services get it inside their database URLs",
+    "GRAFANA_ADMIN_PASSWORD": "read by the grafana container (profile monitoring) only",
+    "SPARK_WORKERS": "local mode's own standalone cluster; Docker runs the spark-master/worker services",
+    "SPARK_MASTER_UI_URL": "the local master's UI for `status`; Docker publishes spark-master's UI itself",
+    "SPARK_LOCAL_DIR": "a host path; containers keep Spark's scratch in their own .local",
+    "SPARK_EXECUTOR_MEMORY": "local workers' offer; Docker's spark-worker sets its memory in the compose file",
+}
+
+# The URL settings whose host ports compose publishes literally: (setting, service, container port).
+PUBLISHED_URLS = (
+    ("airflow_url", "airflow-apiserver", 8080),
+    ("mlflow_tracking_uri", "mlflow", 5000),
+    ("s3_endpoint_url", "minio", 9000),
+    ("console_url", "console", 8501),
+)
+LOOPBACK = ("127.0.0.1", "localhost")
+
+
+def compose_spec(path: Path = COMPOSE_FILE) -> dict:
+    """docker-compose.yml as written (before interpolation): enough for literal ports and service names."""
+    return yaml.safe_load(path.read_text())
+
+
+@cache
+def project_name(path: Path = COMPOSE_FILE) -> str:
+    """The file's top-level `name:`: the project of every container, whoever runs `docker compose up`."""
+    return compose_spec(path)["name"]
+
+
+def published_port(spec: dict, service: str, container_port: int) -> tuple[str, str] | None:
+    """(host address, host port) that `service` publishes for `container_port`, as written in the file."""
+    for entry in spec["services"][service].get("ports", []):
+        parts = str(entry).rsplit(":", 2)
+        if len(parts) == 3 and parts[2] == str(container_port):
+            return parts[0], parts[1]
+    return None
+
+
+def endpoint_mismatches(settings: Settings, spec: dict) -> list[str]:
+    """Where the host-side settings would miss what compose publishes (ports bound to 127.0.0.1)."""
+    problems = []
+    for setting, service, container_port in PUBLISHED_URLS:
+        url = urlparse(getattr(settings, setting))
+        published = published_port(spec, service, container_port)
+        if published is None:
+            problems.append(f"docker-compose.yml: {service} publishes no port for {container_port}")
+        elif url.hostname not in LOOPBACK or str(url.port) != published[1]:
+            problems.append(f"{setting.upper()}={getattr(settings, setting)} but {service} is published on "
+                            f"{published[0]}:{published[1]}")  # fmt: skip
+    if settings.redis_host not in LOOPBACK:
+        problems.append(f"REDIS_HOST={settings.redis_host}: Docker mode publishes Redis on 127.0.0.1")
+    # Compose publishes the broker at exactly this address and advertises it: one IPv4 host:port.
+    if not re.fullmatch(r"127\.0\.0\.1:\d+", settings.kafka_bootstrap_servers):
+        servers = settings.kafka_bootstrap_servers
+        problems.append(f"KAFKA_BOOTSTRAP_SERVERS={servers}: Docker mode needs 127.0.0.1:<port>")
+    return problems

@@ -1,0 +1,156 @@
+"""Docker mode's password policy: no empty, placeholder or well-known password reaches a published service.
+
+Docker mode publishes its services on ports, so before anything starts `ensure_strong_passwords` refuses
+weak values and, with consent, writes strong random ones into `.env`. `python -m mlops.services.passwords`
+does that without starting anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import secrets
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+from mlops.services.errors import ServiceError
+from mlops.settings import PROJECT_ROOT, Settings, load_settings
+
+ENV_EXAMPLE = PROJECT_ROOT / ".env.example"
+
+# The settings that are passwords: Docker mode exposes services on ports, so none may be guessable.
+PASSWORD_SETTINGS = (
+    "redis_password",
+    "s3_secret_key",
+    "postgres_password",
+    "airflow_admin_password",
+    "grafana_admin_password",
+)
+# Embedded in connection URLs (redis://:pw@..., postgresql://user:pw@...): must need no quoting.
+URL_EMBEDDED = ("redis_password", "postgres_password")
+URL_SAFE = re.compile(r"^[A-Za-z0-9._~-]+$")
+MIN_LENGTH = 8  # also MinIO's minimum for the root password (S3_SECRET_KEY)
+WELL_KNOWN = frozenset(
+    {
+        "password", "passw0rd", "admin", "administrator", "root", "secret", "changeme", "change-me", "default",
+        "minioadmin", "minio123", "airflow", "postgres", "redis", "mlflow", "grafana", "kafka", "mlops",
+        "123456", "12345678", "123456789", "qwerty", "letmein", "test", "guest",
+    }
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class WeakPassword:
+    name: str  # the variable name, e.g. REDIS_PASSWORD
+    reason: str
+
+
+def placeholder_values(example: Path = ENV_EXAMPLE) -> set[str]:
+    """The password values `.env.example` ships with: public, so as weak as "password"."""
+    if not example.exists():
+        return set()
+    values = dotenv_values(example)
+    return {v for k, v in values.items() if v and k.lower() in PASSWORD_SETTINGS}
+
+
+def password_problem(setting: str, value: str, placeholders: set[str] = frozenset()) -> str | None:
+    """Why `value` may not be used for the password setting `setting`, or None when it may."""
+    if not value:
+        return "is empty"
+    lowered = value.lower()
+    if value in placeholders or lowered.startswith("change-me") or lowered in WELL_KNOWN:
+        return "is a well-known or placeholder value"
+    if len(value) < MIN_LENGTH:
+        return f"is shorter than {MIN_LENGTH} characters"
+    if setting in URL_EMBEDDED and not URL_SAFE.match(value):
+        return "must use only A-Z a-z 0-9 . _ ~ - (it is embedded in connection URLs)"
+    return None
+
+
+def weak_passwords(settings: Settings, placeholders: set[str] | None = None) -> list[WeakPassword]:
+    """Every password setting Docker mode refuses, with the reason. A missing setting counts as empty."""
+    placeholders = placeholder_values() if placeholders is None else placeholders
+    weak = []
+    for name in PASSWORD_SETTINGS:
+        problem = password_problem(name, str(getattr(settings, name, "")), placeholders)
+        if problem:
+            weak.append(WeakPassword(name.upper(), problem))
+    return weak
+
+
+def generate_password() -> str:
+    """32 URL-safe characters (192 bits): valid in every URL, config file and shell we pass it through."""
+    return secrets.token_urlsafe(24)
+
+
+def write_env_values(env_file: Path, values: dict[str, str], example: Path = ENV_EXAMPLE) -> None:
+    """Set `NAME=value` lines in `.env` (created from `.env.example` if absent), keeping every other line."""
+    source = env_file if env_file.exists() else example
+    lines = source.read_text().splitlines() if source.exists() else []
+    pending = dict(values)
+    for i, line in enumerate(lines):
+        key = line.split("=", 1)[0].strip()
+        if "=" in line and not line.lstrip().startswith("#") and key in pending:
+            lines[i] = f"{key}={pending.pop(key)}"
+    lines += [f"{key}={value}" for key, value in pending.items()]
+    tmp = env_file.with_name(env_file.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+    tmp.replace(env_file)
+
+
+def fix_command() -> str:
+    return "python -m mlops.services.passwords   (or ./run.sh up --docker --yes)"
+
+
+def ensure_strong_passwords(
+    settings: Settings, env_file: Path, assume_yes: bool, ask: Callable[[str], str] | None = None
+) -> Settings:
+    """Refuse weak passwords; with consent (prompt on a TTY, or `assume_yes`) write strong ones into `.env`.
+
+    Returns the settings to use (re-read from `.env` when it was changed).
+    """
+    weak = weak_passwords(settings)
+    if not weak:
+        return settings
+    listing = "\n".join(f"  {w.name} {w.reason}" for w in weak)
+    print(f"Docker mode will not start with these passwords:\n{listing}", flush=True)
+    if not assume_yes:
+        if ask is None and not sys.stdin.isatty():
+            raise ServiceError("docker", f"weak passwords in {env_file}; generate strong ones with: {fix_command()}")
+        answer = (ask or input)(f"Generate strong random ones into {env_file}? [y/N] ").strip().lower()
+        if answer not in ("y", "yes"):
+            raise ServiceError("docker", f"weak passwords in {env_file}; set them yourself or run: {fix_command()}")
+    write_env_values(env_file, {w.name: generate_password() for w in weak})
+    print(f"wrote {len(weak)} new password(s) into {env_file} (mode 600). Data volumes created earlier keep "
+          "their old passwords: `./run.sh down --purge --docker` resets them.", flush=True)  # fmt: skip
+    fresh = load_settings(env_file)
+    still = weak_passwords(fresh)
+    if still:
+        names = ", ".join(w.name for w in still)
+        raise ServiceError("docker", f"{names} still weak after writing {env_file}: an environment variable overrides")
+    return fresh
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Write strong random passwords into `.env` for every weak one (the consent is running this command)."""
+    argparse.ArgumentParser(prog="python -m mlops.services.passwords", description=__doc__).parse_args(argv)
+    env_file = PROJECT_ROOT / ".env"
+    try:
+        settings = ensure_strong_passwords(load_settings(env_file), env_file, assume_yes=True)
+    except ServiceError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    if not weak_passwords(settings):
+        print(f"all passwords in {env_file} are strong", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
