@@ -98,7 +98,9 @@ def _select(
         with_retries(settings, "set experiment", lambda: mlflow.set_experiment(settings.mlflow_experiment))
         with mlflow.start_run(run_name=f"train-{run_id}") as parent:
             choice = tune(selection, settings.seed, trials, settings.tuning_timeout_seconds, workdir)
-            progress.note = f"{choice.summary.get('trials_completed')} trials completed"
+            done = choice.summary.get("trials_completed")
+            budget = "; time budget hit: the best trial so far is kept" if choice.summary.get("budget_hit") else ""
+            progress.note = f"{done} of {trials} trials completed{budget}"
             return parent.info.run_id, choice
 
 

@@ -32,7 +32,8 @@ The rating head never sees the negatives, so its probabilities stay P(like | rat
 
 **Point in time.** Every training feature uses only ratings strictly before the example: the user's
 own earlier ratings (exact), movie statistics as of the example's timestamp, ALS factors fitted on the
-ratings before the preceding cutoff. Evaluation uses train-only features, as serving does.
+ratings before the preceding cutoff. Held-out pairs get the features of their history only, as serving
+does: validation pairs those of train, test pairs those of train + validation.
 
 **Evaluation** ({lineage["split_strategy"]} split into train / validation / test, k = 10). Every
 choice (LightGBM parameters of both heads, candidate counts, the EASE baseline's lambda) was made on

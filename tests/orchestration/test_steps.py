@@ -50,6 +50,33 @@ def test_spark_step_goes_through_spark_submit(base_settings: Settings) -> None:
     ]  # fmt: skip
 
 
+def test_the_train_step_gets_the_runs_tuning_trials(base_settings: Settings) -> None:
+    """The DAG param `tuning_trials` turns the search on (or off) for one run."""
+    on = RunParams.from_params({"tuning_trials": 12}, base_settings)
+    argv = step_argv(base_settings, STEPS["train"], "r1", on)
+    assert argv[argv.index("--tuning-trials") + 1] == "12"
+    off = step_argv(base_settings, STEPS["train"], "r1", RunParams.from_params({"tuning_trials": 0}, base_settings))
+    assert off[off.index("--tuning-trials") + 1] == "0"
+
+
+def test_fractions_leaving_no_train_side_fail_before_spark_naming_the_setting(
+    base_settings: Settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Run alone (not through the DAG, which refuses the params at trigger time), the split step refuses
+    them too, before a Spark session or the object store is touched, with exit code 3 (no retry)."""
+    from mlops import spark_io
+    from mlops.jobs import split_dataset
+    from mlops.jobs.runner import EXIT_DATA_ERROR, run
+
+    monkeypatch.setattr(spark_io, "spark_session", lambda *a, **k: pytest.fail("Spark was started"))
+    monkeypatch.setattr(split_dataset, "require_passed_gate", lambda *a: pytest.fail("the object store was read"))
+    argv = ["--run-id", "t-fractions", "--test-fraction", "0.7", "--validation-fraction", "0.3"]
+    with pytest.raises(SystemExit) as info:
+        run(lambda a: split_dataset.main(a, base_settings), argv)
+    assert info.value.code == EXIT_DATA_ERROR
+    assert "VALIDATION_FRACTION=0.3 with TEST_FRACTION=0.7" in caplog.text
+
+
 def test_dag_stages_the_feature_set_and_leaves_the_switch_to_promotion(base_settings: Settings) -> None:
     argv = step_argv(base_settings, STEPS["load_to_redis"], "r1", RunParams.defaults(base_settings))
     assert argv[-1] == "--stage-only"
