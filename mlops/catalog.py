@@ -17,17 +17,22 @@ from mlops.settings import Settings
 
 @dataclass(frozen=True)
 class Movie:
+    """A movie as people read it: the id the stream answers with, its title and genres."""
+
     movie_id: int
     title: str
     genres: str  # pipe-joined canonical names
 
     @property
     def genre_list(self) -> list[str]:
+        """The genres as a list (an empty string, no genres, gives [])."""
         return [g for g in self.genres.split("|") if g]
 
 
 @dataclass(frozen=True)
 class Rating:
+    """One of a user's ratings, with the movie it rates."""
+
     movie: Movie
     rating: float
     timestamp: int

@@ -38,6 +38,7 @@ class CompiledHead:
         self.num_feature = booster.num_feature()
 
     def predict(self, x: np.ndarray, num_threads: int = 1) -> np.ndarray:
+        """Like `Booster.predict`; a matrix of the wrong width is a ValueError, not a wrong score."""
         if x.ndim != 2 or x.shape[1] != self.num_feature:
             raise ValueError(f"expected a matrix of {self.num_feature} feature columns, got shape {x.shape}")
         return self._model.predict(np.ascontiguousarray(x, dtype=np.float64), n_jobs=num_threads)

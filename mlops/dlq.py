@@ -39,6 +39,8 @@ def from_verifier(original: bytes) -> bool:
 
 @dataclass(frozen=True)
 class DeadLetter:
+    """One DLQ record decoded, and whether `verify` sent its request on purpose."""
+
     partition: int
     offset: int
     reason: str
@@ -51,6 +53,7 @@ class DeadLetter:
     verifier: bool
 
     def as_dict(self) -> dict[str, Any]:
+        """One JSON line of `./run.sh dlq --json`: bytes shown as text, escapes for what is not UTF-8."""
         return {
             "dlq_partition": self.partition, "dlq_offset": self.offset, "reason": self.reason,
             "detail": self.detail, "source": self.source, "failed_at": self.failed_at,
@@ -102,10 +105,12 @@ class Tally:
 
     @property
     def total(self) -> int:
+        """Every dead letter, the verifier's included."""
         return sum(self.by_reason.values()) + self.verifier
 
 
 def tally(letters: list[DeadLetter]) -> Tally:
+    """Count the clients' dead letters by reason, most frequent first, and the verifier's apart."""
     reasons = Counter(letter.reason for letter in letters if not letter.verifier)
     return Tally(dict(reasons.most_common()), sum(letter.verifier for letter in letters))
 

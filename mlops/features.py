@@ -61,6 +61,7 @@ NO_GENRE = ("unknown", "(no genres listed)", "")
 
 
 def genre_slug(genre: str) -> str:
+    """A genre as it can stand in a column name (`Sci-Fi` -> `sci_fi`)."""
     return genre.lower().replace("-", "_")
 
 

@@ -34,6 +34,7 @@ class ObjectStore:
 
     @classmethod
     def from_settings(cls, settings: Settings, bucket: str | None = None) -> ObjectStore:
+        """The store the settings name; a malformed S3_ENDPOINT_URL is a ValueError that quotes it."""
         url = urlparse(settings.s3_endpoint_url)
         if not url.hostname:
             raise ValueError(f"S3_ENDPOINT_URL={settings.s3_endpoint_url!r}: expected http(s)://host:port")
@@ -48,6 +49,7 @@ class ObjectStore:
         return cls(client, bucket or settings.s3_bucket)
 
     def ensure_bucket(self) -> None:
+        """Create the bucket if missing; safe when a concurrent step creates it first."""
         if not self.client.bucket_exists(self.bucket):
             try:
                 self.client.make_bucket(self.bucket)
@@ -58,6 +60,7 @@ class ObjectStore:
     # -- single objects ---------------------------------------------------------------------------------------
 
     def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        """Write (or replace) one object held in memory (reports, manifests, markers); files go by `put_file`."""
         self.client.put_object(self.bucket, key, io.BytesIO(data), len(data), content_type=content_type)
 
     def get_bytes(self, key: str) -> bytes:
@@ -75,12 +78,15 @@ class ObjectStore:
             response.release_conn()
 
     def put_json(self, key: str, value: Any) -> None:
+        """Indented with sorted keys, so that reports and manifests read and diff well in a browser."""
         self.put_bytes(key, json.dumps(value, indent=2, sort_keys=True).encode(), "application/json")
 
     def get_json(self, key: str) -> Any:
+        """The object parsed as JSON; `KeyError(key)` when it does not exist."""
         return json.loads(self.get_bytes(key))
 
     def exists(self, key: str) -> bool:
+        """False for a missing key or bucket; any other S3 error is raised, never read as absent."""
         try:
             self.client.stat_object(self.bucket, key)
         except S3Error as exc:
@@ -90,9 +96,11 @@ class ObjectStore:
         return True
 
     def put_file(self, key: str, path: Path | str) -> None:
+        """Upload a local file, streamed (multipart when large), never read whole into memory."""
         self.client.fput_object(self.bucket, key, str(path))
 
     def get_file(self, key: str, path: Path | str) -> None:
+        """Download to `path`, streamed, creating its directory."""
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.client.fget_object(self.bucket, key, str(path))
 

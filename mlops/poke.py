@@ -119,6 +119,7 @@ def ask(settings: Settings, request: Any, timeout_s: float, out: TextIO) -> int:
 
 
 def show_prediction(settings: Settings, request_id: str, out: TextIO) -> int:
+    """`prediction`: the stored result of a request with titles; missing, it names the three likely causes."""
     import redis
 
     _reachable(settings)
@@ -139,6 +140,7 @@ def show_prediction(settings: Settings, request_id: str, out: TextIO) -> int:
 
 
 def show_dlq(settings: Settings, reason: str | None, last: int, as_json: bool, out: TextIO) -> int:
+    """`dlq`: the counts by reason, then the newest dead letters (or one JSON object each with `--json`)."""
     from mlops.services.health import bootstrap_address, tcp_open
 
     if not tcp_open(*bootstrap_address(settings)):
@@ -170,6 +172,7 @@ def show_dlq(settings: Settings, reason: str | None, last: int, as_json: bool, o
 
 
 def parser(verb: str) -> argparse.ArgumentParser:
+    """The verb's own arguments, with `./run.sh <verb>` as the program name in its help."""
     p = argparse.ArgumentParser(prog=f"./run.sh {verb}", description=VERBS[verb])
     if verb in ("recommend", "score"):
         p.add_argument("user", type=int, metavar="USER", help="user id")

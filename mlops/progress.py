@@ -25,6 +25,8 @@ MARKER = "progress: "
 
 @dataclass
 class Stage:
+    """One stage being timed; the caller fills in `rows` and `note` as it learns them."""
+
     step: str
     name: str
     rows: int | None = None  # set by the caller when the stage knows its row count

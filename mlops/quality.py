@@ -43,6 +43,7 @@ class QualityError(DataError):
         super().__init__(f"{where}: [{rule}] {detail}" if where else f"[{rule}] {detail}")
 
     def as_dict(self) -> dict[str, Any]:
+        """The error as the stored quality report holds it: rule, file, line and column as fields of their own."""
         return {"rule": self.rule, "detail": self.detail, "file": self.file, "line": self.line, "column": self.column,
                 "message": str(self)}  # fmt: skip
 
@@ -60,14 +61,17 @@ class QualityReport:
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
 
     def ok(self, rule: str, **details: Any) -> None:
+        """Record a passed check with what it measured, so the report shows what was checked, not only what failed."""
         self.checks.append({"rule": rule, "passed": True, **details})
 
     def fail(self, error: QualityError) -> None:
+        """Mark the report failed with the error that stops the step."""
         self.passed = False
         self.error = error.as_dict()
         self.checks.append({"rule": error.rule, "passed": False, "message": str(error)})
 
     def as_dict(self) -> dict[str, Any]:
+        """JSON-ready, for the object store."""
         return asdict(self)
 
 
@@ -84,6 +88,7 @@ class RowViolation:
     detail: str
 
     def error(self, file: str, line: int | None = None) -> QualityError:
+        """The violation as a `QualityError`, once the caller knows which file (and line) it is on."""
         return QualityError(self.rule, self.detail, file=file, line=line, column=self.column)
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlops.errors import CapacityError
+from mlops.pids import alive
 from mlops.settings import Settings
 
 GIB = 1024**3
@@ -44,6 +45,7 @@ def parse_size(text: str, setting: str) -> int:
 
 
 def human(n: float) -> str:
+    """Bytes as GiB (MiB below 1 GiB), for the messages and the benchmark table."""
     return f"{n / GIB:.1f} GiB" if n >= GIB else f"{n / MIB:.0f} MiB"
 
 
@@ -52,22 +54,12 @@ def scratch_root(settings: Settings) -> Path:
     return settings.path("spark_local_dir") if settings.spark_local_dir else settings.path("local_dir") / "spark-tmp"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def remove_stale(root: Path) -> list[Path]:
     """Delete the scratch directories of step processes that no longer run (killed, crashed)."""
     removed = []
     for child in root.iterdir() if root.exists() else ():
         match = _STEP_DIR.match(child.name)
-        if child.is_dir() and match and not _alive(int(match.group(1))):
+        if child.is_dir() and match and not alive(int(match.group(1))):
             shutil.rmtree(child, ignore_errors=True)
             removed.append(child)
     return removed
@@ -153,17 +145,18 @@ def check(settings: Settings, need: Need) -> None:
 
 
 # -- what each step needs, from its input's row counts ------------------------------------------------------------
-# Bytes of shuffle, spill and staged output per input row, rounded up by half again or more. Upper bounds
-# until `python -m mlops.bench.batch` (peak scratch column) is run on a quiet machine; see docs/spark.md.
+# Bytes of shuffle, spill and staged output per input row, rounded up by half again or more, from the peak
+# scratch column of `python -m mlops.bench.batch`; see docs/spark.md.
 SPLIT_SCRATCH_PER_RATING = 300  # measured: about 10 per rating at 100k (1 MiB); generous on purpose
-# Per train_examples row (a positive or one of its negatives): 20 GB of shuffle for 10M rows at 5M ratings
-# (2026-11-24), before the negatives were drawn on keys only, which moves far less.
-FEATURES_SCRATCH_PER_EXAMPLE = 3_000
+# Per train_examples row (a positive or one of its negatives): peak scratch measured 1.32 KB at 100k and
+# 1.40 KB at 1M ratings (2026-11-29, negatives drawn on keys); half as much again for headroom.
+FEATURES_SCRATCH_PER_EXAMPLE = 2_000
 ALS_BYTES_PER_RATING = 48  # implicit ALS keeps each (user, movie) pair in an in- and an out-block, both ways
 FLOAT_BYTES = 4
 
 
 def split_need(n_ratings: int) -> Need:
+    """The split needs scratch for its shuffle of the ratings, and no driver memory beyond the base."""
     return Need("split_dataset", f"{n_ratings:,} ratings", n_ratings * SPLIT_SCRATCH_PER_RATING, 0)
 
 

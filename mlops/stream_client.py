@@ -33,12 +33,15 @@ class NoAnswer(RuntimeError):
 
 @dataclass(frozen=True)
 class Answer:
+    """A request and the stream's answer to it, as the caller saw it."""
+
     request: Request
     result: dict[str, Any]  # the result as the contract defines it (schemas.parse_result)
     latency_ms: float  # send to answer found, as this client saw it
 
     @property
     def recommendations(self) -> list[tuple[int, float]]:
+        """(movie id, score) pairs of a top-k answer, best first; [] for a score answer."""
         return [(int(r["movie_id"]), float(r["score"])) for r in self.result.get("recommendations", [])]
 
 
@@ -48,6 +51,7 @@ def new_request_id(prefix: str) -> str:
 
 
 def topk_request(user_id: int, k: int = 10, prefix: str = "console") -> TopKRequest:
+    """A top-k request with a fresh id; a k outside MIN_K..MAX_K is refused here, not dead-lettered."""
     if not MIN_K <= k <= MAX_K:
         raise ValueError(f"k is {k}; it must be in {MIN_K}..{MAX_K}")
     return TopKRequest(new_request_id(prefix), user_id, k)

@@ -14,6 +14,8 @@ from mlops.settings import Settings
 
 @dataclass(frozen=True)
 class Record:
+    """One record as read, raw bytes: decoding is the caller's (the DLQ, results and requests differ)."""
+
     partition: int
     offset: int
     timestamp_ms: int

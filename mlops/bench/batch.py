@@ -32,6 +32,8 @@ SAMPLE_S = 0.5
 
 @dataclass
 class StepFigures:
+    """One step run's figures: a row of the benchmark table."""
+
     seconds: float
     peak_rss: int
     shuffle_write: int
@@ -66,6 +68,7 @@ def tree_rss(pid: int) -> int:
 
 
 def dir_bytes(root: Path) -> int:
+    """Bytes of the files under `root` (links not followed): how much scratch a step holds."""
     total = 0
     for dirpath, _dirs, files in os.walk(root):
         for name in files:
@@ -120,6 +123,7 @@ def run_step(step: str, run_id: str, env: dict[str, str], scratch: Path) -> Step
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Every step at every size, one Markdown row each; a failed step stops the run (exit non-zero)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ratings", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--spark-master", default="local[2]")

@@ -26,6 +26,7 @@ log = logging.getLogger("mlops.bench.naive")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Serve the namespace's requests one at a time until SIGTERM: the baseline the stream is timed against."""
     from mlops.serving import Ranker
 
     parser = argparse.ArgumentParser(description="naive one-message-at-a-time consumer (benchmark baseline)")

@@ -41,10 +41,12 @@ STARTUP_TIMEOUT_S = 180
 
 
 def say(quiet: bool, text: str) -> None:
+    """Progress to stdout, or to stderr with `--json` so that stdout holds only the JSON."""
     print(text, file=sys.stderr if quiet else sys.stdout, flush=True)
 
 
 def machine() -> dict[str, Any]:
+    """Cores and memory, recorded with the figures: they mean nothing without the machine."""
     memory_kb = 0
     with open("/proc/meminfo") as fh:
         for line in fh:
@@ -71,6 +73,7 @@ class Process:
                                          cwd=PROJECT_ROOT)  # fmt: skip
 
     def stop(self) -> None:
+        """SIGTERM (the consumer commits and leaves its group), SIGKILL after 30 s."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -106,12 +109,14 @@ class Workload:
         self.ids: list[str] = []
 
     def score(self) -> ScoreRequest:
+        """A score request for a random real user and 10 random real movies, its id kept for clean-up."""
         self.count += 1
         rid = f"{self.tag}-{self.count}"
         self.ids.append(rid)
         return ScoreRequest(rid, self.rng.choice(self.users), tuple(self.rng.sample(self.movies, 10)))
 
     def top10(self) -> TopKRequest:
+        """A top-10 request for a random real user, its id kept for clean-up."""
         self.count += 1
         rid = f"{self.tag}-{self.count}"
         self.ids.append(rid)
@@ -188,6 +193,7 @@ def _consumer(settings: Settings, namespace: str, work: Workload, quiet: bool) -
 
 
 def run(settings: Settings, args: argparse.Namespace, quiet: bool) -> dict[str, Any]:
+    """Every phase against the running stack; deletes its topics and stored results after."""
     from mlops.serving import Ranker
 
     store = RedisFeatureStore.from_settings(settings)
@@ -252,6 +258,7 @@ def run(settings: Settings, args: argparse.Namespace, quiet: bool) -> dict[str, 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Exit 2 with the way out when the stack or a champion is missing, else print the figures."""
     parser = argparse.ArgumentParser(description="stream benchmark (figures, never pass/fail)")
     parser.add_argument("--json", action="store_true", help="print one JSON object (progress goes to stderr)")
     parser.add_argument("--score-requests", type=int, default=30000)

@@ -14,6 +14,7 @@ from mlops.settings import get_settings
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    """Serve the console until stopped; the flags override where it binds and the UI links it shows."""
     import uvicorn
 
     from mlops.console.app import Links, create_app

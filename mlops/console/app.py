@@ -48,9 +48,15 @@ def attempt(fn: Callable[[], T], what: str) -> tuple[T | None, str | None]:
         return None, f"Could not read {what}: {words.describe(exc, (model.MlflowProblem,))}"[:400]
 
 
+async def posted_form(request: Request) -> dict[str, str]:
+    """An url-encoded form body as field -> first value (no python-multipart needed for two small forms)."""
+    return {k: v[0] for k, v in parse_qs((await request.body()).decode(errors="replace")).items()}
+
+
 def create_app(
     settings: Settings, links: Links | None = None, consumers_host: str | None = None, sample: bool = True
 ) -> FastAPI:
+    """The console app; `sample=False` skips the background sampler (tests: the Stream page then samples once)."""
     links = links or Links(settings.airflow_url, settings.mlflow_tracking_uri)
     key = auth.new_key()
     sampler = stream.Sampler(settings, consumers_host)
@@ -94,7 +100,7 @@ def create_app(
 
     @app.post("/login")
     async def login(request: Request) -> Response:
-        form = {k: v[0] for k, v in parse_qs((await request.body()).decode(errors="replace")).items()}
+        form = await posted_form(request)
         target = auth.safe_next(form.get("next"))
         if not auth.credentials_match(form.get("username", ""), form.get("password", ""),
                                       settings.airflow_admin_user, settings.airflow_admin_password):  # fmt: skip
@@ -220,7 +226,7 @@ def create_app(
 
     @app.post("/try", response_class=HTMLResponse)
     async def try_it(request: Request) -> HTMLResponse:
-        form = {k: v[0] for k, v in parse_qs((await request.body()).decode(errors="replace")).items()}
+        form = await posted_form(request)
         view = await run_in_threadpool(tryit.run, settings, form.get("user", ""))
         return render(request, "tryit.html", view=view, k=tryit.K)
 

@@ -16,6 +16,7 @@ SESSION_SECONDS = 12 * 3600
 
 
 def new_key() -> bytes:
+    """A random signing key per process: sessions are never stored, and a restart invalidates them all."""
     return secrets.token_bytes(32)
 
 
@@ -31,6 +32,7 @@ def _signature(key: bytes, payload: str) -> str:
 
 
 def make_session(key: bytes, user: str, now: float | None = None, lifetime_s: float = SESSION_SECONDS) -> str:
+    """A signed `user|expiry|signature` cookie value, accepted by `session_user` until it expires."""
     expiry = int((time.time() if now is None else now) + lifetime_s)
     payload = f"{user}|{expiry}"
     return f"{payload}|{_signature(key, payload)}"

@@ -36,22 +36,21 @@ class MlflowProblem(RuntimeError):
 
 @dataclass(frozen=True)
 class ModelVersion:
+    """One aliased version as the pages show it: its tags, its run's metrics and image artifacts."""
+
     alias: str
     version: str
     run_id: str
     tags: dict[str, str]
     metrics: dict[str, float]
-    artifact_uri: str
     description: str = ""
     plots: list[str] = field(default_factory=list)
 
     @property
     def feature_set(self) -> str:
+        """The feature-set version it was trained on (its `feature_set` tag); '-' when untagged."""
         return self.tags.get("feature_set", "-")
 
-    @property
-    def pipeline_run_id(self) -> str | None:
-        return self.tags.get("pipeline_run_id")
 
 
 def _get(settings: Settings, endpoint: str, **params: Any) -> requests.Response:
@@ -90,7 +89,6 @@ def version_by_alias(settings: Settings, alias: str) -> ModelVersion | None:
         run_id=mv["run_id"],
         tags=tags,
         metrics=metrics,
-        artifact_uri=run["info"].get("artifact_uri", ""),
         description=mv.get("description") or "",
         plots=plot_paths(settings, mv["run_id"]),
     )
@@ -136,8 +134,10 @@ def better(metric: str, a: float | None, b: float | None) -> int:
 
 
 def mlflow_version_link(public_mlflow: str, model_name: str, version: str) -> str:
+    """The version's page in MLflow's UI, at `public_mlflow` (the address the browser sees)."""
     return f"{public_mlflow.rstrip('/')}/#/models/{quote(model_name, safe='')}/versions/{version}{MLFLOW_VIEW}"
 
 
 def champion_and_challenger(settings: Settings) -> tuple[ModelVersion | None, ModelVersion | None]:
+    """Both aliased versions for the Model page's comparison; either is None when its alias is unset."""
     return version_by_alias(settings, CHAMPION), version_by_alias(settings, CHALLENGER)

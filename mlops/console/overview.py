@@ -23,6 +23,8 @@ from mlops.settings import Settings
 
 @dataclass(frozen=True)
 class ServiceState:
+    """One service row: up, with what its check reported, or down, with the reason in words."""
+
     name: str
     up: bool
     detail: str
@@ -58,6 +60,7 @@ def _s3(settings: Settings) -> str:
 
 
 def services(settings: Settings, consumer_urls: list[str]) -> list[ServiceState]:
+    """Every service's state, probed in parallel so the page waits for the slowest check only; never raises."""
     checks: list[tuple[str, Callable[[], str]]] = [
         ("redis", lambda: health.redis_ping(settings)),
         ("kafka", lambda: health.kafka_metadata(settings)),
@@ -67,7 +70,7 @@ def services(settings: Settings, consumer_urls: list[str]) -> list[ServiceState]
     ]
     checks += [(f"inference-{i}", _consumer_check(url)) for i, url in enumerate(consumer_urls)]
     if settings.prometheus_url:
-        checks.append(("prometheus", lambda: health.http_ok(settings.prometheus_url.rstrip("/") + "/-/ready")))
+        checks.append(("prometheus", lambda: health.http_ok(health.prometheus_ready_url(settings))))
     with ThreadPoolExecutor(max_workers=len(checks)) as pool:
         states = list(pool.map(lambda c: _probe(*c), checks))
     if not consumer_urls:
@@ -77,11 +80,13 @@ def services(settings: Settings, consumer_urls: list[str]) -> list[ServiceState]
 
 @dataclass(frozen=True)
 class PipelineRun:
+    """The last DAG run as the Overview shows it, with a link to it in Airflow's UI."""
+
     run_id: str
     state: str
     start: str
     end: str
-    durations: list[tuple[str, float, str]]  # (task, seconds, state), in the DAG's step order
+    durations: list[tuple[str, float, str]]  # (task, seconds, state), in the order the tasks started
     link: str
 
 
@@ -108,6 +113,7 @@ class AirflowReader:
         self.token: str | None = None
 
     def get(self, path: str, **params: object) -> dict:
+        """GET `/api/v2{path}`, logging in on first use; a refused login or a 404 raises a sentence."""
         if self.token is None:
             response = requests.post(f"{self.base}/auth/token", json=self.login, timeout=self.timeout)
             if response.status_code in (401, 403):

@@ -19,6 +19,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 REQUESTS_METRIC = "inference_requests"
 LATENCY_METRIC = "inference_end_to_end_seconds"
+# A rate over a longer gap (a source down for a while) would be an old average drawn as if it were now.
+MAX_GAP_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,8 @@ def bucket_delta(
 
 @dataclass(frozen=True)
 class Sample:
+    """One sampling instant, cumulative figures only: rates come from the difference of two samples."""
+
     at: float  # unix time
     consumers: ConsumerCounters | None  # None: no consumer answered
     consumers_answering: int
@@ -118,22 +122,40 @@ class Window:
 
 
 def window(samples: list[Sample]) -> Window:
+    """One point per sample after the first. Each figure is a rate against the newest earlier sample that
+    had that figure, within MAX_GAP_S: a scrape that timed out on a busy machine widens an interval
+    instead of blanking the next one too."""
     w = Window([], [], [], [], [], [], [])
+    with_consumers: Sample | None = None
+    with_ends: Sample | None = None
+    with_dlq: Sample | None = None
     for earlier, later in pairwise(samples):
-        dt = later.at - earlier.at
+        if earlier.consumers is not None:
+            with_consumers = earlier
+        if earlier.request_ends:
+            with_ends = earlier
+        if earlier.dlq_end is not None:
+            with_dlq = earlier
         w.times.append(later.at)
-        c0, c1 = earlier.consumers, later.consumers
+        c0 = with_consumers.consumers if _recent(with_consumers, later) else None
+        c1 = later.consumers
+        dt = later.at - with_consumers.at if with_consumers else 0.0
         w.answered_per_s.append(_rate(c1.answered, c0.answered, dt) if c0 and c1 else None)
         delta = bucket_delta(c1.latency_buckets, c0.latency_buckets) if c0 and c1 else None
         for q, out in ((0.5, w.p50_ms), (0.99, w.p99_ms)):
             value = quantile(q, delta) if delta else None
             out.append(None if value is None else value * 1000)
         ends_now = sum(later.request_ends.values()) if later.request_ends else None
-        ends_then = sum(earlier.request_ends.values()) if earlier.request_ends else None
-        w.incoming_per_s.append(_rate(ends_now, ends_then, dt))
-        w.dlq_per_s.append(_rate(later.dlq_end, earlier.dlq_end, dt))
+        ends_then = sum(with_ends.request_ends.values()) if _recent(with_ends, later) else None
+        w.incoming_per_s.append(_rate(ends_now, ends_then, later.at - with_ends.at) if with_ends else None)
+        dlq_then = with_dlq.dlq_end if _recent(with_dlq, later) else None
+        w.dlq_per_s.append(_rate(later.dlq_end, dlq_then, later.at - with_dlq.at) if with_dlq else None)
         w.lag_total.append(float(sum(lag_per_partition(later).values())) if later.request_ends else None)
     return w
+
+
+def _recent(earlier: Sample | None, later: Sample) -> bool:
+    return earlier is not None and later.at - earlier.at <= MAX_GAP_S
 
 
 def lag_per_partition(sample: Sample) -> dict[int, int]:
@@ -149,9 +171,11 @@ class Ring:
         self._lock = threading.Lock()
 
     def add(self, sample: Sample) -> None:
+        """Append under the lock; once the ring is full the oldest sample drops out."""
         with self._lock:
             self._samples.append(sample)
 
     def snapshot(self) -> list[Sample]:
+        """A copy of the samples, oldest first, safe to read while the sampler keeps adding."""
         with self._lock:
             return list(self._samples)

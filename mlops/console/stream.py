@@ -18,6 +18,7 @@ import requests
 
 from mlops.console import samples
 from mlops.console.samples import Ring, Sample
+from mlops.services import health
 from mlops.settings import Settings
 from mlops.topics import CONSUMER_GROUP, DLQ, REQUESTS
 
@@ -62,6 +63,7 @@ class BrokerReader:
         return self._consumer
 
     def read(self) -> tuple[dict[int, int], dict[int, int], int | None]:
+        """(end offsets, committed offsets) of the requests topic, and the DLQ's total end offset."""
         from confluent_kafka import TopicPartition
 
         from mlops.services.health import bootstrap_address, tcp_open
@@ -87,12 +89,14 @@ class BrokerReader:
         return ends, committed, dlq_end
 
     def close(self) -> None:
+        """Drop the client, so the next read reconnects (after a broker failure, or on stop)."""
         if self._consumer is not None:
             self._consumer.close()
             self._consumer = None
 
 
 def scrape(urls: list[str]) -> list[samples.ConsumerCounters]:
+    """The counters of each consumer that answers on its `/metrics`; one that does not is left out."""
     out = []
     for url in urls:
         try:
@@ -117,6 +121,7 @@ class Sampler(threading.Thread):
         self._stop = threading.Event()
 
     def sample_once(self) -> Sample:
+        """Take one sample into the ring and return it; a broker failure goes to `broker_problem`."""
         urls = consumer_metric_urls(self.settings, self.consumers_host)
         scraped = scrape(urls)
         try:
@@ -132,6 +137,7 @@ class Sampler(threading.Thread):
         return sample
 
     def run(self) -> None:
+        """The thread: a sample every SAMPLE_EVERY_S until `stop`; a failed sample is logged, not fatal."""
         while not self._stop.is_set():
             try:
                 self.sample_once()
@@ -141,6 +147,7 @@ class Sampler(threading.Thread):
         self.broker.close()
 
     def stop(self) -> None:
+        """End the loop after the current sample (the thread closes the broker client itself)."""
         self._stop.set()
 
 
@@ -154,10 +161,12 @@ PROMQL = {
 
 
 def prometheus_answers(settings: Settings) -> bool:
+    """Whether Prometheus is configured and ready, i.e. whether its longer history can be used."""
     if not settings.prometheus_url:
         return False
     try:
-        return requests.get(settings.prometheus_url.rstrip("/") + "/-/ready", timeout=TIMEOUT_S).ok
+        health.http_ok(health.prometheus_ready_url(settings))
+        return True
     except requests.RequestException:
         return False
 
@@ -200,7 +209,6 @@ class StreamView:
     consumers_answering: int
     consumers_expected: int
     broker_problem: str | None
-    latest: Sample | None
 
 
 def view(sampler: Sampler, settings: Settings) -> StreamView:
@@ -229,5 +237,4 @@ def view(sampler: Sampler, settings: Settings) -> StreamView:
         consumers_answering=latest.consumers_answering if latest else 0,
         consumers_expected=expected,
         broker_problem=sampler.broker_problem,
-        latest=latest,
     )

@@ -21,6 +21,8 @@ MAX_MESSAGES = 200
 
 @dataclass(frozen=True)
 class TopicRow:
+    """One topic on the Kafka page: partitions, end offsets, and the inference group's lag where known."""
+
     name: str
     partitions: int
     end_offsets: dict[int, int]
@@ -29,6 +31,8 @@ class TopicRow:
 
 @dataclass(frozen=True)
 class Message:
+    """One record decoded for display: UTC time, key and value as text."""
+
     partition: int
     offset: int
     timestamp: str
@@ -94,15 +98,19 @@ def text(raw: bytes | None, limit: int = 2000) -> str:
 
 
 def when(ms: int) -> str:
+    """A record timestamp (ms) as UTC text; '-' for a record without one."""
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if ms > 0 else "-"
 
 
 def messages(settings: Settings, topic: str, n: int = 20) -> list[Message]:
+    """The latest `n` records of `topic`, decoded for the Kafka page."""
     return [Message(p, o, when(ms), text(k), text(v)) for p, o, ms, k, v in latest(settings, topic, n)]
 
 
 @dataclass(frozen=True)
 class DeadLetter:
+    """One DLQ record for the DLQ page: why it failed, where it came from, the original message."""
+
     offset: int
     reason: str
     detail: str
@@ -133,5 +141,6 @@ def decode_dead_letter(offset: int, raw: bytes | None) -> DeadLetter:
 
 
 def dead_letters(settings: Settings, n: int = 50, reason: str | None = None) -> list[DeadLetter]:
+    """The latest `n` DLQ records decoded; `reason` filters among those `n`, not the whole topic."""
     records = [decode_dead_letter(o, v) for _, o, _, _, v in latest(settings, DLQ, n)]
     return [r for r in records if reason in (None, "", r.reason)]

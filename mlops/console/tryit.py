@@ -22,6 +22,7 @@ class BadUserId(ValueError):
 
 
 def parse_user_id(text: str) -> int:
+    """The id typed into the form; `BadUserId` with a sentence the page shows as it is."""
     cleaned = text.strip()
     if not cleaned:
         raise BadUserId("Type a user id (a whole number, e.g. 1).")
@@ -35,6 +36,8 @@ def parse_user_id(text: str) -> int:
 
 @dataclass
 class TryIt:
+    """Everything the Try-it page shows for one request, including why there is no answer."""
+
     user_input: str = ""
     user_id: int | None = None
     problems: list[str] = field(default_factory=list)  # why there is no answer
@@ -64,6 +67,7 @@ def suggestions(settings: Settings) -> tuple[str | None, list[int]]:
 
 
 def known(settings: Settings, version: str, user_id: int) -> bool:
+    """Whether `version` has features for the user (an unknown one gets the cold-start answer and a note)."""
     from mlops.feature_store import RedisFeatureStore
 
     return user_id in set(RedisFeatureStore.from_settings(settings).ids(version, "user"))

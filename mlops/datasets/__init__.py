@@ -36,6 +36,7 @@ class Source:
     details: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
+        """JSON-ready, for the manifests and the model's lineage."""
         return {**asdict(self), "path": str(self.path)}
 
 

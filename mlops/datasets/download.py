@@ -27,6 +27,8 @@ GROUPLENS_BASE_URL = "https://files.grouplens.org/datasets/movielens"
 
 @dataclass(frozen=True)
 class Variant:
+    """A GroupLens archive and the MD5 it must have, when that never changes."""
+
     name: str
     md5: str | None  # None: the archive is re-published from time to time; trust the .md5 next to it
     ratings: str  # approximate size, for messages
@@ -55,10 +57,12 @@ class Download:
     md5_verified_against: str  # "published .md5 and known checksum", "published .md5", "known checksum"
 
     def as_dict(self) -> dict[str, str]:
+        """JSON-ready: the sidecar in the cache and the lineage in the manifests."""
         return {k: str(v) for k, v in asdict(self).items()}
 
 
 def offline_error(name: str, url: str, reason: str) -> DataError:
+    """The error for an unreachable GroupLens, naming the two ways to run without it."""
     return DataError(
         f"cannot download {name} from {url}: {reason}. To run without GroupLens, set DATASET to a local copy "
         f"(a directory or .zip in any MovieLens layout, e.g. DATASET=/data/{name}) or to DATASET=synthetic"

@@ -50,6 +50,8 @@ _DELIMITERS = {"\t": "tab", ",": "comma", "::": "'::'", "|": "'|'", ";": "';'"}
 
 @dataclass(frozen=True)
 class Layout:
+    """The two file names by which a MovieLens layout is recognized."""
+
     name: str
     ratings_file: str
     movies_file: str
@@ -64,6 +66,8 @@ LAYOUTS = (
 
 @dataclass(frozen=True)
 class LocatedFiles:
+    """The layout recognized and the paths of its two files (a zip is extracted first)."""
+
     layout: Layout
     ratings: Path
     movies: Path
@@ -284,6 +288,7 @@ def canonical_genres(names: list[str]) -> str:
 
 
 def year_from_title(title: str) -> int | None:
+    """The release year MovieLens puts in the title, the last one when there are several; None if none."""
     years = _YEAR.findall(title)  # the last one: "Paris, je t'aime (2006)", "Sherlock (2010-2017)", "X (1995) (V)"
     return int(years[-1]) if years else None
 

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 
 def main(argv: Sequence[str] | None = None, settings: Settings | None = None) -> dict[str, Any]:
+    """The step's command line: the shared options plus `--grouplens-url`; returns the manifests."""
     parser = job_parser("Ingest DATASET: raw files and manifest, normalized ratings and movies")
     parser.add_argument("--grouplens-url", default=GROUPLENS_BASE_URL, help="base URL of the MovieLens archives")
     args = parser.parse_args(argv)
@@ -39,6 +40,7 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
 
 
 def ingest(run_id: str, settings: Settings, base_url: str = GROUPLENS_BASE_URL) -> dict[str, Any]:
+    """Parse the dataset (quality report first), then store raw files and normalized tables; their manifests."""
     started = time.monotonic()
     store = ObjectStore.from_settings(settings)
     store.ensure_bucket()

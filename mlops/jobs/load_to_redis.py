@@ -49,6 +49,7 @@ def entity_rows(df: DataFrame, id_column: str, total: int, label: str) -> Iterat
 
 
 def main(argv: Sequence[str] | None = None, settings: Settings | None = None) -> dict[str, Any]:
+    """Load the run's online snapshot as a feature-set version (current unless `--stage-only`); its metadata."""
     from mlops import spark_capacity as capacity
     from mlops.spark_io import dataset_exists, read_manifest, read_parquet, spark_session
 

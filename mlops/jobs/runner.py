@@ -27,6 +27,7 @@ log = logging.getLogger("mlops.jobs")
 
 
 def default_run_id() -> str:
+    """A run id for manual runs: one per second, sorting by time."""
     return "manual-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 

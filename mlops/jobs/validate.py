@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 
 def main(argv: Sequence[str] | None = None, settings: Settings | None = None) -> dict[str, Any]:
+    """The step's command line: the shared options plus `--accept-count-change`; returns the report."""
     parser = job_parser("Quality gate over the normalized ratings and movies of a run")
     parser.add_argument(
         "--accept-count-change",
@@ -36,6 +37,7 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
 
 
 def validate(run_id: str, settings: Settings, compare_counts: bool = True) -> dict[str, Any]:
+    """The quality gate; on success the counts become this dataset's last good ones. Returns the report."""
     started = time.monotonic()
     store = ObjectStore.from_settings(settings)
     manifest = read_manifest(normalized_key(run_id, "ratings"), settings, store)

@@ -88,6 +88,7 @@ class AirflowClient:
         return resp.json()
 
     def health(self) -> dict[str, Any]:
+        """The scheduler's and DAG processor's heartbeat status; needs no login."""
         resp = self.http.get(f"{self.base_url}/api/v2/monitor/health", timeout=self.timeout)
         resp.raise_for_status()
         return resp.json()
@@ -102,19 +103,24 @@ class AirflowClient:
         return resp.json()
 
     def import_errors(self) -> list[dict[str, Any]]:
+        """DAG files that failed to import, with their stack traces: why a DAG never appears."""
         return self.json("GET", "/importErrors")["import_errors"]
 
     def unpause(self, dag_id: str) -> None:
+        """A new DAG starts paused: its runs would stay queued until this."""
         self.json("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
 
     def trigger(self, dag_id: str, run_id: str, conf: Mapping[str, Any]) -> dict[str, Any]:
+        """Start a run with our own run id, so that the caller can follow it and name its outputs."""
         body = {"dag_run_id": run_id, "logical_date": None, "conf": dict(conf)}
         return self.json("POST", f"/dags/{dag_id}/dagRuns", json=body)
 
     def dag_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
+        """The run as the API reports it; its `state` says whether it is still going."""
         return self.json("GET", f"/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}")
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        """Every task of the run with its state and attempt number: what the live view shows."""
         return self.json("GET", f"/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances")["task_instances"]
 
     def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int) -> list[str]:

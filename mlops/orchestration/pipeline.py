@@ -46,6 +46,7 @@ class TaskView:
 
     @classmethod
     def from_api(cls, ti: Mapping[str, Any]) -> TaskView:
+        """From a task instance of the API; a task not yet scheduled has state "none"."""
         return cls(ti["task_id"], ti.get("state") or "none", int(ti.get("try_number") or 0))
 
 
@@ -86,6 +87,7 @@ class ProgressTail:
         self.running: set[str] = set()
 
     def poll(self, client: AirflowClient, run_id: str, tasks: Iterable[TaskView]) -> list[str]:
+        """The progress lines not printed yet; a log that cannot be read is skipped, not an error."""
         out: list[str] = []
         for task in tasks:
             if task.state == "running":

@@ -29,6 +29,8 @@ LABELS = {"ndcg_at_10": "nDCG@10", "precision_at_10": "precision@10", "recall_at
 
 @dataclass(frozen=True)
 class DatasetFacts:
+    """What the manifests say of the data (users from the split's); a count they lack is None, shown as "?"."""
+
     name: str
     source: str
     synthetic: bool
@@ -39,6 +41,8 @@ class DatasetFacts:
 
 @dataclass(frozen=True)
 class SplitFacts:
+    """What the split manifest says of the split; a value it lacks is None."""
+
     strategy: str
     test_fraction: float | None
     seed: int | None
@@ -49,6 +53,8 @@ class SplitFacts:
 
 @dataclass(frozen=True)
 class ModelFacts:
+    """The version the run registered in MLflow, its metrics and the promotion decision tagged on it."""
+
     name: str
     version: str
     mlflow_run_id: str
@@ -60,6 +66,8 @@ class ModelFacts:
 
 @dataclass(frozen=True)
 class RunSummary:
+    """All that is known of a run; each part None when it could not be read, and `problems` says why."""
+
     run_id: str
     dataset: DatasetFacts | None = None
     split: SplitFacts | None = None
@@ -81,6 +89,7 @@ def dataset_line(d: DatasetFacts) -> str:
 
 
 def split_line(s: SplitFacts) -> str:
+    """e.g. `temporal, test fraction 0.2, seed 42: 80,000 train / 20,000 test ratings`."""
     fraction = "" if s.test_fraction is None else f", test fraction {s.test_fraction:g}"
     seed = "" if s.seed is None else f", seed {s.seed}"
     validation = "" if s.validation is None else f" / {_n(s.validation)} validation"
@@ -99,6 +108,7 @@ def metrics_lines(metrics: Mapping[str, float]) -> list[str]:
 
 
 def decision_line(m: ModelFacts) -> str:
+    """Whether the version now serves and the reason recorded for the decision, on one line."""
     if m.decision is None:
         return f"v{m.version} not decided yet (evaluate_and_promote did not run)"
     verdict = "is the new CHAMPION (serving it)" if m.decision == "champion" else f"stays {m.decision.upper()}"

@@ -35,6 +35,7 @@ class StepResult:
 
     @property
     def data_error(self) -> bool:
+        """Exit 3: bad data, which a retry cannot fix."""
         return self.returncode == EXIT_DATA_ERROR
 
     def summary(self, step: Step) -> str:

@@ -6,6 +6,8 @@ from typing import Protocol
 
 
 class Backend(Protocol):
+    """Both backends offer these verbs, so `cli` never asks which one runs the stack."""
+
     def up(self) -> None:
         """Start or repair every service; returns only when all are healthy, raises ServiceError otherwise."""
 

@@ -63,6 +63,8 @@ def compose_cli() -> list[str]:
 
 @dataclass(frozen=True)
 class Container:
+    """One container of this compose project, as `docker inspect` reports it."""
+
     service: str
     name: str
     status: str  # created | running | restarting | exited | ...
@@ -71,6 +73,7 @@ class Container:
 
     @property
     def ready(self) -> bool:
+        """A one-shot once it exited 0; a service while it runs and its healthcheck, if it has one, says healthy."""
         if self.service in ONE_SHOT:
             return self.status == "exited" and self.exit_code == 0
         return self.status == "running" and self.health in (None, "healthy")
@@ -115,6 +118,7 @@ def readiness(containers: list[Container], expected: set[str], exclude: set[str]
 
 
 def say(message: str) -> None:
+    """Progress for the terminal, flushed at once so that it interleaves with docker's output."""
     print(message, flush=True)
 
 
@@ -160,6 +164,7 @@ class ComposeBackend:
         return proc.stdout or ""
 
     def containers(self) -> list[Container]:
+        """Every container of this project, stopped ones included (a failed one-shot must show)."""
         ids = subprocess.run(
             ["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={project_name()}"],
             capture_output=True, text=True, check=False,
@@ -233,6 +238,7 @@ class ComposeBackend:
         say(f"docker: {n} inference consumer(s) healthy")
 
     def urls(self) -> dict[str, str]:
+        """What a user opens, at the host ports compose publishes (which may differ from the defaults)."""
         spec = compose_spec()
 
         def local(service: str, port: int, path: str = "") -> str:
@@ -257,6 +263,7 @@ class ComposeBackend:
         return urls
 
     def rows(self) -> list:
+        """One row per container for the `status` table: up, done, failed with exit code, or its health."""
         from mlops.status import ServiceRow
 
         urls = {"airflow-apiserver": self.settings.airflow_url, "mlflow": self.settings.mlflow_tracking_uri,

@@ -18,6 +18,7 @@ from mlops.settings import Settings, get_settings
 
 
 def say(message: str) -> None:
+    """Progress for the container's log, flushed at once."""
     print(message, flush=True)
 
 
@@ -63,6 +64,7 @@ def run_airflow(component: str, settings: Settings) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """`provision buckets|topics` and `airflow <component>`, the two things a container runs."""
     parser = argparse.ArgumentParser(prog="python -m mlops.services.container_entry", description=__doc__)
     sub = parser.add_subparsers(dest="verb", required=True)
     p = sub.add_parser("provision", help="create the buckets or the topics")
@@ -73,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the verb; any failure raises, so the container exits non-zero and compose shows it."""
     args = build_parser().parse_args(argv)
     settings = get_settings()
     if args.verb == "provision":

@@ -50,11 +50,13 @@ def bootstrap_address(settings: Settings) -> tuple[str, int]:
 
 
 def s3_address(settings: Settings) -> tuple[str, int]:
+    """Host and port of S3_ENDPOINT_URL (80 or 443 when it names none), to probe before speaking S3."""
     parsed = urlparse(settings.s3_endpoint_url)
     return parsed.hostname or "127.0.0.1", parsed.port or (443 if parsed.scheme == "https" else 80)
 
 
 def redis_ping(settings: Settings) -> str:
+    """PING with the password, then the version, which must be new enough for the consumer (`require_redis_version`)."""
     import redis
 
     client = redis.Redis(
@@ -74,6 +76,7 @@ def redis_ping(settings: Settings) -> str:
 
 
 def kafka_metadata(settings: Settings) -> str:
+    """A metadata request answered: the broker takes client requests, not only TCP connections."""
     from confluent_kafka.admin import AdminClient
 
     host, port = bootstrap_address(settings)
@@ -87,35 +90,37 @@ def kafka_metadata(settings: Settings) -> str:
 
 
 def s3_client(settings: Settings):
-    """A minio SDK client for the configured endpoint (the platform's S3 client of choice)."""
-    from minio import Minio
+    """A minio SDK client for the configured endpoint, configured as every batch step's (`ObjectStore`)."""
+    from mlops.object_store import ObjectStore
 
-    parsed = urlparse(settings.s3_endpoint_url)
-    return Minio(
-        parsed.netloc,
-        access_key=settings.s3_access_key,
-        secret_key=settings.s3_secret_key,
-        secure=parsed.scheme == "https",
-        region=settings.s3_region,
-    )
+    return ObjectStore.from_settings(settings).client
 
 
 def s3_list_buckets(settings: Settings) -> str:
+    """An authenticated S3 call answered: the endpoint accepts the configured keys."""
     buckets = s3_client(settings).list_buckets()
     return f"list-buckets ok, {len(buckets)} bucket(s)"
 
 
 def http_ok(url: str) -> str:
+    """A 2xx answer to GET `url`; an error status or no answer raises."""
     response = requests.get(url, timeout=TIMEOUT_S)
     response.raise_for_status()
     return f"GET {urlparse(url).path} {response.status_code}"
 
 
+def prometheus_ready_url(settings: Settings) -> str:
+    """Prometheus' readiness endpoint: 200 once it has loaded its rules and can answer queries."""
+    return settings.prometheus_url.rstrip("/") + "/-/ready"
+
+
 def mlflow_health(settings: Settings) -> str:
+    """The tracking server's own `/health` answers."""
     return http_ok(settings.mlflow_tracking_uri.rstrip("/") + "/health")
 
 
 def airflow_health(settings: Settings) -> str:
+    """The API server answers its monitor endpoint (it needs no login)."""
     return http_ok(settings.airflow_url.rstrip("/") + "/api/v2/monitor/health")
 
 

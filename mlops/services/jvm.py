@@ -37,10 +37,12 @@ def cache_dir() -> Path:
 
 
 def pom(component: str) -> Path:
+    """The component's checked-in, version-pinned pom."""
     return POM_DIR / component / "pom.xml"
 
 
 def record(component: str) -> Path:
+    """The classpath record for the pom as it is now: a changed pom names a new record, so it is resolved again."""
     digest = hashlib.sha256(pom(component).read_bytes()).hexdigest()[:16]
     return cache_dir() / f"{component}-{digest}.classpath"
 

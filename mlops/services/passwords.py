@@ -46,6 +46,8 @@ WELL_KNOWN = frozenset(
 
 @dataclass(frozen=True)
 class WeakPassword:
+    """A password setting Docker mode refuses, and the rule its value breaks (empty, placeholder, too short...)."""
+
     name: str  # the variable name, e.g. REDIS_PASSWORD
     reason: str
 
@@ -106,6 +108,7 @@ def write_env_values(env_file: Path, values: dict[str, str], example: Path = ENV
 
 
 def fix_command() -> str:
+    """The commands that write strong passwords into `.env`, quoted in the refusal."""
     return "python -m mlops.services.passwords   (or ./run.sh up --docker --yes)"
 
 

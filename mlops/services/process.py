@@ -14,6 +14,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from mlops.pids import alive
 from mlops.services.errors import ServiceError
 from mlops.services.health import Incompatible, port_owner, tcp_open
 from mlops.services.specs import Launch
@@ -117,20 +118,8 @@ def start_time(pid: int) -> int | None:
         return None
 
 
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (exited, not yet reaped) is not alive
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
-
-
 def cmdline(pid: int) -> list[str]:
+    """The argv of `pid` ([] if it is gone): tells our service from another process that reuses its pid."""
     try:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:

@@ -53,9 +53,11 @@ class TwoHeadModel:
     relevance: Any
 
     def p_like(self, x: np.ndarray) -> np.ndarray:
+        """P(rating >= 4) per row of a FEATURE_NAMES matrix: what score requests answer."""
         return self.rating.predict(x, num_threads=1)
 
     def p_relevant(self, x: np.ndarray) -> np.ndarray:
+        """P(the user rates the movie) per row: takes the full matrix, keeps the relevance columns."""
         return self.relevance.predict(x[:, RELEVANCE_INDEX], num_threads=1)
 
     def compiled(self, cache_dir: Path) -> TwoHeadModel:
@@ -65,6 +67,7 @@ class TwoHeadModel:
         return TwoHeadModel(CompiledHead(self.rating, cache_dir), CompiledHead(self.relevance, cache_dir))
 
     def save(self, directory: Path) -> dict[str, str]:
+        """Both heads as LightGBM text files; returns their paths, keyed as the pyfunc's artifacts."""
         directory.mkdir(parents=True, exist_ok=True)
         self.rating.save_model(str(directory / RATING_FILE))
         self.relevance.save_model(str(directory / RELEVANCE_FILE))
@@ -72,6 +75,7 @@ class TwoHeadModel:
 
     @classmethod
     def load(cls, rating_path: str, relevance_path: str) -> TwoHeadModel:
+        """Both heads from LightGBM text files, as `save` wrote them."""
         return cls(lgb.Booster(model_file=rating_path), lgb.Booster(model_file=relevance_path))
 
     @classmethod
@@ -125,9 +129,11 @@ class RecommenderPyfunc(_PythonModel):
     model: TwoHeadModel
 
     def load_context(self, context: Any) -> None:
+        """MLflow's load hook for old pickled versions: both heads from their artifacts."""
         self.model = TwoHeadModel.load(context.artifacts["rating"], context.artifacts["relevance"])
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        """MLflow's predict for old pickled versions: `p_like` and `p_relevant` per row."""
         missing = [c for c in fx.FEATURE_NAMES if c not in model_input.columns]
         if missing:
             raise ValueError(f"model input lacks feature column(s) {missing}")

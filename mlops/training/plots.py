@@ -32,6 +32,7 @@ def _figure(size: tuple[float, float] = (6.4, 5.2)) -> tuple[Figure, Any]:
 
 
 def importance_figure(model: TwoHeadModel, top: int = 20) -> Figure:
+    """The `top` features by total gain, one panel per head: what each head relies on."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(13, 7), layout="constrained")
@@ -46,6 +47,7 @@ def importance_figure(model: TwoHeadModel, top: int = 20) -> Figure:
 
 
 def roc_figure(y: np.ndarray, p: np.ndarray) -> Figure:
+    """ROC of P(like) on the test pairs, with its AUC against the chance diagonal."""
     from sklearn.metrics import roc_auc_score, roc_curve
 
     fpr, tpr, _ = roc_curve(y, p)
@@ -60,6 +62,7 @@ def roc_figure(y: np.ndarray, p: np.ndarray) -> Figure:
 
 
 def pr_figure(y: np.ndarray, p: np.ndarray) -> Figure:
+    """Precision-recall of P(like), against the share liked (what a random score would reach)."""
     from sklearn.metrics import average_precision_score, precision_recall_curve
 
     precision, recall, _ = precision_recall_curve(y, p)
@@ -130,6 +133,7 @@ def ranking_curves(
 
 
 def ranking_figure(curves: Mapping[str, Mapping[str, Sequence[float]]], ks: Sequence[int]) -> Figure:
+    """One panel per ranking metric: the model's values at each k beside the baselines'."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(11, 8), layout="constrained")

@@ -25,10 +25,12 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
     """Both LightGBM heads, read from the model's `rating` and `relevance` artifacts (LightGBM text files)."""
 
     def load_context(self, context: Any) -> None:
+        """MLflow's load hook: both boosters from the model's artifacts."""
         self.rating = lgb.Booster(model_file=context.artifacts["rating"])
         self.relevance = lgb.Booster(model_file=context.artifacts["relevance"])
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        """`p_like` and `p_relevant` per row; each head selects its own columns by name."""
         return pd.DataFrame(
             {"p_like": _predict(self.rating, model_input), "p_relevant": _predict(self.relevance, model_input)}
         )

@@ -67,3 +67,21 @@ def test_ring_keeps_the_last_samples():
     for i in range(5):
         ring.add(Sample(float(i), None, 0))
     assert [s.at for s in ring.snapshot()] == [2.0, 3.0, 4.0]
+
+
+def test_a_missed_scrape_widens_the_interval_instead_of_blanking_the_next_point():
+    first = Sample(0.0, samples.ConsumerCounters(0, ((0.01, 0), (math.inf, 0))), 1, {0: 0}, {0: 0}, dlq_end=0)
+    missed = Sample(2.0, None, 0)  # the consumer's /metrics and the broker both timed out
+    third = Sample(4.0, samples.ConsumerCounters(400, ((0.01, 400), (math.inf, 400))), 1, {0: 400}, {0: 400},
+                   dlq_end=8)  # fmt: skip
+    w = samples.window([first, missed, third])
+    assert w.answered_per_s == [None, 100.0] and w.incoming_per_s == [None, 100.0] and w.dlq_per_s == [None, 2.0]
+    assert w.p50_ms[1] == pytest.approx(5.0)
+
+
+def test_no_rate_across_a_gap_longer_than_the_bound():
+    first = Sample(0.0, samples.ConsumerCounters(0, ((math.inf, 0),)), 1, {0: 0}, {0: 0}, dlq_end=0)
+    late = Sample(samples.MAX_GAP_S + 1, samples.ConsumerCounters(50, ((math.inf, 50),)), 1, {0: 50}, {0: 50},
+                  dlq_end=1)  # fmt: skip
+    w = samples.window([first, Sample(2.0, None, 0), late])
+    assert w.answered_per_s[-1] is None and w.incoming_per_s[-1] is None and w.dlq_per_s[-1] is None

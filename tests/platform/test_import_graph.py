@@ -19,7 +19,7 @@ PACKAGE = PROJECT_ROOT / "mlops"
 
 # Lowest first. A module belongs to the layer of its longest listed prefix.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("settings", "errors", "services.errors"),
+    ("settings", "errors", "services.errors", "pids"),
     (
         *("layout", "object_store", "spark_io", "spark_capacity", "schemas", "topics", "run_params", "progress"),
         "topic_tail",

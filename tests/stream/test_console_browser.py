@@ -207,13 +207,8 @@ def test_overview_shows_each_service_and_the_champion(browser, console_url, cham
     screenshot(browser, shots, "1-overview")
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known open bug (issue 16): the console's sampler often holds too few samples for rates, so the "
-    "Stream page's live figures stay '–'; failed in the merged suite on 2026-11-29, cause not yet found",
-)
 def test_stream_page_charts_the_live_traffic(browser, console_url, traffic, shots):
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120  # two samples with every figure; a busy machine times some scrapes out
     while True:
         browser.get(console_url + "/stream")
         no_trace(browser)
@@ -221,7 +216,7 @@ def test_stream_page_charts_the_live_traffic(browser, console_url, traffic, shot
         figures = dict(zip(lines[1::2], lines[0::2], strict=True))
         if all(figures[k] != "–" for k in ("answered, /s", "p99 latency, ms", "requests in, /s")):
             break
-        assert time.monotonic() < deadline, f"no live figures after 60s: {figures}"
+        assert time.monotonic() < deadline, f"no live figures after 120s: {figures}, {text(browser)[:1500]}"
         time.sleep(2)
     assert float(figures["answered, /s"]) > 0 and float(figures["requests in, /s"]) > 0
     assert 0 < float(figures["p50 latency, ms"]) <= float(figures["p99 latency, ms"])
