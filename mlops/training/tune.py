@@ -75,7 +75,7 @@ def tune(data: OfflineData, seed: int, trials: int, timeout_s: float, workdir: P
     defaults, default_counts = default_head_params(), CandidateCounts()
     if trials <= 0:
         figures = evaluate_choice(data, seed, defaults, default_counts)
-        return Choice(defaults, default_counts, figures, {"tuning": "off", "trials": 0})
+        return Choice(defaults, default_counts, figures, {"method": "off", "trials": 0})
 
     import optuna
 
@@ -103,7 +103,7 @@ def tune(data: OfflineData, seed: int, trials: int, timeout_s: float, workdir: P
     failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
     budget_hit = len(study.trials) < trials
     summary: dict[str, Any] = {
-        "tuning": "optuna-tpe",
+        "method": "optuna-tpe",
         "trials": trials,
         "trials_completed": len(done),
         "trials_failed": len(failed),

@@ -77,5 +77,5 @@ def test_the_time_budget_keeps_the_best_trial_so_far(experiment, offline, tmp_pa
 
 def test_tuning_off_scores_the_defaults_on_validation(offline, tmp_path):
     choice = tune(offline, 42, 0, 600, tmp_path)
-    assert choice.summary == {"tuning": "off", "trials": 0}
+    assert choice.summary == {"method": "off", "trials": 0}
     assert choice.head_params == default_head_params() and set(choice.validation) == {"ndcg_at_10", "auc"}
