@@ -1,8 +1,9 @@
-"""Offline evaluation, Microsoft-Recommenders style: ranking metrics at k and the two baselines.
+"""Offline evaluation, Microsoft-Recommenders style: ranking metrics at k and the three baselines.
 
 Protocol (the published MovieLens one): for each test user, rank every movie the user did not rate in
 train; relevant = all of the user's test movies (suffix `_liked`: only those rated >= 4). Metrics are
-averaged over users with at least one relevant movie.
+averaged over users with at least one relevant movie. Every method (model and baselines) excludes the
+movies the user rated in its training history.
 - precision@k = hits in top k / k;  recall@k = hits / relevant;
 - nDCG@k with binary gains, ideal = min(k, relevant) hits at the top;
 - MAP@k = sum of precision@i over hit ranks i <= k, / min(k, relevant).
@@ -11,6 +12,7 @@ averaged over users with at least one relevant movie.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -69,12 +71,12 @@ def _top_k_excluding(scores: np.ndarray, exclude: Iterable[int], k: int) -> np.n
     return top[np.isfinite(s[top])]
 
 
-def baseline_recommendations(train: pd.DataFrame, users: Iterable[int], k: int = K) -> dict[str, dict[int, list[int]]]:
-    """Most-popular and item-to-item co-occurrence top-k (movies rated in train excluded) per user.
+EASE_LAMBDAS = (50.0, 100.0, 200.0, 400.0, 800.0, 1600.0)  # the grid EASE's lambda is chosen from, on validation
+EASE_MAX_ITEMS = 6000  # EASE inverts an items x items matrix: above this, only the most rated movies take part
 
-    Co-occurrence: score(u, i) = sum over the user's train movies j of #users who rated both i and j
-    (a sparse product, so it scales with the ratings, not the catalog squared).
-    """
+
+def _interactions(train: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, Any]:
+    """(user ids, movie ids, binary user x movie CSR matrix) of a training history."""
     from scipy import sparse
 
     movie_ids = np.sort(train["movie_id"].unique())
@@ -83,25 +85,74 @@ def baseline_recommendations(train: pd.DataFrame, users: Iterable[int], k: int =
     row = np.searchsorted(user_ids, train["user_id"].to_numpy())
     r = sparse.csr_matrix((np.ones(len(train)), (row, col)), shape=(len(user_ids), len(movie_ids)))
     r.data[:] = 1.0
+    return user_ids, movie_ids, r
+
+
+def ease_weights(r: Any, lam: float) -> np.ndarray:
+    """EASE^R (Steck 2019): the item-item matrix B minimising ||X - XB||^2 + lam ||B||^2 with diag(B) = 0,
+    in closed form: P = (X'X + lam I)^-1, B_ij = -P_ij / P_jj, B_jj = 0."""
+    g = np.asarray((r.T @ r).todense(), dtype=np.float64)
+    g[np.diag_indices_from(g)] += lam
+    p = np.linalg.inv(g)
+    b = -p / np.diag(p)[None, :]
+    b[np.diag_indices_from(b)] = 0.0
+    return b
+
+
+def baseline_recommendations(
+    train: pd.DataFrame, users: Iterable[int], k: int = K, ease_lambda: float | None = None
+) -> dict[str, dict[int, list[int]]]:
+    """Most-popular, item-to-item co-occurrence and (when `ease_lambda` is given) EASE^R top-k per user,
+    movies rated in train excluded.
+
+    Co-occurrence: score(u, i) = sum over the user's train movies j of #users who rated both i and j
+    (a sparse product, so it scales with the ratings, not the catalog squared). EASE: score(u, .) = x_u B
+    over the EASE_MAX_ITEMS most rated movies.
+    """
+    user_ids, movie_ids, r = _interactions(train)
     cooc = (r.T @ r).tocsr()
     cooc.setdiag(0)
     popularity = np.asarray(r.sum(axis=0)).ravel()
     out: dict[str, dict[int, list[int]]] = {"popularity": {}, "cooccurrence": {}}
     index = {int(u): i for i, u in enumerate(user_ids)}
-    for u in users:
-        if u not in index:
-            continue
+    known = [u for u in users if u in index]
+    for u in known:
         seen = r[index[u]].indices
         out["popularity"][u] = movie_ids[_top_k_excluding(popularity, seen, k)].tolist()
         co = np.asarray(cooc[seen].sum(axis=0)).ravel()
         out["cooccurrence"][u] = movie_ids[_top_k_excluding(co, seen, k)].tolist()
+    if ease_lambda is not None:
+        kept = np.sort(np.argsort(-popularity, kind="stable")[:EASE_MAX_ITEMS])
+        b = ease_weights(r[:, kept], ease_lambda)
+        out["ease"] = {}
+        for start in range(0, len(known), 500):
+            batch = known[start : start + 500]
+            x = r[[index[u] for u in batch]]
+            scores = np.asarray(x[:, kept] @ b)
+            for row, u in enumerate(batch):
+                full = np.full(len(movie_ids), -np.inf)
+                full[kept] = scores[row]
+                out["ease"][u] = movie_ids[_top_k_excluding(full, x[row].indices, k)].tolist()
     return out
 
 
-def baseline_metrics(train: pd.DataFrame, test: pd.DataFrame, k: int = K) -> dict[str, float]:
-    """`baseline_popularity_ndcg_at_10` and `baseline_cooccurrence_ndcg_at_10` (and their other metrics)."""
+def choose_ease_lambda(train: pd.DataFrame, validation: pd.DataFrame, k: int = K) -> tuple[float, dict[float, float]]:
+    """The EASE lambda of EASE_LAMBDAS with the best validation ndcg@k (ties: the smaller), and every figure."""
+    rel, _ = relevant_sets(validation)
+    figures = {
+        lam: ranking_metrics(baseline_recommendations(train, rel.keys(), k, lam)["ease"], rel, k)[f"ndcg_at_{k}"]
+        for lam in EASE_LAMBDAS
+    }
+    best = max(EASE_LAMBDAS, key=lambda lam: (figures[lam], -lam))
+    return best, figures
+
+
+def baseline_metrics(
+    train: pd.DataFrame, test: pd.DataFrame, k: int = K, ease_lambda: float | None = None
+) -> dict[str, float]:
+    """`baseline_{popularity,cooccurrence,ease}_ndcg_at_10` (and their other metrics); EASE only with a lambda."""
     rel, _ = relevant_sets(test)
-    return baseline_metrics_of(baseline_recommendations(train, rel.keys(), k), rel, k)
+    return baseline_metrics_of(baseline_recommendations(train, rel.keys(), k, ease_lambda), rel, k)
 
 
 def baseline_metrics_of(

@@ -36,8 +36,11 @@ def normalized_key(run_id: str, table: str) -> str:
 
 
 def split_key(run_id: str, part: str) -> str:
-    """`train` or `test` ratings of the split."""
+    """`train`, `validation` or `test` ratings of the split."""
     return f"{run_prefix(run_id)}/split/{part}"
+
+
+SELECTION_PREFIX = "validation/"  # feature names under it: built from train only, evaluated on validation
 
 
 def features_key(run_id: str, name: str) -> str:

@@ -12,7 +12,8 @@ items, minus what the user already rated; LightGBM re-ranks only those candidate
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -24,6 +25,27 @@ if TYPE_CHECKING:  # only a type here: ranking needs no LightGBM or MLflow impor
 
 CANDIDATES = 100  # CF candidates re-ranked per top-k request (plus the popular ones the user has not rated)
 POPULAR_CANDIDATES = 50
+
+
+@dataclass(frozen=True)
+class CandidateCounts:
+    """How many candidates top-k re-ranks: `cf` by CF affinity plus `popular` most popular movies.
+
+    Chosen per model (tuning searches them on validation) and recorded as the model version's tags, so
+    serving ranks with exactly the counts the model was evaluated with.
+    """
+
+    cf: int = CANDIDATES
+    popular: int = POPULAR_CANDIDATES
+
+    def tags(self) -> dict[str, str]:
+        return {"candidates_cf": str(self.cf), "candidates_popular": str(self.popular)}
+
+    @classmethod
+    def from_tags(cls, tags: Mapping[str, str] | None) -> CandidateCounts:
+        """The counts a version was registered with; versions from before the tags get the defaults."""
+        tags = tags or {}
+        return cls(int(tags.get("candidates_cf", CANDIDATES)), int(tags.get("candidates_popular", POPULAR_CANDIDATES)))
 
 
 class Catalog:
@@ -54,9 +76,10 @@ class Catalog:
 class RankerCore:
     """Model + catalog, no I/O: what `Ranker` serves with and what offline evaluation ranks with."""
 
-    def __init__(self, model: TwoHeadModel, catalog: Catalog):
+    def __init__(self, model: TwoHeadModel, catalog: Catalog, counts: CandidateCounts | None = None):
         self.model = model
         self.catalog = catalog
+        self.counts = counts or CandidateCounts()
         self.observer: Callable[[np.ndarray, np.ndarray], None] | None = None
         """Called with each scored batch's model input and P(like): the stream's drift window samples it."""
 
@@ -77,10 +100,10 @@ class RankerCore:
         user_cf = fx.user_matrix(users)[:, [fx.USER_COLUMNS.index(c) for c in fx.USER_CF]]
         cf = np.nan_to_num(user_cf) @ cat.keys.T
         rated = self._rated_mask(users)
-        popular = cat.popular[:POPULAR_CANDIDATES]
+        popular = cat.popular[: self.counts.popular]
         cf[rated] = -np.inf
         cf[:, popular] = -np.inf  # they join below anyway: not twice
-        n = max(0, min(max(CANDIDATES, k), cf.shape[1] - len(popular)))
+        n = max(0, min(max(self.counts.cf, k), cf.shape[1] - len(popular)))
         top = np.argpartition(-cf, n - 1, axis=1)[:, :n] if n else np.zeros((len(users), 0), dtype=np.int64)
         positions = np.hstack([top, np.broadcast_to(popular, (len(users), len(popular)))]).astype(np.int64)
         valid = ~np.take_along_axis(rated, positions, axis=1)

@@ -1,8 +1,12 @@
 """MLflow access with bounded retries, model loading by alias, and the champion/challenger rule.
 
 Rule: a new version becomes `champion` iff there is no champion, or its ndcg_at_10 beats the current
-champion's ndcg_at_10 re-measured on the new run's evaluation data (same users, same features); else
-it becomes `challenger`. The decision and both figures are logged on the new version's training run.
+champion's ndcg_at_10 re-measured on the new run's test data (same users, same features); else it
+becomes `challenger`. The re-measure is fair only if the champion never trained on those test rows, which
+its lineage proves (same dataset fingerprint, split strategy, seed and fractions: the same split). When
+the lineage differs (or is unknown), the comparison is `lineage_changed`: the candidate must, on its own
+run, beat every baseline's ndcg_at_10 and reach the AUC floor. The decision, its basis and the figures
+are logged on the new version's training run.
 A champion whose artifacts are confirmed missing is replaced (it cannot serve); one that merely could
 not be read (timeout, 5xx) is kept and the promotion fails, to be retried. Serving loads an alias,
 never "latest".
@@ -18,11 +22,17 @@ from typing import Any, TypeVar
 
 import requests
 
+from mlops.ranking import CandidateCounts
 from mlops.settings import Settings
 from mlops.variants import CHALLENGER, CHAMPION  # the aliases are the online variants' names
 
 log = logging.getLogger(__name__)
 
+# The version tags that identify a split: equal on two versions means the same train/validation/test rows.
+LINEAGE_KEYS = ("dataset_checksum", "split_strategy", "seed", "test_fraction", "validation_fraction")
+SAME_SPLIT = "same_split"
+LINEAGE_CHANGED = "lineage_changed"
+AUC_FLOOR = 0.70  # test_auc a candidate must reach when it cannot be compared with the champion
 PROMOTION_ARTIFACT = "promotion.json"
 ATTEMPTS = 4
 T = TypeVar("T")
@@ -182,13 +192,44 @@ def version_of_run(settings: Settings, pipeline_run_id: str) -> Any:
     return max(mine, key=lambda v: int(v.version))
 
 
-def promote(settings: Settings, pipeline_run_id: str, evaluate: Callable[[Any], float]) -> dict[str, Any]:
+def same_split(candidate_tags: dict[str, str], champion_tags: dict[str, str]) -> bool:
+    """True only when both versions carry every LINEAGE_KEYS tag, known and equal: then the split is the
+    same (deterministic given these), so the champion never trained on the candidate's test rows."""
+    return all(
+        candidate_tags.get(k) not in (None, "", "unknown") and champion_tags.get(k) == candidate_tags.get(k)
+        for k in LINEAGE_KEYS
+    )
+
+
+def stands_alone(metrics: dict[str, float]) -> tuple[bool, str]:
+    """(passes, why): the candidate beats every baseline's ndcg_at_10 of its own run and reaches AUC_FLOOR.
+    `why` is short (it ends up in a tag): e.g. `ndcg_at_10 0.4712 > ease 0.4650, test_auc 0.781 >= 0.7`."""
+    baselines = {
+        k.removeprefix("baseline_").removesuffix("_ndcg_at_10"): v
+        for k, v in metrics.items()
+        if k.startswith("baseline_") and k.endswith("_ndcg_at_10")
+    }
+    ndcg, auc = metrics.get("ndcg_at_10", 0.0), metrics.get("test_auc", 0.0)
+    if not baselines:
+        return False, "no baseline figures in its run"
+    best = max(baselines, key=lambda k: baselines[k])
+    beats, floor = ndcg > baselines[best], auc >= AUC_FLOOR
+    why = (
+        f"ndcg_at_10 {ndcg:.4f} {'>' if beats else '<='} {best} {baselines[best]:.4f}, "
+        f"test_auc {auc:.3f} {'>=' if floor else '<'} {AUC_FLOOR}"
+    )
+    return beats and floor, why
+
+
+def promote(
+    settings: Settings, pipeline_run_id: str, evaluate: Callable[[Any, CandidateCounts], float]
+) -> dict[str, Any]:
     """Apply the champion/challenger rule to the version trained by `pipeline_run_id`.
 
-    `evaluate(model) -> ndcg_at_10` measures a model on this run's evaluation data; it is called for
-    the current champion, so both figures come from the same data. A champion whose artifacts are
-    confirmed missing is replaced (it could not serve); any other failure to load it raises
-    ChampionUnreadable and nothing changes. The reason is tagged on both versions.
+    `evaluate(model, counts) -> ndcg_at_10` measures a model (ranking with its candidate counts) on this
+    run's test data; it is called for the current champion only when the lineage shows the same split.
+    A champion whose artifacts are confirmed missing is replaced (it could not serve); any other failure
+    to load it raises ChampionUnreadable and nothing changes. The reason is tagged on both versions.
     """
     c = client(settings)
     candidate = version_of_run(settings, pipeline_run_id)
@@ -196,10 +237,19 @@ def promote(settings: Settings, pipeline_run_id: str, evaluate: Callable[[Any], 
     candidate_ndcg = float(run.data.metrics["ndcg_at_10"])
     champion = version_by_alias(settings, CHAMPION)
     replaced = False  # the champion is replaced because its artifacts are gone
+    basis = SAME_SPLIT
     if champion is None:
         decision, champion_ndcg, reason = CHAMPION, None, "no champion yet"
     elif champion.version == candidate.version:
         decision, champion_ndcg, reason = CHAMPION, candidate_ndcg, "already champion"
+    elif not same_split(candidate.tags or {}, champion.tags or {}):
+        # The champion may have trained on these test rows: re-scoring it here would flatter it.
+        basis, champion_ndcg = LINEAGE_CHANGED, None
+        passes, why = stands_alone(dict(run.data.metrics))
+        decision = CHAMPION if passes else CHALLENGER
+        differs = [k for k in LINEAGE_KEYS if (champion.tags or {}).get(k) != (candidate.tags or {}).get(k)]
+        # Short (a tag); promotion.json and the docs say the rest: the champion was not re-scored.
+        reason = f"{LINEAGE_CHANGED} vs v{champion.version} ({', '.join(differs) or 'unknown'}): {why}"
     else:
         try:
             champion_model = load_model(settings, champion)
@@ -218,18 +268,19 @@ def promote(settings: Settings, pipeline_run_id: str, evaluate: Callable[[Any], 
             decision, champion_ndcg, replaced = CHAMPION, None, True
             reason = f"champion v{champion.version} cannot be loaded (its files are gone), so it cannot serve"
         else:
-            champion_ndcg = float(evaluate(champion_model))
+            champion_ndcg = float(evaluate(champion_model, CandidateCounts.from_tags(champion.tags)))
             won = candidate_ndcg > champion_ndcg
             decision = CHAMPION if won else CHALLENGER
             reason = (
                 f"ndcg_at_10 {candidate_ndcg:.4f} {'>' if won else '<='} champion v{champion.version}'s "
-                f"{champion_ndcg:.4f} on this run's evaluation data"
+                f"{champion_ndcg:.4f} on this run's test data (same split)"
             )
     with_retries(
         settings, "set alias", lambda: c.set_registered_model_alias(settings.model_name, decision, candidate.version)
     )
     record = {
         "decision": decision,
+        "basis": basis,
         "version": str(candidate.version),
         "candidate_ndcg_at_10": candidate_ndcg,
         "champion_version": None if champion is None else str(champion.version),
@@ -241,8 +292,10 @@ def promote(settings: Settings, pipeline_run_id: str, evaluate: Callable[[Any], 
     # Tags say it in one short line (the UI cuts long ones); the whole record is an artifact of the run.
     c.log_dict(candidate.run_id, record, PROMOTION_ARTIFACT)
     c.set_tag(candidate.run_id, "promotion_decision", decision)
+    c.set_tag(candidate.run_id, "promotion_basis", basis)
     c.set_tag(candidate.run_id, "promotion_reason", reason)
     c.set_model_version_tag(settings.model_name, candidate.version, "promotion_reason", reason)
+    c.set_model_version_tag(settings.model_name, candidate.version, "promotion_basis", basis)
     if replaced:
         c.set_model_version_tag(settings.model_name, champion.version, "replaced_reason", reason)
     c.log_metric(candidate.run_id, "promotion_candidate_ndcg_at_10", candidate_ndcg)

@@ -1,7 +1,7 @@
-"""The four run parameters a pipeline run may override: dataset, split strategy, test fraction, seed.
+"""The run parameters a pipeline run may override: dataset, split (strategy, fractions), seed, tuning trials.
 
 WHY one module: the Airflow DAG's params, the host-side `./run.sh pipeline` options, the command line of
-every batch step and the DAG task that builds that command line all name the same four values. They are
+every batch step and the DAG task that builds that command line all name the same values. They are
 declared once here (name, type, help, the DAG's JSON schema); their defaults and their validation are the
 settings' own (`Settings.validate`), so a value refused in `.env` is refused as a run parameter too.
 """
@@ -48,7 +48,19 @@ RUN_PARAMS: tuple[RunParam, ...] = (
         "override TEST_FRACTION",
         {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
     ),
+    RunParam(
+        "validation_fraction",
+        float,
+        "override VALIDATION_FRACTION",
+        {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+    ),
     RunParam("seed", int, "override SEED", {"type": "integer"}),
+    RunParam(
+        "tuning_trials",
+        int,
+        "override TUNING_TRIALS (0: no hyperparameter search this run)",
+        {"type": "integer", "minimum": 0, "description": "Optuna trials of the train step; 0 turns tuning off"},
+    ),
 )
 
 
@@ -59,7 +71,9 @@ class RunParams:
     dataset: str
     split_strategy: str
     test_fraction: float
+    validation_fraction: float
     seed: int
+    tuning_trials: int
 
     @classmethod
     def defaults(cls, settings: Settings) -> RunParams:
@@ -91,7 +105,7 @@ class RunParams:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The four options, each unset by default (then the settings decide)."""
+    """The run-parameter options, each unset by default (then the settings decide)."""
     for p in RUN_PARAMS:
         choices = SPLIT_STRATEGIES if p.name == "split_strategy" else None
         parser.add_argument(p.option, dest=p.name, type=p.kind, default=None, choices=choices, help=p.help)

@@ -15,7 +15,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from mlops.ranking import Catalog, RankerCore
+from mlops.ranking import CandidateCounts, Catalog, RankerCore
 from mlops.registry import CHAMPION
 from mlops.settings import Settings
 
@@ -73,7 +73,7 @@ class Ranker:
             feature_set,
             len(catalog.movie_ids),
         )
-        return cls(RankerCore(model, catalog), info)
+        return cls(RankerCore(model, catalog, CandidateCounts.from_tags(version.tags)), info)
 
     def score_with_flags(
         self, users: list[dict[str, Any] | None], movie_ids: list[list[int]]

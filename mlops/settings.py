@@ -18,7 +18,7 @@ from dotenv import dotenv_values
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
-SPLIT_STRATEGIES = ("temporal", "random")
+SPLIT_STRATEGIES = ("temporal", "random", "global_temporal")
 DATASET_NAMES = ("auto", "ml-latest-small", "ml-100k", "ml-1m", "ml-25m", "ml-32m", "synthetic")
 
 
@@ -35,7 +35,10 @@ class Settings:
     synthetic_ratings: int = 100_000
     split_strategy: str = "temporal"
     test_fraction: float = 0.2
+    validation_fraction: float = 0.1  # of each user's ratings, taken from the train side (per-user splits)
     seed: int = 42
+    tuning_trials: int = 4  # Optuna trials per training run; 0 = off (the default parameters are used)
+    tuning_timeout_seconds: int = 300  # the search's time budget: the best trial so far is kept when hit
     data_cache_dir: str = ".local/data/downloads"
 
     # Redis (feature store and predictions)
@@ -142,6 +145,19 @@ class Settings:
             raise SettingsError(f"SPLIT_STRATEGY={self.split_strategy!r}: expected one of {SPLIT_STRATEGIES}")
         if not 0.0 < self.test_fraction < 1.0:
             raise SettingsError(f"TEST_FRACTION={self.test_fraction}: expected a number between 0 and 1")
+        if not 0.0 < self.validation_fraction < 1.0:
+            raise SettingsError(
+                f"VALIDATION_FRACTION={self.validation_fraction}: expected a number between 0 and 1"
+            )
+        if self.test_fraction + self.validation_fraction >= 1.0:
+            raise SettingsError(
+                f"VALIDATION_FRACTION={self.validation_fraction} with TEST_FRACTION={self.test_fraction}: "
+                "together they must stay below 1, or no ratings are left to train on"
+            )
+        if self.tuning_trials < 0:
+            raise SettingsError(f"TUNING_TRIALS={self.tuning_trials}: expected 0 (off) or a positive integer")
+        if self.tuning_timeout_seconds < 1:
+            raise SettingsError(f"TUNING_TIMEOUT_SECONDS={self.tuning_timeout_seconds}: expected a positive integer")
         if self.synthetic_ratings < 1:
             raise SettingsError(f"SYNTHETIC_RATINGS={self.synthetic_ratings}: expected a positive integer")
         if self.drift_window < 1:

@@ -1,7 +1,10 @@
 """Spark step `feature_engineering`: point-in-time training examples, evaluation examples, online snapshot.
 
-Inputs (run-scoped): the split's `train` / `test` ratings and the normalized `movies`. Outputs, each a
-Parquet dataset with a manifest (schema version `features.SCHEMA_VERSION`):
+Inputs (run-scoped): the split's `train` / `validation` / `test` ratings and the normalized `movies`.
+The outputs below are computed twice (issue 14): from train + validation with the test ratings as
+evaluation pairs (what is served and refit on), and under `validation/` from train alone with the
+validation ratings as evaluation pairs (what model selection uses). Each is a Parquet dataset with a
+manifest (schema version `features.SCHEMA_VERSION`):
 - `train_examples`: the train ratings from the first time cutoff on, each with user columns aggregated
   over that user's strictly earlier ratings and item columns + ALS factors from a snapshot of all ratings
   strictly before the cutoff that precedes it (Feast-style as-of join), plus `NEGATIVES_PER_POSITIVE`
@@ -29,7 +32,7 @@ import numpy as np
 from mlops import features as fx
 from mlops.errors import DataError
 from mlops.jobs.runner import job_parser, resolve, run
-from mlops.layout import feature_set_version, features_key, normalized_key, split_key
+from mlops.layout import SELECTION_PREFIX, feature_set_version, features_key, normalized_key, split_key
 from mlops.settings import Settings
 
 if TYPE_CHECKING:
@@ -352,42 +355,56 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
     started = time.monotonic()
     inputs = {
         "train": split_key(run_id, "train"),
+        "validation": split_key(run_id, "validation"),
         "test": split_key(run_id, "test"),
         "movies": normalized_key(run_id, "movies"),
     }
-    n_train = int(read_manifest(inputs["train"], settings)["row_count"])
+    # The bigger of the two computations below has train + validation as its history.
+    n_train = sum(int(read_manifest(inputs[p], settings)["row_count"]) for p in ("train", "validation"))
     need = capacity.features_need(n_train, params.negatives_per_positive)
     capacity.check(settings, need)
     # A failed attempt must not leave this run's outputs of an earlier attempt readable beside new ones.
-    for name in OUTPUTS:
+    for name in (prefix + output for prefix in ("", SELECTION_PREFIX) for output in OUTPUTS):
         uncommit(features_key(run_id, name), settings)
     spark = spark_session("feature_engineering", settings, capacity.shuffle_partitions(need.scratch_bytes // 4))
     frames = {name: read_parquet(spark, key, settings) for name, key in inputs.items()}
-    outputs = compute_features(spark, frames["train"], frames["test"], frames["movies"], params, run_id)
+    # Issue 14 (three-way split): the same computation on two histories, one after the other. Model
+    # selection (SELECTION_PREFIX): history = train only, evaluation pairs = validation, so no choice sees
+    # the test rows. Final outputs (what is served, the refit and the test pairs): train + validation.
+    history = frames["train"].unionByName(frames["validation"].select(*frames["train"].columns))
+    passes = (
+        (SELECTION_PREFIX, frames["train"], frames["validation"], "train"),
+        ("", history, frames["test"], "train+validation"),
+    )
     manifests = {}
-    for name in OUTPUTS:
-        t0 = time.monotonic()
-        manifests[name] = write_parquet(
-            outputs[name],
-            features_key(run_id, name),
-            settings,
-            {
-                "run_id": run_id,
-                "schema_version": fx.SCHEMA_VERSION,
-                "feature_set": feature_set_version(run_id),
-                "inputs": inputs,
-                "params": vars(params),
-                "feature_names": list(fx.FEATURE_NAMES),
-            },
-        )
-        log.info(
-            "feature_engineering: wrote %s (%d rows) in %.1fs",
-            name,
-            manifests[name]["row_count"],
-            time.monotonic() - t0,
-        )
-        if manifests[name]["row_count"] == 0 and name != "eval_examples":
-            raise DataError(f"feature_engineering produced an empty {name}; check the split of run {run_id}")
+    for prefix, train, held_out, described in passes:
+        outputs = compute_features(spark, train, held_out, frames["movies"], params, run_id)
+        for output in OUTPUTS:
+            name = prefix + output
+            t0 = time.monotonic()
+            manifests[name] = write_parquet(
+                outputs[output],
+                features_key(run_id, name),
+                settings,
+                {
+                    "run_id": run_id,
+                    "schema_version": fx.SCHEMA_VERSION,
+                    "feature_set": feature_set_version(run_id),
+                    "inputs": inputs,
+                    "history": described,
+                    "params": vars(params),
+                    "feature_names": list(fx.FEATURE_NAMES),
+                },
+            )
+            log.info(
+                "feature_engineering: wrote %s (%d rows) in %.1fs",
+                name,
+                manifests[name]["row_count"],
+                time.monotonic() - t0,
+            )
+            if manifests[name]["row_count"] == 0 and output != "eval_examples":
+                raise DataError(f"feature_engineering produced an empty {name}; check the split of run {run_id}")
+        spark.catalog.clearCache()  # the first pass's cached tables are not read by the second
     log.info("feature_engineering: done in %.1fs", time.monotonic() - started)
     return manifests
 

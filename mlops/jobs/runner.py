@@ -3,7 +3,8 @@
 Each step takes `--run-id` (outputs go under `runs/{run_id}/`) and the run parameters that the Airflow
 DAG can override per run (`mlops.run_params`); unset parameters fall back to the settings. Exit codes tell
 the orchestrator
-whether a retry can help: 3 for bad data (`DataError`, never retried), 1 for anything else.
+whether a retry can help: 3 for bad data or a bad setting (`DataError`, `SettingsError`: never retried),
+1 for anything else.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from datetime import UTC, datetime
 from mlops.errors import DataError
 from mlops.layout import check_run_id
 from mlops.run_params import add_arguments, apply, overrides
-from mlops.settings import Settings, get_settings
+from mlops.settings import Settings, SettingsError, get_settings
 
 EXIT_DATA_ERROR = 3
 EXIT_FAILURE = 1
@@ -51,6 +52,9 @@ def run(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | No
         main(argv)
     except DataError as exc:
         log.error("data error (not retryable): %s", exc)
+        sys.exit(EXIT_DATA_ERROR)
+    except SettingsError as exc:  # e.g. fractions that leave no train side: a retry cannot fix it either
+        log.error("bad setting (not retryable): %s", exc)
         sys.exit(EXIT_DATA_ERROR)
     except KeyboardInterrupt:
         sys.exit(130)

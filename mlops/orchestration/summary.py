@@ -48,6 +48,7 @@ class SplitFacts:
     seed: int | None
     train: int | None
     test: int | None
+    validation: int | None = None  # runs split in three parts (issue 14); None: an older two-part split
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,8 @@ def split_line(s: SplitFacts) -> str:
     """e.g. `temporal, test fraction 0.2, seed 42: 80,000 train / 20,000 test ratings`."""
     fraction = "" if s.test_fraction is None else f", test fraction {s.test_fraction:g}"
     seed = "" if s.seed is None else f", seed {s.seed}"
-    return f"{s.strategy}{fraction}{seed}: {_n(s.train)} train / {_n(s.test)} test ratings"
+    validation = "" if s.validation is None else f" / {_n(s.validation)} validation"
+    return f"{s.strategy}{fraction}{seed}: {_n(s.train)} train{validation} / {_n(s.test)} test ratings"
 
 
 def metrics_lines(metrics: Mapping[str, float]) -> list[str]:
@@ -191,6 +193,7 @@ def _split(split: Mapping[str, Any]) -> SplitFacts:
         seed=split.get("seed"),
         train=counts.get("train"),
         test=counts.get("test"),
+        validation=counts.get("validation"),
     )
 
 

@@ -52,16 +52,33 @@ def check(data: OfflineData) -> OfflineData:
     return data
 
 
-def load_offline(settings: Settings, run_id: str) -> OfflineData:
-    """The run's offline sets from the object store (`DataError` naming what is missing)."""
-    from mlops.layout import features_key, split_key
+SELECTION = "selection"  # features from train only, evaluated on validation: what every choice is made on
+FINAL = "final"  # features from train + validation, evaluated on test: the refit, scored once
+
+
+def load_offline(settings: Settings, run_id: str, stage: str = FINAL) -> OfflineData:
+    """The run's offline sets from the object store (`DataError` naming what is missing).
+
+    `stage` FINAL: the test pairs, with train + validation as the history (`train`); SELECTION: the
+    validation pairs (as `test`), with train alone as the history.
+    """
+    from mlops.layout import SELECTION_PREFIX, features_key, split_key
     from mlops.spark_io import read_pandas
 
+    if stage not in (SELECTION, FINAL):
+        raise ValueError(f"unknown stage {stage!r}")
+    prefix = SELECTION_PREFIX if stage == SELECTION else ""
     frames = {
-        name: read_pandas(features_key(run_id, name), settings)
+        name: read_pandas(features_key(run_id, prefix + name), settings)
         for name in ("train_examples", "eval_examples", "online_users", "online_items", "online_meta")
     }
     meta = frames["online_meta"].iloc[0].to_dict() if len(frames["online_meta"]) else {}
+    train = read_pandas(split_key(run_id, "train"), settings)
+    validation = read_pandas(split_key(run_id, "validation"), settings)
+    if stage == FINAL:
+        held_out, history = read_pandas(split_key(run_id, "test"), settings), pd.concat([train, validation])
+    else:
+        held_out, history = validation, train
     return check(
         OfflineData(
             frames["train_examples"],
@@ -69,7 +86,7 @@ def load_offline(settings: Settings, run_id: str) -> OfflineData:
             frames["online_users"],
             frames["online_items"],
             meta,
-            read_pandas(split_key(run_id, "test"), settings),
-            read_pandas(split_key(run_id, "train"), settings),
+            held_out.reset_index(drop=True),
+            history.reset_index(drop=True),
         )
     )

@@ -46,6 +46,8 @@ def run_lineage(settings: Settings, run_id: str) -> dict[str, str]:
         "dataset_checksum": checksum or "unknown",
         "split_strategy": settings.split_strategy,
         "test_fraction": str(settings.test_fraction),
+        "validation_fraction": str(settings.validation_fraction),
+        "seed": str(settings.seed),
         "feature_set": feature_set_version(run_id),
         "pipeline_run_id": run_id,
         "git_commit": git_commit(),
@@ -88,10 +90,17 @@ def log_and_register(
     preds: dict[str, np.ndarray],
     data: OfflineData,
     lineage: dict[str, str],
+    selection: dict[str, Any] | None = None,
+    mlflow_run_id: str | None = None,
 ) -> dict[str, Any]:
-    """One MLflow run with params, metrics, lineage tags, artifacts, and a registered pyfunc version."""
+    """One MLflow run with params, metrics, lineage tags, artifacts, and a registered pyfunc version.
+
+    `selection` (model selection, `jobs.train`): `params` logged on the run and set as version tags,
+    `tags` for the version, `artifacts` (tuning plots). `mlflow_run_id`: resume the run the tuning
+    trials are nested in instead of starting a new one.
+    """
     import mlflow
-    from mlops.registry import client, wait_for_mlflow, with_retries
+    from mlops.registry import LINEAGE_KEYS, client, wait_for_mlflow, with_retries
 
     wait_for_mlflow(settings)
     c = client(settings)
@@ -101,7 +110,9 @@ def log_and_register(
     example = pd.DataFrame(
         fx.build_matrix(data.eval_examples.head(5), data.eval_examples.head(5)), columns=fx.FEATURE_NAMES
     )
-    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_name=f"train-{run_id}") as run:
+    selection = selection or {"params": {}, "tags": {}, "artifacts": []}
+    start = {"run_id": mlflow_run_id} if mlflow_run_id else {"run_name": f"train-{run_id}"}
+    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(**start) as run:
         tmpdir = Path(tmp)
         mlflow.set_tags(lineage)
         mlflow.log_params(
@@ -110,6 +121,7 @@ def log_and_register(
                 "rounds_rating": ROUNDS["rating"],
                 "rounds_relevance": ROUNDS["relevance"],
                 **{f"lgb_{k}": v for k, v in lgb_params(settings.seed, ()).items() if k != "monotone_constraints"},
+                **{f"chosen_{k}": v for k, v in selection["params"].items()},
                 "n_features": len(fx.FEATURE_NAMES),
                 "relevance_features": ",".join(fx.RELEVANCE_FEATURES),
                 "n_train_examples": len(data.train_examples),
@@ -123,12 +135,16 @@ def log_and_register(
                          "schema_version": fx.SCHEMA_VERSION}, FEATURES_ARTIFACT)  # fmt: skip
         for path in plots(model, preds, tmpdir):
             mlflow.log_artifact(str(path), "plots")
+        for path in selection["artifacts"]:
+            mlflow.log_artifact(str(path), "tuning")
         (tmpdir / "model_card.md").write_text(model_card(run_id, lineage, metrics, data))
         mlflow.log_artifact(str(tmpdir / "model_card.md"))
         info = model.log_pyfunc(example, tmpdir, registered_model_name=settings.model_name)
         version = info.registered_model_version
-        for key in ("feature_set", "pipeline_run_id", "dataset", "split_strategy", "git_commit"):
+        for key in ("feature_set", "pipeline_run_id", "dataset", "git_commit", *LINEAGE_KEYS):
             c.set_model_version_tag(settings.model_name, version, key, lineage[key])
+        for key, value in {**{f"chosen_{k}": v for k, v in selection["params"].items()}, **selection["tags"]}.items():
+            c.set_model_version_tag(settings.model_name, version, key, str(value))
         features = f"{len(fx.FEATURE_NAMES)} (schema {fx.SCHEMA_VERSION}; names in {FEATURES_ARTIFACT})"
         c.set_model_version_tag(settings.model_name, version, "features", features)
         c.update_model_version(settings.model_name, version, description=summary(run_id, lineage, metrics, data))

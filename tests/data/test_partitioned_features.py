@@ -72,9 +72,9 @@ def old_sample_negatives(positives, catalog, train, per_positive, seed):
 
 def _split(spark, ratings: pd.DataFrame, movies: pd.DataFrame):
     """The step's inputs from normalized frames: the default temporal split, as split_dataset does it."""
-    marked = split(spark.createDataFrame(ratings), "temporal", 0.2, 42).cache()
-    train = marked.where("not is_test").drop("is_test")
-    test = marked.where("is_test").drop("is_test")
+    marked = split(spark.createDataFrame(ratings), "temporal", 0.2, 0.1, 42).cache()
+    train = marked.where("part != 'test'").drop("part")  # train + validation: the final pass's history
+    test = marked.where("part = 'test'").drop("part")
     return train, test, spark.createDataFrame(movies.astype({"year": "Int64"}))
 
 
@@ -167,8 +167,11 @@ def test_no_feature_output_holds_a_window_without_partition(spark):
     ratings, movies = ml100k_frames()
     frames = _split(spark, ratings.head(20_000), movies)
     outs = fe.compute_features(spark, *frames, PARAMS, "t")
-    marked = split(spark.createDataFrame(ratings.head(20_000)), "temporal", 0.2, 42)
-    for name, df in {**outs, "split": marked}.items():
+    marked = {
+        strategy: split(spark.createDataFrame(ratings.head(20_000)), strategy, 0.2, 0.1, 42)
+        for strategy in ("temporal", "random", "global_temporal")
+    }
+    for name, df in {**outs, **{f"split {s}": m for s, m in marked.items()}}.items():
         assert unpartitioned_windows(df) == [], name
     # The check can fail: the former global running count is caught.
     from pyspark.sql import functions as F

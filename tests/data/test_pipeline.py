@@ -48,16 +48,20 @@ def test_ingest_validate_split_on_synthetic(settings, spark):
     assert store.get_json(LAST_GOOD_COUNTS)[ratings_manifest["dataset_id"]]["run_id"] == run_id
 
     manifests = split_dataset.main(["--run-id", run_id, "--split-strategy", "temporal"], settings)
-    assert manifests["train"]["counts"]["train"] + manifests["train"]["counts"]["test"] == settings.synthetic_ratings
+    assert sum(manifests["train"]["counts"].values()) == settings.synthetic_ratings
     assert manifests["test"]["strategy"] == "temporal" and manifests["test"]["seed"] == settings.seed
-    train = read_pandas(split_key(run_id, "train"), settings)
-    test = read_pandas(split_key(run_id, "test"), settings)
-    assert len(train) == manifests["train"]["row_count"] and len(test) == manifests["test"]["row_count"]
-    assert 0.17 < len(test) / (len(train) + len(test)) < 0.23
-    assert set(test["user_id"]) == set(train["user_id"])  # every user (>= 5 ratings) in both parts
+    assert manifests["test"]["validation_fraction"] == settings.validation_fraction
+    assert manifests["test"]["users_train_only_too_few_ratings"] == 0  # synthetic users have >= 5 ratings
+    train, val, test = (read_pandas(split_key(run_id, p), settings) for p in ("train", "validation", "test"))
+    assert [len(train), len(val), len(test)] == [manifests[p]["row_count"] for p in ("train", "validation", "test")]
+    n = len(train) + len(val) + len(test)
+    assert 0.17 < len(test) / n < 0.23 and 0.07 < len(val) / n < 0.13
+    assert set(test["user_id"]) == set(val["user_id"]) == set(train["user_id"])  # every user in all parts
     last_train = train.groupby("user_id")["timestamp"].max()
+    first_val, last_val = val.groupby("user_id")["timestamp"].min(), val.groupby("user_id")["timestamp"].max()
     first_test = test.groupby("user_id")["timestamp"].min()
-    assert (first_test >= last_train.loc[first_test.index]).all()
+    assert (first_val >= last_train.loc[first_val.index]).all()
+    assert (first_test >= last_val.loc[first_test.index]).all()
 
 
 def _write_csv_dataset(root, n_users: int) -> None:

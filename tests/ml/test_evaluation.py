@@ -61,3 +61,30 @@ def test_baselines_exclude_rated_and_follow_counts():
     # co-occurrence with movie 2: movie 1 co-rated by users 1, 2 (2), movie 3 by users 1, 2 (2): tie -> id order
     assert recs["cooccurrence"][3] == [1, 3]
     assert 2 not in recs["cooccurrence"][3]
+
+
+def test_ease_weights_hand_computed():
+    """Items a, b, c; users {a, b}, {a}, {c}; lambda 1. G + I = [[3,1,0],[1,2,0],[0,0,2]],
+    P = inv = [[2/5,-1/5,0],[-1/5,3/5,0],[0,0,1/2]], B_ij = -P_ij / P_jj: B_ab = 1/3, B_ba = 1/2, rest 0."""
+    import numpy as np
+
+    from mlops.evaluation import _interactions, ease_weights
+
+    train = pd.DataFrame({"user_id": [1, 1, 2, 3], "movie_id": [10, 20, 10, 30]})
+    _, movies, r = _interactions(train)
+    assert movies.tolist() == [10, 20, 30]
+    np.testing.assert_allclose(ease_weights(r, 1.0), [[0, 1 / 3, 0], [1 / 2, 0, 0], [0, 0, 0]], atol=1e-12)
+    # user 2 rated a: scores x_u B = [0, 1/3, 0]; a is excluded (seen), b first, then c (score 0)
+    recs = baseline_recommendations(train, [2, 3], k=5, ease_lambda=1.0)["ease"]
+    assert recs[2] == [20, 30]
+    assert 30 not in recs[3] and len(recs[3]) == 2  # never a seen movie
+
+
+def test_ease_lambda_is_chosen_on_validation_only():
+    from mlops.evaluation import EASE_LAMBDAS, choose_ease_lambda
+
+    train = pd.DataFrame({"user_id": [1, 1, 2, 2, 3, 3, 4], "movie_id": [10, 20, 10, 20, 20, 30, 10]})
+    validation = pd.DataFrame({"user_id": [4], "movie_id": [20], "rating": [5.0]})
+    best, figures = choose_ease_lambda(train, validation)
+    assert best in EASE_LAMBDAS and set(figures) == set(EASE_LAMBDAS)
+    assert figures[best] == max(figures.values())

@@ -59,6 +59,7 @@ def _lineage(settings, run_id: str) -> dict[str, str]:
     return {
         "model_name": settings.model_name, "dataset": "tiny-synthetic", "dataset_source": "test",
         "dataset_checksum": "0" * 64, "split_strategy": "random", "test_fraction": "0.25", "feature_set": run_id,
+        "validation_fraction": "0.1", "seed": "42",
         "pipeline_run_id": run_id, "git_commit": git_commit(),
     }  # fmt: skip
 

@@ -28,7 +28,7 @@ def test_a_registered_version_reads_like_a_model_registry_entry(base_settings, m
     lineage = {
         "model_name": settings.model_name, "dataset": "synthetic", "dataset_source": "synthetic (fallback from auto)",
         "dataset_checksum": "0" * 64, "split_strategy": "temporal", "test_fraction": "0.2", "feature_set": run_id,
-        "pipeline_run_id": run_id, "git_commit": "abc",
+        "validation_fraction": "0.1", "seed": "42", "pipeline_run_id": run_id, "git_commit": "abc",
     }  # fmt: skip
     model = fit(offline, seed=42)
     metrics, preds = evaluate(model, offline)
@@ -62,7 +62,7 @@ def test_a_registered_version_reads_like_a_model_registry_entry(base_settings, m
     names = json.loads(Path(c.download_artifacts(run.info.run_id, FEATURES_ARTIFACT, str(tmp_path))).read_text())
     assert names["feature_names"] == list(fx.FEATURE_NAMES)
 
-    record = registry.promote(settings, run_id, lambda m: 0.0)
+    record = registry.promote(settings, run_id, lambda m, c: 0.0)
     assert record["reason"] == "no champion yet"
     saved_path = c.download_artifacts(run.info.run_id, registry.PROMOTION_ARTIFACT, str(tmp_path))
     saved = json.loads(Path(saved_path).read_text())

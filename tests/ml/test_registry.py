@@ -22,13 +22,15 @@ def _lineage(settings, run_id: str) -> dict[str, str]:
     return {
         "model_name": settings.model_name, "dataset": "tiny-synthetic", "dataset_source": "test",
         "dataset_checksum": "0" * 64, "split_strategy": "random", "test_fraction": "0.25", "feature_set": run_id,
+        "validation_fraction": "0.1", "seed": "42",
         "pipeline_run_id": run_id, "git_commit": git_commit(),
     }  # fmt: skip
 
 
-def _register(settings, offline, run_id: str, model) -> dict:
+def _register(settings, offline, run_id: str, model, **lineage_changes: str) -> dict:
     metrics, preds = evaluate(model, offline)
-    return log_and_register(settings, run_id, model, metrics, preds, offline, _lineage(settings, run_id))
+    lineage = _lineage(settings, run_id) | lineage_changes
+    return log_and_register(settings, run_id, model, metrics, preds, offline, lineage)
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +61,7 @@ def test_registry_roundtrip_and_promotion_both_ways(mlflow_settings, offline):
     np.testing.assert_array_equal(loaded.p_like(x), good.p_like(x))
     np.testing.assert_array_equal(loaded.p_relevant(x), good.p_relevant(x))
 
-    measure = lambda model: ranking_ndcg(model, offline)  # noqa: E731
+    measure = lambda model, counts: ranking_ndcg(model, offline, counts)  # noqa: E731
     assert registry.promote(settings, "run-good", measure)["decision"] == registry.CHAMPION  # no champion yet
 
     # A worse model (labels shuffled: it learned nothing) must not take the champion alias.
@@ -94,6 +96,61 @@ def test_registry_roundtrip_and_promotion_both_ways(mlflow_settings, offline):
     )
 
 
+def test_same_split_needs_every_lineage_tag_known_and_equal():
+    tags = {"dataset_checksum": "ab", "split_strategy": "random", "seed": "42", "test_fraction": "0.25",
+            "validation_fraction": "0.1"}  # fmt: skip
+    assert registry.same_split(tags, dict(tags))
+    for key in registry.LINEAGE_KEYS:
+        assert not registry.same_split(tags, tags | {key: "other"}), key
+        assert not registry.same_split(tags, {k: v for k, v in tags.items() if k != key}), key  # an old version
+    assert not registry.same_split(tags | {"dataset_checksum": "unknown"}, tags | {"dataset_checksum": "unknown"})
+
+
+def test_standing_alone_needs_every_baseline_beaten_and_the_auc_floor():
+    base = {"baseline_popularity_ndcg_at_10": 0.2, "baseline_ease_ndcg_at_10": 0.4, "test_auc": 0.8}
+    assert registry.stands_alone(base | {"ndcg_at_10": 0.41})[0]
+    passes, why = registry.stands_alone(base | {"ndcg_at_10": 0.39})
+    assert not passes and "<= ease 0.4000" in why
+    assert not registry.stands_alone(base | {"ndcg_at_10": 0.5, "test_auc": registry.AUC_FLOOR - 0.01})[0]
+    assert not registry.stands_alone({"ndcg_at_10": 0.9, "test_auc": 0.9})[0]  # no baselines: nothing proven
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_a_changed_lineage_is_never_compared_on_the_candidates_test_set(mlflow_settings, offline):
+    """A champion from another split may have trained on this run's test rows: it is not re-scored there
+    (the evaluation callback must not run); the candidate is judged on its own run's baselines and floor."""
+    settings = mlflow_settings.replace(model_name=mlflow_settings.model_name + "-lineage")
+    model = fit(offline, seed=42)
+    _register(settings, offline, "run-split-a", model)
+    registry.promote(settings, "run-split-a", lambda m, c: 0.0)  # first champion
+    c = registry.client(settings)
+
+    _register(settings, offline, "run-split-b", model, seed="7")  # another split of the same data
+    run_b = registry.version_of_run(settings, "run-split-b").run_id
+    for name, value in (("ndcg_at_10", 0.9), ("test_auc", 0.9), ("baseline_ease_ndcg_at_10", 0.5)):
+        c.log_metric(run_b, name, value, step=1)  # figures that pass on their own
+    record = registry.promote(settings, "run-split-b", lambda m, cnt: pytest.fail("champion re-scored"))
+    assert (record["decision"], record["basis"]) == (registry.CHAMPION, registry.LINEAGE_CHANGED)
+    assert record["champion_ndcg_at_10"] is None and "seed" in record["reason"]
+    assert c.get_run(run_b).data.tags["promotion_basis"] == registry.LINEAGE_CHANGED
+
+    _register(settings, offline, "run-split-c", model, validation_fraction="0.2")
+    run_c = registry.version_of_run(settings, "run-split-c").run_id
+    for name, value in (("ndcg_at_10", 0.9), ("test_auc", 0.5), ("baseline_ease_ndcg_at_10", 0.5)):
+        c.log_metric(run_c, name, value, step=1)  # beats the baselines but misses the AUC floor
+    record = registry.promote(settings, "run-split-c", lambda m, cnt: pytest.fail("champion re-scored"))
+    assert (record["decision"], record["basis"]) == (registry.CHALLENGER, registry.LINEAGE_CHANGED)
+    assert registry.version_by_alias(settings, registry.CHAMPION).version == registry.version_of_run(
+        settings, "run-split-b").version  # fmt: skip
+
+    # The same split as the champion: re-scored on this test set with the champion's own candidate counts.
+    _register(settings, offline, "run-split-b2", model, seed="7")
+    seen = []
+    record = registry.promote(settings, "run-split-b2", lambda m, cnt: seen.append(cnt) or 1.0)
+    assert record["basis"] == registry.SAME_SPLIT and record["decision"] == registry.CHALLENGER and len(seen) == 1
+
+
 @pytest.mark.integration
 @pytest.mark.slow
 def test_a_champion_whose_artifacts_are_gone_is_replaced(mlflow_settings, offline):
@@ -104,13 +161,13 @@ def test_a_champion_whose_artifacts_are_gone_is_replaced(mlflow_settings, offlin
     settings = mlflow_settings.replace(model_name=f"{mlflow_settings.model_name}-lost")
     model = fit(offline, seed=42)
     lost = _register(settings, offline, "run-lost", model)
-    registry.promote(settings, "run-lost", lambda m: 0.0)
+    registry.promote(settings, "run-lost", lambda m, c: 0.0)
     uri = registry.client(settings).get_model_version_download_uri(settings.model_name, lost["version"])
     prefix = uri.split(":", 1)[1].lstrip("/").removeprefix(f"{settings.mlflow_artifact_bucket}/")
     assert ObjectStore.from_settings(settings, settings.mlflow_artifact_bucket).delete_prefix(prefix) > 0
 
     nxt = _register(settings, offline, "run-next", model)
-    record = registry.promote(settings, "run-next", lambda m: pytest.fail("nothing to evaluate"))
+    record = registry.promote(settings, "run-next", lambda m, c: pytest.fail("nothing to evaluate"))
     assert record["decision"] == registry.CHAMPION and record["champion_version"] == str(lost["version"])
     assert f"champion v{lost['version']} cannot be loaded" in record["reason"]
     assert registry.version_by_alias(settings, registry.CHAMPION).version == nxt["version"]
@@ -165,7 +222,7 @@ def test_a_champion_that_cannot_be_read_right_now_is_kept(mlflow_settings, offli
     settings = mlflow_settings.replace(model_name=f"{mlflow_settings.model_name}-flaky")
     model = fit(offline, seed=42)
     kept = _register(settings, offline, "run-kept", model)
-    registry.promote(settings, "run-kept", lambda m: 0.0)
+    registry.promote(settings, "run-kept", lambda m, c: 0.0)
     nxt = _register(settings, offline, "run-after", model)
 
     proxy = _ArtifactsFailProxy(settings.mlflow_tracking_uri.rstrip("/"))
@@ -173,7 +230,7 @@ def test_a_champion_that_cannot_be_read_right_now_is_kept(mlflow_settings, offli
     try:
         flaky = settings.replace(mlflow_tracking_uri=proxy.url)
         with pytest.raises(registry.ChampionUnreadable, match=rf"champion v{kept['version']} could not be loaded"):
-            registry.promote(flaky, "run-after", lambda m: pytest.fail("nothing to evaluate"))
+            registry.promote(flaky, "run-after", lambda m, c: pytest.fail("nothing to evaluate"))
     finally:
         proxy.server.shutdown()
         registry.client(settings)  # point the mlflow module back at the real server

@@ -45,3 +45,24 @@ def test_recommendations_exclude_rated_movies_and_respect_k(offline):
     for u in users:
         assert len(recs[u]) == 7 and len(set(recs[u])) == 7
         assert not set(recs[u]) & {int(m) for m in rated.loc[u]}
+
+
+def test_candidate_recall_counts_what_reranking_can_reach(offline):
+    """The model is scored exactly as served: only its candidates are re-ranked. candidate_recall is the
+    share of test movies among them: it grows with the counts and is 1 when every unrated movie is one."""
+    from mlops import evaluation
+    from mlops.ranking import CandidateCounts
+    from mlops.training.evaluate import candidate_recall
+
+    model = fit(offline, seed=42)
+    relevant, _ = evaluation.relevant_sets(offline.test)
+    small = candidate_recall(model, offline, relevant, CandidateCounts(cf=10, popular=0))
+    larger = candidate_recall(model, offline, relevant, CandidateCounts(cf=30, popular=10))
+    everything = candidate_recall(model, offline, relevant, CandidateCounts(cf=len(offline.online_items), popular=0))
+    assert 0 < small < larger < everything == 1.0
+    metrics, _ = evaluate(model, offline, CandidateCounts(cf=10, popular=0))
+    assert metrics["candidate_recall"] == small
+    assert metrics["full_catalog_ndcg_at_10"] != metrics["ndcg_at_10"]  # 10 + 0 candidates rank differently
+    # Each user's top-k never holds a movie outside that user's candidates, nor one rated in train.
+    recs = rank_all(model, offline, sorted(relevant), CandidateCounts(cf=10, popular=0))
+    assert all(len(r) <= 10 for r in recs.values())

@@ -75,7 +75,9 @@ def test_params_default_to_settings(dag, base_settings: Settings) -> None:
         "dataset": base_settings.dataset,
         "split_strategy": base_settings.split_strategy,
         "test_fraction": base_settings.test_fraction,
+        "validation_fraction": base_settings.validation_fraction,
         "seed": base_settings.seed,
+        "tuning_trials": base_settings.tuning_trials,
     }
 
 

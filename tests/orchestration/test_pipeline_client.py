@@ -88,7 +88,9 @@ def test_run_conf_from_settings(base_settings: Settings, tmp_path: Path) -> None
     (tmp_path / "ml-100k").mkdir()
     conf = run_conf(base_settings.replace(dataset="ml-100k", seed=7), cwd=tmp_path)
     assert conf == {"dataset": "ml-100k", "split_strategy": base_settings.split_strategy,
-                    "test_fraction": base_settings.test_fraction, "seed": 7}  # fmt: skip
+                    "test_fraction": base_settings.test_fraction, "seed": 7,
+                    "validation_fraction": base_settings.validation_fraction,
+                    "tuning_trials": base_settings.tuning_trials}  # fmt: skip
     # a relative path is resolved where the user ran the command, since tasks run in another directory
     (tmp_path / "mine").mkdir()
     assert run_conf(base_settings.replace(dataset="mine/"), cwd=tmp_path)["dataset"] == str(tmp_path / "mine")

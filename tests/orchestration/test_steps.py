@@ -25,7 +25,13 @@ def test_params_fall_back_to_settings_and_override(base_settings: Settings) -> N
 
 @pytest.mark.parametrize(
     ("params", "message"),
-    [({"split_strategy": "weekly"}, "split_strategy"), ({"test_fraction": 1.5}, "test_fraction")],
+    [
+        ({"split_strategy": "weekly"}, "split_strategy"),
+        ({"test_fraction": 1.5}, "test_fraction"),
+        # no train side left: refused before any step starts, naming the setting
+        ({"test_fraction": 0.5, "validation_fraction": 0.5}, "VALIDATION_FRACTION"),
+        ({"tuning_trials": -1}, "TUNING_TRIALS"),
+    ],
 )
 def test_bad_params_are_refused(base_settings: Settings, params: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -33,14 +39,42 @@ def test_bad_params_are_refused(base_settings: Settings, params: dict, message: 
 
 
 def test_spark_step_goes_through_spark_submit(base_settings: Settings) -> None:
-    run = RunParams("synthetic", "random", 0.25, 3)
+    run = RunParams("synthetic", "random", 0.25, 0.1, 3, 0)
     argv = step_argv(base_settings, STEPS["features"], "manual__2026-01-01T00:00:00+00:00", run)
     assert argv[:3] == ["spark-submit", "--master", base_settings.spark_master]
     script = argv.index(str(PROJECT_ROOT / "spark-jobs/feature_engineering.py"))
     assert argv[script + 1 :] == [
         "--run-id", "manual__2026-01-01T00:00:00+00:00",
-        "--dataset", "synthetic", "--split-strategy", "random", "--test-fraction", "0.25", "--seed", "3",
+        "--dataset", "synthetic", "--split-strategy", "random", "--test-fraction", "0.25",
+        "--validation-fraction", "0.1", "--seed", "3", "--tuning-trials", "0",
     ]  # fmt: skip
+
+
+def test_the_train_step_gets_the_runs_tuning_trials(base_settings: Settings) -> None:
+    """The DAG param `tuning_trials` turns the search on (or off) for one run."""
+    on = RunParams.from_params({"tuning_trials": 12}, base_settings)
+    argv = step_argv(base_settings, STEPS["train"], "r1", on)
+    assert argv[argv.index("--tuning-trials") + 1] == "12"
+    off = step_argv(base_settings, STEPS["train"], "r1", RunParams.from_params({"tuning_trials": 0}, base_settings))
+    assert off[off.index("--tuning-trials") + 1] == "0"
+
+
+def test_fractions_leaving_no_train_side_fail_before_spark_naming_the_setting(
+    base_settings: Settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Run alone (not through the DAG, which refuses the params at trigger time), the split step refuses
+    them too, before a Spark session or the object store is touched, with exit code 3 (no retry)."""
+    from mlops import spark_io
+    from mlops.jobs import split_dataset
+    from mlops.jobs.runner import EXIT_DATA_ERROR, run
+
+    monkeypatch.setattr(spark_io, "spark_session", lambda *a, **k: pytest.fail("Spark was started"))
+    monkeypatch.setattr(split_dataset, "require_passed_gate", lambda *a: pytest.fail("the object store was read"))
+    argv = ["--run-id", "t-fractions", "--test-fraction", "0.7", "--validation-fraction", "0.3"]
+    with pytest.raises(SystemExit) as info:
+        run(lambda a: split_dataset.main(a, base_settings), argv)
+    assert info.value.code == EXIT_DATA_ERROR
+    assert "VALIDATION_FRACTION=0.3 with TEST_FRACTION=0.7" in caplog.text
 
 
 def test_dag_stages_the_feature_set_and_leaves_the_switch_to_promotion(base_settings: Settings) -> None:

@@ -98,7 +98,7 @@ def test_gather_reads_the_manifests_and_the_registered_version(settings, mlflow_
     version = client.create_model_version(
         s.model_name, f"{run.info.artifact_uri}/model", run.info.run_id, tags={"pipeline_run_id": run_id}
     )
-    registry.promote(s, run_id, lambda model: 0.0)  # no champion yet: becomes champion without loading one
+    registry.promote(s, run_id, lambda model, counts: 0.0)  # no champion yet: becomes champion without loading one
 
     summary = gather(s, run_id)
     assert summary.problems == {}
