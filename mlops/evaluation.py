@@ -133,6 +133,12 @@ def baseline_recommendations(
                 full = np.full(len(movie_ids), -np.inf)
                 full[kept] = scores[row]
                 out["ease"][u] = movie_ids[_top_k_excluding(full, x[row].indices, k)].tolist()
+    # A user without training history (a cold user, e.g. after a global_temporal cutoff) gets the popular
+    # list from every method, as the model's cold-start fallback does: no method scores all misses there.
+    fallback = movie_ids[_top_k_excluding(popularity, [], k)].tolist()
+    for u in (u for u in users if u not in index):
+        for by_user in out.values():
+            by_user[u] = list(fallback)
     return out
 
 

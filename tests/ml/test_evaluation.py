@@ -88,3 +88,11 @@ def test_ease_lambda_is_chosen_on_validation_only():
     best, figures = choose_ease_lambda(train, validation)
     assert best in EASE_LAMBDAS and set(figures) == set(EASE_LAMBDAS)
     assert figures[best] == max(figures.values())
+
+
+def test_a_user_without_history_gets_the_popular_list_from_every_baseline():
+    train = pd.DataFrame({"user_id": [1, 1, 2, 2, 3], "movie_id": [10, 20, 10, 30, 10], "rating": [4.0] * 5,
+                          "timestamp": range(5)})  # fmt: skip
+    recs = baseline_recommendations(train, [1, 99], k=2, ease_lambda=1.0)
+    assert {name: by_user[99] for name, by_user in recs.items()} == {n: [10, 20] for n in recs}
+    assert recs["popularity"][1] == [30]  # a known user still has its rated movies excluded
