@@ -66,6 +66,9 @@ def _test_environ(root: Path) -> dict[str, str]:
     return {
         "DATASET": "synthetic",
         "SYNTHETIC_RATINGS": "20000",
+        # One trial (the default parameters) keeps the pipelines' search path exercised at the cost of one fit;
+        # tests/ml/test_tuning.py covers the search itself.
+        "TUNING_TRIALS": "1",
         "DATA_CACHE_DIR": str(root / "downloads"),
         "REDIS_HOST": "127.0.0.1",
         "REDIS_PORT": str(free_port()),

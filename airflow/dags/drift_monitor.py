@@ -1,7 +1,7 @@
 """
 ### drift_monitor: is the champion still serving the world it was trained on?
 
-`compare_with_reference` → `decide` → `trigger_mlops_platform`
+`compare_with_reference` → `decide` → `trigger_mlops_platform`, and beside it `promote_online`
 
 Compares the latest window the inference consumers served (the model inputs and predictions each one
 samples and publishes to Redis) with the champion version's reference profile (its training run's
@@ -12,6 +12,9 @@ When the largest PSI exceeds the threshold (`DRIFT_RETRAIN_THRESHOLD`, or the `t
 triggers `mlops_platform`, at most once per cool-down (`DRIFT_RETRAIN_COOLDOWN_HOURS`) whatever that
 retrain's outcome: a retrain that fails or loses leaves the champion serving, and its drift does not loop
 the pipeline.
+
+`promote_online` is `./run.sh promote` on the same schedule: the online champion/challenger decision from
+the feedback gathered so far (promotes only on a significant win; recorded on both versions in MLflow).
 
 **Schedule**: `DRIFT_MONITOR_SCHEDULE` (default hourly); trigger it any time from the UI.
 """
@@ -25,6 +28,7 @@ from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOpe
 from airflow.sdk import Param, dag, get_current_context, task
 
 from mlops.orchestration import drift_monitor as dm
+from mlops.orchestration import tasks
 from mlops.orchestration.steps import DAG_ID as PIPELINE_DAG_ID
 from mlops.settings import get_settings
 
@@ -93,6 +97,18 @@ def drift_monitor():
         retries=0,  # the cool-down already counts from this trigger: never a second one from a retry
     )
     decide(compare_with_reference()) >> trigger
+
+    @task(doc_md=inspect.cleandoc("""
+        #### Promote online
+        `./run.sh promote`: when `CHALLENGER_TRAFFIC` sends users to the `challenger`, compares the two
+        variants on the feedback credited to each (hit rate, AUC, with confidence intervals) and promotes the
+        challenger only on a significant win; otherwise keeps the champion. Either way the task succeeds and
+        the reason is in its log and on the versions in MLflow; it fails only when it cannot decide.
+        """))  # fmt: skip
+    def promote_online() -> None:
+        tasks.promote_online()
+
+    promote_online()
 
 
 drift_monitor()
