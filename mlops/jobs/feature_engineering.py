@@ -33,6 +33,7 @@ from mlops import features as fx
 from mlops.errors import DataError
 from mlops.jobs.runner import job_parser, resolve, run
 from mlops.layout import SELECTION_PREFIX, feature_set_version, features_key, normalized_key, split_key
+from mlops.progress import stage
 from mlops.settings import Settings
 
 if TYPE_CHECKING:
@@ -378,30 +379,26 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
     )
     manifests = {}
     for prefix, train, held_out, described in passes:
-        outputs = compute_features(spark, train, held_out, frames["movies"], params, run_id)
+        with stage("features", f"history {described}: cutoffs, ALS snapshots, plans"):
+            outputs = compute_features(spark, train, held_out, frames["movies"], params, run_id)
         for output in OUTPUTS:
             name = prefix + output
-            t0 = time.monotonic()
-            manifests[name] = write_parquet(
-                outputs[output],
-                features_key(run_id, name),
-                settings,
-                {
-                    "run_id": run_id,
-                    "schema_version": fx.SCHEMA_VERSION,
-                    "feature_set": feature_set_version(run_id),
-                    "inputs": inputs,
-                    "history": described,
-                    "params": vars(params),
-                    "feature_names": list(fx.FEATURE_NAMES),
-                },
-            )
-            log.info(
-                "feature_engineering: wrote %s (%d rows) in %.1fs",
-                name,
-                manifests[name]["row_count"],
-                time.monotonic() - t0,
-            )
+            with stage("features", f"write {name}") as progress:
+                manifests[name] = write_parquet(
+                    outputs[output],
+                    features_key(run_id, name),
+                    settings,
+                    {
+                        "run_id": run_id,
+                        "schema_version": fx.SCHEMA_VERSION,
+                        "feature_set": feature_set_version(run_id),
+                        "inputs": inputs,
+                        "history": described,
+                        "params": vars(params),
+                        "feature_names": list(fx.FEATURE_NAMES),
+                    },
+                )
+                progress.rows = int(manifests[name]["row_count"])
             if manifests[name]["row_count"] == 0 and output != "eval_examples":
                 raise DataError(f"feature_engineering produced an empty {name}; check the split of run {run_id}")
         spark.catalog.clearCache()  # the first pass's cached tables are not read by the second
