@@ -20,7 +20,8 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse,
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
-from mlops.console import auth, charts, model, overview, stream, topics, tryit, words
+from mlops.console import auth, charts, model, monitoring, overview, stream, topics, tryit, words
+from mlops.drift import PSI_THRESHOLD
 from mlops.schemas import REASONS
 from mlops.settings import Settings
 from mlops.topics import DLQ, REQUESTS
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 OPEN_PATHS = ("/login", "/healthz")
+DRIFT_BARS = 12  # the most drifted inputs charted; the table lists them all
 
 
 @dataclass(frozen=True)
@@ -204,7 +206,17 @@ def create_app(
                 (m, champion.metrics.get(m) if champion else None, challenger.metrics.get(m) if challenger else None)
                 for m in model.metric_names(champion, challenger)
             ]
-            return dict(champion=champion, challenger=challenger, problem=problem,
+            drift = monitoring.drift(stream.consumer_metric_urls(settings, sampler.consumers_host))
+            drift_chart = charts.bar_chart(
+                f"PSI per model input (top {DRIFT_BARS}; above {PSI_THRESHOLD} = drift)",
+                [(f.name, f.psi) for f in drift.features[:DRIFT_BARS]],
+            ) if drift.features else None  # fmt: skip
+            online, online_problem = attempt(
+                lambda: monitoring.online(settings, champion and champion.version, challenger and challenger.version),
+                "the online experiment's feedback from Redis",
+            )  # fmt: skip
+            return dict(champion=champion, challenger=challenger, problem=problem, drift=drift,
+                        drift_chart=drift_chart, online=online, online_problem=online_problem,
                         rows=[(m, a, b, model.better(m, a, b)) for m, a, b in rows],
                         link=lambda v: model.mlflow_version_link(links.mlflow, settings.model_name,
                                                                  v.version))  # fmt: skip

@@ -266,8 +266,15 @@ def test_a_poison_message_appears_on_the_dlq_page_with_its_reason(browser, conso
     screenshot(browser, shots, "4-dlq")
 
 
-def test_model_page_compares_versions_and_shows_the_mlflow_plots(browser, console_url, champion, shots):
-    browser.get(console_url + "/model")
+def test_model_page_compares_versions_and_shows_the_mlflow_plots(browser, console_url, champion, traffic, shots):
+    deadline = time.monotonic() + 90  # the consumer measures drift every 10 s once its window holds enough rows
+    while True:
+        browser.get(console_url + "/model")
+        no_trace(browser)
+        if browser.find_elements("id", "drift-table"):
+            break
+        assert time.monotonic() < deadline, f"no drift table after 90s: {browser.find_element('id', 'drift').text}"
+        time.sleep(3)
     no_trace(browser)
     metrics = {r[0]: r for r in rows(browser, "metrics")}
     assert {"test_auc", "ndcg_at_10", "baseline_popularity_ndcg_at_10"} <= set(metrics)
@@ -276,7 +283,12 @@ def test_model_page_compares_versions_and_shows_the_mlflow_plots(browser, consol
     assert images, "no MLflow plot on the page"
     WebDriverWait(browser, 30).until(lambda d: all(d.execute_script(
         "return arguments[0].complete && arguments[0].naturalWidth > 0", img) for img in images))
-    assert "Drift is not available yet" in text(browser)
+    drift_rows = rows(browser, "drift-table")  # input, PSI, KS, drifted
+    assert len(drift_rows) >= 10 and all(float(r[1]) >= 0 for r in drift_rows)
+    assert [float(r[1]) for r in drift_rows] == sorted((float(r[1]) for r in drift_rows), reverse=True)
+    assert f"(v{champion.model_version}," in browser.find_element("id", "drift").text
+    assert "No challenger to compare" in browser.find_element("id", "online-verdict").text
+    assert [r[0] for r in rows(browser, "online-table")] == ["champion", "challenger"]
     screenshot(browser, shots, "5-model")
 
 
