@@ -41,6 +41,7 @@ VERIFY_SCRIPT = PROJECT_ROOT / "verification" / "verify_streaming.py"
 
 
 def docker_available() -> bool:
+    """Whether Docker is usable (CLI on PATH, daemon answering): the default mode when neither flag is given."""
     if not shutil.which("docker"):
         return False
     try:
@@ -50,6 +51,7 @@ def docker_available() -> bool:
 
 
 def make_backend(mode: str, settings: Settings, *, assume_yes: bool = False, monitoring: bool = False) -> Backend:
+    """The services backend for `mode`; each is imported on demand, so one mode never needs the other's modules."""
     if mode == "docker":
         from mlops.services.compose import ComposeBackend
 
@@ -68,6 +70,7 @@ def run_pipeline(settings: Settings, summary: bool = True) -> tuple[int, str | N
 
 
 def run_verify(settings: Settings, feedback_users: int = 0) -> int:
+    """Run the end-to-end stream check in a child process, the settings passed in its environment; its exit code."""
     from mlops.services.specs import settings_environ
 
     env = {**_environ(), **settings_environ(settings)}
@@ -77,6 +80,7 @@ def run_verify(settings: Settings, feedback_users: int = 0) -> int:
 
 
 def run_bench(argv: Sequence[str]) -> int:
+    """The `bench` verb: run the stream benchmark in this process and return its exit code."""
     from mlops.bench import main as bench_main
 
     return int(bench_main(list(argv)) or 0)
@@ -105,6 +109,7 @@ def _environ() -> dict[str, str]:
 
 
 def print_urls(backend: Backend) -> None:
+    """Tell the user where each service of the platform just brought up can be reached."""
     print("\nThe platform is up:")
     for name, url in backend.urls().items():
         print(f"  {name:<22} {url}")
@@ -121,6 +126,7 @@ def print_summary(settings: Settings, run_id: str | None, backend: Backend) -> N
 
 
 def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
+    """The ./run.sh mode and verb; a poke verb's own options (and `test`'s) come back unparsed for it to handle."""
     verbs = "\n".join(f"  {verb:<11} {text}" for verb, text in VERB_HELP.items())
     parser = argparse.ArgumentParser(
         prog="./run.sh", description="The platform in one command (docs/reference.md).",
@@ -149,6 +155,7 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ./run.sh: dispatch the verb; `all` brings the platform up, runs the pipeline and verifies."""
     args, extra = parse(sys.argv[1:] if argv is None else argv)
     if args.verb == "test":
         return run_tests(extra)

@@ -115,5 +115,6 @@ def ks(reference: dict[str, Any], values: np.ndarray) -> float | None:
 
 
 def column_drift(reference: dict[str, Any], values: np.ndarray) -> Drift:
+    """PSI and KS of one served column against its reference, with the row count they rest on."""
     values = np.asarray(values, dtype=np.float64)
     return Drift(psi(reference, values), ks(reference, values), len(values))

@@ -44,6 +44,7 @@ class PublishedWindow:
 
 
 def key(consumer: str) -> str:
+    """The Redis key of one consumer's window (one key per consumer, overwritten on each publication)."""
     return f"{KEY_PREFIX}{consumer}"
 
 
@@ -73,6 +74,7 @@ def _decode(name: str, fields: dict[bytes, bytes]) -> PublishedWindow:
 
 
 def consumer_id(group: str, client_id: str) -> str:
+    """Who published a window: the group is part of it, so namespaced test traffic never counts as the stack's."""
     return f"{group}/{client_id}"
 
 

@@ -91,20 +91,24 @@ class RedisFeatureStore:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RedisFeatureStore:
+        """The store on the configured Redis, superseded versions expiring after FEATURE_SET_TTL_SECONDS."""
         return cls(redis.Redis.from_url(settings.redis_url), settings.feature_set_ttl_seconds)
 
     # -- keys -------------------------------------------------------------------------------------------------
 
     @staticmethod
     def key(version: str, entity: str, entity_id: int) -> str:
+        """Where one entity's features of a version live (a JSON object)."""
         return f"fs:{version}:{entity}:{int(entity_id)}"
 
     @staticmethod
     def meta_key(version: str) -> str:
+        """Where a version's metadata lives; written last, so its presence marks a complete load."""
         return f"fs:{version}:meta"
 
     @staticmethod
     def index_key(version: str, entity: str) -> str:
+        """Where a version's entity ids are listed, so reading them never needs a SCAN."""
         return f"fs:{version}:index:{entity}s"
 
     @staticmethod
@@ -115,6 +119,7 @@ class RedisFeatureStore:
     # -- reads ------------------------------------------------------------------------------------------------
 
     def current_version(self) -> str | None:
+        """The version `fs:current` names (what the latest load made live); None before any load."""
         raw = self.r.get(CURRENT)
         return raw.decode() if raw is not None else None
 
@@ -135,6 +140,7 @@ class RedisFeatureStore:
         )
 
     def metadata(self, version: str) -> dict[str, Any]:
+        """A version's metadata; raises DataError when the version is incomplete or expired."""
         raw = self.r.get(self.meta_key(version))
         if raw is None:
             raise DataError(f"feature set {version!r} not found in Redis (never loaded completely, or expired)")

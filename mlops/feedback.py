@@ -74,14 +74,17 @@ def credit(event: Feedback, stored: bytes | None) -> Credit | None:
 
 
 def stats_key(variant: str, version: str) -> str:
+    """Hash of a variant and version's hit-rate counters (credited, hit_trials, hits)."""
     return f"ab:{variant}:{version}:stats"
 
 
 def pairs_key(variant: str, version: str) -> str:
+    """List of a variant and version's newest (score, liked) pairs, the AUC's window."""
     return f"ab:{variant}:{version}:pairs"
 
 
 def seen_key(request_id: str, movie_id: int) -> str:
+    """Marks one (request, movie) as credited, so a redelivered feedback event counts once."""
     return f"ab:seen:{request_id}:{movie_id}"
 
 
@@ -121,6 +124,7 @@ class FeedbackStore:
 
     @classmethod
     def from_settings(cls, settings: Any, client: Any | None = None) -> FeedbackStore:
+        """The store on the configured Redis, with the window and key lifetimes of the settings."""
         import redis
 
         client = client or redis.Redis.from_url(settings.redis_url)
@@ -168,4 +172,5 @@ class FeedbackStore:
                             counts.get("hits", 0), scores, liked)  # fmt: skip
 
     def organic(self) -> dict[str, int]:
+        """Feedback credited to no variant, counted by why (no request id, unknown request)."""
         return {k.decode(): int(v) for k, v in self.redis.hgetall(ORGANIC_KEY).items()}

@@ -22,6 +22,7 @@ def check_run_id(run_id: str) -> str:
 
 
 def run_prefix(run_id: str) -> str:
+    """Every key of a run starts here; the run id is checked first, so it cannot escape its prefix."""
     return f"runs/{check_run_id(run_id)}"
 
 
@@ -49,10 +50,12 @@ def features_key(run_id: str, name: str) -> str:
 
 
 def quality_report_key(run_id: str, step: str) -> str:
+    """The data quality report of one pipeline step of a run (JSON)."""
     return f"{run_prefix(run_id)}/quality/{step}.json"
 
 
 def manifest_key(dataset_key: str) -> str:
+    """The manifest that commits a dataset: written last, a dataset without one is treated as absent."""
     return f"{dataset_key}/{MANIFEST}"
 
 

@@ -98,12 +98,14 @@ class MetricSummary:
 
 
 def hit_rate(stats: VariantStats) -> MetricSummary:
+    """Share of top-k answers whose recommendations included the movie later liked, with a Wilson 95% interval."""
     low, high = wilson(stats.hits, stats.hit_trials)
     value = stats.hits / stats.hit_trials if stats.hit_trials else math.nan
     return MetricSummary(value, low, high, stats.hit_trials)
 
 
 def auc_summary(stats: VariantStats) -> MetricSummary:
+    """AUC of the served scores against the feedback, 95% interval; NaN (interval 0-1) while a class is missing."""
     area = auc(stats.scores, stats.liked)
     if math.isnan(area):
         return MetricSummary(math.nan, 0.0, 1.0, len(stats.scores))
@@ -123,10 +125,12 @@ class Test:
 
     @property
     def p_better(self) -> float:
+        """One-sided p-value of 'the challenger is better': what a promotion needs to be small."""
         return normal_sf(self.z)
 
     @property
     def p_worse(self) -> float:
+        """One-sided p-value of 'the challenger is worse': a significant loss blocks the promotion."""
         return normal_sf(-self.z)
 
     def __str__(self) -> str:
@@ -146,6 +150,7 @@ class Decision:
     challenger: VariantStats
 
     def as_dict(self) -> dict:
+        """The decision as JSON-ready data (`promote --json`), with both variants' metric summaries."""
         summaries = {
             variant: {"model_version": s.model_version, "credited": s.credited,
                       "hit_rate": str(hit_rate(s)), "auc": str(auc_summary(s))}

@@ -39,6 +39,7 @@ class CandidateCounts:
     popular: int = POPULAR_CANDIDATES
 
     def tags(self) -> dict[str, str]:
+        """The counts as model version tags, read back by `from_tags` when serving loads the model."""
         return {"candidates_cf": str(self.cf), "candidates_popular": str(self.popular)}
 
     @classmethod

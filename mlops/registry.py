@@ -117,6 +117,7 @@ def artifact_missing(exc: BaseException) -> bool:
 
 
 def client(settings: Settings) -> Any:
+    """An MLflow client of the configured tracking server; also points the `mlflow` module's fluent API at it."""
     import mlflow
     from mlflow import MlflowClient
 

@@ -27,6 +27,7 @@ class RunParam:
 
     @property
     def option(self) -> str:
+        """The command-line option that carries this parameter to a batch step (`--name-with-dashes`)."""
         return "--" + self.name.replace("_", "-")
 
 
@@ -93,6 +94,7 @@ class RunParams:
             raise SettingsError(f"run parameters {given}: {exc}") from exc
 
     def as_dict(self) -> dict[str, Any]:
+        """The values by name: the `conf` a pipeline run is triggered with (the DAG's params)."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
     def argv(self) -> list[str]:

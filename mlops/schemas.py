@@ -266,6 +266,7 @@ def prediction_key(request_id: str) -> str:
 
 
 def utc_now_iso() -> str:
+    """The current UTC time as ISO 8601 with a `Z` suffix and microseconds: the timestamps of our messages."""
     return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 

@@ -112,6 +112,7 @@ class Settings:
 
     @property
     def redis_url(self) -> str:
+        """Connection URL of the Redis (database 0, with its password) every client uses."""
         return f"redis://:{self.redis_password}@{self.redis_host}:{self.redis_port}/0"
 
     def port_of(self, url_setting: str) -> int:
@@ -138,9 +139,11 @@ class Settings:
         return share, None
 
     def replace(self, **changes: object) -> Settings:
+        """A copy with some fields changed (not validated: call `validate` on the result)."""
         return dataclasses.replace(self, **changes)
 
     def validate(self) -> Settings:
+        """Refuse values the pipeline or the stream cannot use, with the setting named; self when all are fine."""
         if self.split_strategy not in SPLIT_STRATEGIES:
             raise SettingsError(f"SPLIT_STRATEGY={self.split_strategy!r}: expected one of {SPLIT_STRATEGIES}")
         if not 0.0 < self.test_fraction < 1.0:

@@ -23,6 +23,8 @@ TIMEOUT_S = 3.0
 
 @dataclass(frozen=True)
 class ServiceRow:
+    """One line of the status table: a service, its state, pid, URL and a note."""
+
     name: str
     state: str  # "up", "down", "unhealthy"
     pid: int | None
@@ -32,6 +34,8 @@ class ServiceRow:
 
 @dataclass(frozen=True)
 class TopicOffsets:
+    """A topic's partition offsets (start, end, the consumer group's committed), for the stream report."""
+
     name: str
     end_offsets: dict[int, int]
     start_offsets: dict[int, int]
@@ -39,6 +43,7 @@ class TopicOffsets:
 
     @property
     def size(self) -> int:
+        """Records the topic holds now (end minus start offsets: retention may have dropped the oldest)."""
         return sum(self.end_offsets[p] - self.start_offsets.get(p, 0) for p in self.end_offsets)
 
     @property
@@ -103,6 +108,7 @@ def _committed(consumer, partitions: list) -> list:
 
 
 def feature_set_version(settings: Settings) -> str | None:
+    """The feature set version currently live in Redis (None when none is loaded), for the report."""
     import redis
 
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S)
@@ -126,6 +132,7 @@ def _read(fn: Callable[[], object]) -> tuple[object, str | None]:
 
 
 def services_table(rows: list[ServiceRow]) -> str:
+    """The service rows as an aligned text table (the note column left unpadded)."""
     header = ("service", "state", "pid", "url", "")
     lines = [header] + [(r.name, r.state, str(r.pid or "-"), r.url or "-", r.note) for r in rows]
     widths = [max(len(line[i]) for line in lines) for i in range(4)]
@@ -135,6 +142,7 @@ def services_table(rows: list[ServiceRow]) -> str:
 
 
 def stream_report(settings: Settings) -> str:
+    """Topics, lag, DLQ and consumers, then the live feature set, champion and A/B split: status' data part."""
     out = []
     offsets, error = _read(lambda: topic_offsets(settings))
     if error:
@@ -212,16 +220,20 @@ def dlq_breakdown(settings: Settings) -> str:
 
 @dataclass(frozen=True)
 class MemberLag:
+    """One consumer group member: its partitions of the requests topic and its uncommitted lag on them."""
+
     client_id: str
     partitions: tuple[int, ...]
     lag: int | None  # None: the group never committed on these partitions
 
     @property
     def partitions_text(self) -> str:
+        """The member's partitions as `p0,p2` (or `(none)`), for the report."""
         return ",".join(f"p{p}" for p in self.partitions) or "(none)"
 
     @property
     def lag_text(self) -> str:
+        """The member's lag for the report (`-` when its partitions were never committed)."""
         return "-" if self.lag is None else str(self.lag)
 
 
@@ -365,6 +377,7 @@ def alerts_line(settings: Settings) -> str:
 
 
 def print_report(settings: Settings, rows: list[ServiceRow], mode: str, logs: Path | None = None) -> None:
+    """The whole `./run.sh status` report (services, Spark, stream, drift, alerts), shared by both modes."""
     where = f"; logs in {logs}" if logs else ""
     print(f"mode: {mode}{where}")
     print(services_table(rows))

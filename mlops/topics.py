@@ -16,6 +16,8 @@ FEEDBACK_GROUP = "inference-feedback-consumers"
 
 @dataclass(frozen=True)
 class TopicSpec:
+    """A topic the platform creates, with its partition count (the most consumers that can share it)."""
+
     name: str
     partitions: int
 

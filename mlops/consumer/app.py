@@ -149,6 +149,7 @@ def prelude(parser: argparse.ArgumentParser, argv: Sequence[str] | None, namespa
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of one consumer process: serve metrics and health, wait for a model, consume until signalled."""
     parser = argparse.ArgumentParser(description="Kafka inference consumer (micro-batching, idempotent, hot reload)")
     parser.add_argument("--index", type=int, default=0, help="process number i: metrics on INFERENCE_METRICS_PORT + i")
     parser.add_argument("--metrics-port", type=int, default=None, help="override the metrics/health port")

@@ -66,6 +66,7 @@ class TopicListener(threading.Thread):
                 time.sleep(0.2)
 
     def run(self) -> None:
+        """Record every message as it arrives (arrival time taken at once) until `close`."""
         try:
             while not self._stopping.is_set():
                 # Block for the first message only, then take what is already there: `consume(n, t)` waits
@@ -107,6 +108,7 @@ class TopicListener(threading.Thread):
             time.sleep(0.02)
 
     def close(self) -> None:
+        """Stop listening and let the thread close its consumer (waits up to 5s)."""
         self._stopping.set()
         self.join(timeout=5)
 
@@ -121,6 +123,7 @@ class Sender:
         self.placed: dict[bytes, tuple[int, int]] = {}  # raw value -> (partition, offset), for raw sends
 
     def send(self, request: Request) -> None:
+        """Produce one request keyed by its user and note when it was sent, to measure its latency."""
         self._produce(encode_request(request), request_key(request.user_id))
         self.sent[request.request_id] = time.time()
 
@@ -143,6 +146,7 @@ class Sender:
                 self.producer.poll(0.05)
 
     def flush(self) -> None:
+        """Wait until every produced message is delivered; raise if the broker did not take them within 30s."""
         if self.producer.flush(30) > 0:
             raise RuntimeError(f"could not deliver every request to {self.topic} within 30s (broker down?)")
 

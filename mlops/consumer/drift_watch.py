@@ -62,6 +62,7 @@ class DriftGauges:
         )  # fmt: skip
 
     def clear(self) -> None:
+        """Drop every series, so the gauges of a model version no longer served stop being exported."""
         for gauge in (self.feature_psi, self.feature_ks, self.prediction_psi, self.prediction_ks, self.rows,
                       self.available):  # fmt: skip
             gauge.clear()
@@ -103,6 +104,7 @@ class DriftWindow:
             self.added += len(rows)
 
     def snapshot(self) -> np.ndarray:
+        """A copy of the rows filled so far, safe to compute on while the hot path keeps adding."""
         with self.lock:
             return self.buffer[: self.filled].copy()
 
@@ -203,6 +205,7 @@ class DriftWatch(threading.Thread):
         return True
 
     def run(self) -> None:
+        """Recompute the drift gauges and publish the window every `interval` until stopped; never raises."""
         while not self.stop.wait(self.interval):
             try:
                 self.refresh()

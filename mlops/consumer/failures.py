@@ -35,6 +35,8 @@ PERMANENT_KAFKA_CODES = frozenset({
 
 
 class Kind(enum.Enum):
+    """How the stream reacts to a failure: retry (TRANSIENT), stop (PERMANENT) or judge the request (REQUEST)."""
+
     TRANSIENT = "transient"
     PERMANENT = "permanent"
     REQUEST = "request"

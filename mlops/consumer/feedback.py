@@ -49,6 +49,7 @@ class FeedbackReader(threading.Thread):
         self.handled = 0
 
     def run(self) -> None:
+        """Read feedback in batches and credit it, with retries, until `stop`; closes the consumer on exit."""
         self.consumer.subscribe([self.topics.feedback])
         log.info("reading feedback from %s (group %s)", self.topics.feedback, self.topics.feedback_group)
         try:

@@ -29,6 +29,7 @@ class StreamTopics:
 
     @classmethod
     def namespaced(cls, namespace: str | None) -> StreamTopics:
+        """Private topics and groups suffixed with `namespace` (a benchmark's or test's); the stack's without one."""
         if not namespace:
             return cls()
         return cls(f"{REQUESTS}.{namespace}", f"{PREDICTIONS}.{namespace}", f"{DLQ}.{namespace}",
@@ -76,6 +77,7 @@ def wait_for_topics(admin: AdminClient, partitions: dict[str, int], timeout: flo
 
 
 def delete_topics(settings: Settings, topics: StreamTopics) -> None:
+    """Best-effort removal of a namespace's topics once its benchmark or test is done with them."""
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
     for future in admin.delete_topics(list(topics.partitions())).values():
         with contextlib.suppress(Exception):  # best effort: a benchmark's leftovers are harmless

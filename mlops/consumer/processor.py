@@ -56,11 +56,13 @@ class RankerLike(Protocol):
 
     def score_with_flags(
         self, users: list[dict[str, Any] | None], movie_ids: list[list[int]]
-    ) -> tuple[list[dict[int, float]], list[bool]]: ...
+    ) -> tuple[list[dict[int, float]], list[bool]]:
+        """P(like) of the given movies per user, and whether each user was answered by the cold-start fallback."""
 
     def recommend_with_flags(
         self, users: list[dict[str, Any] | None], ks: list[int]
-    ) -> tuple[list[list[tuple[int, float]]], list[bool]]: ...
+    ) -> tuple[list[list[tuple[int, float]]], list[bool]]:
+        """The top `k` (movie, score) per user, and whether each user was answered by the cold-start fallback."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,4 +166,5 @@ class BatchProcessor:
         ]  # fmt: skip
 
     def answer(self, requests: list[Request], ranker: RankerLike, challenger: RankerLike | None = None) -> list[Answer]:
+        """Predict a batch (champion and challenger users apart) and store each result once; what Redis holds."""
         return self.store_results(requests, self.predict(requests, ranker, challenger))

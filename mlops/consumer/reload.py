@@ -36,6 +36,7 @@ class RankerHolder:
         self.on_challenger: Callable[[Any | None], None] | None = None
 
     def swap(self, ranker: Any) -> None:
+        """Serve `ranker` from the next batch on, telling the `on_swap` hook (the drift watch) about it."""
         previous, self.ranker = self.ranker, ranker
         if self.on_swap is not None:
             self.on_swap(ranker)
@@ -45,6 +46,7 @@ class RankerHolder:
         )  # fmt: skip
 
     def set_challenger(self, ranker: Any | None) -> None:
+        """Start (a ranker) or stop (None) serving a challenger to its share of the users."""
         previous, self.challenger = self.challenger, ranker
         if self.on_challenger is not None:
             self.on_challenger(ranker)
@@ -133,6 +135,7 @@ class ModelWatcher(threading.Thread):
             self.challenger_state = why
 
     def run(self) -> None:
+        """Check for a new champion or challenger every `interval`; a failed check keeps the current models."""
         while not self.stop.wait(self.interval):
             try:
                 self.check_once()

@@ -48,6 +48,7 @@ class ReplayReport:
     problems: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
+        """The report as printed by verify and bench: per variant hit rate and AUC, then the decision."""
         out = [f"feedback replay: {self.users} test users, {self.events} feedback events"]
         for variant, s in self.stats.items():
             out.append(f"  {variant:<10} v{s.model_version}: hit rate@{TOP_K} {hit_rate(s)}   AUC {auc_summary(s)}")
@@ -56,6 +57,7 @@ class ReplayReport:
         return out
 
     def as_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready data, for `bench --json`."""
         return {"users": self.users, "events": self.events, "decision": self.decision, "problems": self.problems,
                 **{v: {"model_version": s.model_version, "hit_rate": hit_rate(s).__dict__,
                        "auc": auc_summary(s).__dict__} for v, s in self.stats.items()}}  # fmt: skip

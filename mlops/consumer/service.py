@@ -84,6 +84,7 @@ class StreamConsumer:
         """Threads that live as long as the loop (the feedback reader), started by `run`, stopped by `stop`."""
 
     def stop(self) -> None:
+        """Ask the loop to finish (signal handlers call it): the batch in hand completes, then it exits."""
         self.stopping.set()
 
     def report(self, dependency: str, problem: str | None) -> None:
@@ -97,6 +98,7 @@ class StreamConsumer:
     # -- loop -------------------------------------------------------------------------------------------------
 
     def run(self) -> int:
+        """Consume, answer and commit request batches until `stop`; then leave the group and flush. Exit code."""
         for companion in self.companions:
             companion.start()
         self.consumer.subscribe([self.topics.requests])

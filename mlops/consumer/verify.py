@@ -126,6 +126,7 @@ def compare(result: dict, expected: dict, request: Request, info: Any) -> str | 
 def verify(
     settings: Settings, n: int, timeout: float, seed: int, topics: StreamTopics, feedback_users: int = 0
 ) -> int:
+    """Send `n` requests plus malformed ones and check each result against a direct prediction; 0 when all match."""
     from mlops.serving import Ranker
 
     started = time.time()
@@ -229,6 +230,7 @@ def verify(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Command line of the stream verifier (`./run.sh verify`): exit 0 when the running stream answers correctly."""
     parser = argparse.ArgumentParser(description="Verify the running stream end to end")
     parser.add_argument("-n", "--requests", type=int, default=1000, help="number of requests (default 1000)")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for all results")

@@ -345,6 +345,7 @@ def _global_stats(history: DataFrame) -> tuple[float, float]:
 
 
 def main(argv: Sequence[str] | None = None, settings: Settings | None = None) -> dict[str, Any]:
+    """Pipeline step: features of the run's split, once for model selection and once for the final model; manifests."""
     from mlops import spark_capacity as capacity
     from mlops.spark_io import read_manifest, read_parquet, spark_session, uncommit, write_parquet
 

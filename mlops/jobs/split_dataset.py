@@ -118,6 +118,7 @@ def require_passed_gate(run_id: str, settings: Settings) -> None:
 
 
 def main(argv: Sequence[str] | None = None, settings: Settings | None = None) -> dict[str, Any]:
+    """Pipeline step: split the run's normalized ratings (after the quality gate passed); the parts' manifests."""
     from pyspark.sql import functions as F
 
     from mlops import spark_capacity as capacity

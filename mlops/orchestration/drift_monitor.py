@@ -59,6 +59,7 @@ class DriftReport:
 
     @property
     def worst(self) -> tuple[str, float]:
+        """The column with the largest PSI, and that PSI: what the retrain decision is based on."""
         name = max(self.columns, key=lambda c: self.columns[c].psi)
         return name, self.columns[name].psi
 
@@ -96,6 +97,8 @@ def unavailable(reason: str, model_version: str | None = None) -> dict[str, Any]
 
 @dataclass(frozen=True)
 class Decision:
+    """What `decide` concludes: retrain or not, and why in one line (recorded on the drift report's run)."""
+
     retrain: bool
     reason: str
 
@@ -208,6 +211,7 @@ def compare(settings: Settings, threshold: float, group: str = CONSUMER_GROUP) -
 
 
 def last_retrain(settings: Settings) -> dict[str, Any] | None:
+    """The record of the last drift-triggered retrain (None if none): its time starts the cool-down."""
     raw = _redis(settings).get(LAST_RETRAIN_KEY)
     return None if raw is None else json.loads(raw)
 

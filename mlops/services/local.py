@@ -29,11 +29,14 @@ from mlops.status import ServiceRow, print_report
 
 
 def say(message: str) -> None:
+    """Print a progress line at once (flushed), so ./run.sh shows it even when its output is piped."""
     print(message, flush=True)
 
 
 @dataclass(frozen=True)
 class Pid:
+    """What a pid file recorded of a started process: enough for `owned` to tell it from a reused pid."""
+
     pid: int
     argv: tuple[str, ...]
     start_time: int | None
@@ -49,22 +52,27 @@ class LocalState:
         self.data = root / "data"
 
     def log(self, name: str) -> Path:
+        """The log file a service's output goes to."""
         return self.logs / f"{name}.log"
 
     def pid_file(self, name: str) -> Path:
+        """The pid file that says a service was started by us."""
         return self.run / f"{name}.pid"
 
     def record(self, name: str, proc: subprocess.Popen, argv: tuple[str, ...]) -> None:
+        """Remember a started process (pid, command line, start time), so later runs can find and stop it."""
         self.run.mkdir(parents=True, exist_ok=True)
         meta = {"pid": proc.pid, "argv": list(argv), "start_time": process.start_time(proc.pid)}
         (self.run / f"{name}.json").write_text(json.dumps(meta))
         self.pid_file(name).write_text(f"{proc.pid}\n")
 
     def forget(self, name: str) -> None:
+        """Drop a service's pid records once it is stopped."""
         self.pid_file(name).unlink(missing_ok=True)
         (self.run / f"{name}.json").unlink(missing_ok=True)
 
     def read(self, name: str) -> Pid | None:
+        """What was recorded of a service's process (None without a readable pid file); metadata dropped if stale."""
         try:
             pid = int(self.pid_file(name).read_text().split()[0])
         except (OSError, ValueError, IndexError):
@@ -78,6 +86,7 @@ class LocalState:
         return Pid(pid, tuple(meta.get("argv", ())), meta.get("start_time"))
 
     def names(self) -> list[str]:
+        """The services with a pid file: what `down` may have to stop, configured now or not."""
         return sorted(p.stem for p in self.run.glob("*.pid")) if self.run.exists() else []
 
 
@@ -179,6 +188,7 @@ class LocalBackend:
             yield
 
     def up(self) -> None:
+        """Start every service not already running, in dependency order, and provision buckets and topics."""
         with self._exclusive(), self._interruptible() as started:
             # Every jar first: a failed Maven resolution stops `up` before anything is started or written.
             for component, service in specs.jvm_components(self.settings):
@@ -296,6 +306,7 @@ class LocalBackend:
 
     # --- down / restart -------------------------------------------------------------------
     def down(self, purge: bool) -> None:
+        """Stop every service we started, in reverse order; `purge` also deletes the local data."""
         with self._exclusive():
             self._down(purge)
 
@@ -362,6 +373,7 @@ class LocalBackend:
 
     # --- status / urls --------------------------------------------------------------------
     def rows(self) -> list[ServiceRow]:
+        """One status row per known service: up, unhealthy (its check fails) or down, with a note."""
         rows = []
         for launch in self._known_launches():
             record = self.state.read(launch.name)
@@ -382,11 +394,13 @@ class LocalBackend:
         return rows
 
     def status(self) -> int:
+        """Print the status report; exit code 0 only when every service is up."""
         rows = self.rows()
         print_report(self.settings, rows, mode="local", logs=self.state.logs)
         return 0 if all(r.state == "up" for r in rows) else 1
 
     def urls(self) -> dict[str, str]:
+        """Where each service can be reached, printed after `up` (and the consumers' health endpoints)."""
         login = f"login {self.settings.airflow_admin_user} / AIRFLOW_ADMIN_PASSWORD from .env"
         urls = {
             "Console": f"{self.settings.console_url}  ({login})",

@@ -67,6 +67,7 @@ def venv_tool(name: str) -> str:
 
 
 def system_tool(service: str, name: str, hint: str) -> str:
+    """A system binary the project does not install itself; ServiceError with how to install it when missing."""
     found = shutil.which(name)
     if not found:
         raise ServiceError(service, f"`{name}` not found on PATH; {hint}")
@@ -119,10 +120,12 @@ MIN_FREE_BYTES = 256 << 20
 
 
 def java(service: str) -> str:
+    """The java binary the JVM services (Kafka, Spark, ...) need, or ServiceError with how to install it."""
     return system_tool(service, "java", JAVA_HINT)
 
 
 def kafka_version() -> str:
+    """The Kafka version the pinned jars are of (from the pom), shown in the Kafka status note."""
     return jvm.property_of("kafka", "kafka.version")
 
 
