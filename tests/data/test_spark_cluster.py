@@ -102,7 +102,7 @@ def _run_spark_steps(settings: Settings, run_id: str) -> str:
 
 
 def _outputs(settings: Settings, run_id: str) -> dict[str, pd.DataFrame]:
-    frames = {part: read_pandas(split_key(run_id, part), settings) for part in ("train", "test")}
+    frames = {part: read_pandas(split_key(run_id, part), settings) for part in ("train", "validation", "test")}
     frames |= {name: read_pandas(features_key(run_id, name), settings) for name in FEATURES}
     frames["online_meta"] = frames["online_meta"].drop(columns=["feature_set"])  # the run id itself
     return {
@@ -123,7 +123,8 @@ def test_spark_steps_on_a_standalone_cluster_equal_local_mode(cluster: Settings,
     assert {"split_dataset", "feature_engineering", "load_to_redis"} <= apps, apps  # they really ran there
 
     reference, result = _outputs(local, "t-cluster-ref"), _outputs(on_cluster, "t-cluster-run")
-    assert len(reference["train"]) + len(reference["test"]) == (100_000 if dataset != "synthetic" else 20_000)
+    total = sum(len(reference[part]) for part in ("train", "validation", "test"))
+    assert total == (100_000 if dataset != "synthetic" else 20_000)
     for name in reference:
         ref, got = reference[name], result[name]
         assert list(got.columns) == list(ref.columns), name
