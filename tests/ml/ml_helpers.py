@@ -51,8 +51,16 @@ def random_split(ratings: pd.DataFrame, fraction: float = 0.25, seed: int = 1) -
 PARAMS = FeatureParams(seed=42, cutoff_quantiles=(0.5, 0.75), negatives_per_positive=3, als_iterations=3)
 
 
+SHUFFLE_PARTITIONS = 4
+
+
 def run_features(spark, train: pd.DataFrame, test: pd.DataFrame, movies: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """compute_features on pandas inputs, outputs back as pandas (through Arrow, like the Parquet files)."""
+    """compute_features on pandas inputs, outputs back as pandas (through Arrow, like the Parquet files).
+
+    The shuffle partition count is pinned: the test session's Spark is shared, a step run in-process by
+    another test sets its own count, and ALS's factors move in the last digits with the partitioning, so
+    two calls compared with each other must run with the same one."""
+    spark.conf.set("spark.sql.shuffle.partitions", str(SHUFFLE_PARTITIONS))
     movies = movies.astype({"year": "Int64"})
     outs = compute_features(
         spark, spark.createDataFrame(train), spark.createDataFrame(test), spark.createDataFrame(movies), PARAMS, "t"
