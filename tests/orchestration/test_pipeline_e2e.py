@@ -31,6 +31,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 @pytest.fixture(scope="module")
 def airflow_stack(settings: Settings, mlflow_server, servers_root: Path) -> Iterator[Settings]:
+    # A registered model of its own: the session's other tests register versions under the default name on
+    # other data, and promotion rightly refuses to compare across lineages, so this run's first version must
+    # be the first of its model to become champion (and move the feature set) by the rules under test.
+    settings = settings.replace(model_name=f"{settings.model_name}-e2e")
     airflow_config.prepare(settings)
     started = []
     try:
