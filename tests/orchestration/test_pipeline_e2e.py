@@ -200,7 +200,7 @@ def test_drift_monitor_triggers_one_retrain_then_holds_its_cool_down(
         states = {t["task_id"]: t["state"] for t in client.task_instances(dm.DAG_ID, "manual__drift-e2e-2")}
         assert second["state"] == "success", states
         assert states == {"compare_with_reference": "success", "decide": "success",
-                          "trigger_mlops_platform": "skipped"}  # fmt: skip
+                          "trigger_mlops_platform": "skipped", "promote_online": "success"}  # fmt: skip
         assert dm.last_retrain(settings) == retrain  # no second trigger recorded
         report = mlflow.MlflowClient(settings.mlflow_tracking_uri).search_runs(
             [mlflow.MlflowClient(settings.mlflow_tracking_uri).get_experiment_by_name(
