@@ -164,3 +164,13 @@ def mlflow_server(base_settings: Settings, s3_server: Server, servers_root: Path
 def settings(base_settings: Settings, redis_server: Server, kafka_broker: str, s3_server: Server) -> Settings:
     """Settings whose endpoints point at running throwaway Redis, broker and S3 (MLflow: add `mlflow_server`)."""
     return base_settings
+
+
+@pytest.fixture(autouse=True)
+def _spark_cache_cleared(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test on the shared in-process Spark session leaves no cached tables behind: the feature step
+    caches its frames (its own process exits in production), and a few ml-100k runs' caches fill the
+    test JVM's heap until a later test's tiny broadcast fails for memory."""
+    yield
+    if "spark" in request.fixturenames:
+        request.getfixturevalue("spark").catalog.clearCache()

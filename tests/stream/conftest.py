@@ -26,10 +26,11 @@ def champion(settings, mlflow_server):
     from mlops.serving import Ranker
 
     # Other test modules register versions on other data under the same model name; under the lineage rule a
-    # pipeline version is not compared with those and would stay challenger. Start, as a fresh stack does,
-    # from no champion.
-    with contextlib.suppress(MlflowException):
-        MlflowClient(settings.mlflow_tracking_uri).delete_registered_model_alias(settings.model_name, "champion")
+    # pipeline version is not compared with those and would stay challenger, and a version they left behind
+    # `challenger` would take a share of the traffic. Start, as a fresh stack does, from neither alias.
+    for alias in ("champion", "challenger"):
+        with contextlib.suppress(MlflowException):
+            MlflowClient(settings.mlflow_tracking_uri).delete_registered_model_alias(settings.model_name, alias)
     params = RunParams.defaults(settings)
     for step in STEPS.values():
         result = run_step(step_argv(settings, step, "stream-tests", params))
