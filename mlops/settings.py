@@ -39,6 +39,7 @@ class Settings:
     seed: int = 42
     tuning_trials: int = 4  # Optuna trials per training run; 0 = off (the default parameters are used)
     tuning_timeout_seconds: int = 300  # the search's time budget: the best trial so far is kept when hit
+    training_examples_max: int = 3_000_000  # above it, training examples come from a sample of users; 0 = all
     data_cache_dir: str = ".local/data/downloads"
 
     # Redis (feature store and predictions)
@@ -159,6 +160,10 @@ class Settings:
             )
         if self.tuning_trials < 0:
             raise SettingsError(f"TUNING_TRIALS={self.tuning_trials}: expected 0 (off) or a positive integer")
+        if self.training_examples_max < 0:
+            raise SettingsError(
+                f"TRAINING_EXAMPLES_MAX={self.training_examples_max}: expected 0 (no cap) or a positive integer"
+            )
         if self.tuning_timeout_seconds < 1:
             raise SettingsError(f"TUNING_TIMEOUT_SECONDS={self.tuning_timeout_seconds}: expected a positive integer")
         if self.synthetic_ratings < 1:

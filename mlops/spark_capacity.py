@@ -151,6 +151,9 @@ SPLIT_SCRATCH_PER_RATING = 300  # measured: about 10 per rating at 100k (1 MiB);
 # Per train_examples row (a positive or one of its negatives): peak scratch measured 1.32 KB at 100k and
 # 1.40 KB at 1M ratings (2026-11-29, negatives drawn on keys); half as much again for headroom.
 FEATURES_SCRATCH_PER_EXAMPLE = 2_000
+# Per train rating, for the item side's as-of windows (every rating, whatever the cap on examples): not
+# measured apart from the per-example part; the split's generous figure, as a floor when examples are capped.
+FEATURES_SCRATCH_PER_RATING = SPLIT_SCRATCH_PER_RATING
 ALS_BYTES_PER_RATING = 48  # implicit ALS keeps each (user, movie) pair in an in- and an out-block, both ways
 FLOAT_BYTES = 4
 
@@ -160,14 +163,17 @@ def split_need(n_ratings: int) -> Need:
     return Need("split_dataset", f"{n_ratings:,} ratings", n_ratings * SPLIT_SCRATCH_PER_RATING, 0)
 
 
-def features_need(n_train: int, negatives_per_positive: int) -> Need:
+def features_need(n_train: int, negatives_per_positive: int, max_examples: int = 0) -> Need:
     """Training examples: about half the train ratings (those after the first cutoff), each with its
-    negatives; ALS holds the train ratings of one fit in memory while it iterates."""
+    negatives, at most `max_examples` (TRAINING_EXAMPLES_MAX, 0: no cap); the item side's as-of windows
+    still shuffle every rating. ALS holds the train ratings of one fit in memory while it iterates."""
     examples = n_train // 2 * (1 + negatives_per_positive)
+    if max_examples > 0:
+        examples = min(examples, max_examples)
     return Need(
         "feature_engineering",
         f"{n_train:,} train ratings (about {examples:,} training examples)",
-        examples * FEATURES_SCRATCH_PER_EXAMPLE,
+        examples * FEATURES_SCRATCH_PER_EXAMPLE + n_train * FEATURES_SCRATCH_PER_RATING,
         n_train * ALS_BYTES_PER_RATING,
     )
 

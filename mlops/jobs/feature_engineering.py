@@ -8,7 +8,9 @@ manifest (schema version `features.SCHEMA_VERSION`):
 - `train_examples`: the train ratings from the first time cutoff on, each with user columns aggregated
   over that user's strictly earlier ratings and item columns + ALS factors from a snapshot of all ratings
   strictly before the cutoff that precedes it (Feast-style as-of join), plus `NEGATIVES_PER_POSITIVE`
-  sampled movies the user never rated, labelled 0, with the same user state;
+  sampled movies the user never rated, labelled 0, with the same user state. Above
+  `TRAINING_EXAMPLES_MAX` examples they come from a share of the users (by a hash of the user id): each
+  kept row is exactly what the uncapped step computes for it, since item columns still see every rating;
 - `eval_examples`: the test ratings with the online snapshot's features (train history only, as serving);
 - `online_users` / `online_items` / `online_meta`: features from all train history, what load_to_redis
   loads and what the model serves from.
@@ -57,6 +59,28 @@ class FeatureParams:
     als_reg: float = 0.1
     als_alpha: float = 1.0
     fold_in_reg: float = 10.0
+    max_train_examples: int = 0  # 0: every user's examples; else about this many, from a share of the users
+
+
+USER_SAMPLE_BUCKETS = 1_000_000  # resolution of the user share kept when training examples are capped
+
+
+def user_share(expected_examples: int, max_examples: int) -> float:
+    """Share of users whose examples are kept: all of them (1.0) unless the expected count passes the cap."""
+    if max_examples <= 0 or expected_examples <= max_examples:
+        return 1.0
+    return max_examples / expected_examples
+
+
+def sampled_users(ratings: DataFrame, share: float, seed: int) -> DataFrame:
+    """The rows of a deterministic share of the users, by a hash of (user, seed): the same users in every
+    snapshot and every rerun, so each kept user's examples are all there."""
+    from pyspark.sql import functions as F
+
+    if share >= 1.0:
+        return ratings
+    bucket = F.pmod(F.xxhash64(F.col("user_id"), F.lit(seed)), F.lit(USER_SAMPLE_BUCKETS))
+    return ratings.where(bucket < F.lit(math.ceil(share * USER_SAMPLE_BUCKETS)))
 
 
 # -- ALS snapshot -----------------------------------------------------------------------------------------------
@@ -240,6 +264,17 @@ def compute_features(
     cutoffs = exact_quantiles(train, "timestamp", params.cutoff_quantiles)
     cutoffs = sorted(set(cutoffs))
     log.info("feature_engineering: %d train ratings, cutoffs %s (max ts %d)", n_train, cutoffs, max_ts)
+    n_positive = train.where(F.col("timestamp") >= cutoffs[0]).count()
+    share = user_share(n_positive * (1 + params.negatives_per_positive), params.max_train_examples)
+    if share < 1.0:
+        log.info(
+            "feature_engineering: about %d training examples expected, over TRAINING_EXAMPLES_MAX=%d: "
+            "examples of %.1f%% of the users (hash of user id); item columns and ALS still see every rating",
+            n_positive * (1 + params.negatives_per_positive),
+            params.max_train_examples,
+            100 * share,
+        )
+    train_users = sampled_users(train, share, params.seed)
 
     examples: list[DataFrame] = []
     for k, cutoff in enumerate(cutoffs):
@@ -248,7 +283,8 @@ def compute_features(
         gm, gl = _global_stats(history)
         y, keys = als_snapshot(spark, history, params)
         upto = train.where(F.col("timestamp") < end)
-        users_asof = fx.user_aggregates(_with_factors(upto, y, movies_g), as_of=True).where(
+        users_upto = train_users.where(F.col("timestamp") < end)
+        users_asof = fx.user_aggregates(_with_factors(users_upto, y, movies_g), as_of=True).where(
             F.col("timestamp") >= cutoff
         )
         users_asof = users_asof.withColumn("label", (F.col("rating") >= fx.LIKE_THRESHOLD).cast("int"))
@@ -256,7 +292,7 @@ def compute_features(
         negatives = sample_negatives(
             users_asof.drop("rating", "label", "is_negative"),
             movies_g,
-            train,
+            train_users,
             params.negatives_per_positive,
             params.seed + k,
         ).select(
@@ -353,7 +389,11 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
     parser.add_argument("--negatives-per-positive", type=int, default=FeatureParams.negatives_per_positive)
     args = parser.parse_args(argv)
     run_id, settings = resolve(args, settings)
-    params = FeatureParams(seed=settings.seed, negatives_per_positive=args.negatives_per_positive)
+    params = FeatureParams(
+        seed=settings.seed,
+        negatives_per_positive=args.negatives_per_positive,
+        max_train_examples=settings.training_examples_max,
+    )
     started = time.monotonic()
     inputs = {
         "train": split_key(run_id, "train"),
@@ -363,7 +403,7 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
     }
     # The bigger of the two computations below has train + validation as its history.
     n_train = sum(int(read_manifest(inputs[p], settings)["row_count"]) for p in ("train", "validation"))
-    need = capacity.features_need(n_train, params.negatives_per_positive)
+    need = capacity.features_need(n_train, params.negatives_per_positive, params.max_train_examples)
     capacity.check(settings, need)
     # A failed attempt must not leave this run's outputs of an earlier attempt readable beside new ones.
     for name in (prefix + output for prefix in ("", SELECTION_PREFIX) for output in OUTPUTS):

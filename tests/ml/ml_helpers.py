@@ -54,7 +54,9 @@ PARAMS = FeatureParams(seed=42, cutoff_quantiles=(0.5, 0.75), negatives_per_posi
 SHUFFLE_PARTITIONS = 4
 
 
-def run_features(spark, train: pd.DataFrame, test: pd.DataFrame, movies: pd.DataFrame) -> dict[str, pd.DataFrame]:
+def run_features(
+    spark, train: pd.DataFrame, test: pd.DataFrame, movies: pd.DataFrame, params: FeatureParams = PARAMS
+) -> dict[str, pd.DataFrame]:
     """compute_features on pandas inputs, outputs back as pandas (through Arrow, like the Parquet files).
 
     The shuffle partition count is pinned: the test session's Spark is shared, a step run in-process by
@@ -63,7 +65,7 @@ def run_features(spark, train: pd.DataFrame, test: pd.DataFrame, movies: pd.Data
     spark.conf.set("spark.sql.shuffle.partitions", str(SHUFFLE_PARTITIONS))
     movies = movies.astype({"year": "Int64"})
     outs = compute_features(
-        spark, spark.createDataFrame(train), spark.createDataFrame(test), spark.createDataFrame(movies), PARAMS, "t"
+        spark, spark.createDataFrame(train), spark.createDataFrame(test), spark.createDataFrame(movies), params, "t"
     )
     return {name: df.toPandas() for name, df in outs.items()}
 
