@@ -7,6 +7,7 @@ import math
 import pandas as pd
 import pytest
 
+from mlops import evaluation
 from mlops.evaluation import baseline_recommendations, ranking_metrics, relevant_sets, user_metrics
 
 
@@ -61,6 +62,24 @@ def test_baselines_exclude_rated_and_follow_counts():
     # co-occurrence with movie 2: movie 1 co-rated by users 1, 2 (2), movie 3 by users 1, 2 (2): tie -> id order
     assert recs["cooccurrence"][3] == [1, 3]
     assert 2 not in recs["cooccurrence"][3]
+
+
+def test_a_catalog_over_the_cap_is_scored_on_its_most_rated_movies(monkeypatch):
+    # Popularity: movie 1 (4 ratings), 2 (3), 3 (2), 4 (1). User 5 rated 1; 4 co-occurs with 1 (user 4) but is
+    # the least rated, so under a cap of 3 movies it is out of both co-occurrence and EASE.
+    train = pd.DataFrame(
+        {
+            "user_id": [1, 1, 1, 2, 2, 2, 3, 3, 4, 4, 5],
+            "movie_id": [1, 2, 3, 1, 2, 3, 1, 2, 1, 4, 1],
+            "rating": [4.0] * 11,
+        }
+    )
+    full = baseline_recommendations(train, [5], k=3, ease_lambda=1.0)
+    assert 4 in full["cooccurrence"][5]
+    monkeypatch.setattr(evaluation, "BASELINE_MAX_ITEMS", 3)
+    capped = baseline_recommendations(train, [5], k=3, ease_lambda=1.0)
+    assert capped["cooccurrence"][5] == [2, 3] and 4 not in capped["ease"][5]
+    assert capped["popularity"][5] == full["popularity"][5]  # popularity ranks the whole catalog still
 
 
 def test_ease_weights_hand_computed():
