@@ -12,6 +12,7 @@ movies the user rated in its training history.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -102,6 +103,45 @@ def ease_weights(r: Any, lam: float) -> np.ndarray:
     return b
 
 
+@dataclass(frozen=True)
+class _History:
+    """A training history as the baselines read it, built once per history: choosing EASE's lambda scores
+    six lambdas on it, and the co-occurrence counts it does not need are never built there."""
+
+    movie_ids: np.ndarray
+    r: Any  # binary user x movie CSR matrix
+    index: dict[int, int]  # user id -> row of r
+    popularity: np.ndarray
+    kept: np.ndarray  # columns of the BASELINE_MAX_ITEMS most rated movies, sorted
+
+    @classmethod
+    def of(cls, train: pd.DataFrame) -> _History:
+        user_ids, movie_ids, r = _interactions(train)
+        popularity = np.asarray(r.sum(axis=0)).ravel()
+        kept = np.sort(np.argsort(-popularity, kind="stable")[:BASELINE_MAX_ITEMS])
+        return cls(movie_ids, r, {int(u): i for i, u in enumerate(user_ids)}, popularity, kept)
+
+    def popular(self, k: int) -> list[int]:
+        """The cold-start list: what every method gives a user without history."""
+        return self.movie_ids[_top_k_excluding(self.popularity, [], k)].tolist()
+
+    def ease(self, users: Iterable[int], lam: float, k: int) -> dict[int, list[int]]:
+        """EASE^R top-k of each user (x_u B over the kept movies), the popular list for a cold user."""
+        users = list(users)
+        known = [u for u in users if u in self.index]
+        b = ease_weights(self.r[:, self.kept], lam)
+        out = {u: self.popular(k) for u in users if u not in self.index}
+        for start in range(0, len(known), 500):
+            batch = known[start : start + 500]
+            x = self.r[[self.index[u] for u in batch]]
+            scores = np.asarray(x[:, self.kept] @ b)
+            for row, u in enumerate(batch):
+                full = np.full(len(self.movie_ids), -np.inf)
+                full[self.kept] = scores[row]
+                out[u] = self.movie_ids[_top_k_excluding(full, x[row].indices, k)].tolist()
+        return out
+
+
 def baseline_recommendations(
     train: pd.DataFrame, users: Iterable[int], k: int = K, ease_lambda: float | None = None
 ) -> dict[str, dict[int, list[int]]]:
@@ -113,46 +153,30 @@ def baseline_recommendations(
     excluded). EASE: score(u, .) = x_u B. Both over the BASELINE_MAX_ITEMS most rated movies: all of
     them in ml-100k, ml-1m and 1M synthetic ratings.
     """
-    user_ids, movie_ids, r = _interactions(train)
-    popularity = np.asarray(r.sum(axis=0)).ravel()
-    kept = np.sort(np.argsort(-popularity, kind="stable")[:BASELINE_MAX_ITEMS])
-    cooc = (r.T @ r[:, kept]).tocsr()  # every movie j x the kept movies i
+    users = list(users)
+    h = _History.of(train)
+    cooc = (h.r.T @ h.r[:, h.kept]).tocsr()  # every movie j x the kept movies i
     out: dict[str, dict[int, list[int]]] = {"popularity": {}, "cooccurrence": {}}
-    index = {int(u): i for i, u in enumerate(user_ids)}
-    known = [u for u in users if u in index]
-    for u in known:
-        seen = r[index[u]].indices
-        out["popularity"][u] = movie_ids[_top_k_excluding(popularity, seen, k)].tolist()
-        co = np.full(len(movie_ids), -np.inf)
-        co[kept] = np.asarray(cooc[seen].sum(axis=0)).ravel()
-        out["cooccurrence"][u] = movie_ids[_top_k_excluding(co, seen, k)].tolist()
-    if ease_lambda is not None:
-        b = ease_weights(r[:, kept], ease_lambda)
-        out["ease"] = {}
-        for start in range(0, len(known), 500):
-            batch = known[start : start + 500]
-            x = r[[index[u] for u in batch]]
-            scores = np.asarray(x[:, kept] @ b)
-            for row, u in enumerate(batch):
-                full = np.full(len(movie_ids), -np.inf)
-                full[kept] = scores[row]
-                out["ease"][u] = movie_ids[_top_k_excluding(full, x[row].indices, k)].tolist()
+    for u in (u for u in users if u in h.index):
+        seen = h.r[h.index[u]].indices
+        out["popularity"][u] = h.movie_ids[_top_k_excluding(h.popularity, seen, k)].tolist()
+        co = np.full(len(h.movie_ids), -np.inf)
+        co[h.kept] = np.asarray(cooc[seen].sum(axis=0)).ravel()
+        out["cooccurrence"][u] = h.movie_ids[_top_k_excluding(co, seen, k)].tolist()
     # A user without training history (a cold user, e.g. after a global_temporal cutoff) gets the popular
     # list from every method, as the model's cold-start fallback does: no method scores all misses there.
-    fallback = movie_ids[_top_k_excluding(popularity, [], k)].tolist()
-    for u in (u for u in users if u not in index):
-        for by_user in out.values():
-            by_user[u] = list(fallback)
+    for u in (u for u in users if u not in h.index):
+        out["popularity"][u], out["cooccurrence"][u] = h.popular(k), h.popular(k)
+    if ease_lambda is not None:
+        out["ease"] = h.ease(users, ease_lambda, k)
     return out
 
 
 def choose_ease_lambda(train: pd.DataFrame, validation: pd.DataFrame, k: int = K) -> tuple[float, dict[float, float]]:
     """The EASE lambda of EASE_LAMBDAS with the best validation ndcg@k (ties: the smaller), and every figure."""
     rel, _ = relevant_sets(validation)
-    figures = {
-        lam: ranking_metrics(baseline_recommendations(train, rel.keys(), k, lam)["ease"], rel, k)[f"ndcg_at_{k}"]
-        for lam in EASE_LAMBDAS
-    }
+    h = _History.of(train)
+    figures = {lam: ranking_metrics(h.ease(rel.keys(), lam, k), rel, k)[f"ndcg_at_{k}"] for lam in EASE_LAMBDAS}
     best = max(EASE_LAMBDAS, key=lambda lam: (figures[lam], -lam))
     return best, figures
 
