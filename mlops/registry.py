@@ -51,13 +51,18 @@ class ChampionUnreadable(RuntimeError):
 
 
 def wait_for_mlflow(settings: Settings, attempts: int = ATTEMPTS, first_delay: float = 1.0) -> None:
-    """Probe the tracking server's /health with exponential backoff; `RegistryUnavailable` when it stays down."""
+    """Probe the tracking server's /health with exponential backoff; `RegistryUnavailable` when it stays down.
+    Once it answers, the `mlflow` module's fluent API is pointed at it: a step run by hand, without
+    MLFLOW_TRACKING_URI exported, would otherwise log to MLflow 3's default `./mlflow.db`."""
+    import mlflow
+
     url = settings.mlflow_tracking_uri.rstrip("/") + "/health"
     delay = first_delay
     last = ""
     for attempt in range(1, attempts + 1):
         try:
             if requests.get(url, timeout=5).status_code == 200:
+                mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
                 return
             last = "answered with an error status"
         except requests.RequestException as exc:

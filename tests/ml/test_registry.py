@@ -246,3 +246,15 @@ def test_unreachable_mlflow_is_a_bounded_clear_error(base_settings, free_port):
     with pytest.raises(registry.RegistryUnavailable, match="unreachable after 3 attempts"):
         registry.wait_for_mlflow(settings, attempts=3, first_delay=0.1)
     assert time.monotonic() - started < 10
+
+
+def test_a_step_run_by_hand_logs_to_the_server_not_a_local_database(settings, mlflow_server, tmp_path, monkeypatch):
+    import mlflow
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")  # what MLflow 3 falls back to without the variable
+    try:
+        registry.wait_for_mlflow(settings)
+        assert mlflow.get_tracking_uri() == settings.mlflow_tracking_uri
+    finally:
+        registry.client(settings)
