@@ -130,7 +130,8 @@ class _History:
         users = list(users)
         known = [u for u in users if u in self.index]
         b = ease_weights(self.r[:, self.kept], lam)
-        out = {u: self.popular(k) for u in users if u not in self.index}
+        fallback = self.popular(k)
+        out = {u: list(fallback) for u in users if u not in self.index}
         for start in range(0, len(known), 500):
             batch = known[start : start + 500]
             x = self.r[[self.index[u] for u in batch]]
@@ -165,8 +166,9 @@ def baseline_recommendations(
         out["cooccurrence"][u] = h.movie_ids[_top_k_excluding(co, seen, k)].tolist()
     # A user without training history (a cold user, e.g. after a global_temporal cutoff) gets the popular
     # list from every method, as the model's cold-start fallback does: no method scores all misses there.
+    fallback = h.popular(k)
     for u in (u for u in users if u not in h.index):
-        out["popularity"][u], out["cooccurrence"][u] = h.popular(k), h.popular(k)
+        out["popularity"][u], out["cooccurrence"][u] = list(fallback), list(fallback)
     if ease_lambda is not None:
         out["ease"] = h.ease(users, ease_lambda, k)
     return out

@@ -264,13 +264,13 @@ def compute_features(
     cutoffs = exact_quantiles(train, "timestamp", params.cutoff_quantiles)
     cutoffs = sorted(set(cutoffs))
     log.info("feature_engineering: %d train ratings, cutoffs %s (max ts %d)", n_train, cutoffs, max_ts)
-    n_positive = train.where(F.col("timestamp") >= cutoffs[0]).count()
-    share = user_share(n_positive * (1 + params.negatives_per_positive), params.max_train_examples)
+    expected = train.where(F.col("timestamp") >= cutoffs[0]).count() * (1 + params.negatives_per_positive)
+    share = user_share(expected, params.max_train_examples)
     if share < 1.0:
         log.info(
             "feature_engineering: about %d training examples expected, over TRAINING_EXAMPLES_MAX=%d: "
             "examples of %.1f%% of the users (hash of user id); item columns and ALS still see every rating",
-            n_positive * (1 + params.negatives_per_positive),
+            expected,
             params.max_train_examples,
             100 * share,
         )

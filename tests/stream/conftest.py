@@ -21,19 +21,19 @@ def champion(settings, mlflow_server):
     """The `RankerInfo` (model_version, feature_set, ...) of the champion the pipeline registered."""
     from mlflow.exceptions import MlflowException
 
-    from mlflow import MlflowClient
     from mlops.feature_store import RedisFeatureStore
+    from mlops.registry import CHALLENGER, CHAMPION, client
     from mlops.serving import Ranker
 
     # Other test modules register versions on other data under the same model name; under the lineage rule a
     # pipeline version is not compared with those and would stay challenger, and a version they left behind
     # `challenger` would take a share of the traffic. Start, as a fresh stack does, from neither alias.
-    for alias in ("champion", "challenger"):
+    for alias in (CHAMPION, CHALLENGER):
         with contextlib.suppress(MlflowException):
-            MlflowClient(settings.mlflow_tracking_uri).delete_registered_model_alias(settings.model_name, alias)
+            client(settings).delete_registered_model_alias(settings.model_name, alias)
     params = RunParams.defaults(settings)
     for step in STEPS.values():
         result = run_step(step_argv(settings, step, "stream-tests", params))
         assert result.returncode == 0, result.summary(step)
     store = RedisFeatureStore.from_settings(settings)
-    return Ranker.load(settings, store, alias="champion", compiled=False).info
+    return Ranker.load(settings, store, alias=CHAMPION, compiled=False).info
