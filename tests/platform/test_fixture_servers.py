@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import shutil
 import time
 import uuid
 
@@ -89,3 +90,18 @@ def test_process_settings_point_at_the_fixture_servers_not_the_developers_stack(
     assert get_settings() == settings
     assert settings.redis_port != 6379
     assert settings.spark_master == "local[2]"
+
+
+def test_s3_server_log_stays_quiet_under_requests(settings, s3_server):
+    """S3Proxy's jar has no logging config of its own: without ours it logged Jetty at DEBUG every second
+    (12 GB of s3.log in an afternoon). Requests and idle time must add no DEBUG lines."""
+    if shutil.which("minio"):
+        pytest.skip("MinIO serves the S3 API here, not S3Proxy")
+    client = s3_client(get_settings())
+    for i in range(20):
+        client.put_object(settings.s3_bucket, f"quiet/{i}", io.BytesIO(b"x"), 1)
+        client.get_object(settings.s3_bucket, f"quiet/{i}").read()
+    time.sleep(2)
+    text = s3_server.log.read_text(errors="replace")
+    assert " DEBUG " not in text, text[-2000:]
+    assert len(text) < 20_000, f"{len(text)} characters of log for 40 requests"
