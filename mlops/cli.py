@@ -28,7 +28,7 @@ VERB_HELP = {
     "status": "services, topics and consumer lag, DLQ by reason, feature set, champion and its metrics",
     "pipeline": "run the DAG mlops_platform, follow it live, end with its summary",
     "verify": "[--feedback USERS] 1,000 requests and malformed messages through the stream, every answer checked"
-              " (--feedback: test ratings replayed as feedback, the join checked)",
+    " (--feedback: test ratings replayed as feedback, the join checked)",
     "bench": "[--json] [--feedback USERS] benchmarks (figures, never pass/fail); --feedback: an A/B replay too",
     "promote": "[--json] online champion/challenger from the feedback so far; promotes only on a significant win",
     "test": "[pytest args] ruff check, then the test suite",
@@ -139,8 +139,13 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("verb", nargs="?", default="all", choices=VERBS, metavar="VERB", help="see below")
     parser.add_argument("--purge", action="store_true", help="down: also delete the local state (.local/data)")
     parser.add_argument("--json", action="store_true", help="bench, promote: print one JSON object")
-    parser.add_argument("--feedback", type=int, default=0, metavar="USERS",
-                        help="verify, bench: also replay USERS users' held-out test ratings as feedback")
+    parser.add_argument(
+        "--feedback",
+        type=int,
+        default=0,
+        metavar="USERS",
+        help="verify, bench: also replay USERS users' held-out test ratings as feedback",
+    )
     parser.add_argument("--yes", action="store_true", help="docker: write generated strong passwords into .env")
     parser.add_argument("--monitoring", action="store_true", help="docker: also start Prometheus and Grafana")
     argv = list(argv)

@@ -274,4 +274,3 @@ class RedisFeatureStore:
         for key in keys:
             pipe.persist(key) if persist else pipe.expire(key, self.ttl)
         pipe.execute()
-

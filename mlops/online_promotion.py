@@ -78,8 +78,11 @@ def promote(settings: Settings, store: FeedbackStore | None = None) -> Outcome:
         else:
             features.switch_to(feature_set)
             c = client(settings)
-            with_retries(settings, "set alias",
-                         lambda: c.set_registered_model_alias(settings.model_name, CHAMPION, challenger.version))
+            with_retries(
+                settings,
+                "set alias",
+                lambda: c.set_registered_model_alias(settings.model_name, CHAMPION, challenger.version),
+            )
             with_retries(settings, "delete alias",
                          lambda: c.delete_registered_model_alias(settings.model_name, CHALLENGER))  # fmt: skip
     _record(settings, outcome, champion, challenger)

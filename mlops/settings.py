@@ -150,9 +150,7 @@ class Settings:
         if not 0.0 < self.test_fraction < 1.0:
             raise SettingsError(f"TEST_FRACTION={self.test_fraction}: expected a number between 0 and 1")
         if not 0.0 < self.validation_fraction < 1.0:
-            raise SettingsError(
-                f"VALIDATION_FRACTION={self.validation_fraction}: expected a number between 0 and 1"
-            )
+            raise SettingsError(f"VALIDATION_FRACTION={self.validation_fraction}: expected a number between 0 and 1")
         if self.test_fraction + self.validation_fraction >= 1.0:
             raise SettingsError(
                 f"VALIDATION_FRACTION={self.validation_fraction} with TEST_FRACTION={self.test_fraction}: "

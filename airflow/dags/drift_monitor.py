@@ -57,7 +57,9 @@ def _threshold() -> float:
     },
     params={
         "threshold": Param(
-            _settings.drift_retrain_threshold, type="number", exclusiveMinimum=0,
+            _settings.drift_retrain_threshold,
+            type="number",
+            exclusiveMinimum=0,
             description="largest PSI that still counts as no drift (default DRIFT_RETRAIN_THRESHOLD)",
         ),
     },

@@ -301,9 +301,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--recommend-requests", type=int, default=5000)
     parser.add_argument("--latency-seconds", type=float, default=15)
     parser.add_argument("--naive-requests", type=int, default=2000)
-    parser.add_argument("--feedback", type=int, default=0, metavar="USERS",
-                        help="A/B replay: USERS users' held-out test ratings as feedback, metrics per variant "
-                             "(CHALLENGER_TRAFFIC decides the split; 0: no replay)")
+    parser.add_argument(
+        "--feedback",
+        type=int,
+        default=0,
+        metavar="USERS",
+        help="A/B replay: USERS users' held-out test ratings as feedback, metrics per variant "
+        "(CHALLENGER_TRAFFIC decides the split; 0: no replay)",
+    )
     args = parser.parse_args(argv)
     settings = get_settings()
     started = time.time()

@@ -52,7 +52,6 @@ class ModelVersion:
         return self.tags.get("feature_set", "-")
 
 
-
 def _get(settings: Settings, endpoint: str, **params: Any) -> requests.Response:
     """GET an MLflow endpoint; `params` may include `path` (an artifact's), hence the name `endpoint`."""
     url = settings.mlflow_tracking_uri.rstrip("/") + endpoint

@@ -138,8 +138,12 @@ class FeedbackReader(threading.Thread):
                      detail)  # fmt: skip
             record = dlq_record(message.value(), message.key(), reason, detail, message.topic(), message.partition(),
                                 message.offset())  # fmt: skip
-            self.producer.produce(self.topics.feedback_dlq, record, message.key(),
-                                  on_delivery=lambda err, _msg: errors.append(err) if err is not None else None)
+            self.producer.produce(
+                self.topics.feedback_dlq,
+                record,
+                message.key(),
+                on_delivery=lambda err, _msg: errors.append(err) if err is not None else None,
+            )
         remaining = self.producer.flush(30)
         if remaining or errors:
             raise RuntimeError(f"feedback dead letters not acknowledged: {errors[0] if errors else remaining}")

@@ -150,9 +150,7 @@ class _Handler(BaseHTTPRequestHandler):
 class _MetricsServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(
-        self, host: str, port: int, metrics: ConsumerMetrics, health: Callable[[], tuple[bool, dict]]
-    ) -> None:
+    def __init__(self, host: str, port: int, metrics: ConsumerMetrics, health: Callable[[], tuple[bool, dict]]) -> None:
         super().__init__((host, port), _Handler)
         self.metrics = metrics
         self.health = health

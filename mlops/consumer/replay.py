@@ -125,8 +125,12 @@ def replay(
                                                  m["trials"], m["hits"], np.array(m["scores"], dtype=float),
                                                  np.array(m["liked"], dtype=bool))  # fmt: skip
     if set(VARIANTS) <= report.stats.keys():
-        report.decision = decide(report.stats["champion"], report.stats["challenger"],
-                                 min_feedback or settings.promotion_min_feedback, settings.promotion_alpha).reason
+        report.decision = decide(
+            report.stats["champion"],
+            report.stats["challenger"],
+            min_feedback or settings.promotion_min_feedback,
+            settings.promotion_alpha,
+        ).reason
 
     before = {key: store.stats(*key).credited for key in expected}
     organic_before = store.organic()
@@ -147,8 +151,11 @@ def replay(
         while time.monotonic() < deadline:
             credited = {key: store.stats(*key).credited - before[key] for key in expected}
             counted = store.organic()
-            if (all(credited[key] >= n for key, n in expected.items()) and malformed in dead.received
-                    and all(counted.get(w, 0) > organic_before.get(w, 0) for w in (NO_REQUEST_ID, UNKNOWN_REQUEST))):
+            if (
+                all(credited[key] >= n for key, n in expected.items())
+                and malformed in dead.received
+                and all(counted.get(w, 0) > organic_before.get(w, 0) for w in (NO_REQUEST_ID, UNKNOWN_REQUEST))
+            ):
                 break
             time.sleep(0.2)
         missing_dead = malformed not in dead.received
@@ -163,11 +170,11 @@ def replay(
     else:
         reason = schemas.parse_dlq_record(dead.received[malformed][1])["reason"]
         if reason != schemas.RATING_OUT_OF_RANGE:
-            report.problems.append(f"feedback: malformed event dead-lettered as {reason!r}, "
-                                   f"expected {schemas.RATING_OUT_OF_RANGE!r}")
+            report.problems.append(
+                f"feedback: malformed event dead-lettered as {reason!r}, expected {schemas.RATING_OUT_OF_RANGE!r}"
+            )
     organic_after = store.organic()
     for why in (NO_REQUEST_ID, UNKNOWN_REQUEST):
         if organic_after.get(why, 0) <= organic_before.get(why, 0):
             report.problems.append(f"feedback: organic event ({why}) not counted")
     return report
-

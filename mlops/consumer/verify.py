@@ -123,9 +123,7 @@ def compare(result: dict, expected: dict, request: Request, info: Any) -> str | 
     return None if worst <= SCORE_TOLERANCE else f"recommendation score differs by {worst:.3g}"
 
 
-def verify(
-    settings: Settings, n: int, timeout: float, seed: int, topics: StreamTopics, feedback_users: int = 0
-) -> int:
+def verify(settings: Settings, n: int, timeout: float, seed: int, topics: StreamTopics, feedback_users: int = 0) -> int:
     """Send `n` requests plus malformed ones and check each result against a direct prediction; 0 when all match."""
     from mlops.serving import Ranker
 
@@ -236,8 +234,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for all results")
     parser.add_argument("--seed", type=int, default=None, help="request mix seed (default: SEED setting)")
     parser.add_argument("--namespace", default=None, help="private topics of a consumer started with --namespace")
-    parser.add_argument("--feedback", type=int, default=0, metavar="USERS",
-                        help="also replay this many users' held-out test ratings as feedback and check the join")
+    parser.add_argument(
+        "--feedback",
+        type=int,
+        default=0,
+        metavar="USERS",
+        help="also replay this many users' held-out test ratings as feedback and check the join",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()

@@ -321,4 +321,3 @@ def read_movies(files: LocatedFiles) -> pd.DataFrame:
         "year": pd.array([year_from_title(t) for t in titles], dtype="Int64"),
         "genres": pd.Series(genres, dtype="str"),
     })  # fmt: skip
-

@@ -77,4 +77,3 @@ def summary(run_id: str, lineage: dict[str, str], metrics: dict[str, float], dat
         f"(baselines: {baselines or 'none logged'}), AUC {metrics['test_auc']:.4f}. "
         "The full model card is model_card.md in the training run's artifacts."
     )
-

@@ -10,8 +10,13 @@ SVG = "{http://www.w3.org/2000/svg}"
 
 
 def test_axis_steps_read_well():
-    assert [charts.axis(v) for v in (0, 9, 27.4, 239.5, 0.3)] == [(1, 0.25), (10, 2.5), (30, 10), (300, 100),
-                                                                  (0.3, 0.1)]
+    assert [charts.axis(v) for v in (0, 9, 27.4, 239.5, 0.3)] == [
+        (1, 0.25),
+        (10, 2.5),
+        (30, 10),
+        (300, 100),
+        (0.3, 0.1),
+    ]
 
 
 def test_nice_max_rounds_up_to_a_readable_axis_top():
@@ -20,8 +25,14 @@ def test_nice_max_rounds_up_to_a_readable_axis_top():
 
 def test_line_chart_is_valid_svg_with_one_polyline_per_unbroken_run():
     times = [0, 2, 4, 6, 8]
-    svg = charts.line_chart("Latency", {"p50": list(zip(times, [1, 2, None, 3, 4], strict=True)),
-                                        "p99": list(zip(times, [5, 6, 7, 8, 9], strict=True))}, unit="ms")
+    svg = charts.line_chart(
+        "Latency",
+        {
+            "p50": list(zip(times, [1, 2, None, 3, 4], strict=True)),
+            "p99": list(zip(times, [5, 6, 7, 8, 9], strict=True)),
+        },
+        unit="ms",
+    )
     root = ET.fromstring(svg)
     lines = root.findall(f"{SVG}polyline")
     assert len(lines) == 3  # p50 broken in two by the missing sample, p99 whole

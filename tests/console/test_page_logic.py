@@ -71,5 +71,6 @@ def test_prometheus_matrix_reads_nan_as_a_gap():
 def test_consumer_urls_in_local_mode_follow_the_metrics_port(base_settings):
     s = base_settings.replace(inference_consumers=2, inference_metrics_port=9400)
     assert stream.consumer_metric_urls(s) == ["http://127.0.0.1:9400/metrics", "http://127.0.0.1:9401/metrics"]
-    assert stream.consumer_metric_urls(s, "localhost") == ["http://127.0.0.1:9400/metrics"] or \
-        stream.consumer_metric_urls(s, "localhost") == ["http://127.0.0.1:9400/metrics", "http://[::1]:9400/metrics"]
+    assert stream.consumer_metric_urls(s, "localhost") == [
+        "http://127.0.0.1:9400/metrics"
+    ] or stream.consumer_metric_urls(s, "localhost") == ["http://127.0.0.1:9400/metrics", "http://[::1]:9400/metrics"]

@@ -22,8 +22,14 @@ def client(base_settings):
 
 
 def login(client, base_settings, password=None):
-    return client.post("/login", data={"username": base_settings.airflow_admin_user,
-                                       "password": password or base_settings.airflow_admin_password, "next": "/model"})
+    return client.post(
+        "/login",
+        data={
+            "username": base_settings.airflow_admin_user,
+            "password": password or base_settings.airflow_admin_password,
+            "next": "/model",
+        },
+    )
 
 
 def test_every_page_needs_the_login(client):
@@ -56,9 +62,11 @@ def test_every_page_says_in_words_what_is_down(client, base_settings):
     assert time.monotonic() - began < 60, "a page waited too long on a dead service"
     overview = bodies["/"]
     for service in ("redis", "kafka", "s3", "mlflow", "airflow", "inference-0"):
-        assert f"<td>{service}</td><td class=\"down\">down</td>" in overview, service
-    assert f"Could not read the last pipeline run from Airflow: the server at {base_settings.airflow_url} is not " \
+        assert f'<td>{service}</td><td class="down">down</td>' in overview, service
+    assert (
+        f"Could not read the last pipeline run from Airflow: the server at {base_settings.airflow_url} is not "
         "reachable" in overview
+    )
     assert "Could not read the champion from MLflow" in overview
     assert "The broker could not be read" in bodies["/stream"]
     assert "0 of 1 inference consumer(s) answer" in bodies["/stream"]

@@ -38,8 +38,12 @@ def registered(settings, mlflow_server):
             mlflow.log_figure(fig, "plots/roc_curve.png")
             plt.close(fig)
             mlflow.log_text("not an image", "model_card.md")
-        mv = client.create_model_version(settings.model_name, f"{run.info.artifact_uri}/plots", run.info.run_id,
-                                         tags={"feature_set": f"fs-{version}", "pipeline_run_id": f"run-{version}"})
+        mv = client.create_model_version(
+            settings.model_name,
+            f"{run.info.artifact_uri}/plots",
+            run.info.run_id,
+            tags={"feature_set": f"fs-{version}", "pipeline_run_id": f"run-{version}"},
+        )
         assert mv.version == version
     client.set_registered_model_alias(settings.model_name, "champion", "1")
     client.set_registered_model_alias(settings.model_name, "challenger", "2")
@@ -66,8 +70,14 @@ def test_an_alias_that_is_not_set_is_none(settings, registered):
 
 def test_titles_and_a_users_ratings_from_the_runs_normalized_tables(settings):
     run_id = "console-catalog"
-    movies = pa.table({"movie_id": [1, 2, 3], "title": ["Heat (1995)", "Up (2009)", "Alien (1979)"],
-                       "year": [1995, 2009, 1979], "genres": ["Action|Crime", "Animation", "Horror|Sci-Fi"]})
+    movies = pa.table(
+        {
+            "movie_id": [1, 2, 3],
+            "title": ["Heat (1995)", "Up (2009)", "Alien (1979)"],
+            "year": [1995, 2009, 1979],
+            "genres": ["Action|Crime", "Animation", "Horror|Sci-Fi"],
+        }
+    )
     ratings = pa.table({"user_id": [7, 7, 8, 7], "movie_id": [1, 2, 3, 3], "rating": [3.0, 5.0, 4.0, 5.0],
                         "timestamp": [10, 20, 30, 40]})  # fmt: skip
     write_table(movies, normalized_key(run_id, "movies"), settings, {"step": "test"})
@@ -75,7 +85,10 @@ def test_titles_and_a_users_ratings_from_the_runs_normalized_tables(settings):
     titles = catalog.movies(settings, run_id)
     assert titles[3].title == "Alien (1979)" and titles[3].genre_list == ["Horror", "Sci-Fi"]
     rated = catalog.rated(settings, run_id, 7)
-    assert [(r.movie.title, r.rating) for r in rated] == [("Alien (1979)", 5.0), ("Up (2009)", 5.0),
-                                                          ("Heat (1995)", 3.0)]  # best first, newest among equals
+    assert [(r.movie.title, r.rating) for r in rated] == [
+        ("Alien (1979)", 5.0),
+        ("Up (2009)", 5.0),
+        ("Heat (1995)", 3.0),
+    ]  # best first, newest among equals
     assert catalog.rated(settings, run_id, 999) == []
     assert catalog.movie(titles, 42).title == "(movie 42: not in this run's catalog)"

@@ -113,8 +113,7 @@ class Podman:
         )
         storage = self.cache / "storage.conf"
         storage.write_text(
-            '[storage]\ndriver = "overlay"\n'
-            f'graphroot = "{self.cache / "storage"}"\nrunroot = "{self.cache / "run"}"\n'
+            f'[storage]\ndriver = "overlay"\ngraphroot = "{self.cache / "storage"}"\nrunroot = "{self.cache / "run"}"\n'
         )
         self.env = {**os.environ, "CONTAINERS_CONF": str(conf), "CONTAINERS_STORAGE_CONF": str(storage)}
 
@@ -202,7 +201,7 @@ class Podman:
             subprocess.run(["tar", "-C", str(target), "--numeric-owner", "-cf", str(partial), "."], check=True)
             partial.replace(tarball)
             shutil.rmtree(target, ignore_errors=True)
-        self("import", "--change", "CMD [\"bash\"]", str(tarball), image, timeout=900)
+        self("import", "--change", 'CMD ["bash"]', str(tarball), image, timeout=900)
         return image
 
     # --- the project's images -----------------------------------------------------------------------

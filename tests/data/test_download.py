@@ -45,10 +45,16 @@ def http_root(tmp_path):
 
 def make_zip(path: Path) -> bytes:
     with zipfile.ZipFile(path, "w") as zf:
-        zf.writestr("ml-latest-small/ratings.csv", "userId,movieId,rating,timestamp\n1,1,4.0,964982703\n"
-                    "1,2,3.0,964982704\n1,3,3.0,964982705\n1,4,3.0,964982706\n1,5,3.0,964982707\n")
-        zf.writestr("ml-latest-small/movies.csv", "movieId,title,genres\n1,A (1995),Drama\n2,B (1995),Drama\n"
-                    "3,C (1995),Drama\n4,D (1995),Drama\n5,E (1995),Drama\n")
+        zf.writestr(
+            "ml-latest-small/ratings.csv",
+            "userId,movieId,rating,timestamp\n1,1,4.0,964982703\n"
+            "1,2,3.0,964982704\n1,3,3.0,964982705\n1,4,3.0,964982706\n1,5,3.0,964982707\n",
+        )
+        zf.writestr(
+            "ml-latest-small/movies.csv",
+            "movieId,title,genres\n1,A (1995),Drama\n2,B (1995),Drama\n"
+            "3,C (1995),Drama\n4,D (1995),Drama\n5,E (1995),Drama\n",
+        )
     return path.read_bytes()
 
 

@@ -79,8 +79,11 @@ def test_switch_retires_previous_version_with_ttl(store):
     store.write_feature_set("v2", _users("v2", 5), _items("v2", 5), {})
     assert store.r.get(CURRENT) == b"v2"
     assert store.r.ttl(RedisFeatureStore.key("v2", "user", 1)) == -1
-    for key in (RedisFeatureStore.key("v1", "user", 1), RedisFeatureStore.key("v1", "item", 5),
-                RedisFeatureStore.meta_key("v1")):
+    for key in (
+        RedisFeatureStore.key("v1", "user", 1),
+        RedisFeatureStore.key("v1", "item", 5),
+        RedisFeatureStore.meta_key("v1"),
+    ):
         assert 0 < store.r.ttl(key) <= store.ttl
     # still readable by a reader holding the old version's name
     assert store.get_online_features([2], [2], version="v1").users[2]["version"] == "v1"

@@ -18,8 +18,7 @@ def write_u_data(root: Path) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     (root / "u.data").write_text("1\t1\t5\t874965758\n1\t2\t3\t876893171\n2\t1\t4\t888550871\n")
     (root / "u.item").write_text(
-        f"1|Toy Story (1995)|01-Jan-1995||http://x|{FLAGS_TOY_STORY}\n"
-        f"2|unknown||||{FLAGS_NONE}\n",
+        f"1|Toy Story (1995)|01-Jan-1995||http://x|{FLAGS_TOY_STORY}\n2|unknown||||{FLAGS_NONE}\n",
         encoding="latin-1",
     )
     return root
@@ -29,18 +28,23 @@ def write_dat(root: Path) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     (root / "ratings.dat").write_text("1::1193::5::978300760\n1::661::3::978302109\n2::1193::4::978298413\n")
     (root / "movies.dat").write_bytes(
-        "1193::One Flew Over the Cuckoo's Nest (1975)::Drama\n661::Café: Story (1996)::Animation|Children's|Musical\n"
-        .encode("latin-1")
+        (
+            "1193::One Flew Over the Cuckoo's Nest (1975)::Drama\n"
+            "661::Café: Story (1996)::Animation|Children's|Musical\n"
+        ).encode("latin-1")
     )
     return root
 
 
 def write_csv(root: Path) -> Path:
     root.mkdir(parents=True, exist_ok=True)
-    (root / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,1,4.0,964982703\n1,3,3.5,964981247\n"
-                                      "7,3,0.5,1106635946\n")
-    (root / "movies.csv").write_text('movieId,title,genres\n1,Toy Story (1995),Adventure|Animation|Children\n'
-                                     '3,"Grumpier Old Men, The (1995)",(no genres listed)\n')
+    (root / "ratings.csv").write_text(
+        "userId,movieId,rating,timestamp\n1,1,4.0,964982703\n1,3,3.5,964981247\n7,3,0.5,1106635946\n"
+    )
+    (root / "movies.csv").write_text(
+        "movieId,title,genres\n1,Toy Story (1995),Adventure|Animation|Children\n"
+        '3,"Grumpier Old Men, The (1995)",(no genres listed)\n'
+    )
     return root
 
 
@@ -58,8 +62,12 @@ def test_u_data_layout(tmp_path, as_zip):
     files = locate(path, tmp_path / "x")
     assert files.layout.name == "u.data"
     ratings, movies = read_ratings(files), read_movies(files)
-    assert ratings.dtypes.astype(str).to_dict() == {"user_id": "int64", "movie_id": "int64", "rating": "float64",
-                                                    "timestamp": "int64"}
+    assert ratings.dtypes.astype(str).to_dict() == {
+        "user_id": "int64",
+        "movie_id": "int64",
+        "rating": "float64",
+        "timestamp": "int64",
+    }
     assert ratings.values.tolist()[0] == [1, 1, 5.0, 874965758]
     assert movies["genres"].tolist() == ["Animation|Children|Comedy", "(no genres listed)"]
     assert movies["year"].tolist()[0] == 1995 and movies["year"].isna().tolist() == [False, True]
@@ -141,8 +149,9 @@ def test_extra_field_in_the_middle(tmp_path):
 
 
 def test_rating_out_of_range(tmp_path):
-    err = _ratings_error(tmp_path, write_csv, "ratings.csv",
-                         "userId,movieId,rating,timestamp\n1,1,4.0,964982703\n1,3,7.5,964981247\n")
+    err = _ratings_error(
+        tmp_path, write_csv, "ratings.csv", "userId,movieId,rating,timestamp\n1,1,4.0,964982703\n1,3,7.5,964981247\n"
+    )
     assert (err.rule, err.line, err.column) == ("rating range", 3, "rating")
     assert "7.5 is outside [0.5, 5.0]" in str(err)
 

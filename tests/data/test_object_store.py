@@ -35,7 +35,10 @@ def test_files_listing_and_prefix_delete(store, tmp_path):
     store.put_bytes("t-objstore/ds/sub/part-1.parquet", b"p1")
     store.put_json("t-objstore/ds/_manifest.json", {})
     assert store.list_keys("t-objstore/ds/") == [
-        "t-objstore/ds/_manifest.json", "t-objstore/ds/part-0.parquet", "t-objstore/ds/sub/part-1.parquet"]
+        "t-objstore/ds/_manifest.json",
+        "t-objstore/ds/part-0.parquet",
+        "t-objstore/ds/sub/part-1.parquet",
+    ]
     store.get_file("t-objstore/ds/sub/part-1.parquet", tmp_path / "dst" / "part-1.parquet")
     assert (tmp_path / "dst" / "part-1.parquet").read_bytes() == b"p1"
 

@@ -67,11 +67,13 @@ def test_ingest_validate_split_on_synthetic(settings, spark):
 def _write_csv_dataset(root, n_users: int) -> None:
     root.mkdir(parents=True, exist_ok=True)
     lines = ["userId,movieId,rating,timestamp"]
-    lines += [f"{u},{m},{1 + (u * m) % 5}.0,{900_000_000 + u * 100 + m}" for u in range(1, n_users + 1)
-              for m in range(1, 11)]
+    lines += [
+        f"{u},{m},{1 + (u * m) % 5}.0,{900_000_000 + u * 100 + m}" for u in range(1, n_users + 1) for m in range(1, 11)
+    ]
     (root / "ratings.csv").write_text("\n".join(lines) + "\n")
-    (root / "movies.csv").write_text("movieId,title,genres\n" + "".join(f"{m},Movie {m} (2001),Drama\n"
-                                                                        for m in range(1, 11)))
+    (root / "movies.csv").write_text(
+        "movieId,title,genres\n" + "".join(f"{m},Movie {m} (2001),Drama\n" for m in range(1, 11))
+    )
 
 
 def _exit_code(main, argv) -> int:

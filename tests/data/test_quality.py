@@ -9,15 +9,20 @@ from mlops.quality import QualityError, QualityReport, check_tables
 
 
 def tables(n_users: int = 4, n_movies: int = 5) -> tuple[pd.DataFrame, pd.DataFrame]:
-    rows = [(u, m, 0.5 + (u + m) % 10 / 2, 1_000_000 + u * 10 + m) for u in range(1, n_users + 1)
-            for m in range(1, n_movies + 1)]
+    rows = [
+        (u, m, 0.5 + (u + m) % 10 / 2, 1_000_000 + u * 10 + m)
+        for u in range(1, n_users + 1)
+        for m in range(1, n_movies + 1)
+    ]
     ratings = pd.DataFrame(rows, columns=["user_id", "movie_id", "rating", "timestamp"])
-    movies = pd.DataFrame({
-        "movie_id": range(1, n_movies + 1),
-        "title": [f"M{i} (1999)" for i in range(1, n_movies + 1)],
-        "year": pd.array([1999] * (n_movies - 1) + [None], dtype="Int64"),  # a missing year is allowed
-        "genres": ["Drama"] * n_movies,
-    })
+    movies = pd.DataFrame(
+        {
+            "movie_id": range(1, n_movies + 1),
+            "title": [f"M{i} (1999)" for i in range(1, n_movies + 1)],
+            "year": pd.array([1999] * (n_movies - 1) + [None], dtype="Int64"),  # a missing year is allowed
+            "genres": ["Drama"] * n_movies,
+        }
+    )
     movies["title"] = movies["title"].astype("str")
     movies["genres"] = movies["genres"].astype("str")
     return ratings, movies
@@ -34,8 +39,13 @@ def test_clean_tables_pass_with_stats():
     report = QualityReport("validate", "test")
     counts = check_tables(ratings, movies, report, {"ratings": 25, "run_id": "before"})
     assert counts == {"ratings": 20, "movies": 5, "users": 4}
-    assert report.passed and {c["rule"] for c in report.checks} >= {"schema", "null rates", "rating range",
-                                                                     "duplicate (user, movie)", "row-count change"}
+    assert report.passed and {c["rule"] for c in report.checks} >= {
+        "schema",
+        "null rates",
+        "rating range",
+        "duplicate (user, movie)",
+        "row-count change",
+    }
 
 
 def test_rating_out_of_range():

@@ -62,7 +62,8 @@ def test_genre_taste_drives_choices(data):
 
     def spread(user_ids: np.ndarray) -> float:
         exploded = pd.DataFrame({"user_id": user_ids, "movie_id": ratings["movie_id"].to_numpy()}).join(
-            genres, on="movie_id")
+            genres, on="movie_id"
+        )
         mix = pd.crosstab(exploded["user_id"], exploded["genres"], normalize="index")
         return float((mix - mix.mean()).abs().sum(axis=1).mean() / 2)  # mean total-variation distance
 

@@ -245,6 +245,7 @@ def test_our_containers_get_settings_by_their_names_only(resolved: dict, raw: di
 def test_service_host_names_are_compose_services(resolved: dict) -> None:
     env = resolved["services"][CONSUMER]["environment"]
     services = resolved["services"]
+
     def host_port(url: str) -> tuple[str | None, int | None]:
         parsed = urlparse(url)
         return parsed.hostname, parsed.port
@@ -259,8 +260,10 @@ def test_service_host_names_are_compose_services(resolved: dict) -> None:
     for setting, (host, port) in endpoints.items():
         assert host in services, f"{setting}: host {host!r} is not a compose service"
         svc = services[host]
-        listening = " ".join(map(str, svc.get("command") or [])) + " " + " ".join(
-            f"{k}={v}" for k, v in (svc.get("environment") or {}).items()
+        listening = (
+            " ".join(map(str, svc.get("command") or []))
+            + " "
+            + " ".join(f"{k}={v}" for k, v in (svc.get("environment") or {}).items())
         )
         default_port = {"redis": 6379}.get(host)
         assert str(port) in listening or port == default_port, f"{setting}: {host} does not listen on {port}"

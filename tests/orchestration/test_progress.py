@@ -14,8 +14,10 @@ from mlops.progress import Stage, line, progress_of, stage
 
 def test_the_line_says_step_stage_rows_and_seconds():
     assert line(Stage("split", "write train", 80668), 3.21) == "progress: split | write train | 80,668 rows | 3.2s"
-    assert line(Stage("train", "fit", None, "version 3"), 1, failed=True) == \
-        "progress: train | fit | version 3 | FAILED after 1.0s"
+    assert (
+        line(Stage("train", "fit", None, "version 3"), 1, failed=True)
+        == "progress: train | fit | version 3 | FAILED after 1.0s"
+    )
 
 
 def test_stage_logs_when_it_ends_and_when_it_fails(caplog):

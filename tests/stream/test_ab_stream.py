@@ -9,7 +9,6 @@ the aliases are restored when the module ends, so the other stream tests keep th
 from __future__ import annotations
 
 import re
-import threading
 import time
 import uuid
 from collections import Counter
@@ -17,9 +16,9 @@ from collections import Counter
 import orjson
 import pytest
 import redis
+from test_stream import InProcessConsumer
 
 from mlops import schemas
-from mlops.consumer import app
 from mlops.consumer.client import Sender, TopicListener, dead_letter_original, exchange
 from mlops.consumer.kafka import StreamTopics, delete_topics, ensure_topics
 from mlops.consumer.verify import verify
@@ -58,19 +57,9 @@ def challenger(settings, champion):
         c.delete_registered_model_alias(settings.model_name, CHALLENGER)
 
 
-class Running:
-    """The real service (app.build) with CHALLENGER_TRAFFIC = `share`, its loop in a thread."""
-
-    def __init__(self, settings, topics: StreamTopics, share: float) -> None:
-        self.service, self.watcher = app.build(settings.replace(challenger_traffic=share), 0, topics)
-        assert app.wait_for_model(self.watcher, self.service)
-        self.thread = threading.Thread(target=self.service.run, daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.service.stop()
-        self.thread.join(30)
-        assert not self.thread.is_alive()
+def running(settings, topics: StreamTopics, share: float) -> InProcessConsumer:
+    """The real service with CHALLENGER_TRAFFIC = `share`, the aliases as loaded (no reload while a test runs)."""
+    return InProcessConsumer(settings.replace(challenger_traffic=share), topics, watch=False)
 
 
 def _users(settings, champion) -> list[int]:
@@ -88,7 +77,7 @@ def _ask(settings, topics, requests) -> dict[str, dict]:
 
 def test_no_challenger_alias_sends_everyone_to_the_champion_and_says_so(settings, champion, topics, caplog):
     assert champion_version(settings, CHALLENGER) is None
-    consumer = Running(settings, topics, SHARE)
+    consumer = running(settings, topics, SHARE)
     try:
         assert consumer.watcher.challenger_state is not None
         assert "no `challenger` alias" in consumer.watcher.challenger_state
@@ -101,7 +90,7 @@ def test_no_challenger_alias_sends_everyone_to_the_champion_and_says_so(settings
 
 
 def test_out_of_range_traffic_is_said_at_start_and_serves_the_champion(settings, champion, challenger, topics, caplog):
-    consumer = Running(settings, topics, 1.5)
+    consumer = running(settings, topics, 1.5)
     try:
         assert consumer.watcher.challenger is None and consumer.service.holder.challenger is None
         tag = uuid.uuid4().hex[:8]
@@ -118,7 +107,7 @@ def test_split_is_sticky_matches_the_share_and_each_result_records_variant_and_v
     users = _users(settings, champion)
     tag = uuid.uuid4().hex[:8]
     requests = [r for u in users for r in (TopKRequest(f"{tag}-k{u}", u, 5), ScoreRequest(f"{tag}-s{u}", u, (1, 2)))]
-    consumer = Running(settings, topics, SHARE)
+    consumer = running(settings, topics, SHARE)
     try:
         assert consumer.service.holder.challenger.info.model_version == challenger
         answers = _ask(settings, topics, requests)
@@ -143,11 +132,12 @@ def test_split_is_sticky_matches_the_share_and_each_result_records_variant_and_v
     assert metrics.challenger_share._value.get() == SHARE
 
 
-def test_verify_with_a_feedback_replay_checks_both_variants_and_the_join(settings, champion, challenger, topics,
-                                                                         capsys):
+def test_verify_with_a_feedback_replay_checks_both_variants_and_the_join(
+    settings, champion, challenger, topics, capsys
+):
     """`verify --feedback`: answers of each variant checked against that variant's direct prediction, held-out
     test ratings replayed as feedback and every event credited to the variant that served it."""
-    consumer = Running(settings, topics, SHARE)
+    consumer = running(settings, topics, SHARE)
     try:
         code = verify(settings, 200, 120, seed=5, topics=topics, feedback_users=40)
     finally:
@@ -193,7 +183,7 @@ def test_feedback_joins_to_the_variant_that_served_and_bad_feedback_is_dead_lett
     users = _users(settings, champion)[:80]
     tag = uuid.uuid4().hex[:8]
     store = FeedbackStore.from_settings(settings)
-    consumer = Running(settings, topics, SHARE)
+    consumer = running(settings, topics, SHARE)
     try:
         answers = _ask(settings, topics, [TopKRequest(f"{tag}-k{u}", u, 5) for u in users]
                        + [ScoreRequest(f"{tag}-s{u}", u, (1, 2, 3)) for u in users[:10]])  # fmt: skip
@@ -268,7 +258,7 @@ def test_promote_keeps_the_champion_without_a_significant_win_and_promotes_on_on
     strict = settings.replace(promotion_min_feedback=40, promotion_alpha=0.05)
     users = _users(settings, champion)
     store = FeedbackStore.from_settings(settings)
-    consumer = Running(settings, topics, SHARE)
+    consumer = running(settings, topics, SHARE)
     try:
         tag = uuid.uuid4().hex[:8]
         answers = _ask(settings, topics, [TopKRequest(f"{tag}-a{u}", u, 5) for u in users])

@@ -168,7 +168,10 @@ def test_a_reused_request_id_is_a_conflict_and_a_redelivery_republishes(fresh):
     assert results[0] == results[1] and results[0]["user_id"] == 1  # the stored result, republished
     assert results[2]["user_id"] == 5
     assert {d["source_offset"]: d["reason"] for d in dead} == {
-        2: schemas.REQUEST_ID_CONFLICT, 3: schemas.REQUEST_ID_CONFLICT, 5: schemas.REQUEST_ID_CONFLICT}
+        2: schemas.REQUEST_ID_CONFLICT,
+        3: schemas.REQUEST_ID_CONFLICT,
+        5: schemas.REQUEST_ID_CONFLICT,
+    }
     assert all("already answered a different request" in d["detail"] for d in dead)
     assert service.metrics.dead_letters.labels(reason=schemas.REQUEST_ID_CONFLICT)._value.get() == 3
 

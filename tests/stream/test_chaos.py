@@ -52,7 +52,14 @@ def _pid_on(port: int) -> int:
 
 
 def test_every_request_answered_once_through_restarts_of_every_server(
-    settings, champion, redis_server, s3_server, mlflow_server, topics, servers_root, tmp_path  # noqa: F811
+    settings,
+    champion,
+    redis_server,
+    s3_server,
+    mlflow_server,
+    topics,  # noqa: F811
+    servers_root,
+    tmp_path,
 ):
     from mlops.serving import Ranker
 
@@ -117,8 +124,11 @@ def test_every_request_answered_once_through_restarts_of_every_server(
         if request.request_id in missing:
             continue
         published = received[request.request_id][1]
-        problem = "Redis and the topic differ" if in_redis != published else compare(
-            schemas.parse_result(published), expected[request.request_id], request, reference.info)
+        problem = (
+            "Redis and the topic differ"
+            if in_redis != published
+            else compare(schemas.parse_result(published), expected[request.request_id], request, reference.info)
+        )
         if problem:
             mismatched.append((request.request_id, problem))
     figures = {
@@ -165,4 +175,3 @@ def _inject(fault: Fault, launch: specs.Launch, pid: int, settings, root, ex) ->
     ex.sender.send(probe)
     if not ex.results.wait_for([probe.request_id], 120):
         fault.recover_s = time.monotonic() - ready
-

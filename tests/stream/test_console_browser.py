@@ -198,7 +198,8 @@ def test_overview_shows_each_service_and_the_champion(browser, console_url, cham
     no_trace(browser)
     states = {r[0]: r[1] for r in rows(browser, "services")}
     assert {k: states[k] for k in ("redis", "kafka", "s3", "mlflow", "inference-0")} == dict.fromkeys(
-        ("redis", "kafka", "s3", "mlflow", "inference-0"), "up")
+        ("redis", "kafka", "s3", "mlflow", "inference-0"), "up"
+    )
     assert states["airflow"] == "down"  # the fixtures run no Airflow: the page says so, in words
     pipeline = browser.find_element("id", "pipeline").text
     assert "Could not read the last pipeline run from Airflow" in pipeline and "is not reachable" in pipeline
@@ -283,8 +284,11 @@ def test_model_page_compares_versions_and_shows_the_mlflow_plots(browser, consol
     assert 0 < float(metrics["test_auc"][1]) <= 1
     images = browser.find_elements("css selector", "img.plot")
     assert images, "no MLflow plot on the page"
-    WebDriverWait(browser, 30).until(lambda d: all(d.execute_script(
-        "return arguments[0].complete && arguments[0].naturalWidth > 0", img) for img in images))
+    WebDriverWait(browser, 30).until(
+        lambda d: all(
+            d.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", img) for img in images
+        )
+    )
     drift_rows = rows(browser, "drift-table")  # input, PSI, KS, drifted
     assert len(drift_rows) >= 10 and all(float(r[1]) >= 0 for r in drift_rows)
     assert [float(r[1]) for r in drift_rows] == sorted((float(r[1]) for r in drift_rows), reverse=True)
@@ -302,8 +306,9 @@ def test_try_it_returns_ten_titles_beside_the_users_ratings(browser, console_url
     field.clear()
     field.send_keys(user)
     browser.find_element("id", "ask").click()
-    WebDriverWait(browser, 60).until(lambda d: d.find_elements("id", "recommendations") or d.find_elements(
-        "css selector", "div.problem"))  # the answer's page (the form's page has neither)
+    WebDriverWait(browser, 60).until(
+        lambda d: d.find_elements("id", "recommendations") or d.find_elements("css selector", "div.problem")
+    )  # the answer's page (the form's page has neither)
     no_trace(browser)
     recommendations = rows(browser, "recommendations")
     assert len(recommendations) == 10, text(browser)[:2000]

@@ -30,7 +30,11 @@ def test_decode_tally_and_select():
     ]
     first = letters[0]
     assert (first.reason, first.detail, first.source, first.key, first.verifier) == (
-        "not_json", "why", "inference-requests p1@0", b"7", False
+        "not_json",
+        "why",
+        "inference-requests p1@0",
+        b"7",
+        False,
     )
     assert letters[1].verifier and letters[1].as_dict()["from_verify"] is True
     counts = dlq.tally(letters)

@@ -213,7 +213,11 @@ def test_a_redis_without_the_needed_command_stops_consumption(settings, champion
 
 
 def test_health_reports_an_unloadable_champion_and_recovers_when_it_is_replaced(
-    settings, champion, topics, tmp_path, monkeypatch  # noqa: F811
+    settings,
+    champion,
+    topics,  # noqa: F811
+    tmp_path,
+    monkeypatch,
 ):
     """A consumer whose champion cannot be loaded keeps retrying with backoff, says why on /healthz, and
     serves as soon as the alias points at a loadable version."""
@@ -228,6 +232,7 @@ def test_health_reports_an_unloadable_champion_and_recovers_when_it_is_replaced(
     monkeypatch.setenv("MODEL_NAME", name)
     proc = ConsumerProcess(topics, tmp_path / "consumer.log", _port())
     try:
+
         def says_why() -> bool:
             try:
                 status, detail = proc.healthz()

@@ -86,7 +86,10 @@ def test_dlq_record_keeps_original_bytes_and_source():
     )
     assert doc["original"] == original
     assert (doc["reason"], doc["source_topic"], doc["source_partition"], doc["source_offset"]) == (
-        schemas.NOT_JSON, "inference-requests", 2, 41,
+        schemas.NOT_JSON,
+        "inference-requests",
+        2,
+        41,
     )
     assert doc["failed_at"].endswith("Z")
 

@@ -47,13 +47,15 @@ def topics(settings, champion):
 class InProcessConsumer:
     """The real service (app.build: real Ranker from the registry, real store) in a thread."""
 
-    def __init__(self, settings, topics: StreamTopics, reload_interval: float = 10.0, wrap=None) -> None:
+    def __init__(
+        self, settings, topics: StreamTopics, reload_interval: float = 10.0, wrap=None, watch: bool = True
+    ) -> None:
         self.service, self.watcher = app.build(settings, 0, topics)
         self.watcher.interval = reload_interval
         assert app.wait_for_model(self.watcher, self.service)
         if wrap is not None:
             self.watcher.holder.ranker = wrap(self.watcher.holder.ranker)
-        else:
+        elif watch:
             self.watcher.start()
         self.thread = threading.Thread(target=self.service.run, daemon=True)
         self.thread.start()
