@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -87,12 +88,12 @@ def test_ease_weights_hand_computed():
     P = inv = [[2/5,-1/5,0],[-1/5,3/5,0],[0,0,1/2]], B_ij = -P_ij / P_jj: B_ab = 1/3, B_ba = 1/2, rest 0."""
     import numpy as np
 
-    from mlops.evaluation import _interactions, ease_weights
+    from mlops.evaluation import _interactions, ease_weights, gram
 
     train = pd.DataFrame({"user_id": [1, 1, 2, 3], "movie_id": [10, 20, 10, 30]})
     _, movies, r = _interactions(train)
     assert movies.tolist() == [10, 20, 30]
-    np.testing.assert_allclose(ease_weights(r, 1.0), [[0, 1 / 3, 0], [1 / 2, 0, 0], [0, 0, 0]], atol=1e-12)
+    np.testing.assert_allclose(ease_weights(gram(r), 1.0), [[0, 1 / 3, 0], [1 / 2, 0, 0], [0, 0, 0]], atol=1e-12)
     # user 2 rated a: scores x_u B = [0, 1/3, 0]; a is excluded (seen), b first, then c (score 0)
     recs = baseline_recommendations(train, [2, 3], k=5, ease_lambda=1.0)["ease"]
     assert recs[2] == [20, 30]
@@ -107,6 +108,22 @@ def test_ease_lambda_is_chosen_on_validation_only():
     best, figures = choose_ease_lambda(train, validation)
     assert best in EASE_LAMBDAS and set(figures) == set(EASE_LAMBDAS)
     assert figures[best] == max(figures.values())
+
+
+def test_ease_lambda_on_many_users_is_chosen_on_a_fixed_sample_of_them():
+    from mlops.evaluation import choose_ease_lambda
+
+    rng = np.random.default_rng(7)
+    pairs = pd.DataFrame({"user_id": rng.integers(0, 300, 6000), "movie_id": rng.zipf(1.3, 6000) % 60})
+    pairs = pairs.drop_duplicates().sample(frac=1.0, random_state=7)
+    cut = len(pairs) * 3 // 4
+    train, validation = pairs.iloc[:cut], pairs.iloc[cut:].assign(rating=4.0)
+    n_users = validation["user_id"].nunique()
+    everyone = choose_ease_lambda(train, validation)
+    assert choose_ease_lambda(train, validation, max_users=n_users) == everyone  # at the limit: every user
+    sampled = choose_ease_lambda(train, validation, max_users=40)
+    assert sampled == choose_ease_lambda(train, validation, max_users=40)  # the same sample every run
+    assert sampled[1] != everyone[1]  # the figures are those of 40 users, not of all of them
 
 
 def test_a_user_without_history_gets_the_popular_list_from_every_baseline():
