@@ -144,6 +144,10 @@ def test_ratings_before_equals_the_running_count_also_outside_the_rated_range(sp
     np.testing.assert_array_equal(new["_total"].to_numpy(), old["_total"].fillna(0.0).to_numpy())
     by_query = dict(zip(new["timestamp"], new["_total"], strict=True))
     assert by_query[0] == 0 and by_query[50_000] == 3_000 and by_query[9_000] == 3_000
+    # only the queried timestamps (what the item side joins), with the same counts
+    only = fx.ratings_before(events, event, queried=F.col("_event") == 0).toPandas()
+    assert sorted(only["timestamp"]) == sorted(queries["timestamp"])
+    assert dict(zip(only["timestamp"], only["_total"], strict=True)) == {t: by_query[t] for t in queries["timestamp"]}
 
 
 def test_exact_quantiles_equal_approx_quantile_without_error(spark, monkeypatch):
