@@ -3,6 +3,7 @@ leaves nothing half-written; scratch directories of dead steps are deleted."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -46,9 +47,14 @@ def test_memory_estimate_over_the_driver_heap_names_the_setting(base_settings):
     assert 0 < usable < capacity.GIB
     with pytest.raises(CapacityError, match=r"SPARK_DRIVER_MEMORY=1g leaves .* Raise SPARK_DRIVER_MEMORY to at least"):
         capacity.check(settings, capacity.Need("feature_engineering", "many ratings", 0, usable + 1))
-    # what 25M MovieLens-sized ratings (20M train) need fits the default 4g
-    need = capacity.features_need(20_000_000, 4)
-    assert need.driver_bytes <= capacity.usable_driver_bytes(base_settings.replace(spark_driver_memory="4g"))
+    # 25M MovieLens-sized ratings (20M train) ran out of heap on 4g and passed on 8g: refused on the first,
+    # with the size to set; 5M (4M train) fits the default 4g
+    big = capacity.features_need(20_000_000, 4, 3_000_000)
+    with pytest.raises(CapacityError, match=r"SPARK_DRIVER_MEMORY=4g .* at least 7\.\d GiB"):
+        capacity.check(base_settings.replace(spark_driver_memory="4g"), dataclasses.replace(big, scratch_bytes=0))
+    assert big.driver_bytes <= capacity.usable_driver_bytes(base_settings.replace(spark_driver_memory="8g"))
+    small = capacity.features_need(4_000_000, 4, 3_000_000)
+    assert small.driver_bytes <= capacity.usable_driver_bytes(base_settings.replace(spark_driver_memory="4g"))
 
 
 def test_scratch_of_a_dead_step_is_removed_and_a_live_one_kept(base_settings, tmp_path):
