@@ -65,21 +65,16 @@ MODEL_DESCRIPTION = (
 
 
 def log_datasets(settings: Settings, run_id: str, data: OfflineData, lineage: dict[str, str]) -> None:
-    """The training and evaluation sets as MLflow dataset inputs: name, object-store source, digest, rows."""
-    import warnings
-
+    """The training and evaluation sets as MLflow dataset inputs: name, object-store source, digest, schema
+    and row count (`training.dataset_input`)."""
     import mlflow
     from mlops.layout import features_key
+    from mlops.training.dataset_input import DescribedDataset
 
     for frame, table, context in ((data.train_examples, "train_examples", "training"),
                                   (data.eval_examples, "eval_examples", "evaluation")):  # fmt: skip
-        with warnings.catch_warnings():  # the integer-column hint is about model signatures, not datasets
-            warnings.simplefilter("ignore", UserWarning)
-            dataset = mlflow.data.from_pandas(
-                frame, source=f"s3://{settings.s3_bucket}/{features_key(run_id, table)}",
-                name=f"{lineage['dataset']} {table}",
-            )  # fmt: skip
-        mlflow.log_input(dataset, context=context)
+        source = f"s3://{settings.s3_bucket}/{features_key(run_id, table)}"
+        mlflow.log_input(DescribedDataset(frame, source, f"{lineage['dataset']} {table}"), context=context)
 
 
 def log_and_register(
