@@ -31,7 +31,7 @@ VERB_HELP = {
     " (--feedback: test ratings replayed as feedback, the join checked)",
     "bench": "[--json] [--feedback USERS] benchmarks (figures, never pass/fail); --feedback: an A/B replay too",
     "promote": "[--json] online champion/challenger from the feedback so far; promotes only on a significant win",
-    "test": "[pytest args] ruff check, then the test suite",
+    "test": "[pytest args] ruff check and format check, then the test suite",
     "recommend": "USER [--k K] a user's top-k through the stream, with titles, model version, latency",
     "score": "USER MOVIE... P(like) of movies for a user, through the stream",
     "dlq": "[--reason R] [--last N] [--json] the newest dead letters, decoded",
@@ -87,13 +87,15 @@ def run_bench(argv: Sequence[str]) -> int:
 
 
 def run_tests(extra: Sequence[str]) -> int:
-    """`ruff check .` then the whole pytest suite (extra arguments go to pytest)."""
+    """`ruff check .` and `ruff format --check .`, then the whole pytest suite (extra arguments go to pytest)."""
     bin_dir = Path(sys.executable).parent
-    print("== ruff check .", flush=True)
-    ruff = subprocess.run([str(bin_dir / "ruff"), "check", "."], cwd=PROJECT_ROOT, check=False)
-    if ruff.returncode != 0:
-        print("test: ruff check failed (fix the findings above)", file=sys.stderr)
-        return ruff.returncode
+    for gate in (["check", "."], ["format", "--check", "."]):
+        print("== ruff " + " ".join(gate), flush=True)
+        ruff = subprocess.run([str(bin_dir / "ruff"), *gate], cwd=PROJECT_ROOT, check=False)
+        if ruff.returncode != 0:
+            print(f"test: ruff {gate[0]} failed (fix the findings above; `ruff format .` fixes the layout)",
+                  file=sys.stderr)  # fmt: skip
+            return ruff.returncode
     print("== pytest " + " ".join(extra), flush=True)
     code = subprocess.run([sys.executable, "-m", "pytest", *extra], cwd=PROJECT_ROOT, check=False).returncode
     if code == 5:
