@@ -156,7 +156,7 @@ FEATURES_SCRATCH_PER_EXAMPLE = 2_000
 FEATURES_SCRATCH_PER_RATING = SPLIT_SCRATCH_PER_RATING
 # Spark memory per train rating: ALS's blocks (48 B: each pair in an in- and an out-block, both ways) were
 # the first estimate, and it let 25M ratings (20M train) start on the default 4g, where the step ran out of
-# heap in a sort after 27 minutes in one of two runs; it passed with 8g. 230 B asks for about 8g there, and
+# heap in a sort after 26 minutes in one of two runs; it passed with 8g. 230 B asks for about 8g there, and
 # keeps 5M ratings (4M train, passed every time on 4g) well inside 4g.
 FEATURES_DRIVER_BYTES_PER_RATING = 230
 FLOAT_BYTES = 4
