@@ -32,7 +32,9 @@ PARAMS = fe.FeatureParams(seed=42, cutoff_quantiles=(0.6, 0.8), negatives_per_po
 # -- the former implementations (reference only) ------------------------------------------------------------------
 
 
-def old_ratings_before(rated, event):
+def old_ratings_before(rated, event, queried=None):
+    """Every timestamp, whatever `queried` (the former version had no such argument): the caller's left join
+    keeps the same rows either way."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 

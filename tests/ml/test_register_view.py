@@ -20,8 +20,9 @@ from mlops.training.register import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, FEATUR
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def test_a_registered_version_reads_like_a_model_registry_entry(base_settings, mlflow_server, s3_server, offline,
-                                                                 tmp_path):  # fmt: skip
+def test_a_registered_version_reads_like_a_model_registry_entry(
+    base_settings, mlflow_server, s3_server, redis_server, offline, tmp_path
+):
     stamp = int(time.time())
     settings = base_settings.replace(model_name=f"view-{stamp}", mlflow_experiment=f"view-{stamp}")
     run_id = f"view-run-{stamp}"
