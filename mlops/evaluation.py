@@ -188,15 +188,22 @@ def baseline_recommendations(
     return out
 
 
+def sample_users(users: Iterable[int], n: int) -> list[int]:
+    """`users` sorted, or `n` of them drawn with a fixed seed when there are more: the same sample every run,
+    for the figures that would cost too much over every user."""
+    everyone = sorted(users)
+    if len(everyone) <= n:
+        return everyone
+    return sorted(int(u) for u in np.random.default_rng(0).choice(everyone, size=n, replace=False))
+
+
 def choose_ease_lambda(
     train: pd.DataFrame, validation: pd.DataFrame, k: int = K, max_users: int = EASE_LAMBDA_USERS
 ) -> tuple[float, dict[float, float]]:
     """The EASE lambda of EASE_LAMBDAS with the best validation ndcg@k (ties: the smaller), and every figure;
     on `max_users` validation users drawn with a fixed seed when there are more."""
     rel, _ = relevant_sets(validation)
-    if len(rel) > max_users:
-        drawn = np.random.default_rng(0).choice(np.array(sorted(rel)), max_users, replace=False)
-        rel = {int(u): rel[int(u)] for u in np.sort(drawn)}
+    rel = {u: rel[u] for u in sample_users(rel, max_users)}
     h = _History.of(train)
     figures = {lam: ranking_metrics(h.ease(rel.keys(), lam, k), rel, k)[f"ndcg_at_{k}"] for lam in EASE_LAMBDAS}
     best = max(EASE_LAMBDAS, key=lambda lam: (figures[lam], -lam))

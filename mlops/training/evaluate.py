@@ -131,11 +131,8 @@ def full_catalog_metrics(model: TwoHeadModel, data: OfflineData, relevant: dict[
     Over every held-out user while users x movies <= FULL_CATALOG_MAX_ROWS, else over a seeded sample of
     users that fits (`full_catalog_users` says how many): on a big catalog it is a comparison figure, not
     worth scoring billions of rows."""
-    users = sorted(relevant)
     n_items = len(data.online_items)
-    limit = max(1, FULL_CATALOG_MAX_ROWS // max(1, n_items))
-    if len(users) > limit:
-        users = sorted(np.random.default_rng(0).choice(users, size=limit, replace=False).tolist())
+    users = evaluation.sample_users(relevant, max(1, FULL_CATALOG_MAX_ROWS // max(1, n_items)))
     everything = CandidateCounts(cf=n_items, popular=0)
     full = evaluation.ranking_metrics(rank_all(model, data, users, everything), {u: relevant[u] for u in users})
     return {f"full_catalog_{k}": v for k, v in full.items()} | {"full_catalog_users": float(len(users))}

@@ -86,8 +86,6 @@ def test_a_catalog_over_the_cap_is_scored_on_its_most_rated_movies(monkeypatch):
 def test_ease_weights_hand_computed():
     """Items a, b, c; users {a, b}, {a}, {c}; lambda 1. G + I = [[3,1,0],[1,2,0],[0,0,2]],
     P = inv = [[2/5,-1/5,0],[-1/5,3/5,0],[0,0,1/2]], B_ij = -P_ij / P_jj: B_ab = 1/3, B_ba = 1/2, rest 0."""
-    import numpy as np
-
     from mlops.evaluation import _interactions, ease_weights, gram
 
     train = pd.DataFrame({"user_id": [1, 1, 2, 3], "movie_id": [10, 20, 10, 30]})
