@@ -98,6 +98,17 @@ class ConsumerProcess:
             time.sleep(0.3)
         raise AssertionError(f"consumer not healthy in {timeout}s: {self.log.read_text()[-2000:]}")
 
+    @staticmethod
+    def settled_counts(members: list[ConsumerProcess], field: str, expected: int, timeout: float = 30) -> list[int]:
+        """Each member's /healthz `field` once they add up to `expected` (or at the deadline): a member
+        publishes a batch's results, commits its offsets, and only then counts them, so the topic runs ahead."""
+        deadline = time.monotonic() + timeout
+        while True:
+            counts = [member.healthz()[1][field] for member in members]
+            if sum(counts) >= expected or time.monotonic() > deadline:
+                return counts
+            time.sleep(0.2)
+
     def metrics(self) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2) as response:
             return response.read().decode()
@@ -422,7 +433,7 @@ def test_two_processes_share_the_partitions(settings, champion, topics, tmp_path
             sender.send(request)
         sender.flush()
         assert results.wait_for([r.request_id for r in requests], 120) == set()
-        answered = [member.healthz()[1]["answered"] for member in members]
+        answered = ConsumerProcess.settled_counts(members, "answered", len(requests))
     finally:
         for member in members:
             member.proc.send_signal(signal.SIGTERM)
