@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from mlops.features import LIKE_THRESHOLD
+from mlops.model.retrievers import EASE_LAMBDAS, ease_weights, gram, interactions, most_rated
 
 K = 10
 
@@ -73,43 +74,9 @@ def _top_k_excluding(scores: np.ndarray, exclude: Iterable[int], k: int) -> np.n
     return top[np.isfinite(s[top])]
 
 
-EASE_LAMBDAS = (50.0, 100.0, 200.0, 400.0, 800.0, 1600.0)  # the grid EASE's lambda is chosen from, on validation
-# EASE inverts an items x items matrix and co-occurrence counts item pairs: above this many movies, both
-# score only the most rated ones (training on 25M synthetic ratings, 30,000 movies, was killed for memory at
-# 21 GiB with every movie in).
-BASELINE_MAX_ITEMS = 6000
-# Scoring EASE for every validation user, six times, took 497 s of the train step at 25M ratings (166,667
-# users); above this many users the lambda is chosen on a fixed random sample of them (all of ml-1m's).
+# Above this many users EASE's lambda is chosen on a fixed random sample of them (all of ml-1m's): scoring
+# EASE for every validation user, six times, took 497 s of the train step at 25M ratings (166,667 users).
 EASE_LAMBDA_USERS = 20_000
-
-
-def _interactions(train: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, Any]:
-    """(user ids, movie ids, binary user x movie CSR matrix) of a training history."""
-    from scipy import sparse
-
-    movie_ids = np.sort(train["movie_id"].unique())
-    user_ids = np.sort(train["user_id"].unique())
-    col = np.searchsorted(movie_ids, train["movie_id"].to_numpy())
-    row = np.searchsorted(user_ids, train["user_id"].to_numpy())
-    r = sparse.csr_matrix((np.ones(len(train)), (row, col)), shape=(len(user_ids), len(movie_ids)))
-    r.data[:] = 1.0
-    return user_ids, movie_ids, r
-
-
-def gram(r: Any) -> np.ndarray:
-    """X'X of a binary user x movie matrix, dense: what EASE inverts, the same for every lambda."""
-    return np.asarray((r.T @ r).todense(), dtype=np.float64)
-
-
-def ease_weights(g: np.ndarray, lam: float) -> np.ndarray:
-    """EASE^R (Steck 2019) from the Gram matrix g = X'X: the item-item matrix B minimising
-    ||X - XB||^2 + lam ||B||^2 with diag(B) = 0, in closed form: P = (X'X + lam I)^-1, B_ij = -P_ij / P_jj."""
-    g = g.copy()
-    g[np.diag_indices_from(g)] += lam
-    p = np.linalg.inv(g)
-    b = -p / np.diag(p)[None, :]
-    b[np.diag_indices_from(b)] = 0.0
-    return b
 
 
 @dataclass(frozen=True)
@@ -121,14 +88,15 @@ class _History:
     r: Any  # binary user x movie CSR matrix
     index: dict[int, int]  # user id -> row of r
     popularity: np.ndarray
-    kept: np.ndarray  # columns of the BASELINE_MAX_ITEMS most rated movies, sorted
+    kept: np.ndarray  # columns of the EASE_MAX_ITEMS most rated movies, sorted (`retrievers.most_rated`)
 
     @classmethod
     def of(cls, train: pd.DataFrame) -> _History:
-        user_ids, movie_ids, r = _interactions(train)
+        movie_ids = np.sort(train["movie_id"].unique())
+        r = interactions(train, movie_ids)
+        user_ids = np.sort(train["user_id"].unique())
         popularity = np.asarray(r.sum(axis=0)).ravel()
-        kept = np.sort(np.argsort(-popularity, kind="stable")[:BASELINE_MAX_ITEMS])
-        return cls(movie_ids, r, {int(u): i for i, u in enumerate(user_ids)}, popularity, kept)
+        return cls(movie_ids, r, {int(u): i for i, u in enumerate(user_ids)}, popularity, most_rated(r))
 
     def popular(self, k: int) -> list[int]:
         """The cold-start list: what every method gives a user without history."""
@@ -137,7 +105,7 @@ class _History:
     @cached_property
     def gram(self) -> np.ndarray:
         """X'X over the kept movies, built once for all of EASE's lambdas."""
-        return gram(self.r[:, self.kept])
+        return gram(self.r, self.kept)
 
     def ease(self, users: Iterable[int], lam: float, k: int) -> dict[int, list[int]]:
         """EASE^R top-k of each user (x_u B over the kept movies), the popular list for a cold user."""
@@ -165,8 +133,8 @@ def baseline_recommendations(
 
     Co-occurrence: score(u, i) = sum over the user's train movies j of #users who rated both i and j (a
     sparse product; i's count with itself only matters when the user rated i, and rated movies are
-    excluded). EASE: score(u, .) = x_u B. Both over the BASELINE_MAX_ITEMS most rated movies: all of
-    them in ml-100k, ml-1m and 1M synthetic ratings.
+    excluded). EASE: score(u, .) = x_u B. Both over the EASE_MAX_ITEMS most rated movies (the retrievers'
+    cap): all of them in ml-100k, ml-1m and 1M synthetic ratings.
     """
     users = list(users)
     h = _History.of(train)

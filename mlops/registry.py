@@ -1,12 +1,8 @@
-"""MLflow access with bounded retries, model loading by alias, and the champion/challenger rule.
+"""MLflow access with bounded retries, model loading by alias, and the champion/challenger I/O.
 
-Rule: a new version becomes `champion` iff there is no champion, or its ndcg_at_10 beats the current
-champion's ndcg_at_10 re-measured on the new run's test data (same users, same features); else it
-becomes `challenger`. The re-measure is fair only if the champion never trained on those test rows, which
-its lineage proves (same dataset fingerprint, split strategy, seed and fractions: the same split). When
-the lineage differs (or is unknown), the comparison is `lineage_changed`: the candidate must, on its own
-run, beat every baseline's ndcg_at_10 and reach the AUC floor. The decision, its basis and the figures
-are logged on the new version's training run.
+The rule itself is `mlops.promotion.decide` (pure); `promote` reads what it needs (the candidate's metrics
+and tags, the champion, the champion re-scored on this run's test data when the split is the same), applies
+it, and writes the alias, tags and promotion.json on the new version's training run.
 A champion whose artifacts are confirmed missing is replaced (it cannot serve); one that merely could
 not be read (timeout, 5xx) is kept and the promotion fails, to be retried. Serving loads an alias,
 never "latest".
@@ -22,17 +18,13 @@ from typing import Any, TypeVar
 
 import requests
 
-from mlops.ranking import CandidateCounts
+from mlops.errors import ModelFormatError
+from mlops.promotion import Champion, decide, needs_champion_score
 from mlops.settings import Settings
-from mlops.variants import CHALLENGER, CHAMPION  # the aliases are the online variants' names
+from mlops.variants import CHALLENGER, CHAMPION  # noqa: F401 (re-exported) the aliases are the online variants' names
 
 log = logging.getLogger(__name__)
 
-# The version tags that identify a split: equal on two versions means the same train/validation/test rows.
-LINEAGE_KEYS = ("dataset_checksum", "split_strategy", "seed", "test_fraction", "validation_fraction")
-SAME_SPLIT = "same_split"
-LINEAGE_CHANGED = "lineage_changed"
-AUC_FLOOR = 0.70  # test_auc a candidate must reach when it cannot be compared with the champion
 PROMOTION_ARTIFACT = "promotion.json"
 ATTEMPTS = 4
 T = TypeVar("T")
@@ -168,16 +160,17 @@ def version_by_alias(settings: Settings, alias: str) -> Any | None:
 
 
 def load_model(settings: Settings, version: Any) -> Any:
-    """The TwoHeadModel of a registered version (its booster artifacts; any version, old or new)."""
-    from mlops.training.model import TwoHeadModel
+    """The `Recommender` of a registered version, read from its logged files (`ModelFormatError` when this
+    code cannot serve it: no model family, or an unknown one)."""
+    from mlops.model.recommender import Recommender  # LightGBM and numpy: loaded when a model is
 
     client(settings)
     uri = f"models:/{settings.model_name}/{version.version}"
-    return with_retries(settings, "model load", lambda: TwoHeadModel.from_logged(uri))
+    return with_retries(settings, "model load", lambda: Recommender.from_logged(uri))
 
 
 def load_model_version(settings: Settings, alias: str) -> tuple[Any, Any]:
-    """(TwoHeadModel, ModelVersion) behind `alias`; `LookupError` when the alias is not set."""
+    """(Recommender, ModelVersion) behind `alias`; `LookupError` when the alias is not set."""
     version = version_by_alias(settings, alias)
     if version is None:
         raise LookupError(f"registered model {settings.model_name!r} has no alias {alias!r} (train and promote first)")
@@ -198,89 +191,40 @@ def version_of_run(settings: Settings, pipeline_run_id: str) -> Any:
     return max(mine, key=lambda v: int(v.version))
 
 
-def same_split(candidate_tags: dict[str, str], champion_tags: dict[str, str]) -> bool:
-    """True only when both versions carry every LINEAGE_KEYS tag, known and equal: then the split is the
-    same (deterministic given these), so the champion never trained on the candidate's test rows."""
-    return all(
-        candidate_tags.get(k) not in (None, "", "unknown") and champion_tags.get(k) == candidate_tags.get(k)
-        for k in LINEAGE_KEYS
-    )
+def promote(settings: Settings, pipeline_run_id: str, evaluate: Callable[[Any], float]) -> dict[str, Any]:
+    """Apply `promotion.decide` to the version trained by `pipeline_run_id`.
 
-
-def stands_alone(metrics: dict[str, float]) -> tuple[bool, str]:
-    """(passes, why): the candidate beats every baseline's ndcg_at_10 of its own run and reaches AUC_FLOOR.
-    `why` is short (it ends up in a tag): e.g. `ndcg_at_10 0.4712 > ease 0.4650, test_auc 0.781 >= 0.7`."""
-    baselines = {
-        k.removeprefix("baseline_").removesuffix("_ndcg_at_10"): v
-        for k, v in metrics.items()
-        if k.startswith("baseline_") and k.endswith("_ndcg_at_10")
-    }
-    ndcg, auc = metrics.get("ndcg_at_10", 0.0), metrics.get("test_auc", 0.0)
-    if not baselines:
-        return False, "no baseline figures in its run"
-    best = max(baselines, key=lambda k: baselines[k])
-    beats, floor = ndcg > baselines[best], auc >= AUC_FLOOR
-    why = (
-        f"ndcg_at_10 {ndcg:.4f} {'>' if beats else '<='} {best} {baselines[best]:.4f}, "
-        f"test_auc {auc:.3f} {'>=' if floor else '<'} {AUC_FLOOR}"
-    )
-    return beats and floor, why
-
-
-def promote(
-    settings: Settings, pipeline_run_id: str, evaluate: Callable[[Any, CandidateCounts], float]
-) -> dict[str, Any]:
-    """Apply the champion/challenger rule to the version trained by `pipeline_run_id`.
-
-    `evaluate(model, counts) -> ndcg_at_10` measures a model (ranking with its candidate counts) on this
-    run's test data; it is called for the current champion only when the lineage shows the same split.
-    A champion whose artifacts are confirmed missing is replaced (it could not serve); any other failure
-    to load it raises ChampionUnreadable and nothing changes. The reason is tagged on both versions.
+    `evaluate(model) -> ndcg_at_10` measures a model on this run's test data; it is called for the current
+    champion only when the rule compares with it (same split, candidate above its baselines). A champion
+    whose artifacts are confirmed missing is replaced (it could not serve); any other failure to load it
+    raises ChampionUnreadable and nothing changes. The reason is tagged on both versions.
     """
     c = client(settings)
     candidate = version_of_run(settings, pipeline_run_id)
     run = with_retries(settings, "run lookup", lambda: c.get_run(candidate.run_id))
-    candidate_ndcg = float(run.data.metrics["ndcg_at_10"])
-    champion = version_by_alias(settings, CHAMPION)
-    replaced = False  # the champion is replaced because its artifacts are gone
-    basis = SAME_SPLIT
-    if champion is None:
-        decision, champion_ndcg, reason = CHAMPION, None, "no champion yet"
-    elif champion.version == candidate.version:
-        decision, champion_ndcg, reason = CHAMPION, candidate_ndcg, "already champion"
-    elif not same_split(candidate.tags or {}, champion.tags or {}):
-        # The champion may have trained on these test rows: re-scoring it here would flatter it.
-        basis, champion_ndcg = LINEAGE_CHANGED, None
-        passes, why = stands_alone(dict(run.data.metrics))
-        decision = CHAMPION if passes else CHALLENGER
-        differs = [k for k in LINEAGE_KEYS if (champion.tags or {}).get(k) != (candidate.tags or {}).get(k)]
-        # Short (a tag); promotion.json and the docs say the rest: the champion was not re-scored.
-        reason = f"{LINEAGE_CHANGED} vs v{champion.version} ({', '.join(differs) or 'unknown'}): {why}"
-    else:
+    metrics, tags = dict(run.data.metrics), dict(candidate.tags or {})
+    current = version_by_alias(settings, CHAMPION)
+    champion = None if current is None else Champion(str(current.version), dict(current.tags or {}))
+    unloadable = None
+    if needs_champion_score(str(candidate.version), metrics, tags, champion):
         try:
-            champion_model = load_model(settings, champion)
+            champion = Champion(champion.version, champion.tags, ndcg=float(evaluate(load_model(settings, current))))
         except Exception as exc:
-            if not artifact_missing(exc):
+            # Files gone, or a format this code cannot serve (ModelFormatError): no consumer can load it either.
+            if not (artifact_missing(exc) or isinstance(exc, ModelFormatError)):
                 raise ChampionUnreadable(
-                    f"champion v{champion.version} could not be loaded ({type(exc).__name__}: {str(exc)[:200]}) "
+                    f"champion v{current.version} could not be loaded ({type(exc).__name__}: {str(exc)[:200]}) "
                     "and its artifacts are not confirmed missing: it stays champion; promote again when the "
                     "artifact store answers"
                 ) from exc
-            # Its artifacts are gone (e.g. deleted from the bucket): no consumer can load it either.
-            log.warning("promotion: champion v%s cannot be loaded (%s); the candidate replaces it", champion.version,
+            log.warning("promotion: champion v%s cannot be loaded (%s); the candidate replaces it", current.version,
                         exc)  # fmt: skip
-            champion_model, unloadable = None, f"{type(exc).__name__}: {str(exc)[:200]}"
-        if champion_model is None:
-            decision, champion_ndcg, replaced = CHAMPION, None, True
-            reason = f"champion v{champion.version} cannot be loaded (its files are gone), so it cannot serve"
-        else:
-            champion_ndcg = float(evaluate(champion_model, CandidateCounts.from_tags(champion.tags)))
-            won = candidate_ndcg > champion_ndcg
-            decision = CHAMPION if won else CHALLENGER
-            reason = (
-                f"ndcg_at_10 {candidate_ndcg:.4f} {'>' if won else '<='} champion v{champion.version}'s "
-                f"{champion_ndcg:.4f} on this run's test data (same split)"
-            )
+            unloadable = f"{type(exc).__name__}: {str(exc)[:200]}"
+            champion = Champion(champion.version, champion.tags, gone=unloadable)
+    verdict = decide(str(candidate.version), metrics, tags, champion)
+    decision, reason, basis = verdict.decision, verdict.reason, verdict.basis
+    candidate_ndcg = float(metrics.get("ndcg_at_10", 0.0))
+    champion_ndcg = None if champion is None else champion.ndcg
     with_retries(
         settings, "set alias", lambda: c.set_registered_model_alias(settings.model_name, decision, candidate.version)
     )
@@ -293,7 +237,7 @@ def promote(
         "champion_ndcg_at_10": champion_ndcg,
         "reason": reason,
     }
-    if replaced:
+    if verdict.replaced:
         record["champion_load_error"] = unloadable
     # Tags say it in one short line (the UI cuts long ones); the whole record is an artifact of the run.
     c.log_dict(candidate.run_id, record, PROMOTION_ARTIFACT)
@@ -302,7 +246,7 @@ def promote(
     c.set_tag(candidate.run_id, "promotion_reason", reason)
     c.set_model_version_tag(settings.model_name, candidate.version, "promotion_reason", reason)
     c.set_model_version_tag(settings.model_name, candidate.version, "promotion_basis", basis)
-    if replaced:
+    if verdict.replaced:
         c.set_model_version_tag(settings.model_name, champion.version, "replaced_reason", reason)
     c.log_metric(candidate.run_id, "promotion_candidate_ndcg_at_10", candidate_ndcg)
     if champion_ndcg is not None:

@@ -6,7 +6,7 @@ few MB even for large catalogs), so a request costs one Redis read of the user r
 through `RedisFeatureStore.get_online_features`) and one LightGBM call per micro-batch. Features are
 computed by `mlops.features.assemble`, the encoding behind the `build_matrix` training used (no training/
 serving skew), once per micro-batch: each user row and the catalog matrix once, plus row indices.
-The ranking itself (candidates, re-ranking, cold start) is `mlops.ranking`, shared with offline evaluation.
+The ranking itself (candidates, re-ranking, cold start) is `mlops.model.ranking`, shared with offline evaluation.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from mlops.ranking import CandidateCounts, Catalog, RankerCore
+from mlops.model.ranking import Catalog, RankerCore
 from mlops.registry import CHAMPION
 from mlops.settings import Settings
 
@@ -73,7 +73,7 @@ class Ranker:
             feature_set,
             len(catalog.movie_ids),
         )
-        return cls(RankerCore(model, catalog, CandidateCounts.from_tags(version.tags)), info)
+        return cls(RankerCore(model, catalog), info)
 
     def score_with_flags(
         self, users: list[dict[str, Any] | None], movie_ids: list[list[int]]
@@ -89,6 +89,6 @@ class Ranker:
     ) -> tuple[list[list[tuple[int, float]]], list[bool]]:
         """Top-k (movie_id, score), best first, among movies the user has not rated, plus per-user fallback flags.
 
-        The score is the relevance head's probability that the user rates the movie (what the ranking orders
-        by); an unknown user gets the most popular movies."""
+        The score is the model family's ranking score (what the ranking orders by; see `model_family`); an
+        unknown user gets the most popular movies."""
         return self.core.recommend(users, ks)

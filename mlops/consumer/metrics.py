@@ -10,7 +10,7 @@ they double every counter's output and nothing reads them. A failure is counted 
 it: dead-lettered (`inference_dead_letters_total{reason}`, the DLQ record's reason) or retried
 (`inference_retries_total{reason}`, `<dependency>_unavailable` / `_permanent`, `commit_failed`, ...). The
 answers' `kind` label says what their scores mean: `p_like` = P(rating >= 4) in score answers,
-`p_relevant` = P(the user rates it) in top-k answers; their `variant` label, who answered (`champion` or
+`rank_score` = the model family's ranking score in top-k answers; their `variant` label, who answered (`champion` or
 `challenger`, see `mlops.variants`). The feedback reader's counts are here too (`inference_feedback_*`).
 """
 
@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 disable_created_metrics()
 
 # What the score in an answer of each request type means (the `kind` label of inference_requests_total).
-SCORE_KIND = {SCORE: "p_like", TOPK: "p_relevant"}
+SCORE_KIND = {SCORE: "p_like", TOPK: "rank_score"}
 
 _LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2000)
@@ -55,8 +55,9 @@ class ConsumerMetrics:
         r = self.registry
         self.requests = Counter(
             "inference_requests",
-            "Requests answered, by type; kind = what the scores mean (p_like: P(rating >= 4), p_relevant: "
-            "P(the user rates it)); variant = who answered (champion, challenger)", ["type", "kind", "variant"],
+            "Requests answered, by type; kind = what the scores mean (p_like: P(rating >= 4), rank_score: "
+            "the model family's order, higher first); variant = who answered (champion, challenger)",
+            ["type", "kind", "variant"],
             registry=r,
         )  # fmt: skip
         self.dead_letters = Counter(

@@ -1,10 +1,11 @@
 """Step `evaluate_and_promote`: the champion/challenger decision for the version a run trained.
 
-The rule is `registry.promote`: ndcg_at_10 of candidate and champion, both measured on this run's test
-data through `training.evaluate.ranking_ndcg` (each with its own candidate counts), when the champion's
-lineage shows the same split; otherwise (`lineage_changed`) the candidate must beat its run's baselines
-and the quality floor on its own. A new champion's feature set becomes `fs:current` with it, so
-serving always reads the features its model was trained for; a challenger's set stays staged and expires.
+The rule is `promotion.decide` (applied by `registry.promote`): never below the run's best baseline; then
+ndcg_at_10 of candidate and champion, both measured on this run's test data through
+`training.evaluate.ranking_ndcg`, when the champion's lineage shows the same split; otherwise
+(`lineage_changed`) the candidate must also reach the quality floor on its own. A new champion's feature
+set becomes `fs:current` with it, so serving always reads the features its model was trained for; a
+challenger's set stays staged and expires.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def evaluate_and_promote(settings: Settings, run_id: str) -> dict[str, Any]:
     if not store.exists(version):
         raise DataError(f"feature set {version!r} is not loaded in Redis: run load_to_redis first")
     data = load_offline(settings, run_id)
-    record = promote(settings, run_id, lambda model, counts: ranking_ndcg(model, data, counts))
+    record = promote(settings, run_id, lambda model: ranking_ndcg(model, data))
     if record["decision"] == CHAMPION:
         record["feature_set_replaced"] = store.switch_to(version)
     record["feature_set_current"] = store.current_version()

@@ -1,4 +1,4 @@
-"""Fitting the two LightGBM heads: hyperparameters, rounds, and the fit itself.
+"""Fitting a model version's parts: the rating head, the retrievers, and the chosen family's state.
 
 Deterministic: fixed seeds, LightGBM's `deterministic` mode, single-threaded histogram construction order.
 """
@@ -7,31 +7,35 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import lightgbm as lgb
 
 from mlops import features as fx
-from mlops.training.model import RELEVANCE_INDEX, TwoHeadModel
+from mlops.model import learners
+from mlops.model.families import family
+from mlops.model.ranking import Catalog
+from mlops.model.recommender import Recommender
+from mlops.model.retrievers import Retrievers
 from mlops.training.offline_data import OfflineData
 
 log = logging.getLogger(__name__)
 
-ROUNDS = {"rating": 300, "relevance": 200}
-HEADS = ("rating", "relevance")
+ROUNDS = {"rating": 300, "ranker": learners.ROUNDS}
+HEADS = ("rating", "ranker")  # what tuning searches: the rating head and the LambdaRank family
 # What tuning may change per head (`training.tune`); `rounds` is the number of boosting rounds.
 TUNABLE = ("rounds", "learning_rate", "num_leaves", "min_data_in_leaf", "feature_fraction", "lambda_l2")
+DEFAULT_EASE_LAMBDA = 400.0  # what the tests' tiny data and a run without a validation choice use
 
 
 def default_head_params() -> dict[str, dict[str, Any]]:
-    """The untuned choice per head: ROUNDS plus lgb_params' values of the TUNABLE keys."""
-    base = lgb_params(0, ())
-    return {h: {"rounds": ROUNDS[h], **{k: base[k] for k in TUNABLE if k != "rounds"}} for h in HEADS}
+    """The untuned choice per head: its rounds plus its parameters' values of the TUNABLE keys."""
+    base = {"rating": lgb_params(0, ()), "ranker": learners.ranker_params(0)}
+    return {h: {"rounds": ROUNDS[h], **{k: base[h][k] for k in TUNABLE if k != "rounds"}} for h in HEADS}
 
 
-def lgb_params(seed: int, monotone: Sequence[str], overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """LightGBM parameters of a head over the features `monotone` (in order), with tuned `overrides`
+def lgb_params(seed: int, monotone: tuple[str, ...], overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """LightGBM parameters of the rating head over the features `monotone` (in order), with tuned `overrides`
     (rounds excluded); also logged as the run's params."""
     return {
         "objective": "binary",
@@ -51,23 +55,67 @@ def lgb_params(seed: int, monotone: Sequence[str], overrides: dict[str, Any] | N
     } | {k: v for k, v in (overrides or {}).items() if k != "rounds"}
 
 
-def fit(data: OfflineData, seed: int, head_params: dict[str, dict[str, Any]] | None = None) -> TwoHeadModel:
-    """Both heads on the point-in-time training examples; `head_params` per head (default_head_params())."""
-    hp = head_params or default_head_params()
+def fit_rating(data: OfflineData, seed: int, params: dict[str, Any] | None = None) -> lgb.Booster:
+    """The rating head, P(rating >= 4 | rated), on the point-in-time examples' rated pairs."""
+    params = params or default_head_params()["rating"]
     ex = data.train_examples.sort_values(["user_id", "timestamp", "movie_id", "is_negative"], kind="stable")
-    x = fx.build_matrix(ex, ex)
-    rated = ex["is_negative"].to_numpy() == 0
+    rated = ex[ex["is_negative"] == 0]
     started = time.monotonic()
-    rating = lgb.train(
-        lgb_params(seed, fx.FEATURE_NAMES, hp["rating"]),
-        lgb.Dataset(x[rated], ex["label"].to_numpy()[rated], feature_name=list(fx.FEATURE_NAMES)),
-        int(hp["rating"]["rounds"]),
+    booster = lgb.train(
+        lgb_params(seed, fx.FEATURE_NAMES, params),
+        lgb.Dataset(fx.build_matrix(rated, rated), rated["label"].to_numpy(), feature_name=list(fx.FEATURE_NAMES)),
+        int(params["rounds"]),
     )
-    log.info("train: rating head on %d rated pairs (%.1fs)", int(rated.sum()), time.monotonic() - started)
-    relevance = lgb.train(
-        lgb_params(seed, fx.RELEVANCE_FEATURES, hp["relevance"]),
-        lgb.Dataset(x[:, RELEVANCE_INDEX], rated.astype(int), feature_name=list(fx.RELEVANCE_FEATURES)),
-        int(hp["relevance"]["rounds"]),
-    )
-    log.info("train: relevance head on %d pairs (%.1fs)", len(x), time.monotonic() - started)
-    return TwoHeadModel(rating, relevance)
+    log.info("train: rating head on %d rated pairs (%.1fs)", len(rated), time.monotonic() - started)
+    return booster
+
+
+def catalog_of(data: OfflineData) -> Catalog:
+    """The feature set's catalog (its online items), with its popular list: what serving loads too."""
+    popular = data.meta.get("popular_movie_ids")
+    return Catalog(data.online_items, popular=[] if popular is None else [int(m) for m in popular])
+
+
+def user_rows(data: OfflineData) -> dict[int, dict[str, Any]]:
+    """The feature set's online user rows by user id, as the online store returns them."""
+    rows = {}
+    for row in data.online_users.to_dict("records"):
+        row[fx.RATED_COLUMN] = [int(m) for m in row[fx.RATED_COLUMN]]
+        rows[int(row["user_id"])] = row
+    return rows
+
+
+def retrievers_of(data: OfflineData, ease_lambda: float) -> Retrievers:
+    """Every retriever fit on `data`'s history over its catalog."""
+    catalog = catalog_of(data)
+    return Retrievers.fit(data.train, catalog.movie_ids, catalog.keys, ease_lambda)
+
+
+def labelled_table(data: OfflineData, ease_lambda: float, retrievers: Retrievers | None = None) -> learners.Table:
+    """The learned families' training rows: `data`'s world (history, rows) labelled by its held-out ratings."""
+    from mlops.evaluation import relevant_sets
+
+    relevant, _ = relevant_sets(data.test)
+    retrievers = retrievers or retrievers_of(data, ease_lambda)
+    return learners.table(retrievers, catalog_of(data).matrix, user_rows(data), relevant)
+
+
+def fit(
+    data: OfflineData,
+    seed: int,
+    head_params: dict[str, dict[str, Any]] | None = None,
+    family_name: str = "ease",
+    table: learners.Table | None = None,
+    ease_lambda: float = DEFAULT_EASE_LAMBDA,
+) -> Recommender:
+    """A model version on `data`'s history: the rating head, the retrievers, and family `family_name`'s state
+    learned on `table` (labelled candidates from another world: `labelled_table` of the selection sets)."""
+    hp = head_params or default_head_params()
+    fam = family(family_name)
+    learned = None
+    if fam.learned:
+        if table is None:
+            raise ValueError(f"family {family_name!r} learns from labelled candidates: pass `table`")
+        learned = learners.fit(fam, table, seed, hp["ranker"] if fam.scorer == "booster" else None)
+    state = retrievers_of(data, ease_lambda).state()
+    return Recommender(fit_rating(data, seed, hp["rating"]), fam, learned, state)

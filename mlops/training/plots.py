@@ -1,4 +1,4 @@
-"""The training run's plots, one figure (and file) each: feature importance of both heads, ROC with its
+"""The training run's plots, one figure (and file) each: feature importance of the learned parts, ROC with its
 AUC, precision-recall with its average precision, calibration with the count in each bin, and the ranking
 metrics at k = 1..20 beside the baselines'.
 
@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mlops.model.recommender import Recommender
 from mlops.training.evaluate import CURVE_K
-from mlops.training.model import TwoHeadModel
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -31,18 +31,27 @@ def _figure(size: tuple[float, float] = (6.4, 5.2)) -> tuple[Figure, Any]:
     return fig, fig.subplots()
 
 
-def importance_figure(model: TwoHeadModel, top: int = 20) -> Figure:
-    """The `top` features by total gain, one panel per head: what each head relies on."""
+def importance_figure(model: Recommender, top: int = 20) -> Figure:
+    """The `top` features by total gain of the rating head, and beside it what the family ranks by: the
+    ranker's gains, the blend's weights, or the one retriever score it orders by."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(13, 7), layout="constrained")
     axes = fig.subplots(1, 2)
-    for ax, booster, title in ((axes[0], model.rating, "rating head (P(like))"),
-                               (axes[1], model.relevance, "relevance head (P(rated))")):  # fmt: skip
-        gain = booster.feature_importance("gain")
-        order = np.argsort(gain)[-top:]
-        ax.barh(np.array(booster.feature_name())[order], gain[order])
-        ax.set(title=f"feature importance, {title}", xlabel="total gain")
+    gain = model.rating.feature_importance("gain")
+    order = np.argsort(gain)[-top:]
+    axes[0].barh(np.array(model.rating.feature_name())[order], gain[order])
+    axes[0].set(title="feature importance, rating head (P(like))", xlabel="total gain")
+    names = np.array(model.family.features)
+    if model.family.scorer == "booster":
+        values, label = model.learned.feature_importance("gain"), "total gain"
+    elif model.family.scorer == "linear":
+        values, label = np.asarray(model.learned, dtype=float), "weight"
+    else:
+        values, label = np.ones(len(names)), "orders by this score alone"
+    order = np.argsort(values)[-top:]
+    axes[1].barh(names[order], values[order])
+    axes[1].set(title=f"top-k family '{model.family.name}'", xlabel=label)
     return fig
 
 
@@ -148,7 +157,7 @@ def ranking_figure(curves: Mapping[str, Mapping[str, Sequence[float]]], ks: Sequ
     return fig
 
 
-def plots(model: TwoHeadModel, preds: Mapping[str, Any], out: Path) -> list[Path]:
+def plots(model: Recommender, preds: Mapping[str, Any], out: Path) -> list[Path]:
     """PNG files under `out`, one per figure, from what `training.evaluate.evaluate` returned."""
     y, p = np.asarray(preds["y"]), np.asarray(preds["p"])
     figures = {

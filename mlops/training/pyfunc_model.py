@@ -2,16 +2,17 @@
 
 WHY standalone: a registered model must load wherever its logged requirements install (a fresh virtual
 environment, `mlflow models serve`, `spark_udf`, another team's notebook), so this file imports only
-public packages, never `mlops`, and nothing is pickled. Each head's input columns are the feature names
-LightGBM stored in its booster at training time; the signature (logged from `mlops.features.FEATURE_NAMES`)
-makes MLflow reject a missing or mistyped column before `predict` runs.
+public packages, never `mlops`, and nothing is pickled. The signature (logged from the platform's feature
+definitions) makes MLflow reject a missing or mistyped column before `predict` runs.
 
-Input: a DataFrame with the FEATURE_NAMES columns (double; NaN = missing). Output: `p_like` (rating head,
-P(rating >= 4 | rated)) and `p_relevant` (relevance head, P(the user rates the movie)).
+Input: one row per (user, candidate movie), the rating head's feature columns plus the family's candidate
+features (double; NaN = missing). Output: `p_like` (P(rating >= 4 | rated)) and `rank_score` (the model
+family's ranking score for the pair: higher first; `family.json` says which family and how it scores).
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import lightgbm as lgb
@@ -22,18 +23,25 @@ from mlflow.models import set_model
 
 
 class RecommenderModel(mlflow.pyfunc.PythonModel):
-    """Both LightGBM heads, read from the model's `rating` and `relevance` artifacts (LightGBM text files)."""
+    """The rating head and the family's scorer, read from the model's artifacts (LightGBM text files, JSON)."""
 
     def load_context(self, context: Any) -> None:
-        """MLflow's load hook: both boosters from the model's artifacts."""
+        """MLflow's load hook: the rating booster, the family spec and, for a learned ranker, its booster."""
         self.rating = lgb.Booster(model_file=context.artifacts["rating"])
-        self.relevance = lgb.Booster(model_file=context.artifacts["relevance"])
+        with open(context.artifacts["family"]) as f:
+            self.family = json.load(f)
+        self.ranker = lgb.Booster(model_file=context.artifacts["ranker"]) if "ranker" in context.artifacts else None
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        """`p_like` and `p_relevant` per row; each head selects its own columns by name."""
-        return pd.DataFrame(
-            {"p_like": _predict(self.rating, model_input), "p_relevant": _predict(self.relevance, model_input)}
-        )
+        """`p_like` and `rank_score` per row."""
+        x = model_input[self.family["features"]].to_numpy(dtype=np.float64)
+        if self.family["scorer"] == "booster":
+            rank = self.ranker.predict(x, num_threads=1)
+        elif self.family["scorer"] == "linear":
+            rank = np.nan_to_num(x, nan=-1.0) @ np.asarray(self.family["weights"], dtype=np.float64)
+        else:
+            rank = np.nan_to_num(x[:, 0], nan=-np.inf)
+        return pd.DataFrame({"p_like": _predict(self.rating, model_input), "rank_score": rank})
 
 
 def _predict(booster: lgb.Booster, frame: pd.DataFrame) -> np.ndarray:

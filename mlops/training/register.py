@@ -13,9 +13,11 @@ import pandas as pd
 
 from mlops import drift
 from mlops import features as fx
+from mlops.model.recommender import Recommender
 from mlops.settings import PROJECT_ROOT, Settings
-from mlops.training.fit import ROUNDS, lgb_params
-from mlops.training.model import TwoHeadModel
+from mlops.training.evaluate import core_of
+from mlops.training.fit import user_rows
+from mlops.training.model import candidate_rows, input_columns, log_pyfunc
 from mlops.training.model_card import model_card, summary
 from mlops.training.offline_data import OfflineData
 from mlops.training.plots import plots
@@ -80,7 +82,7 @@ def log_datasets(settings: Settings, run_id: str, data: OfflineData, lineage: di
 def log_and_register(
     settings: Settings,
     run_id: str,
-    model: TwoHeadModel,
+    model: Recommender,
     metrics: dict[str, float],
     preds: dict[str, np.ndarray],
     data: OfflineData,
@@ -102,9 +104,7 @@ def log_and_register(
     experiment = with_retries(settings, "set experiment", lambda: mlflow.set_experiment(settings.mlflow_experiment))
     # MLflow 3 opens an untagged experiment in its GenAI view (traces, judges): this one trains models.
     c.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
-    example = pd.DataFrame(
-        fx.build_matrix(data.eval_examples.head(5), data.eval_examples.head(5)), columns=fx.FEATURE_NAMES
-    )
+    example = input_example(model, data)
     selection = selection or {"params": {}, "tags": {}, "artifacts": []}
     start = {"run_id": mlflow_run_id} if mlflow_run_id else {"run_name": f"train-{run_id}"}
     with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(**start) as run:
@@ -113,12 +113,10 @@ def log_and_register(
         mlflow.log_params(
             {
                 "seed": settings.seed,
-                "rounds_rating": ROUNDS["rating"],
-                "rounds_relevance": ROUNDS["relevance"],
-                **{f"lgb_{k}": v for k, v in lgb_params(settings.seed, ()).items() if k != "monotone_constraints"},
                 **{f"chosen_{k}": v for k, v in selection["params"].items()},
+                "model_family": model.family.name,
                 "n_features": len(fx.FEATURE_NAMES),
-                "relevance_features": ",".join(fx.RELEVANCE_FEATURES),
+                "family_features": ",".join(model.family.features),
                 "n_train_examples": len(data.train_examples),
                 "n_eval_examples": len(data.eval_examples),
                 "feature_schema_version": fx.SCHEMA_VERSION,
@@ -126,29 +124,39 @@ def log_and_register(
         )
         mlflow.log_metrics(metrics)
         log_datasets(settings, run_id, data, lineage)
-        mlflow.log_dict({"feature_names": list(fx.FEATURE_NAMES), "relevance_features": list(fx.RELEVANCE_FEATURES),
+        mlflow.log_dict({"feature_names": list(fx.FEATURE_NAMES), "family_features": list(model.family.features),
                          "schema_version": fx.SCHEMA_VERSION}, FEATURES_ARTIFACT)  # fmt: skip
         for path in plots(model, preds, tmpdir):
             mlflow.log_artifact(str(path), "plots")
         for path in selection["artifacts"]:
             mlflow.log_artifact(str(path), "tuning")
-        (tmpdir / "model_card.md").write_text(model_card(run_id, lineage, metrics, data))
+        described = {**lineage, "model_family": model.family.name}
+        (tmpdir / "model_card.md").write_text(model_card(run_id, described, metrics, data))
         mlflow.log_artifact(str(tmpdir / "model_card.md"))
-        info = model.log_pyfunc(example, tmpdir, registered_model_name=settings.model_name)
+        info = log_pyfunc(model, example, tmpdir, registered_model_name=settings.model_name)
         version = info.registered_model_version
         for key in ("feature_set", "pipeline_run_id", "dataset", "git_commit", *LINEAGE_KEYS):
             c.set_model_version_tag(settings.model_name, version, key, lineage[key])
-        for key, value in {**{f"chosen_{k}": v for k, v in selection["params"].items()}, **selection["tags"]}.items():
+        tags = {**{f"chosen_{k}": v for k, v in selection["params"].items()}, **selection["tags"],
+                "model_family": model.family.name}  # fmt: skip
+        for key, value in tags.items():
             c.set_model_version_tag(settings.model_name, version, key, str(value))
         features = f"{len(fx.FEATURE_NAMES)} (schema {fx.SCHEMA_VERSION}; names in {FEATURES_ARTIFACT})"
         c.set_model_version_tag(settings.model_name, version, "features", features)
-        c.update_model_version(settings.model_name, version, description=summary(run_id, lineage, metrics, data))
+        c.update_model_version(settings.model_name, version, description=summary(run_id, described, metrics, data))
         registered = c.get_registered_model(settings.model_name)
         if not registered.description:
             c.update_registered_model(settings.model_name, description=MODEL_DESCRIPTION)
         store_reference_profile(settings, data, preds, lineage["feature_set"], str(version))
         log.info("train: logged MLflow run %s, registered %s v%s", run.info.run_id, settings.model_name, version)
         return {"mlflow_run_id": run.info.run_id, "version": str(version), "metrics": metrics}
+
+
+def input_example(model: Recommender, data: OfflineData, users: int = 2, rows: int = 5) -> pd.DataFrame:
+    """A few candidate rows of the first known held-out users, as serving builds them: the pyfunc's example."""
+    known = user_rows(data)
+    first = [known[u] for u in sorted(set(data.test["user_id"].astype(int)) & set(known))[:users]]
+    return candidate_rows(core_of(model, data), first).head(rows)[input_columns(model)]
 
 
 def store_reference_profile(

@@ -1,12 +1,12 @@
-"""Model selection on the validation split: an Optuna search over both heads and the candidate counts.
+"""Model selection on the validation split: an Optuna search over the rating head and the LambdaRank ranker.
 
 WHY on validation: the test split must stay untouched by every choice, so each trial fits on the
 features built from train alone and is scored on the validation pairs; `train` then refits the chosen
 parameters on train + validation and scores test once.
 
 The objective is validation nDCG@10 + validation AUC. The rating head's parameters move only the AUC and
-the relevance head's parameters and the candidate counts only the nDCG, so maximising the sum maximises
-both. Trial 0 is the untuned default, so the choice is never worse than it on validation. Each trial is a
+the ranker's only its nDCG (out of fold: `learners.cross_fit`), so maximising the sum maximises both.
+Trial 0 is the untuned default, so the choice is never worse than it on validation. Each trial is a
 nested MLflow run of the training run; a trial that crashes is recorded as failed and the study goes on;
 when the time budget ends the search, the best trial so far is kept and the result says so.
 Deterministic for the same data, seed and trial count: TPE seeded, one trial at a time, LightGBM in its
@@ -21,9 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlops.ranking import CandidateCounts
-from mlops.training.evaluate import selection_metrics
-from mlops.training.fit import HEADS, default_head_params, fit
+from mlops import evaluation
+from mlops.model import learners
+from mlops.model.families import FAMILIES
+from mlops.training.evaluate import rating_auc
+from mlops.training.fit import HEADS, default_head_params, fit_rating
 from mlops.training.offline_data import OfflineData
 
 log = logging.getLogger(__name__)
@@ -34,48 +36,54 @@ class Choice:
     """The chosen parameters, their validation figures and what the search did."""
 
     head_params: dict[str, dict[str, Any]]
-    counts: CandidateCounts
-    validation: dict[str, float]  # ndcg_at_10, auc of the chosen parameters on validation
+    validation: dict[str, float]  # the ranker's out-of-fold ndcg_at_10 and the rating head's auc on validation
     summary: dict[str, Any] = field(default_factory=dict)  # trials asked/completed/failed, best, budget_hit
     plots: list[Path] = field(default_factory=list)
 
     def flat(self) -> dict[str, Any]:
-        """One name per chosen value (`rating_learning_rate`, ..., `candidates_cf`): params and version tags."""
-        out = {f"{h}_{k}": v for h in HEADS for k, v in self.head_params[h].items()}
-        return out | {"candidates_cf": self.counts.cf, "candidates_popular": self.counts.popular}
+        """One name per chosen value (`rating_learning_rate`, ..., `ranker_rounds`): params and version tags."""
+        return {f"{h}_{k}": v for h in HEADS for k, v in self.head_params[h].items()}
 
 
-def _suggest(trial: Any) -> tuple[dict[str, dict[str, Any]], CandidateCounts]:
-    heads = {
+# (low, high) per TUNABLE key and head: the ranker learns from a few labels per user, so its trees stay small.
+SPACE = {
+    "rating": {"rounds": (100, 600), "num_leaves": (15, 127), "min_data_in_leaf": (20, 300)},
+    "ranker": {"rounds": (50, 400), "num_leaves": (4, 31), "min_data_in_leaf": (30, 500)},
+}
+
+
+def _suggest(trial: Any) -> dict[str, dict[str, Any]]:
+    return {
         h: {
-            "rounds": trial.suggest_int(f"{h}_rounds", 100, 600, step=50),
-            "learning_rate": trial.suggest_float(f"{h}_learning_rate", 0.02, 0.2, log=True),
-            "num_leaves": trial.suggest_int(f"{h}_num_leaves", 15, 127, log=True),
-            "min_data_in_leaf": trial.suggest_int(f"{h}_min_data_in_leaf", 20, 300, log=True),
+            "rounds": trial.suggest_int(f"{h}_rounds", *SPACE[h]["rounds"], step=50),
+            "learning_rate": trial.suggest_float(f"{h}_learning_rate", 0.01, 0.2, log=True),
+            "num_leaves": trial.suggest_int(f"{h}_num_leaves", *SPACE[h]["num_leaves"], log=True),
+            "min_data_in_leaf": trial.suggest_int(f"{h}_min_data_in_leaf", *SPACE[h]["min_data_in_leaf"], log=True),
             "feature_fraction": trial.suggest_float(f"{h}_feature_fraction", 0.5, 1.0),
             "lambda_l2": trial.suggest_float(f"{h}_lambda_l2", 1e-3, 10.0, log=True),
         }
         for h in HEADS
     }
-    counts = CandidateCounts(
-        trial.suggest_int("candidates_cf", 50, 300, step=25), trial.suggest_int("candidates_popular", 0, 100, step=10)
-    )
-    return heads, counts
 
 
 def evaluate_choice(
-    data: OfflineData, seed: int, head_params: dict[str, dict[str, Any]], counts: CandidateCounts
+    data: OfflineData, table: learners.Table, seed: int, head_params: dict[str, dict[str, Any]]
 ) -> dict[str, float]:
-    """Fit on `data`'s training examples and score its held-out (validation) pairs."""
-    return selection_metrics(fit(data, seed, head_params), data, counts)
+    """The rating head fit on `data`'s examples, scored on its held-out (validation) pairs, and the ranker's
+    out-of-fold nDCG@10 on the labelled validation candidates `table`."""
+    relevant, _ = evaluation.relevant_sets(data.test)
+    oof = learners.cross_fit(FAMILIES["ranker"], table, seed, head_params["ranker"])
+    return {
+        "ndcg_at_10": evaluation.ranking_metrics(oof, relevant)["ndcg_at_10"],
+        "auc": rating_auc(fit_rating(data, seed, head_params["rating"]), data),
+    }
 
 
-def tune(data: OfflineData, seed: int, trials: int, timeout_s: float, workdir: Path) -> Choice:
+def tune(data: OfflineData, table: learners.Table, seed: int, trials: int, timeout_s: float, workdir: Path) -> Choice:
     """The search (inside an active MLflow run: each trial is a nested run); `trials` = 0 scores the defaults."""
-    defaults, default_counts = default_head_params(), CandidateCounts()
+    defaults = default_head_params()
     if trials <= 0:
-        figures = evaluate_choice(data, seed, defaults, default_counts)
-        return Choice(defaults, default_counts, figures, {"method": "off", "trials": 0})
+        return Choice(defaults, evaluate_choice(data, table, seed, defaults), {"method": "off", "trials": 0})
 
     import optuna
 
@@ -84,19 +92,18 @@ def tune(data: OfflineData, seed: int, trials: int, timeout_s: float, workdir: P
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     def objective(trial: optuna.Trial) -> float:
-        heads, counts = _suggest(trial)
-        choice = Choice(heads, counts, {})
+        heads = _suggest(trial)
         with mlflow.start_run(run_name=f"trial-{trial.number}", nested=True):
-            mlflow.log_params(choice.flat())
+            mlflow.log_params(Choice(heads, {}).flat())
             started = time.monotonic()
-            figures = evaluate_choice(data, seed, heads, counts)  # an exception marks this run and trial failed
+            figures = evaluate_choice(data, table, seed, heads)  # an exception marks this run and trial failed
             mlflow.log_metrics({f"validation_{k}": v for k, v in figures.items()})
             mlflow.log_metric("trial_seconds", time.monotonic() - started)
         trial.set_user_attr("validation", figures)
         return figures["ndcg_at_10"] + figures["auc"]
 
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
-    study.enqueue_trial(Choice(defaults, default_counts, {}).flat())  # trial 0: the untuned defaults
+    study.enqueue_trial(Choice(defaults, {}).flat())  # trial 0: the untuned defaults
     started = time.monotonic()
     study.optimize(objective, n_trials=trials, timeout=timeout_s, n_jobs=1, catch=(Exception,))
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -115,12 +122,11 @@ def tune(data: OfflineData, seed: int, trials: int, timeout_s: float, workdir: P
                     timeout_s, len(study.trials), trials)  # fmt: skip
     if not done:
         log.warning("tuning: every trial failed; the untuned defaults are used")
-        figures = evaluate_choice(data, seed, defaults, default_counts)
-        return Choice(defaults, default_counts, figures, summary | {"best_trial": None})
+        figures = evaluate_choice(data, table, seed, defaults)
+        return Choice(defaults, figures, summary | {"best_trial": None})
     best = study.best_trial
     heads = {h: {k: best.params[f"{h}_{k}"] for k in defaults[h]} for h in HEADS}
-    counts = CandidateCounts(best.params["candidates_cf"], best.params["candidates_popular"])
-    choice = Choice(heads, counts, dict(best.user_attrs["validation"]), summary | {"best_trial": best.number})
+    choice = Choice(heads, dict(best.user_attrs["validation"]), summary | {"best_trial": best.number})
     choice.plots = study_plots(study, seed, workdir)
     log.info("tuning: %s; best trial %d: %s", summary, best.number, choice.validation)
     return choice

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from mlops import features as fx
-from mlops.ranking import Catalog, RankerCore
+from mlops.model.ranking import Catalog, RankerCore
 from mlops.training.model import RELEVANCE_INDEX, TwoHeadModel
 
 N_ITEMS, N_USERS = 120, 40

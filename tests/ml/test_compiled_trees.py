@@ -8,7 +8,7 @@ import pytest
 
 from mlops import features as fx
 from mlops.compiled_trees import CompiledHead
-from mlops.ranking import Catalog, RankerCore
+from mlops.model.ranking import Catalog, RankerCore
 from mlops.training.model import RELEVANCE_INDEX, TwoHeadModel
 
 N_ITEMS = 80

@@ -8,7 +8,7 @@ import pytest
 
 from mlops import features as fx
 from mlops.feature_store import RedisFeatureStore
-from mlops.ranking import Catalog, RankerCore
+from mlops.model.ranking import Catalog, RankerCore
 from mlops.serving import Ranker, RankerInfo
 from mlops.training.fit import fit
 

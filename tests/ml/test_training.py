@@ -51,7 +51,7 @@ def test_candidate_recall_counts_what_reranking_can_reach(offline):
     """The model is scored exactly as served: only its candidates are re-ranked. candidate_recall is the
     share of test movies among them: it grows with the counts and is 1 when every unrated movie is one."""
     from mlops import evaluation
-    from mlops.ranking import CandidateCounts
+    from mlops.model.ranking import CandidateCounts
     from mlops.training.evaluate import candidate_recall
 
     model = fit(offline, seed=42)

@@ -8,7 +8,7 @@ import time
 import pytest
 
 import mlflow
-from mlops.ranking import CandidateCounts
+from mlops.model.ranking import CandidateCounts
 from mlops.training import tune as tune_module
 from mlops.training.fit import default_head_params
 from mlops.training.tune import Choice, tune

@@ -127,7 +127,7 @@ def test_split_is_sticky_matches_the_share_and_each_result_records_variant_and_v
     served = Counter(a["variant"] for a in answers.values())
     for variant in (CHAMPION, CHALLENGER):
         counted = sum(metrics.requests.labels(type=t, kind=k, variant=variant)._value.get()
-                      for t, k in (("score", "p_like"), ("topk", "p_relevant")))  # fmt: skip
+                      for t, k in (("score", "p_like"), ("topk", "rank_score")))  # fmt: skip
         assert counted == served[variant]
     assert metrics.challenger_share._value.get() == SHARE
 

@@ -25,7 +25,7 @@ def test_names_labels_and_no_created_series():
     text = generate_latest(m.registry).decode()
     assert "_created" not in text
     for line in ('inference_requests_total{kind="p_like",type="score",variant="champion"} 1.0',
-                 'inference_requests_total{kind="p_relevant",type="topk",variant="challenger"} 2.0',
+                 'inference_requests_total{kind="rank_score",type="topk",variant="challenger"} 2.0',
                  'inference_model_info{feature_set="fs3",model_version="5",variant="champion"} 1.0',
                  'inference_model_info{feature_set="fs2",model_version="4",variant="challenger"} 1.0',
                  'inference_feedback_total{outcome="credited",variant="challenger"} 1.0',

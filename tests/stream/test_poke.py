@@ -163,7 +163,7 @@ def test_the_consumer_exports_lag_and_model_load_time_without_created_series(set
     load = float(re.search(r"^inference_model_load_seconds (\S+)$", text, re.M).group(1))
     assert 0 < load < 600
     assert re.search(r'^inference_consumer_lag\{partition="\d+"\} \d', text, re.M), text
-    assert 'inference_requests_total{kind="p_relevant",type="topk",variant="champion"}' in text
+    assert 'inference_requests_total{kind="rank_score",type="topk",variant="champion"}' in text
     assert "inference_dead_letters_total{" in text and "inference_errors_total" not in text
 
 
