@@ -61,13 +61,15 @@ def _ranked(scores: np.ndarray, rated: np.ndarray, n: int) -> tuple[np.ndarray, 
     top = np.take_along_axis(top, np.argsort(-np.take_along_axis(s, top, axis=1), axis=1, kind="stable"), axis=1)
     rank = np.full(s.shape, n, dtype=np.float32)
     np.put_along_axis(rank, top, np.arange(n, dtype=np.float32)[None, :], axis=1)
-    best = np.take_along_axis(s, top[:, :1], axis=1)
-    last = np.take_along_axis(s, top[:, -1:], axis=1)
+    top_scores = np.take_along_axis(s, top, axis=1)
+    valid_top = np.isfinite(top_scores)
+    # The scale: the user's best unrated score and the worst one still in the top-N (fewer than N may score).
+    best = np.where(valid_top[:, :1], top_scores[:, :1], np.nan)
+    last = np.where(valid_top.any(axis=1), np.where(valid_top, top_scores, np.inf).min(axis=1), np.nan)[:, None]
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        spread = np.where(np.isfinite(best) & np.isfinite(last), best - last, np.nan)
+        spread = best - last
         scaled = (scores - last) / np.where(spread > 0, spread, 1.0)
     scaled[~np.isfinite(scaled)] = np.nan  # no score: missing to the ranker
-    valid_top = np.isfinite(np.take_along_axis(s, top, axis=1))
     return np.where(valid_top, top, -1), rank, scaled.astype(np.float32)
 
 

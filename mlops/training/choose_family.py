@@ -15,6 +15,7 @@ from mlops.model.families import FAMILIES
 from mlops.model.recommender import Recommender
 from mlops.model.retrievers import Retrievers
 from mlops.training.evaluate import rank_all
+from mlops.training.fit import user_rows
 from mlops.training.offline_data import OfflineData
 
 
@@ -24,10 +25,14 @@ def family_figures(
     """Validation nDCG@10 of every family of FAMILIES (`selection.test` is the validation split)."""
     relevant, _ = evaluation.relevant_sets(selection.test)
     users = sorted(relevant)
+    known = user_rows(selection)
+    # What serving answers a user the selection world does not know (the popular list), whatever the family.
+    cold = rank_all(Recommender(None, FAMILIES["popularity"], None, retrievers.state()), selection,
+                    [u for u in users if u not in known])  # fmt: skip
     out = {}
     for name, fam in FAMILIES.items():
         if fam.learned:
-            recs = learners.cross_fit(fam, table, seed, ranker_params if fam.scorer == "booster" else None)
+            recs = cold | learners.cross_fit(fam, table, seed, ranker_params if fam.scorer == "booster" else None)
         else:
             recs = rank_all(Recommender(None, fam, None, retrievers.state()), selection, users)
         out[name] = evaluation.ranking_metrics(recs, relevant)["ndcg_at_10"]

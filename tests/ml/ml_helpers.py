@@ -72,3 +72,39 @@ def run_features(
 
 def feature_columns() -> list[str]:
     return [*fx.USER_COLUMNS, *fx.ITEM_COLUMNS]
+
+
+def recommender_for(items: dict, users: list, family_name: str = "ranker", seed: int = 3):
+    """A `Recommender` over synthetic item / user rows (no Spark): retrievers fit on the users' rated lists,
+    a rating head and (for learned families) a state trained on random labels, so tests compare code paths,
+    not quality."""
+    import lightgbm as lgb
+
+    from mlops.model import learners
+    from mlops.model.candidates import RANKER_FEATURES
+    from mlops.model.families import FAMILIES
+    from mlops.model.ranking import Catalog
+    from mlops.model.recommender import Recommender
+    from mlops.model.retrievers import Retrievers
+
+    rng = np.random.default_rng(seed)
+    catalog = Catalog(items)
+    known = [u for u in users if u is not None]
+    history = pd.DataFrame(
+        [(k, m) for k, u in enumerate(known) for m in u[fx.RATED_COLUMN]], columns=["user_id", "movie_id"]
+    )
+    retrievers = Retrievers.fit(history, catalog.movie_ids, catalog.keys, 10.0)
+    x = fx.build_matrix([known[int(r)] for r in rng.integers(0, len(known), 600)],
+                        [items[int(m)] for m in rng.choice(catalog.movie_ids, 600)])  # fmt: skip
+    params = {"objective": "binary", "num_leaves": 15, "min_data_in_leaf": 20, "verbose": -1, "num_threads": 1}
+    y = (np.nan_to_num(x[:, fx.FEATURE_NAMES.index("cf_score")]) + rng.normal(0, 0.3, len(x)) > 0).astype(int)
+    rating = lgb.train(params, lgb.Dataset(x, y, feature_name=list(fx.FEATURE_NAMES)), 20)
+    fam = FAMILIES[family_name]
+    learned = None
+    if fam.learned:
+        n = 40 * 30
+        table = learners.Table(np.repeat(np.arange(40), 30), rng.integers(1, 100, n),
+                               rng.normal(size=(n, len(RANKER_FEATURES))).astype(np.float32),
+                               (rng.random(n) < 0.2).astype(np.float32), np.full(n, 6))  # fmt: skip
+        learned = learners.fit(fam, table, seed, {"rounds": 20, "min_data_in_leaf": 5})
+    return Recommender(rating, fam, learned, retrievers.state())

@@ -10,9 +10,11 @@ import lightgbm as lgb
 import numpy as np
 import pytest
 
+from ml_helpers import recommender_for
+
 from mlops import features as fx
 from mlops.model.ranking import Catalog, RankerCore
-from mlops.training.model import RELEVANCE_INDEX, TwoHeadModel
+from mlops.training.model import candidate_rows
 
 N_ITEMS, N_USERS = 120, 40
 
@@ -68,16 +70,10 @@ def data():
     return rng, items, users
 
 
-@pytest.fixture(scope="module")
-def model(data):
-    rng, items, users = data
-    u_rows, movies = rng.integers(0, N_USERS, 3000), rng.integers(1, N_ITEMS + 1, 3000)
-    x = fx.build_matrix([users[int(u)] for u in u_rows], [items[int(m)] for m in movies])
-    y = (np.nan_to_num(x[:, fx.FEATURE_NAMES.index("cf_score")]) + rng.normal(0, 0.3, len(x)) > 0).astype(int)
-    params = {"objective": "binary", "num_leaves": 15, "min_data_in_leaf": 20, "verbose": -1, "num_threads": 1}
-    return TwoHeadModel(
-        lgb.train(params, lgb.Dataset(x, y), 30), lgb.train(params, lgb.Dataset(x[:, RELEVANCE_INDEX], y), 30)
-    )
+@pytest.fixture(scope="module", params=["ranker", "blend", "ease"])
+def model(data, request):
+    _, items, users = data
+    return recommender_for(items, users, request.param)
 
 
 def test_build_matrix_matches_row_by_row_reference(data):
@@ -98,8 +94,9 @@ def test_indexed_assemble_equals_build_matrix(data):
     batch = fx.assemble(fx.user_matrix(users), catalog.matrix, u_rows=u_rows, i_rows=i_rows)
     full = fx.build_matrix([users[r] for r in u_rows], [items[int(m)] for m in movies])
     np.testing.assert_array_equal(batch, full)
-    relevance = fx.assemble(fx.user_matrix(users), catalog.matrix, fx.RELEVANCE_FEATURES, u_rows, i_rows)
-    np.testing.assert_array_equal(relevance, full[:, RELEVANCE_INDEX])
+    some = ("cf_cosine", "i_pop_share", "taste_gap")
+    subset = fx.assemble(fx.user_matrix(users), catalog.matrix, some, u_rows, i_rows)
+    np.testing.assert_array_equal(subset, full[:, [fx.FEATURE_NAMES.index(n) for n in some]])
 
 
 def test_batch_scoring_equals_per_request_path(data, model):
@@ -121,12 +118,16 @@ def test_batch_scoring_equals_per_request_path(data, model):
     assert fallbacks == [u is None for u in batch_users]
 
 
-def test_recommend_scores_are_the_relevance_head_on_full_rows(data, model):
-    """Top-k builds only the relevance head's columns: its scores equal `p_relevant` on the full encoding."""
+def test_recommend_scores_are_the_family_on_the_pyfunc_rows(data, model):
+    """Top-k in a batch equals, user by user, the family's score of the rows the logged pyfunc takes
+    (`candidate_rows`, one user alone): what `mlflow models serve` would rank by is what the stream ranks by."""
     _, items, users = data
     known = [u for u in users if u is not None]
-    recs, _ = RankerCore(model, Catalog(items)).recommend(known, [10] * len(known))
+    core = RankerCore(model, Catalog(items))
+    recs, _ = core.recommend(known, [10] * len(known))
     for user, rec in zip(known, recs, strict=True):
         assert len(rec) == 10 and not {m for m, _ in rec} & set(user[fx.RATED_COLUMN])
-        full = fx.build_matrix([user] * len(rec), [items[m] for m, _ in rec])
-        np.testing.assert_array_equal(np.array([s for _, s in rec]), model.p_relevant(full))
+        rows = candidate_rows(core, [user])
+        alone = model.family.scores(rows[list(model.family.features)].to_numpy(), model.learned)
+        best = np.lexsort((np.arange(len(alone)), -alone))[:10]
+        assert [s for _, s in rec] == pytest.approx(alone[best].tolist(), rel=1e-6)

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from mlops import evaluation
+from mlops.model import retrievers
 from mlops.evaluation import baseline_recommendations, ranking_metrics, relevant_sets, user_metrics
 
 
@@ -77,7 +78,7 @@ def test_a_catalog_over_the_cap_is_scored_on_its_most_rated_movies(monkeypatch):
     )
     full = baseline_recommendations(train, [5], k=3, ease_lambda=1.0)
     assert 4 in full["cooccurrence"][5]
-    monkeypatch.setattr(evaluation, "BASELINE_MAX_ITEMS", 3)
+    monkeypatch.setattr(retrievers, "EASE_MAX_ITEMS", 3)
     capped = baseline_recommendations(train, [5], k=3, ease_lambda=1.0)
     assert capped["cooccurrence"][5] == [2, 3] and 4 not in capped["ease"][5]
     assert capped["popularity"][5] == full["popularity"][5]  # popularity ranks the whole catalog still
@@ -86,12 +87,12 @@ def test_a_catalog_over_the_cap_is_scored_on_its_most_rated_movies(monkeypatch):
 def test_ease_weights_hand_computed():
     """Items a, b, c; users {a, b}, {a}, {c}; lambda 1. G + I = [[3,1,0],[1,2,0],[0,0,2]],
     P = inv = [[2/5,-1/5,0],[-1/5,3/5,0],[0,0,1/2]], B_ij = -P_ij / P_jj: B_ab = 1/3, B_ba = 1/2, rest 0."""
-    from mlops.evaluation import _interactions, ease_weights, gram
+    from mlops.model.retrievers import ease_weights, gram, interactions
 
     train = pd.DataFrame({"user_id": [1, 1, 2, 3], "movie_id": [10, 20, 10, 30]})
-    _, movies, r = _interactions(train)
-    assert movies.tolist() == [10, 20, 30]
-    np.testing.assert_allclose(ease_weights(gram(r), 1.0), [[0, 1 / 3, 0], [1 / 2, 0, 0], [0, 0, 0]], atol=1e-12)
+    r = interactions(train, np.array([10, 20, 30]))
+    g = gram(r, np.arange(3))
+    np.testing.assert_allclose(ease_weights(g, 1.0), [[0, 1 / 3, 0], [1 / 2, 0, 0], [0, 0, 0]], atol=1e-12)
     # user 2 rated a: scores x_u B = [0, 1/3, 0]; a is excluded (seen), b first, then c (score 0)
     recs = baseline_recommendations(train, [2, 3], k=5, ease_lambda=1.0)["ease"]
     assert recs[2] == [20, 30]
@@ -99,7 +100,8 @@ def test_ease_weights_hand_computed():
 
 
 def test_ease_lambda_is_chosen_on_validation_only():
-    from mlops.evaluation import EASE_LAMBDAS, choose_ease_lambda
+    from mlops.evaluation import choose_ease_lambda
+    from mlops.model.retrievers import EASE_LAMBDAS
 
     train = pd.DataFrame({"user_id": [1, 1, 2, 2, 3, 3, 4], "movie_id": [10, 20, 10, 20, 20, 30, 10]})
     validation = pd.DataFrame({"user_id": [4], "movie_id": [20], "rating": [5.0]})

@@ -75,15 +75,19 @@ def test_ranking_curves_at_k_for_the_model_and_each_baseline():
         assert list(ax.get_lines()[0].get_xdata()) == ks
 
 
-def test_plots_writes_one_png_per_figure(tmp_path, yp):
+@pytest.mark.parametrize("family", ["ranker", "blend", "ease"])
+def test_plots_writes_one_png_per_figure(tmp_path, yp, family):
     import lightgbm as lgb
 
-    from mlops.training.model import TwoHeadModel
+    from mlops.model.families import FAMILIES
+    from mlops.model.recommender import Recommender
 
     y, p = yp
     x = np.column_stack([p, np.random.default_rng(0).uniform(size=len(p))])
     booster = lgb.train({"objective": "binary", "verbose": -1, "num_leaves": 4}, lgb.Dataset(x, y), 5)
-    model = TwoHeadModel(booster, booster)
+    fam = FAMILIES[family]
+    learned = {"booster": booster, "linear": np.arange(len(fam.features), dtype=float)}.get(fam.scorer)
+    model = Recommender(booster, fam, learned, {})
     preds = {"y": y, "p": p, "relevant": {1: {10}}, "rankings": {"model": {1: [10]}, "popularity": {1: [11]}}}
     files = plots.plots(model, preds, tmp_path)
     assert [f.name for f in files] == ["feature_importance.png", "roc_curve.png", "pr_curve.png", "calibration.png",

@@ -47,22 +47,75 @@ def test_recommendations_exclude_rated_movies_and_respect_k(offline):
         assert not set(recs[u]) & {int(m) for m in rated.loc[u]}
 
 
-def test_candidate_recall_counts_what_reranking_can_reach(offline):
-    """The model is scored exactly as served: only its candidates are re-ranked. candidate_recall is the
-    share of test movies among them: it grows with the counts and is 1 when every unrated movie is one."""
+def test_candidate_recall_of_the_union_and_of_each_retriever(offline):
+    """candidate_recall: the share of test movies the union of the retrievers' top-N reaches; each retriever's
+    own share is at most the union's, and top-k never holds a movie outside the user's candidates."""
     from mlops import evaluation
-    from mlops.model.ranking import CandidateCounts
+    from mlops.model.retrievers import RETRIEVERS
     from mlops.training.evaluate import candidate_recall
 
     model = fit(offline, seed=42)
     relevant, _ = evaluation.relevant_sets(offline.test)
-    small = candidate_recall(model, offline, relevant, CandidateCounts(cf=10, popular=0))
-    larger = candidate_recall(model, offline, relevant, CandidateCounts(cf=30, popular=10))
-    everything = candidate_recall(model, offline, relevant, CandidateCounts(cf=len(offline.online_items), popular=0))
-    assert 0 < small < larger < everything == 1.0
-    metrics, _ = evaluate(model, offline, CandidateCounts(cf=10, popular=0))
-    assert metrics["candidate_recall"] == small
-    assert metrics["full_catalog_ndcg_at_10"] != metrics["ndcg_at_10"]  # 10 + 0 candidates rank differently
-    # Each user's top-k never holds a movie outside that user's candidates, nor one rated in train.
-    recs = rank_all(model, offline, sorted(relevant), CandidateCounts(cf=10, popular=0))
-    assert all(len(r) <= 10 for r in recs.values())
+    recall = candidate_recall(model, offline, relevant)
+    assert set(recall) == {"candidate_recall", *(f"candidate_recall_{r}" for r in RETRIEVERS)}
+    for name in RETRIEVERS:
+        assert 0 < recall[f"candidate_recall_{name}"] <= recall["candidate_recall"] <= 1.0, name
+    metrics, _ = evaluate(model, offline)
+    assert metrics["candidate_recall"] == recall["candidate_recall"]
+
+
+@pytest.mark.parametrize("family", ["ranker", "blend", "als", "cooccurrence", "popularity"])
+def test_every_family_serves_through_the_same_path(offline, family):
+    """Each family of the table ranks through RankerCore, never returns a rated movie, and is deterministic."""
+    from mlops.training.fit import labelled_table
+
+    table = labelled_table(offline, 100.0)
+    model = fit(offline, seed=42, family_name=family, table=table)
+    users = sorted(offline.online_users["user_id"].tolist())[:15]
+    recs = rank_all(model, offline, users, k=5)
+    assert recs == rank_all(fit(offline, seed=42, family_name=family, table=table), offline, users, k=5)
+    rated = offline.online_users.set_index("user_id")[fx.RATED_COLUMN]
+    for u in users:
+        assert len(recs[u]) == 5 and not set(recs[u]) & {int(m) for m in rated.loc[u]}
+
+
+def test_a_learned_family_without_labelled_candidates_is_refused(offline):
+    with pytest.raises(ValueError, match="labelled candidates"):
+        fit(offline, seed=42, family_name="ranker")
+
+
+def test_the_ranker_features_never_see_the_labels(offline):
+    """Point in time for the ranker: its features come from the history's world, its labels from the held-out
+    ratings. Changing every held-out rating and half of the held-out movies changes labels only: every
+    (user, movie) candidate present in both tables has the very same features."""
+    from mlops.training.fit import labelled_table
+
+    rng = np.random.default_rng(3)
+    changed = offline.test.copy()
+    changed["rating"] = rng.permutation(changed["rating"].to_numpy())
+    swap = rng.random(len(changed)) < 0.5
+    changed.loc[swap, "movie_id"] = rng.choice(offline.online_items["movie_id"].to_numpy(), int(swap.sum()))
+    a = labelled_table(offline, 100.0)
+    b = labelled_table(dataclasses.replace(offline, test=changed), 100.0)
+    rows_a = {(u, m): (x.tobytes(), y) for u, m, x, y in zip(a.users, a.movies, a.x, a.y, strict=True)}
+    rows_b = {(u, m): (x.tobytes(), y) for u, m, x, y in zip(b.users, b.movies, b.x, b.y, strict=True)}
+    common = rows_a.keys() & rows_b.keys()
+    assert len(common) > 100
+    assert all(rows_a[k][0] == rows_b[k][0] for k in common)  # features: identical
+    assert any(rows_a[k][1] != rows_b[k][1] for k in common)  # labels: changed (the check can fail)
+
+
+def test_an_empty_history_cannot_fit_the_retrievers():
+    import pandas as pd
+
+    from mlops.model.retrievers import RetrieverError, Retrievers
+
+    with pytest.raises(RetrieverError, match="history is empty"):
+        Retrievers.fit(pd.DataFrame({"user_id": [], "movie_id": []}), np.array([1, 2]), np.zeros((2, 3)), 10.0)
+
+
+def test_the_family_with_the_best_validation_figure_is_chosen_ties_to_the_simpler():
+    from mlops.training.choose_family import choose
+
+    assert choose({"ranker": 0.3, "blend": 0.2, "ease": 0.25}) == "ranker"
+    assert choose({"ranker": 0.25, "blend": 0.25, "ease": 0.25}) == "ease"
