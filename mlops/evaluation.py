@@ -20,7 +20,18 @@ import numpy as np
 import pandas as pd
 
 from mlops.features import LIKE_THRESHOLD
-from mlops.model.retrievers import EASE_LAMBDAS, ease_weights, gram, interactions, most_rated
+from mlops.model.families import FAMILIES, top_k
+from mlops.model.retrievers import (
+    EASE_LAMBDAS,
+    Cooccurrence,
+    Ease,
+    Popularity,
+    Retrievers,
+    UserBatch,
+    gram,
+    interactions,
+    most_rated,
+)
 
 K = 10
 
@@ -66,28 +77,22 @@ def relevant_sets(test: pd.DataFrame) -> tuple[dict[int, set[int]], dict[int, se
     return all_, liked
 
 
-def _top_k_excluding(scores: np.ndarray, exclude: Iterable[int], k: int) -> np.ndarray:
-    s = scores.astype(float, copy=True)
-    s[list(exclude)] = -np.inf
-    top = np.argpartition(-s, min(k, len(s) - 1))[:k]
-    top = top[np.argsort(-s[top], kind="stable")]
-    return top[np.isfinite(s[top])]
-
-
 # Above this many users EASE's lambda is chosen on a fixed random sample of them (all of ml-1m's): scoring
 # EASE for every validation user, six times, took 497 s of the train step at 25M ratings (166,667 users).
 EASE_LAMBDA_USERS = 20_000
+BATCH_USERS = 500
 
 
 @dataclass(frozen=True)
 class _History:
     """A training history as the baselines read it, built once per history: choosing EASE's lambda scores
-    six lambdas on it, and the co-occurrence counts it does not need are never built there."""
+    six lambdas on it, and the co-occurrence counts it does not need are never built there. Each baseline
+    is the single-retriever family of the same name (`mlops.model.families`) over the history's movies, so
+    a model serving the `ease` family ranks exactly as the EASE baseline does."""
 
     movie_ids: np.ndarray
     r: Any  # binary user x movie CSR matrix
     index: dict[int, int]  # user id -> row of r
-    popularity: np.ndarray
     kept: np.ndarray  # columns of the EASE_MAX_ITEMS most rated movies, sorted (`retrievers.most_rated`)
 
     @classmethod
@@ -95,33 +100,41 @@ class _History:
         movie_ids = np.sort(train["movie_id"].unique())
         r = interactions(train, movie_ids)
         user_ids = np.sort(train["user_id"].unique())
-        popularity = np.asarray(r.sum(axis=0)).ravel()
-        return cls(movie_ids, r, {int(u): i for i, u in enumerate(user_ids)}, popularity, most_rated(r))
-
-    def popular(self, k: int) -> list[int]:
-        """The cold-start list: what every method gives a user without history."""
-        return self.movie_ids[_top_k_excluding(self.popularity, [], k)].tolist()
+        return cls(movie_ids, r, {int(u): i for i, u in enumerate(user_ids)}, most_rated(r))
 
     @cached_property
     def gram(self) -> np.ndarray:
         """X'X over the kept movies, built once for all of EASE's lambdas."""
         return gram(self.r, self.kept)
 
-    def ease(self, users: Iterable[int], lam: float, k: int) -> dict[int, list[int]]:
-        """EASE^R top-k of each user (x_u B over the kept movies), the popular list for a cold user."""
+    def popular(self, k: int) -> list[int]:
+        """The cold-start list: what every method gives a user without history (ties: lower movie id)."""
+        counts = np.asarray(self.r.sum(axis=0)).ravel()
+        return self.movie_ids[np.lexsort((self.movie_ids, -counts))[:k]].tolist()
+
+    def retriever(self, name: str, lam: float | None = None) -> Any:
+        if name == "ease":
+            return Ease.fit(self.r, float(lam), self.kept, self.gram)
+        if name == "cooccurrence":
+            return Cooccurrence.fit(self.r, self.kept, self.gram)
+        return Popularity.fit(self.r)
+
+    def rank(self, name: str, users: Iterable[int], k: int, lam: float | None = None) -> dict[int, list[int]]:
+        """Top-k of each user by the single-retriever family `name`; the popular list for a cold user."""
         users = list(users)
+        retrievers = Retrievers(self.movie_ids, {name: self.retriever(name, lam)}, float(lam or 0.0))
+        no_items = np.empty((len(self.movie_ids), 0))
+        out = {u: self.popular(k) for u in users if u not in self.index}
         known = [u for u in users if u in self.index]
-        b = ease_weights(self.gram, lam)
-        fallback = self.popular(k)
-        out = {u: list(fallback) for u in users if u not in self.index}
-        for start in range(0, len(known), 500):
-            batch = known[start : start + 500]
-            x = self.r[[self.index[u] for u in batch]]
-            scores = np.asarray(x[:, self.kept] @ b)
-            for row, u in enumerate(batch):
-                full = np.full(len(self.movie_ids), -np.inf)
-                full[self.kept] = scores[row]
-                out[u] = self.movie_ids[_top_k_excluding(full, x[row].indices, k)].tolist()
+        for start in range(0, len(known), BATCH_USERS):
+            chunk = known[start : start + BATCH_USERS]
+            rows = self.r[[self.index[u] for u in chunk]]
+            batch = UserBatch([rows[i].indices for i in range(len(chunk))], np.empty((len(chunk), 0)),
+                              len(self.movie_ids))  # fmt: skip
+            ranked = top_k(FAMILIES[name], None, retrievers, no_items, batch, [k] * len(chunk))
+            out.update(
+                {u: self.movie_ids[[p for p, _ in best]].tolist() for u, best in zip(chunk, ranked, strict=True)}
+            )
         return out
 
 
@@ -129,31 +142,18 @@ def baseline_recommendations(
     train: pd.DataFrame, users: Iterable[int], k: int = K, ease_lambda: float | None = None
 ) -> dict[str, dict[int, list[int]]]:
     """Most-popular, item-to-item co-occurrence and (when `ease_lambda` is given) EASE^R top-k per user,
-    movies rated in train excluded.
+    movies rated in train excluded: the single-retriever families of `mlops.model.retrievers`.
 
-    Co-occurrence: score(u, i) = sum over the user's train movies j of #users who rated both i and j (a
-    sparse product; i's count with itself only matters when the user rated i, and rated movies are
-    excluded). EASE: score(u, .) = x_u B. Both over the EASE_MAX_ITEMS most rated movies (the retrievers'
-    cap): all of them in ml-100k, ml-1m and 1M synthetic ratings.
+    Co-occurrence: score(u, i) = sum over the user's train movies j of #users who rated both i and j.
+    EASE: score(u, .) = x_u B. Both over the EASE_MAX_ITEMS most rated movies (the retrievers' cap): all of
+    them in ml-100k, ml-1m and 1M synthetic ratings. A user without training history (a cold user, e.g.
+    after a global_temporal cutoff) gets the popular list from every method, as the model's cold-start
+    fallback does: no method scores all misses there.
     """
     users = list(users)
     h = _History.of(train)
-    cooc = (h.r.T @ h.r[:, h.kept]).tocsr()  # every movie j x the kept movies i
-    out: dict[str, dict[int, list[int]]] = {"popularity": {}, "cooccurrence": {}}
-    for u in (u for u in users if u in h.index):
-        seen = h.r[h.index[u]].indices
-        out["popularity"][u] = h.movie_ids[_top_k_excluding(h.popularity, seen, k)].tolist()
-        co = np.full(len(h.movie_ids), -np.inf)
-        co[h.kept] = np.asarray(cooc[seen].sum(axis=0)).ravel()
-        out["cooccurrence"][u] = h.movie_ids[_top_k_excluding(co, seen, k)].tolist()
-    # A user without training history (a cold user, e.g. after a global_temporal cutoff) gets the popular
-    # list from every method, as the model's cold-start fallback does: no method scores all misses there.
-    fallback = h.popular(k)
-    for u in (u for u in users if u not in h.index):
-        out["popularity"][u], out["cooccurrence"][u] = list(fallback), list(fallback)
-    if ease_lambda is not None:
-        out["ease"] = h.ease(users, ease_lambda, k)
-    return out
+    names = ["popularity", "cooccurrence", *(["ease"] if ease_lambda is not None else [])]
+    return {name: h.rank(name, users, k, ease_lambda) for name in names}
 
 
 def sample_users(users: Iterable[int], n: int) -> list[int]:
@@ -173,7 +173,7 @@ def choose_ease_lambda(
     rel, _ = relevant_sets(validation)
     rel = {u: rel[u] for u in sample_users(rel, max_users)}
     h = _History.of(train)
-    figures = {lam: ranking_metrics(h.ease(rel.keys(), lam, k), rel, k)[f"ndcg_at_{k}"] for lam in EASE_LAMBDAS}
+    figures = {lam: ranking_metrics(h.rank("ease", rel, k, lam), rel, k)[f"ndcg_at_{k}"] for lam in EASE_LAMBDAS}
     best = max(EASE_LAMBDAS, key=lambda lam: (figures[lam], -lam))
     return best, figures
 

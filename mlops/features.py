@@ -95,10 +95,6 @@ PAIR_FEATURES = ("cf_score", "cf_score_per_rating", "cf_cosine", "genre_affinity
 
 # The model's input, in this order. Raw CF vectors and genre profiles enter only through pair features.
 FEATURE_NAMES: tuple[str, ...] = USER_SCALARS + ITEM_SCALARS + ITEM_GENRES + PAIR_FEATURES
-# The relevance head (will the user rate it at all: what top-k ranks by) sees only scale-free signals:
-# CF affinity normalized by history length or vector norms, and popularity as a share. Absolute counts
-# and rating statistics shift between point-in-time training examples and the full online snapshot.
-RELEVANCE_FEATURES: tuple[str, ...] = ("cf_score_per_rating", "cf_cosine", "i_pop_share")
 MONOTONE_INCREASING: tuple[str, ...] = ("cf_score", "cf_score_per_rating", "cf_cosine")
 
 
@@ -426,7 +422,7 @@ def assemble(
     u_rows: np.ndarray | None = None,
     i_rows: np.ndarray | None = None,
 ) -> np.ndarray:
-    """`names` (FEATURE_NAMES by default; the relevance head asks for RELEVANCE_FEATURES only) from user
+    """`names` (FEATURE_NAMES by default; the ranker asks for its context features only) from user
     (USER_COLUMNS) and item (ITEM_COLUMNS) matrices, as float32.
 
     Row r pairs `u[u_rows[r]]` with `i[i_rows[r]]` (row r of each when the index is None): a micro-batch

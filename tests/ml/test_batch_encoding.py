@@ -6,10 +6,8 @@ users, zero CF vectors, users without ratings), so no Spark or servers are neede
 
 from __future__ import annotations
 
-import lightgbm as lgb
 import numpy as np
 import pytest
-
 from ml_helpers import recommender_for
 
 from mlops import features as fx

@@ -33,8 +33,8 @@ def boosters(items):
     rank_params = {"objective": "lambdarank", "num_leaves": 7, "min_data_in_leaf": 20, "verbose": -1,
                    "num_threads": 1}  # fmt: skip
     ranker = lgb.train(rank_params, lgb.Dataset(r, (np.nan_to_num(r[:, 0]) > 0.5).astype(int), group=[40] * 100), 40)
-    history = pd.DataFrame([(u, m) for u in range(50) for m in rng.choice(np.arange(1, N_ITEMS + 1), 12, replace=False)],
-                           columns=["user_id", "movie_id"])  # fmt: skip
+    rated = [(u, m) for u in range(50) for m in rng.choice(np.arange(1, N_ITEMS + 1), 12, replace=False)]
+    history = pd.DataFrame(rated, columns=["user_id", "movie_id"])
     catalog = Catalog(items)
     state = Retrievers.fit(history, catalog.movie_ids, catalog.keys, 10.0).state()
     return Recommender(rating, FAMILIES["ranker"], ranker, state), rng

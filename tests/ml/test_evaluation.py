@@ -8,9 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops import evaluation
-from mlops.model import retrievers
 from mlops.evaluation import baseline_recommendations, ranking_metrics, relevant_sets, user_metrics
+from mlops.model import retrievers
 
 
 def test_user_metrics_hand_computed():

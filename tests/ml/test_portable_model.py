@@ -28,12 +28,13 @@ from mlflow.types import DataType
 import mlflow
 from mlops import features as fx
 from mlops import registry
+from mlops.errors import ModelFormatError
 from mlops.services import specs
 from mlops.settings import PROJECT_ROOT
 from mlops.training.evaluate import evaluate
-from mlops.training.fit import fit
-from mlops.training.model import PYFUNC_REQUIREMENTS, RecommenderPyfunc
-from mlops.training.register import git_commit, log_and_register
+from mlops.training.fit import fit, labelled_table
+from mlops.training.model import PYFUNC_CODE, PYFUNC_REQUIREMENTS, input_columns
+from mlops.training.register import git_commit, input_example, log_and_register
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -66,9 +67,10 @@ def _lineage(settings, run_id: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def champion(base_settings, mlflow_server, s3_server, redis_server, offline):
-    """A model trained on the tiny data, logged by the training code and aliased `champion`."""
+    """A model of the learned `ranker` family trained on the tiny data, logged by the training code and
+    aliased `champion`."""
     settings = base_settings.replace(model_name=f"test-portable-{int(time.time())}")
-    model = fit(offline, seed=42)
+    model = fit(offline, seed=42, family_name="ranker", table=labelled_table(offline, 100.0))
     metrics, preds = evaluate(model, offline)
     logged = log_and_register(
         settings, "run-portable", model, metrics, preds, offline, _lineage(settings, "run-portable")
@@ -122,20 +124,21 @@ def test_logged_requirements_are_public_and_pinned_as_in_pyproject(champion):
 
 
 def test_signature_and_input_example_describe_the_feature_columns(champion, offline):
-    _, _, local = champion
+    _, model, local = champion
     meta = Model.load(str(local))
     inputs = meta.signature.inputs
-    assert inputs.input_names() == list(fx.FEATURE_NAMES)
+    assert inputs.input_names() == input_columns(model)
+    assert inputs.input_names()[: len(fx.FEATURE_NAMES)] == list(fx.FEATURE_NAMES)
     assert {c.type for c in inputs.inputs} == {DataType.double} and all(c.required for c in inputs.inputs)
-    assert meta.signature.outputs.input_names() == ["p_like", "p_relevant"]
+    assert meta.signature.outputs.input_names() == ["p_like", "rank_score"]
     example = meta.load_input_example(str(local))
-    head = offline.eval_examples.head(5)
-    np.testing.assert_array_equal(example[list(fx.FEATURE_NAMES)].to_numpy(), fx.build_matrix(head, head))
+    np.testing.assert_array_equal(example.to_numpy(), input_example(model, offline).to_numpy())
 
 
 def _expected(model, example: pd.DataFrame) -> dict[str, list[float]]:
     x = example[list(fx.FEATURE_NAMES)].to_numpy(dtype=np.float64)
-    return {"p_like": model.p_like(x).tolist(), "p_relevant": model.p_relevant(x).tolist()}
+    rank = model.family.scores(example[list(model.family.features)].to_numpy(dtype=np.float64), model.learned)
+    return {"p_like": model.p_like(x).tolist(), "rank_score": rank.tolist()}
 
 
 def test_champion_loads_and_predicts_in_a_fresh_env(champion, fresh_env):
@@ -215,21 +218,18 @@ def test_models_serve_rejects_a_bad_column_with_the_schema_error(champion, serve
     assert "stack_trace" not in error and "Traceback" not in response.text
 
 
-def test_a_version_logged_the_old_way_still_loads_here(champion, offline):
-    """Versions registered before this change hold a pickled `RecommenderPyfunc`: serving still loads them."""
+def test_a_version_this_code_cannot_serve_is_refused_at_load_with_its_family(champion, offline):
+    """A version whose family this code does not know (a newer platform's, or a hand-edited one) is refused
+    when loaded, naming the family: serving keeps the model it has (the watcher keeps the old ranker on
+    any load failure), and promotion counts such a champion as unable to serve."""
     settings, model, _ = champion
-    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_name="old-style"):
+    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_name="unknown-family"):
+        parts = model.save(Path(tmp))
+        spec = json.loads(Path(parts["family"]).read_text())
+        Path(parts["family"]).write_text(json.dumps({**spec, "name": "two-tower"}))
         info = mlflow.pyfunc.log_model(
-            name="model", python_model=RecommenderPyfunc(), artifacts=model.save(Path(tmp)),
-            registered_model_name=settings.model_name,
-        )  # fmt: skip
-    old = str(info.registered_model_version)
-    registry.client(settings).set_registered_model_alias(settings.model_name, registry.CHALLENGER, old)
-    loaded, version = registry.load_model_version(settings, registry.CHALLENGER)  # what `Ranker.load` calls
-    assert str(version.version) == old
-    x = fx.build_matrix(offline.eval_examples, offline.eval_examples)
-    np.testing.assert_array_equal(loaded.p_like(x), model.p_like(x))
-    np.testing.assert_array_equal(loaded.p_relevant(x), model.p_relevant(x))
-    # ... and as a pyfunc in the project, as before.
-    pyfunc = mlflow.pyfunc.load_model(f"models:/{settings.model_name}/{old}").unwrap_python_model()
-    np.testing.assert_array_equal(pyfunc.model.p_like(x), model.p_like(x))
+            name="model", python_model=str(PYFUNC_CODE), artifacts=parts, registered_model_name=settings.model_name
+        )
+    version = registry.client(settings).get_model_version(settings.model_name, info.registered_model_version)
+    with pytest.raises(ModelFormatError, match="model family 'two-tower' is unknown to this serving code"):
+        registry.load_model(settings, version)

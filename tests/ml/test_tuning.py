@@ -8,9 +8,8 @@ import time
 import pytest
 
 import mlflow
-from mlops.model.ranking import CandidateCounts
 from mlops.training import tune as tune_module
-from mlops.training.fit import default_head_params
+from mlops.training.fit import default_head_params, labelled_table
 from mlops.training.tune import Choice, tune
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -23,20 +22,26 @@ def experiment(base_settings, mlflow_server):
     return base_settings
 
 
+@pytest.fixture(scope="module")
+def table(offline):
+    """The ranker's labelled candidates on the tiny data (its held-out ratings play validation)."""
+    return labelled_table(offline, 100.0)
+
+
 def _nested(parent_id: str) -> list:
     runs = mlflow.search_runs(filter_string=f"tags.mlflow.parentRunId = '{parent_id}'", output_format="list")
     return sorted(runs, key=lambda r: r.info.run_name)
 
 
-def test_trials_are_nested_runs_and_the_search_is_deterministic(experiment, offline, tmp_path):
+def test_trials_are_nested_runs_and_the_search_is_deterministic(experiment, offline, table, tmp_path):
     choices = []
     for attempt in range(2):
         with mlflow.start_run(run_name=f"parent-{attempt}") as parent:
-            choices.append(tune(offline, 42, 3, 600, tmp_path))
+            choices.append(tune(offline, table, 42, 3, 600, tmp_path))
         trials = _nested(parent.info.run_id)
         assert [r.info.run_name for r in trials] == ["trial-0", "trial-1", "trial-2"]
         assert all(r.info.status == "FINISHED" and "validation_ndcg_at_10" in r.data.metrics for r in trials)
-        defaults = Choice(default_head_params(), CandidateCounts(), {}).flat()
+        defaults = Choice(default_head_params(), {}).flat()
         assert trials[0].data.params["rating_learning_rate"] == str(defaults["rating_learning_rate"])  # trial 0
     first, second = choices
     assert first.flat() == second.flat() and first.validation == second.validation  # same data, seed: same choice
@@ -48,34 +53,34 @@ def test_trials_are_nested_runs_and_the_search_is_deterministic(experiment, offl
     assert first.validation["ndcg_at_10"] + first.validation["auc"] == pytest.approx(best)
 
 
-def test_a_crashing_trial_is_recorded_failed_and_the_study_goes_on(experiment, offline, tmp_path, monkeypatch):
+def test_a_crashing_trial_is_recorded_failed_and_the_study_goes_on(experiment, offline, table, tmp_path, monkeypatch):
     real = tune_module.evaluate_choice
     calls = []
 
-    def flaky(data, seed, heads, counts):
+    def flaky(data, labelled, seed, heads):
         calls.append(1)
         if len(calls) == 2:
             raise RuntimeError("trial blew up")
-        return real(data, seed, heads, counts)
+        return real(data, labelled, seed, heads)
 
     monkeypatch.setattr(tune_module, "evaluate_choice", flaky)
     with mlflow.start_run(run_name="parent-crash") as parent:
-        choice = tune(offline, 42, 3, 600, tmp_path)
+        choice = tune(offline, table, 42, 3, 600, tmp_path)
     statuses = [r.info.status for r in _nested(parent.info.run_id)]
     assert statuses == ["FINISHED", "FAILED", "FINISHED"]
     assert choice.summary["trials_failed"] == 1 and choice.summary["trials_completed"] == 2
     assert choice.summary["best_trial"] in (0, 2)
 
 
-def test_the_time_budget_keeps_the_best_trial_so_far(experiment, offline, tmp_path):
+def test_the_time_budget_keeps_the_best_trial_so_far(experiment, offline, table, tmp_path):
     with mlflow.start_run(run_name="parent-budget"):
-        choice = tune(offline, 42, 5, 0.001, tmp_path)  # the budget is over after the first trial
+        choice = tune(offline, table, 42, 5, 0.001, tmp_path)  # the budget is over after the first trial
     assert choice.summary["budget_hit"] is True
     assert choice.summary["trials_completed"] == 1 and choice.summary["best_trial"] == 0
-    assert choice.head_params == default_head_params() and choice.counts == CandidateCounts()
+    assert choice.head_params == default_head_params()
 
 
-def test_tuning_off_scores_the_defaults_on_validation(offline, tmp_path):
-    choice = tune(offline, 42, 0, 600, tmp_path)
+def test_tuning_off_scores_the_defaults_on_validation(offline, table, tmp_path):
+    choice = tune(offline, table, 42, 0, 600, tmp_path)
     assert choice.summary == {"method": "off", "trials": 0}
     assert choice.head_params == default_head_params() and set(choice.validation) == {"ndcg_at_10", "auc"}
