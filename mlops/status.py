@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mlops import dlq
 from mlops.feature_store import CURRENT
@@ -176,11 +177,18 @@ def stream_report(settings: Settings) -> str:
     label = f"champion model ({settings.model_name}@champion)"
     out.append(f"{label}: {'-  (' + error + ')' if error else ('v' + champion if champion else 'none yet')}")
     if champion_known:
-        metrics, error = _read(lambda: champion_metrics(settings))
+        facts, error = _read(lambda: champion_facts(settings))
         if error:
             out.append(f"  metrics: -  ({error})")
-        elif metrics:
-            out += [f"  {line}" for line in metrics_lines(metrics)]
+        elif facts:
+            metrics, family = facts
+            out += [f"  family: {family or 'unknown'} (top-k ranks with it)"] + [
+                f"  {x}" for x in metrics_lines(metrics)
+            ]
+    if not error:
+        line, problem = _read(lambda: newest_version_line(settings, champion))
+        if problem or line:
+            out.append(f"  newest version: {'-  (' + problem + ')' if problem else line}")
     if champion_known:
         line, error = _read(lambda: experiment_line(settings, champion))
         out.append(f"online champion/challenger: {'-  (' + error + ')' if error else line}")
@@ -257,20 +265,43 @@ def consumer_lag(settings: Settings, requests_topic: TopicOffsets | None) -> lis
     return sorted(members, key=lambda m: m.client_id)
 
 
-def champion_metrics(settings: Settings) -> dict[str, float]:
-    """The metrics of the champion's training run (MLflow REST: no MLflow import in a status command)."""
+def _mlflow_get(settings: Settings, path: str, params: dict[str, Any]) -> dict[str, Any]:
+    """One MLflow REST read (no MLflow import in a status command)."""
     import requests
 
     base = settings.mlflow_tracking_uri.rstrip("/") + "/api/2.0/mlflow"
-    params = {"name": settings.model_name, "alias": "champion"}
-    response = requests.get(f"{base}/registered-models/alias", params=params, timeout=TIMEOUT_S)
+    response = requests.get(f"{base}/{path}", params=params, timeout=TIMEOUT_S)
     response.raise_for_status()
-    run_id = response.json()["model_version"].get("run_id")
-    if not run_id:
-        return {}
-    run = requests.get(f"{base}/runs/get", params={"run_id": run_id}, timeout=TIMEOUT_S)
-    run.raise_for_status()
-    return {m["key"]: float(m["value"]) for m in run.json()["run"]["data"].get("metrics", [])}
+    return response.json()
+
+
+def champion_facts(settings: Settings) -> tuple[dict[str, float], str | None] | None:
+    """(metrics of the champion's training run, its model family), None when the version has no run."""
+    version = _mlflow_get(settings, "registered-models/alias", {"name": settings.model_name, "alias": "champion"})
+    version = version["model_version"]
+    if not version.get("run_id"):
+        return None
+    run = _mlflow_get(settings, "runs/get", {"run_id": version["run_id"]})
+    metrics = {m["key"]: float(m["value"]) for m in run["run"]["data"].get("metrics", [])}
+    return metrics, {t["key"]: t["value"] for t in version.get("tags", [])}.get("model_family")
+
+
+def newest_version_line(settings: Settings, champion: str | None) -> str | None:
+    """What became of the newest registered version when it is not the champion (e.g. it stays challenger
+    below its baselines), with the reason promotion recorded; None when the champion is the newest."""
+    found = _mlflow_get(settings, "model-versions/search",
+                        {"filter": f"name='{settings.model_name}'", "max_results": 1000})  # fmt: skip
+    versions = found.get("model_versions") or []
+    if not versions:
+        return None
+    newest = max(versions, key=lambda v: int(v["version"]))
+    if str(newest["version"]) == str(champion):
+        return None
+    tags = {t["key"]: t["value"] for t in newest.get("tags", [])}
+    reason = tags.get("promotion_reason")
+    return f"v{newest['version']} ({tags.get('model_family', 'unknown family')}): " + (
+        f"not served: {reason}" if reason else "not decided yet (evaluate_and_promote did not run)"
+    )
 
 
 def spark_report(settings: Settings) -> str:

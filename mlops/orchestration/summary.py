@@ -62,6 +62,7 @@ class ModelFacts:
     metrics: dict[str, float]
     decision: str | None  # "champion", "challenger", or None when evaluate_and_promote has not decided
     reason: str | None
+    family: str | None = None  # the model family top-k ranks with (`model_family`, chosen on validation)
 
 
 @dataclass(frozen=True)
@@ -146,7 +147,7 @@ def render(summary: RunSummary, urls: Mapping[str, str], tracking_uri: str = "")
     if m is None:
         row("model", missing("model"))
     else:
-        row("model", f"{m.name} v{m.version}")
+        row("model", f"{m.name} v{m.version}" + (f", family {m.family} (chosen on validation)" if m.family else ""))
         for text in metrics_lines(m.metrics):
             row("", text)
         row("promotion", decision_line(m))
@@ -212,6 +213,7 @@ def _model(settings: Settings, run_id: str) -> ModelFacts:
         metrics=dict(run.data.metrics),
         decision=tags.get("promotion_decision"),
         reason=tags.get("promotion_reason"),
+        family=(version.tags or {}).get("model_family"),
     )
 
 
