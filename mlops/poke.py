@@ -27,7 +27,7 @@ VERBS = {
     "prediction": "REQUEST_ID: the stored result of a request (Redis)",
 }
 SCORE_MEANS = {
-    "recommendations": "score = P(the user rates the movie): what ranks the top-k",
+    "recommendations": "score = the model family's ranking score (higher first; not a probability)",
     "scores": "score = P(rating >= 4 | the user rates it)",
 }
 

@@ -53,24 +53,41 @@ class Candidates:
         return self.features[:, self.names.index(name)]
 
 
-def _ranked(scores: np.ndarray, rated: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(top positions (users, n) best first, rank matrix (users, items) capped at n, scaled scores)."""
+@dataclass
+class _Ranked:
+    """One retriever's view of a batch: its top-N per user and what its features need."""
+
+    top: np.ndarray  # (users, n) catalog positions, best first; -1 past the movies it can score
+    rank: np.ndarray  # (users, items) rank among the user's unrated movies, capped at n
+    scores: np.ndarray  # (users, items) raw scores
+    last: np.ndarray  # (users,) the worst score still in the user's top-N (NaN: none)
+    spread: np.ndarray  # (users,) best - last, 1 where that is not positive
+
+    def scaled(self, users: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """Min-max scaled over the user's top-N (1 = best unrated, 0 = N-th); NaN where it has no score."""
+        with np.errstate(invalid="ignore", over="ignore"):
+            out = (self.scores[users, positions] - self.last[users]) / self.spread[users]
+        out[~np.isfinite(out)] = np.nan
+        return out
+
+
+def _ranked(scores: np.ndarray, rated: np.ndarray, n: int) -> _Ranked:
+    """Each user's top-N unrated movies by `scores`, their ranks and the scale of the scores."""
     s = np.where(rated, -np.inf, scores)
     n = max(1, min(n, s.shape[1]))
     top = np.argpartition(-s, n - 1, axis=1)[:, :n]
-    top = np.take_along_axis(top, np.argsort(-np.take_along_axis(s, top, axis=1), axis=1, kind="stable"), axis=1)
+    top_scores = np.take_along_axis(s, top, axis=1)
+    order = np.argsort(-top_scores, axis=1, kind="stable")
+    top, top_scores = np.take_along_axis(top, order, axis=1), np.take_along_axis(top_scores, order, axis=1)
     rank = np.full(s.shape, n, dtype=np.float32)
     np.put_along_axis(rank, top, np.arange(n, dtype=np.float32)[None, :], axis=1)
-    top_scores = np.take_along_axis(s, top, axis=1)
-    valid_top = np.isfinite(top_scores)
+    valid = np.isfinite(top_scores)
     # The scale: the user's best unrated score and the worst one still in the top-N (fewer than N may score).
-    best = np.where(valid_top[:, :1], top_scores[:, :1], np.nan)
-    last = np.where(valid_top.any(axis=1), np.where(valid_top, top_scores, np.inf).min(axis=1), np.nan)[:, None]
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        spread = best - last
-        scaled = (scores - last) / np.where(spread > 0, spread, 1.0)
-    scaled[~np.isfinite(scaled)] = np.nan  # no score: missing to the ranker
-    return np.where(valid_top, top, -1), rank, scaled.astype(np.float32)
+    best = np.where(valid[:, 0], top_scores[:, 0], np.nan)
+    last = np.where(valid.any(axis=1), np.where(valid, top_scores, np.inf).min(axis=1), np.nan)
+    spread = best - last
+    spread = np.where(spread > 0, spread, 1.0)
+    return _Ranked(np.where(valid, top, -1), rank, scores, last, spread)
 
 
 def candidates(
@@ -86,13 +103,11 @@ def candidates(
     member = np.zeros(rated.shape, dtype=bool)
     ranked = {}
     for name in dict.fromkeys([*depth, *(n.rsplit("_", 1)[0] for n in names if n in RETRIEVER_FEATURES)]):
-        scores = retrievers.by_name[name].scores(batch)
-        top, rank, scaled = _ranked(scores, rated, max(depth.get(name, DEPTH[name]), k))
-        ranked[name] = (rank, scaled)
+        r = ranked[name] = _ranked(retrievers.by_name[name].scores(batch), rated, max(depth.get(name, DEPTH[name]), k))
         if name in depth:
-            rows = np.repeat(np.arange(len(top)), top.shape[1])
-            keep = top.ravel() >= 0
-            member[rows[keep], top.ravel()[keep]] = True
+            rows = np.repeat(np.arange(len(r.top)), r.top.shape[1])
+            keep = r.top.ravel() >= 0
+            member[rows[keep], r.top.ravel()[keep]] = True
     users, positions = np.nonzero(member & ~rated)
     out = np.empty((len(users), len(names)), dtype=np.float32)
     context = [n for n in names if n not in RETRIEVER_FEATURES]
@@ -103,6 +118,6 @@ def candidates(
     for j, name in enumerate(names):
         if name in RETRIEVER_FEATURES:
             retriever, kind = name.rsplit("_", 1)
-            rank, scaled = ranked[retriever]
-            out[:, j] = np.log1p(rank[users, positions]) if kind == "rank" else scaled[users, positions]
+            r = ranked[retriever]
+            out[:, j] = np.log1p(r.rank[users, positions]) if kind == "rank" else r.scaled(users, positions)
     return Candidates(users, positions, out, names)

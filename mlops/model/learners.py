@@ -4,8 +4,9 @@ No leakage, by construction: the candidates and their features come from the SEL
 and user / item rows built from train alone) and the labels are the validation ratings, which that world
 never saw. For test and serving, the retrievers and rows are rebuilt from train + validation (the FINAL
 world) and the same learned state ranks there: every retriever feature is scale-free
-(`mlops.model.candidates`), so it means the same in both worlds. `tests/ml/test_learners.py` proves the
-separation: changing the validation ratings changes labels only, never a feature.
+(`mlops.model.candidates`), so it means the same in both worlds. A test proves the separation
+(`test_training.py::test_the_ranker_features_never_see_the_labels`): changing the held-out ratings changes
+labels only, never a feature.
 
 Their validation figure is honest too: `cross_fit` fits on half of the validation users and ranks the
 other half (and the reverse), so a learned family is never scored on a user whose labels it learned; the

@@ -97,7 +97,8 @@ def log_and_register(
     trials are nested in instead of starting a new one.
     """
     import mlflow
-    from mlops.registry import LINEAGE_KEYS, client, wait_for_mlflow, with_retries
+    from mlops.promotion import LINEAGE_KEYS
+    from mlops.registry import client, wait_for_mlflow, with_retries
 
     wait_for_mlflow(settings)
     c = client(settings)

@@ -75,7 +75,7 @@ def test_recommend_prints_titles_genres_model_version_and_latency(settings, cham
     lines = text.splitlines()
     assert lines[0].startswith(f"user {user}: {settings.model_name} v{champion.model_version} (champion)")
     assert re.search(r", \d+ ms through the stream; request cli-[0-9a-f]+$", lines[0])
-    assert "score = P(the user rates the movie)" in text
+    assert "score = the model family's ranking score" in text
     rows = [line for line in lines if re.match(r"\s+\d+\. ", line)]
     assert len(rows) == 5
     movies = catalog.movies(settings, champion.feature_set)
