@@ -112,10 +112,9 @@ def candidate_batches(
     k: int = 0,
 ) -> Iterator[tuple[np.ndarray, Candidates]]:
     """(user id per candidate, Candidates) per batch of BATCH_USERS users (all in `user_rows`)."""
-    position = {int(m): i for i, m in enumerate(retrievers.movie_ids)}
     for start in range(0, len(users), BATCH_USERS):
         ids = np.asarray(users[start : start + BATCH_USERS], dtype=np.int64)
-        batch = UserBatch.of([user_rows[int(u)] for u in ids], position, len(retrievers.movie_ids))
+        batch = UserBatch.of([user_rows[int(u)] for u in ids], retrievers.movie_ids, len(retrievers.movie_ids))
         cands = fam.candidates(retrievers, item_matrix, batch, k)
         yield ids[cands.users], cands
 

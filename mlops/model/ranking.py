@@ -64,7 +64,7 @@ class RankerCore:
 
     def batch(self, users: list[dict[str, Any]]) -> UserBatch:
         """Known users' rows as the retrievers read them."""
-        return UserBatch.of(users, self.catalog.position, len(self.catalog.movie_ids))
+        return UserBatch.of(users, self.catalog.movie_ids, len(self.catalog.movie_ids))
 
     def score(
         self, users: list[dict[str, Any] | None], movie_ids: list[list[int]]

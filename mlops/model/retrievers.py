@@ -17,6 +17,7 @@ and then only reads arrays: its state is what ships inside the registered model 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -49,12 +50,16 @@ class UserBatch:
     n_items: int
 
     @classmethod
-    def of(cls, users: Sequence[dict[str, Any]], position: dict[int, int], n_items: int) -> UserBatch:
-        """From online user rows (with `rated_movie_ids`); movies the catalog lacks are ignored."""
-        rated = [
-            np.fromiter((position[int(m)] for m in u.get(fx.RATED_COLUMN) or () if int(m) in position), np.int64)
-            for u in users
-        ]
+    def of(cls, users: Sequence[dict[str, Any]], movie_ids: np.ndarray, n_items: int) -> UserBatch:
+        """From online user rows (with `rated_movie_ids`) over the sorted catalog `movie_ids`; movies the
+        catalog lacks are ignored. One vectorised lookup for the whole batch."""
+        lists = [u.get(fx.RATED_COLUMN) or () for u in users]
+        lengths = np.fromiter((len(r) for r in lists), np.int64, len(lists))
+        flat = np.fromiter(itertools.chain.from_iterable(lists), np.int64, int(lengths.sum()))
+        pos = np.searchsorted(movie_ids, flat).clip(max=max(len(movie_ids) - 1, 0))
+        known = movie_ids[pos] == flat if len(movie_ids) else np.zeros(len(flat), bool)
+        rated = [p[k] for p, k in zip(np.split(pos, np.cumsum(lengths)[:-1]),
+                                      np.split(known, np.cumsum(lengths)[:-1]), strict=True)]  # fmt: skip
         return cls(rated, fx.user_matrix(list(users)), n_items)
 
     @cached_property

@@ -20,14 +20,14 @@ KEYS = np.arange(5 * fx.CF_RANK, dtype=float).reshape(5, fx.CF_RANK) / 100.0
 
 
 def _batch(rated: list[list[int]]) -> UserBatch:
-    position = {int(m): i for i, m in enumerate(MOVIES)}
     rows = [{fx.RATED_COLUMN: r, **dict.fromkeys(fx.USER_CF, 1.0)} for r in rated]
-    return UserBatch.of(rows, position, len(MOVIES))
+    return UserBatch.of(rows, MOVIES, len(MOVIES))
 
 
 def test_each_retriever_scores_what_its_definition_says():
     ret = Retrievers.fit(HISTORY, MOVIES, KEYS, 1.0)
-    batch = _batch([[10], [20, 40]])
+    batch = _batch([[10], [20, 40, 99]])  # 99: not in the catalog, ignored
+    assert [MOVIES[r].tolist() for r in batch.rated] == [[10], [20, 40]]
     pop = ret.by_name["popularity"].scores(batch)
     np.testing.assert_array_equal(pop[0], [3, 3, 1, 1, 0])
     co = ret.by_name["cooccurrence"].scores(batch)
