@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mlops import dlq
-from mlops.feature_store import CURRENT, RedisFeatureStore
-from mlops.layout import set_kind
+from mlops.feature_store import CURRENT
 from mlops.orchestration.summary import metrics_lines
 from mlops.registry import champion_version
 from mlops.settings import Settings
@@ -110,19 +109,15 @@ def _committed(consumer, partitions: list) -> list:
 
 
 def feature_set_version(settings: Settings) -> str | None:
-    """The feature set version currently live in Redis and which set it is (None when none is loaded)."""
-    import orjson
+    """The feature set version currently live in Redis (None when none is loaded), for the report."""
     import redis
 
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S)
     try:
         value = client.get(CURRENT)
-        meta = client.get(RedisFeatureStore.meta_key(value.decode())) if value else None
     finally:
         client.close()
-    if not value:
-        return None
-    return f"{value.decode()} ({set_kind((orjson.loads(meta) if meta else {}).get('history'))})"
+    return value.decode() if value else None
 
 
 def _read(fn: Callable[[], object]) -> tuple[object, str | None]:
