@@ -42,12 +42,18 @@ BLEND_PASSES = 2
 
 def ranker_params(seed: int, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """LambdaRank parameters (nDCG on binary relevance); small trees: a few labels per user to learn from."""
+    return lightgbm_params(
+        seed,
+        {"objective": "lambdarank", "lambdarank_truncation_level": 20, "learning_rate": 0.03, "num_leaves": 7,
+         "min_data_in_leaf": 100},
+        overrides,
+    )  # fmt: skip
+
+
+def lightgbm_params(seed: int, model: Mapping[str, Any], overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    """What every LightGBM model of the platform shares (bagging, L2, determinism, threads), then the model's
+    own parameters, then tuned `overrides` (`rounds` is not a LightGBM parameter: the caller's)."""
     return {
-        "objective": "lambdarank",
-        "lambdarank_truncation_level": 20,
-        "learning_rate": 0.03,
-        "num_leaves": 7,
-        "min_data_in_leaf": 100,
         "feature_fraction": 0.9,
         "bagging_fraction": 0.9,
         "bagging_freq": 1,
@@ -57,6 +63,7 @@ def ranker_params(seed: int, overrides: Mapping[str, Any] | None = None) -> dict
         "force_row_wise": True,
         "num_threads": 2,
         "verbose": -1,
+        **model,
     } | {k: v for k, v in (overrides or {}).items() if k != "rounds"}
 
 

@@ -37,22 +37,12 @@ def default_head_params() -> dict[str, dict[str, Any]]:
 def lgb_params(seed: int, monotone: tuple[str, ...], overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """LightGBM parameters of the rating head over the features `monotone` (in order), with tuned `overrides`
     (rounds excluded); also logged as the run's params."""
-    return {
-        "objective": "binary",
-        "learning_rate": 0.05,
-        "num_leaves": 31,
-        "min_data_in_leaf": 50,
-        "feature_fraction": 0.9,
-        "bagging_fraction": 0.9,
-        "bagging_freq": 1,
-        "lambda_l2": 1.0,
-        "seed": seed,
-        "deterministic": True,
-        "force_row_wise": True,
-        "num_threads": 2,
-        "verbose": -1,
-        "monotone_constraints": [1 if n in fx.MONOTONE_INCREASING else 0 for n in monotone],
-    } | {k: v for k, v in (overrides or {}).items() if k != "rounds"}
+    return learners.lightgbm_params(
+        seed,
+        {"objective": "binary", "learning_rate": 0.05, "num_leaves": 31, "min_data_in_leaf": 50,
+         "monotone_constraints": [1 if n in fx.MONOTONE_INCREASING else 0 for n in monotone]},
+        overrides,
+    )  # fmt: skip
 
 
 def fit_rating(data: OfflineData, seed: int, params: dict[str, Any] | None = None) -> lgb.Booster:
