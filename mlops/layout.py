@@ -42,6 +42,22 @@ def split_key(run_id: str, part: str) -> str:
 
 
 SELECTION_PREFIX = "validation/"  # feature names under it: built from train only, evaluated on validation
+SERVING_PREFIX = "serving/"  # the serving set under it: the online snapshot of every ingested rating
+
+
+# What a loaded feature set's history means to a user (`load_to_redis` records it in the set's metadata).
+SET_KINDS = {"train+validation+test": "serving set: every ingested rating", "train+validation": "evaluation set"}
+
+
+def set_kind(history: str | None) -> str:
+    """The words for a feature set's history, as `status` and the console show it."""
+    return SET_KINDS.get(history or "", "set of unknown history")
+
+
+def evaluation_set_version(run_id: str) -> str:
+    """The feature-set version of a run's evaluation set (train + validation history) in Redis: what the
+    parity checks serve, beside the serving set `feature_set_version(run_id)` that users are answered from."""
+    return f"{feature_set_version(run_id)}.eval"
 
 
 def features_key(run_id: str, name: str) -> str:

@@ -73,7 +73,7 @@ class Ranker:
             feature_set,
             len(catalog.movie_ids),
         )
-        return cls(RankerCore(model, catalog), info)
+        return cls(RankerCore(model, catalog, serving=True), info)
 
     def score_with_flags(
         self, users: list[dict[str, Any] | None], movie_ids: list[list[int]]

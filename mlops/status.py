@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from mlops import dlq
-from mlops.feature_store import CURRENT
+from mlops.feature_store import CURRENT, RedisFeatureStore
+from mlops.layout import set_kind
 from mlops.orchestration.summary import metrics_lines
 from mlops.registry import champion_version
 from mlops.settings import Settings
@@ -109,15 +110,19 @@ def _committed(consumer, partitions: list) -> list:
 
 
 def feature_set_version(settings: Settings) -> str | None:
-    """The feature set version currently live in Redis (None when none is loaded), for the report."""
+    """The feature set version currently live in Redis and which set it is (None when none is loaded)."""
+    import orjson
     import redis
 
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S)
     try:
         value = client.get(CURRENT)
+        meta = client.get(RedisFeatureStore.meta_key(value.decode())) if value else None
     finally:
         client.close()
-    return value.decode() if value else None
+    if not value:
+        return None
+    return f"{value.decode()} ({set_kind((orjson.loads(meta) if meta else {}).get('history'))})"
 
 
 def _read(fn: Callable[[], object]) -> tuple[object, str | None]:

@@ -43,6 +43,7 @@ class TryIt:
     problems: list[str] = field(default_factory=list)  # why there is no answer
     notes: list[str] = field(default_factory=list)  # what the reader should know about the answer
     feature_set: str | None = None
+    feature_set_kind: str = ""  # which set serves (`layout.set_kind`): the serving set of every rating
     known_user: bool | None = None
     recommendations: list[tuple[Movie, float]] = field(default_factory=list)
     answer: stream_client.Answer | None = None
@@ -66,6 +67,13 @@ def suggestions(settings: Settings) -> tuple[str | None, list[int]]:
     return version, sorted(store.ids(version, "user"))[:SUGGESTIONS]
 
 
+def _kind(settings: Settings, version: str) -> str:
+    from mlops.feature_store import RedisFeatureStore
+    from mlops.layout import set_kind
+
+    return set_kind(RedisFeatureStore.from_settings(settings).metadata(version).get("history"))
+
+
 def known(settings: Settings, version: str, user_id: int) -> bool:
     """Whether `version` has features for the user (an unknown one gets the cold-start answer and a note)."""
     from mlops.feature_store import RedisFeatureStore
@@ -78,6 +86,8 @@ def page(settings: Settings) -> TryIt:
     view = TryIt()
     try:
         view.feature_set, view.suggestions = suggestions(settings)
+        if view.feature_set is not None:
+            view.feature_set_kind = _kind(settings, view.feature_set)
     except Exception as exc:  # Redis down or the index expired: the form still shows, with the reason
         view.problems.append(f"The feature store (Redis at {settings.redis_host}:{settings.redis_port}) could not "
                              f"be read, so there are no users to suggest: {_reason(exc)}")  # fmt: skip

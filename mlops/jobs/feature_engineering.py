@@ -34,7 +34,14 @@ import numpy as np
 from mlops import features as fx
 from mlops.errors import DataError
 from mlops.jobs.runner import job_parser, resolve, run
-from mlops.layout import SELECTION_PREFIX, feature_set_version, features_key, normalized_key, split_key
+from mlops.layout import (
+    SELECTION_PREFIX,
+    SERVING_PREFIX,
+    feature_set_version,
+    features_key,
+    normalized_key,
+    split_key,
+)
 from mlops.progress import stage
 from mlops.settings import Settings
 
@@ -44,6 +51,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 OUTPUTS = ("train_examples", "eval_examples", "online_users", "online_items", "online_meta")
+SERVING_OUTPUTS = ("online_users", "online_items", "online_meta")
 POPULAR_FALLBACK = 100  # movie ids kept in online_meta for the cold-start fallback
 
 
@@ -237,6 +245,67 @@ def _check_inputs(train: DataFrame, test: DataFrame, movies: DataFrame) -> None:
         raise DataError(f"normalized/movies: column genres holds names outside the canonical vocabulary: {bad}")
 
 
+def _prepared(train: DataFrame, movies: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """The ratings with their types, cached; the movies with one 0/1 column per genre, plus a metadata-less
+    row for every movie rated but missing from the movies table."""
+    from pyspark.sql import functions as F
+
+    train = train.select(
+        F.col("user_id").cast("int"),
+        F.col("movie_id").cast("int"),
+        F.col("rating").cast("double"),
+        F.col("timestamp").cast("long"),
+    ).cache()
+    movies_g = movies.select(F.col("movie_id").cast("int"), F.col("year"), *fx.genre_flag_columns())
+    orphans = train.select("movie_id").distinct().join(movies_g, "movie_id", "left_anti")
+    movies_g = movies_g.unionByName(orphans, allowMissingColumns=True).na.fill(0, [f"g_{s}" for s in fx.GENRE_SLUGS])
+    return train, movies_g.cache()
+
+
+def _online(
+    spark: SparkSession, history: DataFrame, movies_g: DataFrame, params: FeatureParams, run_id: str,
+    cutoffs: Sequence[int],
+) -> tuple[DataFrame, DataFrame, DataFrame]:  # fmt: skip
+    """The online snapshot of `history` (every rating in it; cutoff just after its last one): user rows with
+    their rated lists, item rows with ALS keys, and the one-row metadata."""
+    from pyspark.sql import functions as F
+
+    y, keys = als_snapshot(spark, history, params)
+    gm, gl = _global_stats(history)
+    online_items = fx.with_item_keys(
+        fx.item_aggregates(history, movies_g, as_of=False, global_mean=gm, global_like=gl), keys
+    ).cache()
+    online_users = fx.user_aggregates(_with_factors(history, y, movies_g), as_of=False)
+    rated = history.groupBy("user_id").agg(F.sort_array(F.collect_list("movie_id")).alias(fx.RATED_COLUMN))
+    online_users = online_users.join(rated, "user_id").cache()
+    popular = [
+        int(r.movie_id)
+        for r in history.groupBy("movie_id")
+        .count()
+        .orderBy(F.desc("count"), "movie_id")
+        .limit(POPULAR_FALLBACK)
+        .collect()
+    ]
+    n_ratings = history.count()
+    max_ts = int(history.agg(F.max("timestamp")).first()[0])
+    meta = spark.createDataFrame(
+        [(run_id, fx.SCHEMA_VERSION, popular, int(n_ratings), gm, gl, max_ts + 1, list(cutoffs), fx.CF_RANK)],
+        "feature_set string, schema_version int, popular_movie_ids array<int>, n_train_ratings long, "
+        "global_mean double, global_like_rate double, snapshot_cutoff long, training_cutoffs array<long>, cf_rank int",
+    )
+    return online_users, online_items, meta
+
+
+def serving_features(
+    spark: SparkSession, ratings: DataFrame, movies: DataFrame, params: FeatureParams, run_id: str
+) -> dict[str, DataFrame]:
+    """The serving set (issue 26): the online snapshot of every ingested rating, computed by the same code
+    as the evaluation set's, so a user's rated list and aggregates include their held-out ratings too."""
+    history, movies_g = _prepared(ratings, movies)
+    users, items, meta = _online(spark, history, movies_g, params, run_id, [])
+    return {"online_users": users, "online_items": items, "online_meta": meta}
+
+
 def compute_features(
     spark: SparkSession, train: DataFrame, test: DataFrame, movies: DataFrame, params: FeatureParams, run_id: str
 ) -> dict[str, DataFrame]:
@@ -246,18 +315,8 @@ def compute_features(
     _check_inputs(train, test, movies)
     started = time.monotonic()
     cols = ["user_id", "movie_id", "rating", "timestamp"]
-    train = train.select(
-        F.col("user_id").cast("int"),
-        F.col("movie_id").cast("int"),
-        F.col("rating").cast("double"),
-        F.col("timestamp").cast("long"),
-    ).cache()
+    train, movies_g = _prepared(train, movies)
     test = test.select(*cols)
-    movies_g = movies.select(F.col("movie_id").cast("int"), F.col("year"), *fx.genre_flag_columns()).cache()
-    # Movies rated in train but missing from the movies table still get item rows (no metadata).
-    orphans = train.select("movie_id").distinct().join(movies_g, "movie_id", "left_anti")
-    movies_g = movies_g.unionByName(orphans, allowMissingColumns=True).na.fill(0, [f"g_{s}" for s in fx.GENRE_SLUGS])
-    movies_g = movies_g.cache()
 
     n_train = train.count()
     max_ts = int(train.agg(F.max("timestamp")).first()[0])
@@ -321,45 +380,11 @@ def compute_features(
     for more in examples[1:]:
         train_examples = train_examples.unionByName(more)
 
-    # Online snapshot: everything in train, cutoff just after its last rating.
-    y, keys = als_snapshot(spark, train, params)
-    gm, gl = _global_stats(train)
-    online_items = fx.with_item_keys(
-        fx.item_aggregates(train, movies_g, as_of=False, global_mean=gm, global_like=gl), keys
-    ).cache()
-    online_users = fx.user_aggregates(_with_factors(train, y, movies_g), as_of=False)
-    rated = train.groupBy("user_id").agg(F.sort_array(F.collect_list("movie_id")).alias(fx.RATED_COLUMN))
-    online_users = online_users.join(rated, "user_id").cache()
-
+    online_users, online_items, meta = _online(spark, train, movies_g, params, run_id, cutoffs)
     eval_examples = (
         test.join(online_users.drop(fx.RATED_COLUMN), "user_id", "left")
         .join(online_items, "movie_id", "left")
         .withColumn("label", (F.col("rating") >= fx.LIKE_THRESHOLD).cast("int"))
-    )
-    popular = [
-        int(r.movie_id)
-        for r in train.groupBy("movie_id")
-        .count()
-        .orderBy(F.desc("count"), "movie_id")
-        .limit(POPULAR_FALLBACK)
-        .collect()
-    ]
-    meta = spark.createDataFrame(
-        [
-            (
-                run_id,
-                fx.SCHEMA_VERSION,
-                popular,
-                int(n_train),
-                gm,
-                gl,
-                max_ts + 1,
-                cutoffs,
-                fx.CF_RANK,
-            )
-        ],
-        "feature_set string, schema_version int, popular_movie_ids array<int>, n_train_ratings long, "
-        "global_mean double, global_like_rate double, snapshot_cutoff long, training_cutoffs array<long>, cf_rank int",
     )
     return {
         "train_examples": train_examples,
@@ -408,6 +433,8 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
     # A failed attempt must not leave this run's outputs of an earlier attempt readable beside new ones.
     for name in (prefix + output for prefix in ("", SELECTION_PREFIX) for output in OUTPUTS):
         uncommit(features_key(run_id, name), settings)
+    for name in SERVING_OUTPUTS:
+        uncommit(features_key(run_id, SERVING_PREFIX + name), settings)
     spark = spark_session("feature_engineering", settings, capacity.shuffle_partitions(need.scratch_bytes // 4))
     frames = {name: read_parquet(spark, key, settings) for name, key in inputs.items()}
     # Issue 14 (three-way split): the same computation on two histories, one after the other. Model
@@ -418,15 +445,14 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
         (SELECTION_PREFIX, frames["train"], frames["validation"], "train"),
         ("", history, frames["test"], "train+validation"),
     )
-    manifests = {}
-    for prefix, train, held_out, described in passes:
-        with stage("features", f"history {described}: cutoffs, ALS snapshots, plans"):
-            outputs = compute_features(spark, train, held_out, frames["movies"], params, run_id)
-        for output in OUTPUTS:
+    manifests: dict[str, Any] = {}
+
+    def write(outputs: dict[str, DataFrame], prefix: str, described: str) -> None:
+        for output, frame in outputs.items():
             name = prefix + output
             with stage("features", f"write {name}") as progress:
                 manifests[name] = write_parquet(
-                    outputs[output],
+                    frame,
                     features_key(run_id, name),
                     settings,
                     {
@@ -442,7 +468,18 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
                 progress.rows = int(manifests[name]["row_count"])
             if manifests[name]["row_count"] == 0 and output != "eval_examples":
                 raise DataError(f"feature_engineering produced an empty {name}; check the split of run {run_id}")
-        spark.catalog.clearCache()  # the first pass's cached tables are not read by the second
+        spark.catalog.clearCache()  # a pass's cached tables are not read by the next
+
+    for prefix, train, held_out, described in passes:
+        with stage("features", f"history {described}: cutoffs, ALS snapshots, plans"):
+            outputs = compute_features(spark, train, held_out, frames["movies"], params, run_id)
+        write({output: outputs[output] for output in OUTPUTS}, prefix, described)
+    # The serving set (issue 26): every ingested rating, held-out ones included, so that serving knows all
+    # of them (evaluation, parity and promotion read the sets above, whose history never saw the test rows).
+    everything = history.unionByName(frames["test"].select(*frames["train"].columns))
+    with stage("features", "history every rating: the serving set's ALS snapshot"):
+        serving = serving_features(spark, everything, frames["movies"], params, run_id)
+    write(serving, SERVING_PREFIX, "train+validation+test")
     log.info("feature_engineering: done in %.1fs", time.monotonic() - started)
     return manifests
 

@@ -1,4 +1,9 @@
-"""Spark step `load_to_redis`: the run's online snapshot becomes a new feature-set version, then current.
+"""Spark step `load_to_redis`: the run's serving set becomes a new feature-set version, then current.
+
+Two sets per run since issue 26: the serving set (`features/serving/...`, every ingested rating) under the
+run's version `layout.feature_set_version`, what users are answered from; and the evaluation set
+(`features/online_*`, train + validation) under `layout.evaluation_set_version`, never current, what the
+parity checks serve. A run written before the serving set existed loads its evaluation set as its version.
 
 Spark reads `features/online_users`, `features/online_items` (and the one-row `online_meta` when present);
 the driver streams the rows to Redis in pipelined batches under the run's feature-set version
@@ -23,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlops.feature_store import RedisFeatureStore
 from mlops.jobs.runner import job_parser, resolve, run
-from mlops.layout import feature_set_version, features_key, split_key
+from mlops.layout import SERVING_PREFIX, evaluation_set_version, feature_set_version, features_key, split_key
 from mlops.object_store import ObjectStore
 from mlops.progress import stage
 from mlops.settings import Settings
@@ -49,70 +54,93 @@ def entity_rows(df: DataFrame, id_column: str, total: int, label: str) -> Iterat
 
 
 def main(argv: Sequence[str] | None = None, settings: Settings | None = None) -> dict[str, Any]:
-    """Load the run's online snapshot as a feature-set version (current unless `--stage-only`); its metadata."""
-    from mlops import spark_capacity as capacity
-    from mlops.spark_io import dataset_exists, read_manifest, read_parquet, spark_session
+    """Load the run's serving set as its feature-set version (current unless `--stage-only`) and its
+    evaluation set beside it (never current); returns the serving set's metadata."""
+    from mlops.spark_io import dataset_exists
 
     parser = job_parser("Load the run's online snapshot into Redis as a new feature-set version")
     parser.add_argument("--batch-size", type=int, default=2000, help="SETs per pipelined round trip")
     parser.add_argument("--stage-only", action="store_true", help="load, but leave fs:current (promotion switches)")
     args = parser.parse_args(argv)
     run_id, settings = resolve(args, settings)
-    started = time.monotonic()
-    version = feature_set_version(run_id)
-    fs = RedisFeatureStore.from_settings(settings)
-    if fs.exists(version):
-        if args.stage_only:
-            log.info("load_to_redis: feature set %s is already loaded (staged)", version)
-            return fs.metadata(version)
-        previous = fs.switch_to(version)
-        log.info("load_to_redis: feature set %s is already loaded; made it current (was %s)", version, previous)
-        return fs.metadata(version)
-
     store = ObjectStore.from_settings(settings)
-    users_key, items_key, meta_key = (features_key(run_id, n) for n in ("online_users", "online_items", "online_meta"))
-    users_manifest = read_manifest(users_key, settings, store)
-    items_manifest = read_manifest(items_key, settings, store)
-    train_key = split_key(run_id, "train")
-    train = read_manifest(train_key, settings, store) if dataset_exists(train_key, settings, store) else {}
-    capacity.check(settings, capacity.load_need(
-        users_manifest["row_count"], len(users_manifest["columns"]),
-        items_manifest["row_count"], len(items_manifest["columns"]), train.get("row_count", 0),
-    ))  # fmt: skip
-    spark = spark_session("load_to_redis", settings)
-    users = read_parquet(spark, users_key, settings, store)
-    items = read_parquet(spark, items_key, settings, store)
-    metadata: dict[str, Any] = {
-        "run_id": run_id,
-        "schema_version": users_manifest.get("schema_version"),
-        "feature_names": users_manifest.get("feature_names"),
-        "user_columns": [c for c in users.columns if c != "user_id"],
-        "item_columns": [c for c in items.columns if c != "movie_id"],
-        "inputs": [users_key, items_key],
-    }
-    if dataset_exists(meta_key, settings, store):
-        rows = read_parquet(spark, meta_key, settings, store).collect()
-        if len(rows) == 1:
-            metadata.update(rows[0].asDict(recursive=True))
-        else:
-            metadata["online_meta"] = [r.asDict(recursive=True) for r in rows]
-        metadata["inputs"].append(meta_key)
-    log.info("load_to_redis %s: loading %d users and %d items", run_id, users_manifest["row_count"],
-             items_manifest["row_count"])  # fmt: skip
-    with stage("load_to_redis", f"write feature set {version}") as progress:
-        meta = fs.write_feature_set(
-            version,
-            entity_rows(users, "user_id", users_manifest["row_count"], "users"),
-            entity_rows(items, "movie_id", items_manifest["row_count"], "items"),
-            metadata,
-            batch_size=args.batch_size,
-            activate=not args.stage_only,
+    loader = _Loader(settings, store, args.batch_size)
+    if not dataset_exists(features_key(run_id, SERVING_PREFIX + "online_users"), settings, store):
+        # A run from before the serving set: its evaluation set is what serves.
+        return loader.load(run_id, "", feature_set_version(run_id), activate=not args.stage_only)
+    loader.load(run_id, "", evaluation_set_version(run_id), activate=False)
+    return loader.load(run_id, SERVING_PREFIX, feature_set_version(run_id), activate=not args.stage_only)
+
+
+class _Loader:
+    """Loads one of a run's online snapshots into Redis under a version; one Spark session for all of them."""
+
+    def __init__(self, settings: Settings, store: ObjectStore, batch_size: int) -> None:
+        self.settings, self.store, self.batch_size = settings, store, batch_size
+        self.fs = RedisFeatureStore.from_settings(settings)
+        self._spark: Any = None
+
+    def load(self, run_id: str, prefix: str, version: str, activate: bool) -> dict[str, Any]:
+        """The snapshot under `features/{prefix}` as feature-set `version`; idempotent (a loaded version is
+        only made current again when `activate`)."""
+        from mlops import spark_capacity as capacity
+        from mlops.spark_io import dataset_exists, read_manifest, read_parquet, spark_session
+
+        settings, store, fs = self.settings, self.store, self.fs
+        started = time.monotonic()
+        if fs.exists(version):
+            if not activate:
+                log.info("load_to_redis: feature set %s is already loaded (staged)", version)
+                return fs.metadata(version)
+            previous = fs.switch_to(version)
+            log.info("load_to_redis: feature set %s is already loaded; made it current (was %s)", version, previous)
+            return fs.metadata(version)
+        users_key, items_key, meta_key = (
+            features_key(run_id, prefix + n) for n in ("online_users", "online_items", "online_meta")
         )
-        progress.rows = int(meta["n_users"]) + int(meta["n_items"])
-        progress.note = f"{meta['n_users']:,} users, {meta['n_items']:,} items"
-    log.info("load_to_redis %s: %d users, %d items loaded in %.1fs", run_id, meta["n_users"], meta["n_items"],
-             time.monotonic() - started)  # fmt: skip
-    return meta
+        users_manifest = read_manifest(users_key, settings, store)
+        items_manifest = read_manifest(items_key, settings, store)
+        train_key = split_key(run_id, "train")
+        train = read_manifest(train_key, settings, store) if dataset_exists(train_key, settings, store) else {}
+        capacity.check(settings, capacity.load_need(
+            users_manifest["row_count"], len(users_manifest["columns"]),
+            items_manifest["row_count"], len(items_manifest["columns"]), train.get("row_count", 0),
+        ))  # fmt: skip
+        self._spark = self._spark or spark_session("load_to_redis", settings)
+        users = read_parquet(self._spark, users_key, settings, store)
+        items = read_parquet(self._spark, items_key, settings, store)
+        metadata: dict[str, Any] = {
+            "run_id": run_id,
+            "schema_version": users_manifest.get("schema_version"),
+            "feature_names": users_manifest.get("feature_names"),
+            "history": users_manifest.get("history"),
+            "user_columns": [c for c in users.columns if c != "user_id"],
+            "item_columns": [c for c in items.columns if c != "movie_id"],
+            "inputs": [users_key, items_key],
+        }
+        if dataset_exists(meta_key, settings, store):
+            rows = read_parquet(self._spark, meta_key, settings, store).collect()
+            if len(rows) == 1:
+                metadata.update(rows[0].asDict(recursive=True))
+            else:
+                metadata["online_meta"] = [r.asDict(recursive=True) for r in rows]
+            metadata["inputs"].append(meta_key)
+        log.info("load_to_redis %s: loading %d users and %d items as %s", run_id, users_manifest["row_count"],
+                 items_manifest["row_count"], version)  # fmt: skip
+        with stage("load_to_redis", f"write feature set {version}") as progress:
+            meta = fs.write_feature_set(
+                version,
+                entity_rows(users, "user_id", users_manifest["row_count"], "users"),
+                entity_rows(items, "movie_id", items_manifest["row_count"], "items"),
+                metadata,
+                batch_size=self.batch_size,
+                activate=activate,
+            )
+            progress.rows = int(meta["n_users"]) + int(meta["n_items"])
+            progress.note = f"{meta['n_users']:,} users, {meta['n_items']:,} items"
+        log.info("load_to_redis %s: %d users, %d items loaded in %.1fs", version, meta["n_users"], meta["n_items"],
+                 time.monotonic() - started)  # fmt: skip
+        return meta
 
 
 if __name__ == "__main__":

@@ -30,8 +30,8 @@ from mlops.progress import stage
 from mlops.settings import Settings
 from mlops.training.choose_family import choose, family_figures
 from mlops.training.evaluate import evaluate
-from mlops.training.fit import fit, labelled_table, retrievers_of
-from mlops.training.offline_data import FINAL, SELECTION, load_offline
+from mlops.training.fit import fit, labelled_table, retrievers_of, serving_retrievers
+from mlops.training.offline_data import FINAL, SELECTION, load_offline, load_serving_catalog
 from mlops.training.register import log_and_register, run_lineage
 from mlops.training.tune import Choice, tune
 
@@ -85,6 +85,11 @@ def train_run(settings: Settings, run_id: str, register: bool = True) -> dict[st
         with stage("train", "evaluate on test") as progress:
             metrics, preds = evaluate(model, final, ease_lambda)  # test, scored once
             progress.rows, progress.note = len(final.eval_examples), f"nDCG@10 {metrics['ndcg_at_10']:.4f}"
+        serving = load_serving_catalog(settings, run_id)
+        if serving is not None:  # the retrievers users are answered with know every rating (issue 26)
+            with stage("train", "retrievers on every rating, for the serving set") as progress:
+                model.serving_retrievers = serving_retrievers(*serving, ease_lambda)
+                progress.rows = len(serving[1])
         # The registered family's validation nDCG, every family's beside it, and the rating head's AUC.
         metrics |= {"validation_ndcg_at_10": families[family], "validation_auc": choice.validation["auc"]}
         metrics |= {f"validation_ndcg_at_10_{name}": v for name, v in families.items()}

@@ -55,10 +55,13 @@ class Catalog:
 class RankerCore:
     """Model + catalog, no I/O: what `Ranker` serves with and what offline evaluation ranks with."""
 
-    def __init__(self, model: Recommender, catalog: Catalog):
+    def __init__(self, model: Recommender, catalog: Catalog, serving: bool = False):
+        """`serving`: rank with the retrievers refit on every rating (over the serving set's catalog), else
+        with the evaluation ones (offline evaluation, promotion, parity)."""
         self.model = model
         self.catalog = catalog
-        self.retrievers = Retrievers.from_state(model.retrievers, catalog.movie_ids, catalog.keys)
+        state = model.serving_retrievers if serving and model.serving_retrievers is not None else model.retrievers
+        self.retrievers = Retrievers.from_state(state, catalog.movie_ids, catalog.keys)
         self.observer: Callable[[np.ndarray, np.ndarray], None] | None = None
         """Called with each scored batch's model input and P(like): the stream's drift window samples it."""
 

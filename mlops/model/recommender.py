@@ -4,8 +4,11 @@
   what score requests answer and `test_auc` measures.
 - `family` + `learned`: how top-k orders candidates (`mlops.model.families`); `learned` is the family's
   fitted state (the LambdaRank booster, the blend's weights) or None for a single-retriever family.
-- `retrievers`: the arrays of `mlops.model.retrievers` fit on the run's history (EASE's item-item
-  weights, co-occurrence, popularity); bound to the feature set's catalog (ALS keys) when serving loads.
+- `retrievers`: the arrays of `mlops.model.retrievers` fit on the evaluation history (train + validation:
+  EASE's item-item weights, co-occurrence, popularity): what offline evaluation, promotion and the parity
+  checks rank with, over the evaluation set; `serving_retrievers`: the same refit on every ingested rating,
+  what users are answered with over the serving set (None for a model from before the serving set). Both
+  are bound to their feature set's catalog (ALS keys) when a `RankerCore` is built.
 
 Saved as plain files (LightGBM text, JSON, one .npz), which are the registered pyfunc's artifacts: serving
 reads them back with `from_logged` and never runs a model's Python code.
@@ -28,6 +31,7 @@ from mlops.model.families import Family, family
 RATING_FILE = "rating_head.txt"
 FAMILY_FILE = "family.json"
 RETRIEVERS_FILE = "retrievers.npz"
+SERVING_RETRIEVERS_FILE = "serving_retrievers.npz"
 LEARNED_FILE = {"booster": "ranker.txt", "linear": "blend.json"}
 
 
@@ -39,6 +43,7 @@ class Recommender:
     family: Family
     learned: Any | None
     retrievers: dict[str, np.ndarray]
+    serving_retrievers: dict[str, np.ndarray] | None = None
 
     def p_like(self, x: np.ndarray) -> np.ndarray:
         """P(rating >= 4) per row of a FEATURE_NAMES matrix: what score requests answer."""
@@ -67,6 +72,9 @@ class Recommender:
         self.rating.save_model(str(paths["rating"]))
         paths["family"].write_text(json.dumps(self.describe(), indent=2))
         np.savez(paths["retrievers"], **self.retrievers)
+        if self.serving_retrievers is not None:
+            paths["serving_retrievers"] = directory / SERVING_RETRIEVERS_FILE
+            np.savez(paths["serving_retrievers"], **self.serving_retrievers)
         if self.family.scorer == "booster":
             paths["ranker"] = directory / LEARNED_FILE["booster"]
             self.learned.save_model(str(paths["ranker"]))
@@ -88,9 +96,11 @@ class Recommender:
             learned = lgb.Booster(model_file=paths["ranker"])
         elif fam.scorer == "linear":
             learned = np.asarray(spec["weights"], dtype=np.float64)
-        with np.load(paths["retrievers"]) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-        return cls(lgb.Booster(model_file=paths["rating"]), fam, learned, arrays)
+        arrays = {
+            name: _arrays(paths[name]) if name in paths else None for name in ("retrievers", "serving_retrievers")
+        }
+        return cls(lgb.Booster(model_file=paths["rating"]), fam, learned, arrays["retrievers"] or {},
+                   arrays["serving_retrievers"])  # fmt: skip
 
     @classmethod
     def from_logged(cls, model_uri: str) -> Recommender:
@@ -104,3 +114,8 @@ class Recommender:
             if "rating" not in artifacts:
                 raise ModelFormatError(f"{model_uri} is not a recommender: no 'rating' pyfunc artifact")
             return cls.load({name: str(local / a["path"]) for name, a in artifacts.items()})
+
+
+def _arrays(path: str) -> dict[str, np.ndarray]:
+    with np.load(path) as npz:
+        return {k: npz[k] for k in npz.files}

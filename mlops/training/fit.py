@@ -10,6 +10,8 @@ import time
 from typing import Any
 
 import lightgbm as lgb
+import numpy as np
+import pandas as pd
 
 from mlops import features as fx
 from mlops.model import learners
@@ -79,6 +81,13 @@ def retrievers_of(data: OfflineData, ease_lambda: float) -> Retrievers:
     """Every retriever fit on `data`'s history over its catalog."""
     catalog = catalog_of(data)
     return Retrievers.fit(data.train, catalog.movie_ids, catalog.keys, ease_lambda)
+
+
+def serving_retrievers(items: pd.DataFrame, ratings: pd.DataFrame, ease_lambda: float) -> dict[str, np.ndarray]:
+    """The retrievers refit on every ingested rating over the serving set's catalog (`items`), with the
+    choices made on validation (EASE's lambda): what users are answered with."""
+    catalog = Catalog(items)
+    return Retrievers.fit(ratings, catalog.movie_ids, catalog.keys, ease_lambda).state()
 
 
 def labelled_table(data: OfflineData, ease_lambda: float, retrievers: Retrievers | None = None) -> learners.Table:

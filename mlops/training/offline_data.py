@@ -90,3 +90,18 @@ def load_offline(settings: Settings, run_id: str, stage: str = FINAL) -> Offline
             history.reset_index(drop=True),
         )
     )
+
+
+def load_serving_catalog(settings: Settings, run_id: str) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """(the serving set's online items, every ingested rating): what the serving retrievers are refit on;
+    None for a run written before the serving set existed (its evaluation set serves)."""
+    from mlops.layout import SERVING_PREFIX, features_key, split_key
+    from mlops.spark_io import dataset_exists, read_pandas
+
+    key = features_key(run_id, SERVING_PREFIX + "online_items")
+    if not dataset_exists(key, settings):
+        return None
+    items = read_pandas(key, settings)
+    _require(items, "serving/online_items", ["movie_id", *fx.ITEM_COLUMNS])
+    ratings = pd.concat([read_pandas(split_key(run_id, part), settings) for part in ("train", "validation", "test")])
+    return items, ratings.reset_index(drop=True)

@@ -97,6 +97,7 @@ def log_and_register(
     trials are nested in instead of starting a new one.
     """
     import mlflow
+    from mlops.layout import evaluation_set_version
     from mlops.promotion import LINEAGE_KEYS
     from mlops.registry import client, wait_for_mlflow, with_retries
 
@@ -139,7 +140,10 @@ def log_and_register(
         for key in ("feature_set", "pipeline_run_id", "dataset", "git_commit", *LINEAGE_KEYS):
             c.set_model_version_tag(settings.model_name, version, key, lineage[key])
         tags = {**{f"chosen_{k}": v for k, v in selection["params"].items()}, **selection["tags"],
-                "model_family": model.family.name}  # fmt: skip
+                "model_family": model.family.name,
+                # Which sets it was evaluated on and serves from (the same one for a model without a serving set).
+                "evaluation_feature_set": lineage["feature_set"] if model.serving_retrievers is None
+                else evaluation_set_version(run_id)}  # fmt: skip
         for key, value in tags.items():
             c.set_model_version_tag(settings.model_name, version, key, str(value))
         features = f"{len(fx.FEATURE_NAMES)} (schema {fx.SCHEMA_VERSION}; names in {FEATURES_ARTIFACT})"

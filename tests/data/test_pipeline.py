@@ -163,6 +163,27 @@ def test_load_to_redis_makes_a_new_current_version(settings, spark):
     assert fs.get_online_features([7], [], run_id).users[7] == {"marker": 1}
 
 
+def test_load_to_redis_serves_the_serving_set_and_keeps_the_evaluation_set_beside_it(settings, spark):
+    """A run with a serving set (every rating): that set becomes the run's version, the evaluation set is
+    loaded under `evaluation_set_version` and never made current."""
+    from mlops.layout import SERVING_PREFIX, evaluation_set_version
+
+    run_id = "t-e2e-two-sets"
+    fs = RedisFeatureStore.from_settings(settings)
+    for prefix, rated in (("", [1, 2]), (SERVING_PREFIX, [1, 2, 3])):
+        users = spark.createDataFrame(pd.DataFrame({"user_id": [7], "rated": [rated]}))
+        items = spark.createDataFrame(pd.DataFrame({"movie_id": [1, 2, 3], "i_pop": [1.0, 2.0, 3.0]}))
+        for name, df in (("online_users", users), ("online_items", items)):
+            described = "train+validation+test" if prefix else "train+validation"
+            write_parquet(df, features_key(run_id, prefix + name), settings, {"run_id": run_id, "history": described})
+    loaded = load_to_redis.main(["--run-id", run_id], settings)
+    assert fs.current_version() == run_id and loaded["history"] == "train+validation+test"
+    assert fs.get_online_features([7], [], run_id).users[7]["rated"] == [1, 2, 3]
+    evaluation = evaluation_set_version(run_id)
+    assert fs.get_online_features([7], [], evaluation).users[7]["rated"] == [1, 2]
+    assert fs.metadata(evaluation)["history"] == "train+validation"
+
+
 def test_load_to_redis_without_features_names_the_step(settings, spark):
     with pytest.raises(DataError, match="run feature_engineering first"):
         load_to_redis.main(["--run-id", "t-e2e-nofeatures"], settings)
