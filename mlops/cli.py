@@ -27,8 +27,9 @@ VERB_HELP = {
     "down": "[--purge] stop what this project started; --purge also deletes local state",
     "status": "services, topics and consumer lag, DLQ by reason, feature set, champion and its metrics",
     "pipeline": "run the DAG mlops_platform, follow it live, end with its summary",
-    "verify": "[--feedback USERS] 1,000 requests and malformed messages through the stream, every answer checked"
-    " (--feedback: test ratings replayed as feedback, the join checked)",
+    "verify": "[--feedback USERS | --parity] 1,000 requests and malformed messages through the stream, every answer"
+    " checked (--feedback: test ratings replayed as feedback, the join checked; --parity: the evaluation set served"
+    " reproduces the logged nDCG@10 and AUC)",
     "bench": "[--json] [--feedback USERS] benchmarks (figures, never pass/fail); --feedback: an A/B replay too",
     "promote": "[--json] online champion/challenger from the feedback so far; promotes only on a significant win",
     "test": "[pytest args] ruff check and format check, then the test suite",
@@ -69,12 +70,13 @@ def run_pipeline(settings: Settings, summary: bool = True) -> tuple[int, str | N
     return outcome.code, outcome.run_id
 
 
-def run_verify(settings: Settings, feedback_users: int = 0) -> int:
+def run_verify(settings: Settings, feedback_users: int = 0, parity: bool = False) -> int:
     """Run the end-to-end stream check in a child process, the settings passed in its environment; its exit code."""
     from mlops.services.specs import settings_environ
 
     env = {**_environ(), **settings_environ(settings)}
     extra = ["--feedback", str(feedback_users)] if feedback_users else []
+    extra += ["--parity", "--timeout", "600"] if parity else []
     return subprocess.run([sys.executable, str(VERIFY_SCRIPT), *extra], env=env, cwd=PROJECT_ROOT,
                           check=False).returncode  # fmt: skip
 
@@ -148,6 +150,9 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
         metavar="USERS",
         help="verify, bench: also replay USERS users' held-out test ratings as feedback",
     )
+    parser.add_argument("--parity", action="store_true",
+                        help="verify: the champion's evaluation set served over Kafka reproduces its logged "
+                        "nDCG@10 and AUC")  # fmt: skip
     parser.add_argument("--yes", action="store_true", help="docker: write generated strong passwords into .env")
     parser.add_argument("--monitoring", action="store_true", help="docker: also start Prometheus and Grafana")
     argv = list(argv)
@@ -185,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return promote_main(["--json"] if args.json else [], settings)
     if args.verb == "verify":
-        return run_verify(settings, args.feedback)
+        return run_verify(settings, args.feedback, args.parity)
 
     mode = args.mode or ("docker" if docker_available() else "local")
     try:

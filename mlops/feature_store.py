@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -26,7 +26,9 @@ from typing import Any
 import orjson
 import redis
 
+from mlops import live_ratings
 from mlops.errors import DataError
+from mlops.layout import evaluation_set_of
 from mlops.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,8 @@ class OnlineFeatures:
     version: str
     users: dict[int, dict[str, Any] | None]
     items: dict[int, dict[str, Any] | None]
+    live: dict[int, list[tuple[int, float, float]]] = field(default_factory=dict)
+    """Each user's ratings since the batch (`mlops.live_ratings`), when asked for: only users who have some."""
 
 
 def _json_default(value: Any) -> Any:
@@ -127,16 +131,24 @@ class RedisFeatureStore:
         """Whether `version` was loaded completely (its meta is written last) and has not expired."""
         return bool(self.r.exists(self.meta_key(version)))
 
-    def get_online_features(self, user_ids: Iterable[int], movie_ids: Iterable[int], version: str) -> OnlineFeatures:
-        """Features of these users and movies of feature set `version`, in one round trip (one MGET)."""
+    def get_online_features(
+        self, user_ids: Iterable[int], movie_ids: Iterable[int], version: str, live: bool = False
+    ) -> OnlineFeatures:
+        """Features of these users and movies of feature set `version`, in one round trip (one MGET); with
+        `live`, the users' ratings since the batch too (`mlops.live_ratings`), in the same MGET."""
         users = [int(u) for u in user_ids]
         items = [int(m) for m in movie_ids]
         keys = [self.key(version, "user", u) for u in users] + [self.key(version, "item", m) for m in items]
+        if live:
+            keys += [live_ratings.key(u) for u in users]
         values = self.r.mget(keys) if keys else []
+        n, m = len(users), len(items)
+        overlays = zip(users, values[n + m :], strict=True) if live else ()
         return OnlineFeatures(
             version,
-            {u: _decode(v) for u, v in zip(users, values[: len(users)], strict=True)},
-            {m: _decode(v) for m, v in zip(items, values[len(users) :], strict=True)},
+            {u: _decode(v) for u, v in zip(users, values[:n], strict=True)},
+            {i: _decode(v) for i, v in zip(items, values[n : n + m], strict=True)},
+            {u: live_ratings.decode(v) for u, v in overlays if v is not None},
         )
 
     def metadata(self, version: str) -> dict[str, Any]:
@@ -153,7 +165,8 @@ class RedisFeatureStore:
 
     def put_reference_profile(self, version: str, profile: dict[str, Any]) -> None:
         """Store the profile with the feature set: expiring with it unless it is the live version."""
-        live = self.current_version() == version
+        current = self.current_version()
+        live = current is not None and version in (current, evaluation_set_of(current))
         self.r.set(self.profile_key(version), orjson.dumps(profile), ex=None if live else self.ttl)
 
     def ids(self, version: str, entity: str) -> list[int]:
@@ -246,15 +259,18 @@ class RedisFeatureStore:
     def switch_to(self, version: str) -> str | None:
         """Make `version` current (atomically; it must be complete); returns the version it replaced.
 
-        The new version stops expiring; the replaced one starts to, but stays readable until then.
+        The new version stops expiring; the replaced one starts to, but stays readable until then. A serving
+        set's evaluation set (`layout.evaluation_set_of`) goes with it, so parity stays checkable while it serves.
         """
         if not self.exists(version):
             raise DataError(f"feature set {version!r} cannot become current: no meta (incomplete or expired)")
-        self._set_expiry(version, persist=True)  # first: a crash after the switch must not leave it expiring
+        for v in (version, evaluation_set_of(version)):  # first: a crash after the switch must not leave it expiring
+            self._set_expiry(v, persist=True)
         previous = self._switch(keys=[CURRENT, self.meta_key(version)], args=[version])
         previous = previous.decode() if previous is not None else None
         if previous and previous != version:
-            self._set_expiry(previous, persist=False)
+            for v in (previous, evaluation_set_of(previous)):
+                self._set_expiry(v, persist=False)
         return previous
 
     def _set_expiry(self, version: str, persist: bool) -> None:

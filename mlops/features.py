@@ -200,6 +200,60 @@ def user_aggregates(rated: DataFrame, as_of: bool) -> DataFrame:
     return base.select(*keep, *[c.cast("float") for c in out])
 
 
+# -- the same user columns, updated one rating at a time (the stream) ----------------------------------------------
+
+STREAM_UPDATED: tuple[str, ...] = USER_SCALARS + USER_GENRE_SHARE + USER_GENRE_LIKED + (RATED_COLUMN,)
+"""User columns the stream keeps fresh: every one that `user_aggregates` derives from sums of the ratings
+and the movies' genre flags. `u_cf_*` stays batch-only: it sums ALS item factors that the online set does not
+hold (it holds their fold-in keys), and it moves little with one rating; it is as fresh as the last DAG run."""
+
+
+def with_ratings(row: Mapping[str, Any] | None, ratings: list[tuple[int, float]],
+                 genres: Callable[[int], Any]) -> dict[str, Any]:  # fmt: skip
+    """`row` (an online user row, None for a user the set does not know) after `ratings` (movie_id, rating):
+    the columns of STREAM_UPDATED exactly as `user_aggregates(as_of=False)` computes them over the history
+    plus these ratings; `genres(movie_id)` gives the movie's 0/1 flags in GENRE_SLUGS order.
+
+    WHY exact: every sum behind a column is recovered from the row (counts are integers, ratings are halves),
+    so a rating applied here and the next batch run over the same ratings agree to float precision. A movie the
+    row has already rated is skipped: the data holds one rating per (user, movie) and the row does not keep the
+    old rating to replace, so a re-rating reaches the aggregates with the next batch run."""
+    out = dict(row) if row is not None else {c: 0.0 for c in USER_CF}
+    n = round(_num(out.get("u_n_ratings")))
+    mean, std, like_rate = (_num(out.get(c)) for c in ("u_mean_rating", "u_std_rating", "u_like_rate"))
+    total = round(2 * n * mean) / 2  # ratings are multiples of 0.5
+    squares = round(4 * n * (std * std + mean * mean)) / 4
+    likes = round(n * like_rate)
+    in_genre = np.array([round(n * _num(out.get(c))) for c in USER_GENRE_SHARE], dtype=np.float64)
+    liked_in = np.array([round(likes * _num(out.get(c))) for c in USER_GENRE_LIKED], dtype=np.float64)
+    rated = set(map(int, out.get(RATED_COLUMN) or ()))
+    for movie_id, rating in ratings:
+        if int(movie_id) in rated:  # a re-rating: the data holds one rating per (user, movie), see below
+            continue
+        flags = np.asarray(genres(movie_id), dtype=np.float64)
+        like = float(rating) >= LIKE_THRESHOLD
+        n, total, squares, likes = n + 1, total + rating, squares + rating * rating, likes + like
+        in_genre += flags
+        liked_in += flags * like
+        rated.add(int(movie_id))
+    mean = total / n if n else None
+    out.update({
+        "u_n_ratings": float(n),
+        "u_mean_rating": mean,
+        "u_std_rating": float(np.sqrt(max(squares / n - mean * mean, 0.0))) if n else None,
+        "u_like_rate": likes / n if n else None,
+        **{c: (g / n if n else None) for c, g in zip(USER_GENRE_SHARE, in_genre, strict=True)},
+        **{c: (g / likes if likes else None) for c, g in zip(USER_GENRE_LIKED, liked_in, strict=True)},
+        RATED_COLUMN: sorted(rated),
+    })  # fmt: skip
+    return out
+
+
+def _num(value: Any) -> float:
+    """A stored feature value as a number (null, the encoding of NaN, counts as 0: the sums were empty)."""
+    return 0.0 if value is None or value != value else float(value)
+
+
 def item_aggregates(
     rated: DataFrame, movies: DataFrame, as_of: bool, global_mean: float, global_like: float
 ) -> DataFrame:

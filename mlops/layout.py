@@ -57,7 +57,12 @@ def set_kind(history: str | None) -> str:
 def evaluation_set_version(run_id: str) -> str:
     """The feature-set version of a run's evaluation set (train + validation history) in Redis: what the
     parity checks serve, beside the serving set `feature_set_version(run_id)` that users are answered from."""
-    return f"{feature_set_version(run_id)}.eval"
+    return evaluation_set_of(feature_set_version(run_id))
+
+
+def evaluation_set_of(version: str) -> str:
+    """The evaluation set that belongs to serving set `version`: it lives and expires with it."""
+    return f"{version}.eval"
 
 
 def features_key(run_id: str, name: str) -> str:

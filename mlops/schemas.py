@@ -54,10 +54,13 @@ with that request's result."""
 PROCESSING_ERROR = "processing_error"
 """A well-formed request the model could not answer (a bug, not the client's fault): dead-lettered so that
 it cannot block its partition."""
+UNPUBLISHABLE = "unpublishable"
+"""A record the broker refused for itself (too large, invalid): in its place the DLQ gets this dead letter,
+which keeps only the record's size and digest, so that nothing can stop the partition."""
 REASONS = (
     OVERSIZED, NOT_JSON, NOT_OBJECT, MISSING_FIELD, WRONG_TYPE, AMBIGUOUS,
     K_OUT_OF_RANGE, EMPTY_MOVIE_IDS, TOO_MANY_MOVIE_IDS, BAD_REQUEST_ID, ID_OUT_OF_RANGE, TOO_DEEP,
-    REQUEST_ID_CONFLICT, PROCESSING_ERROR,
+    REQUEST_ID_CONFLICT, PROCESSING_ERROR, UNPUBLISHABLE,
 )  # fmt: skip
 
 # Reasons of dead-lettered feedback events (the feedback DLQ's `reason`), beyond the shared ones above.
@@ -65,9 +68,11 @@ RATING_OUT_OF_RANGE = "rating_out_of_range"
 BAD_TIMESTAMP = "bad_timestamp"
 USER_MISMATCH = "user_mismatch"
 """The event names a request_id whose stored result is for another user: crediting it would be wrong."""
+UNKNOWN_MOVIE = "unknown_movie"
+"""The event rates a movie the serving catalog does not have: no user history may name it."""
 FEEDBACK_REASONS = (
     OVERSIZED, NOT_JSON, NOT_OBJECT, MISSING_FIELD, WRONG_TYPE, BAD_REQUEST_ID, ID_OUT_OF_RANGE, TOO_DEEP,
-    RATING_OUT_OF_RANGE, BAD_TIMESTAMP, USER_MISMATCH, PROCESSING_ERROR,
+    RATING_OUT_OF_RANGE, BAD_TIMESTAMP, USER_MISMATCH, UNKNOWN_MOVIE, PROCESSING_ERROR, UNPUBLISHABLE,
 )  # fmt: skip
 
 SCORE, TOPK = "score", "topk"
@@ -331,6 +336,11 @@ class Feedback:
     rating: float
     ts: str
 
+    def epoch(self) -> float:
+        """`ts` in seconds since the epoch (a time without an offset is UTC), what feature cutoffs are in."""
+        moment = datetime.fromisoformat(self.ts)
+        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
 
 def parse_feedback(raw: bytes | None) -> Feedback:
     """Validate one feedback event; raise InvalidRequest with a reason from FEEDBACK_REASONS naming the field.
@@ -366,24 +376,48 @@ def encode_feedback(event: Feedback) -> bytes:
 
 
 MAX_DLQ_ORIGINAL_BYTES = 256 * 1024
-"""A dead letter keeps at most this much of the original (base64 grows it by a third, and the record must
-stay under the broker's message size); `original_size` and `original_truncated` say when it was cut."""
+"""A dead letter keeps at most this much of the original value (base64 grows it by a third);
+`original_size`, `original_truncated` and `original_sha256` (of all of it) say what was cut."""
+MAX_DLQ_KEY_BYTES = 1024
+"""...and of the original key, inside the record and as the dead letter's own Kafka key. Every bound together
+keeps any dead letter far below the broker's 1 MB message limit, whatever the original's size (key, value and
+headers may each be near that limit): a dead letter that cannot be produced would stop its partition."""
+MAX_DLQ_DETAIL_CHARS = 2000
+
+
+def dlq_key(key: bytes | None) -> bytes | None:
+    """The dead letter's Kafka key: the original key, or `sha256:<hex>` of it when longer than MAX_DLQ_KEY_BYTES
+    (the same original key still maps to the same DLQ partition)."""
+    if key is None or len(key) <= MAX_DLQ_KEY_BYTES:
+        return key
+    return b"sha256:" + hashlib.sha256(key).hexdigest().encode()
 
 
 def dlq_record(
-    original: bytes | None, key: bytes | None, reason: str, detail: str, topic: str, partition: int, offset: int
-) -> bytes:
-    """A dead letter: the original bytes (base64, so any payload survives), why, and where it came from."""
+    original: bytes | None, key: bytes | None, reason: str, detail: str, topic: str, partition: int, offset: int,
+    keep: int = MAX_DLQ_ORIGINAL_BYTES,
+) -> bytes:  # fmt: skip
+    """A dead letter: the original bytes (base64, so any payload survives), why, and where it came from; bounded
+    in size whatever the original's (`keep` bytes of the value, MAX_DLQ_KEY_BYTES of the key, MAX_DLQ_DETAIL_CHARS)."""
     original = original or b""
+    keep_key = min(keep, MAX_DLQ_KEY_BYTES)
     return _dumps({
-        "original_base64": base64.b64encode(original[:MAX_DLQ_ORIGINAL_BYTES]).decode(),
+        "original_base64": base64.b64encode(original[:keep]).decode(),
         "original_size": len(original),
-        "original_truncated": len(original) > MAX_DLQ_ORIGINAL_BYTES,
-        "original_key": None if key is None else base64.b64encode(key[:MAX_DLQ_ORIGINAL_BYTES]).decode(),
-        "reason": reason, "detail": detail.encode(errors="replace").decode(),
+        "original_truncated": len(original) > keep,
+        "original_sha256": hashlib.sha256(original).hexdigest(),
+        "original_key": None if key is None else base64.b64encode(key[:keep_key]).decode(),
+        "original_key_size": None if key is None else len(key),
+        "original_key_truncated": key is not None and len(key) > keep_key,
+        "reason": reason, "detail": detail.encode(errors="replace").decode()[:MAX_DLQ_DETAIL_CHARS],
         "source_topic": topic, "source_partition": partition, "source_offset": offset,
         "failed_at": utc_now_iso(),
     })  # fmt: skip
+
+
+def unpublishable_record(topic: str, key: bytes | None, value: bytes, error: str) -> bytes:
+    """The dead letter that stands in for a record `topic` refused for itself: its size and digest, no bytes."""
+    return dlq_record(value, key, UNPUBLISHABLE, f"{topic} refused the record: {error}", topic, -1, -1, keep=0)
 
 
 def parse_dlq_record(raw: bytes) -> dict[str, Any]:

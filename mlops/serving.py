@@ -15,6 +15,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from mlops import features as fx
 from mlops.model.ranking import Catalog, RankerCore
 from mlops.registry import CHAMPION
 from mlops.settings import Settings
@@ -41,16 +42,40 @@ class Ranker:
     such users get the cold-start fallback, and the per-user flags returned with each answer say which were.
     """
 
-    def __init__(self, core: RankerCore, info: RankerInfo):
+    def __init__(self, core: RankerCore, info: RankerInfo, live_cutoff: float | None = None):
+        """`live_cutoff`: apply the users' ratings at or after this time (s since the epoch; the serving set's
+        snapshot cutoff) from the stream's overlay (`mlops.live_ratings`); None serves the set as loaded."""
         self.core = core
         self.info = info
+        self.live_cutoff = live_cutoff
+
+    @property
+    def live(self) -> bool:
+        """Whether this ranker serves the stream's ratings since its set (the serving set does, parity does not)."""
+        return self.live_cutoff is not None
+
+    def users(self, online: Any) -> dict[int, dict[str, Any] | None]:
+        """The user rows of `online` (`OnlineFeatures`, read with live=self.live) with the ratings since the
+        set's cutoff applied (`features.with_ratings`): what requests are answered from. A user the set does
+        not know but the stream does gets a profile of those ratings alone."""
+        users = online.users
+        if not self.live or not online.live:
+            return users
+        fresh = dict(users)
+        catalog = self.core.catalog
+        for user_id, ratings in online.live.items():
+            since = [(m, r) for m, r, ts in ratings if ts >= self.live_cutoff and m in catalog.position]
+            if since:
+                fresh[user_id] = fx.with_ratings(users.get(user_id), since, catalog.genres)
+        return fresh
 
     @classmethod
     def load(cls, settings: Settings, store: Any, alias: str = CHAMPION, compiled: bool = True) -> Ranker:
         """Load the model version behind `alias` of MODEL_NAME and the item features of its feature set.
 
-        The feature-set version is the model's lineage tag (`feature_set`), not whatever `fs:current`
-        says: a model only ever sees the features it was trained for. Raises `LookupError` when the
+        The feature-set version is the model's lineage tag (`feature_set`, its serving set; with
+        SERVE_FEATURE_SET=evaluation its `evaluation_feature_set`), not whatever `fs:current` says: a model
+        only ever sees the features it was trained for. Raises `LookupError` when the
         alias does not exist. `compiled` serves the heads as native code (`mlops.compiled_trees`);
         False keeps LightGBM itself, the reference the verifier compares served results with.
         """
@@ -59,7 +84,10 @@ class Ranker:
         model, version = load_model_version(settings, alias)
         if compiled:
             model = model.compiled(settings.path("local_dir") / "cache" / "compiled-trees")
-        feature_set = version.tags.get("feature_set") or ""
+        serving = settings.serve_feature_set == "serving"
+        # A version trained before serving sets existed has one set only: its `feature_set` is its evaluation set.
+        feature_set = (version.tags.get("feature_set") if serving else
+                       version.tags.get("evaluation_feature_set", version.tags.get("feature_set"))) or ""  # fmt: skip
         if not feature_set:
             raise LookupError(f"model {settings.model_name} v{version.version} has no feature_set tag")
         meta = store.metadata(feature_set)
@@ -73,7 +101,8 @@ class Ranker:
             feature_set,
             len(catalog.movie_ids),
         )
-        return cls(RankerCore(model, catalog, serving=True), info)
+        cutoff = float(meta.get("snapshot_cutoff") or 0) if serving else None
+        return cls(RankerCore(model, catalog, serving=serving), info, cutoff)
 
     def score_with_flags(
         self, users: list[dict[str, Any] | None], movie_ids: list[list[int]]

@@ -19,6 +19,9 @@ from dotenv import dotenv_values
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 SPLIT_STRATEGIES = ("temporal", "random", "global_temporal")
+SERVED_SETS = ("serving", "evaluation")
+"""What a consumer answers from: the champion's serving set (every ingested rating) or its evaluation set
+(train + validation, the features offline evaluation saw: what the parity check serves)."""
 DATASET_NAMES = ("auto", "ml-latest-small", "ml-100k", "ml-1m", "ml-25m", "ml-32m", "synthetic")
 
 
@@ -91,6 +94,7 @@ class Settings:
     inference_metrics_host: str = "127.0.0.1"  # where /metrics and /healthz listen; 0.0.0.0 in Docker
     inference_batch_size: int = 500
     inference_batch_timeout_ms: int = 5
+    serve_feature_set: str = "serving"  # "serving" (every rating) or "evaluation" (train + validation: parity checks)
     drift_tracking: bool = True  # each consumer compares what it serves with the model's reference profile
     drift_window: int = 5000  # rows (sampled model inputs + predictions) the drift window keeps per consumer
 
@@ -178,6 +182,8 @@ class Settings:
             raise SettingsError(f"PROMOTION_MIN_FEEDBACK={self.promotion_min_feedback}: expected a positive integer")
         if not 0.0 < self.promotion_alpha < 0.5:
             raise SettingsError(f"PROMOTION_ALPHA={self.promotion_alpha}: expected a significance level in (0, 0.5)")
+        if self.serve_feature_set not in SERVED_SETS:
+            raise SettingsError(f"SERVE_FEATURE_SET={self.serve_feature_set!r}: expected one of {SERVED_SETS}")
         if self.spark_io not in ("staged", "s3a"):
             raise SettingsError(f"SPARK_IO={self.spark_io!r}: expected 'staged' or 's3a'")
         if self.spark_workers < 0:

@@ -15,6 +15,7 @@ from typing import Any
 from mlops import dlq
 from mlops.feature_store import CURRENT, RedisFeatureStore
 from mlops.layout import set_kind
+from mlops.live_ratings import LiveRatings, freshness_line
 from mlops.orchestration.summary import metrics_lines
 from mlops.registry import champion_version
 from mlops.settings import Settings
@@ -125,6 +126,17 @@ def feature_set_version(settings: Settings) -> str | None:
     return f"{value.decode()} ({set_kind((orjson.loads(meta) if meta else {}).get('history'))})"
 
 
+def live_stats(settings: Settings) -> dict[str, float]:
+    """The stream's rating updates (`mlops.live_ratings`): count, rate, newest event, lag."""
+    import redis
+
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S)
+    try:
+        return LiveRatings(client).stats()
+    finally:
+        client.close()
+
+
 def _read(fn: Callable[[], object]) -> tuple[object, str | None]:
     import redis
     import requests
@@ -177,6 +189,8 @@ def stream_report(settings: Settings) -> str:
             out += [f"  {m.client_id:<26} partitions {m.partitions_text:<14} lag {m.lag_text}" for m in members]
     version, error = _read(lambda: feature_set_version(settings))
     out.append(f"feature set (fs:current): {'-  (' + error + ')' if error else version or 'none yet'}")
+    stats, error = _read(lambda: live_stats(settings))
+    out.append(f"  stream updates: {'-  (' + error + ')' if error else freshness_line(stats, time.time())}")
     champion, error = _read(lambda: champion_version(settings, timeout_s=TIMEOUT_S))
     champion_known = bool(champion) and not error
     label = f"champion model ({settings.model_name}@champion)"

@@ -51,13 +51,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         if request.kind == schemas.SCORE:
             movies = list(request.movie_ids)
-            online = store.get_online_features([request.user_id], movies, info.feature_set)
-            scores, flags = ranker.score_with_flags([online.users[request.user_id]], [movies])
+            online = store.get_online_features([request.user_id], movies, info.feature_set, live=ranker.live)
+            scores, flags = ranker.score_with_flags([ranker.users(online)[request.user_id]], [movies])
             payload = schemas.score_result(request, scores[0], str(info.model_version), str(info.feature_set),
                                            bool(flags[0]), schemas.utc_now_iso())  # fmt: skip
         else:
-            online = store.get_online_features([request.user_id], [], info.feature_set)
-            recs, flags = ranker.recommend_with_flags([online.users[request.user_id]], [request.k])
+            online = store.get_online_features([request.user_id], [], info.feature_set, live=ranker.live)
+            recs, flags = ranker.recommend_with_flags([ranker.users(online)[request.user_id]], [request.k])
             payload = schemas.topk_result(request, recs[0], str(info.model_version), str(info.feature_set),
                                           bool(flags[0]), schemas.utc_now_iso())  # fmt: skip
         client.set(schemas.prediction_key(request.request_id), payload, ex=settings.prediction_ttl_seconds)

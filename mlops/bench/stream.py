@@ -19,12 +19,8 @@ import contextlib
 import json
 import os
 import random
-import signal
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -32,15 +28,15 @@ from typing import Any
 import redis
 
 from mlops import schemas
+from mlops.bench.freshness import freshness, request_path_cost
 from mlops.consumer.client import exchange
 from mlops.consumer.kafka import StreamTopics, delete_topics, ensure_topics
+from mlops.consumer.spawn import STARTUP_TIMEOUT_S, Process, free_port, wait_healthy
 from mlops.consumer.verify import percentile
 from mlops.feature_store import RedisFeatureStore
 from mlops.registry import CHAMPION, champion_version
 from mlops.schemas import ScoreRequest, TopKRequest
-from mlops.settings import PROJECT_ROOT, Settings, get_settings
-
-STARTUP_TIMEOUT_S = 180
+from mlops.settings import Settings, get_settings
 
 
 def say(quiet: bool, text: str) -> None:
@@ -56,48 +52,6 @@ def machine() -> dict[str, Any]:
             if line.startswith("MemTotal:"):
                 memory_kb = int(line.split()[1])
     return {"cores": os.cpu_count(), "memory": f"{memory_kb / 1024 / 1024:.1f} GiB"}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Process:
-    """A consumer process of the benchmark's own (the real service or the naive baseline)."""
-
-    def __init__(self, argv: list[str], log_name: str, settings: Settings, env: dict[str, str] | None = None) -> None:
-        log_dir = settings.path("local_dir") / "logs"
-        log_dir.mkdir(parents=True, exist_ok=True)
-        self.log = log_dir / f"{log_name}.log"
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen([sys.executable, *argv], stdout=out, stderr=subprocess.STDOUT,
-                                         cwd=PROJECT_ROOT, env={**os.environ, **(env or {})})  # fmt: skip
-
-    def stop(self) -> None:
-        """SIGTERM (the consumer commits and leaves its group), SIGKILL after 30 s."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-
-
-def _wait_healthy(port: int, process: Process) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.proc.poll() is not None:
-            raise RuntimeError(f"benchmark consumer exited with code {process.proc.returncode}; see {process.log}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"benchmark consumer not healthy after {STARTUP_TIMEOUT_S}s; see {process.log}")
 
 
 class Workload:
@@ -184,11 +138,11 @@ def _consumer(settings: Settings, namespace: str, work: Workload, quiet: bool,
               env: dict[str, str] | None = None) -> Iterator[None]:  # fmt: skip
     """The real service (one process) on the namespace's topics, healthy and warmed up (group joined)."""
     topics = StreamTopics.namespaced(namespace)
-    port = _free_port()
+    port = free_port()
     consumer = Process(["-m", "mlops.consumer.app", "--namespace", namespace, "--metrics-port", str(port)],
                        f"bench-consumer-{namespace}", settings, env)  # fmt: skip
     try:
-        _wait_healthy(port, consumer)
+        wait_healthy(port, consumer)
         warm = drain_rate(settings, topics, [work.score() for _ in range(500)], STARTUP_TIMEOUT_S)
         say(quiet, f"stream consumer up on {topics.requests} (warm-up: {warm['answered']}/500 answered)")
         yield
@@ -218,7 +172,8 @@ def run(settings: Settings, args: argparse.Namespace, quiet: bool) -> dict[str, 
     version = champion_version(settings)
     if version is None:
         raise LookupError(f"no `{CHAMPION}` version of {settings.model_name}: run `./run.sh pipeline` first")
-    info = Ranker.load(settings, store, alias=CHAMPION, compiled=False).info
+    ranker = Ranker.load(settings, store, alias=CHAMPION, compiled=False)
+    info = ranker.info
     work = Workload(store, info.feature_set, settings.seed)
     out: dict[str, Any] = {"model_version": str(info.model_version), "feature_set": str(info.feature_set),
                            "n_users": len(work.users), "n_movies": len(work.movies),
@@ -232,11 +187,12 @@ def run(settings: Settings, args: argparse.Namespace, quiet: bool) -> dict[str, 
     # Each phase on topics of its own, fresh: no phase reads past (or waits behind) another's traffic, and a
     # rerun never meets a backlog left by an interrupted one.
     stamp = int(time.time())
-    namespaces = {phase: f"bench{stamp}{phase}" for phase in ("latency", "drain", "naive", "replay", "nodrift")}
-    latency_topics, stream_topics, naive_topics, replay_topics, nodrift_topics = (
+    names = ("latency", "drain", "naive", "replay", "nodrift", "fresh")
+    namespaces = {phase: f"bench{stamp}{phase}" for phase in names}
+    latency_topics, stream_topics, naive_topics, replay_topics, nodrift_topics, fresh_topics = (
         StreamTopics.namespaced(n) for n in namespaces.values()
     )
-    phases = (latency_topics, stream_topics, naive_topics, nodrift_topics,
+    phases = (latency_topics, stream_topics, naive_topics, nodrift_topics, fresh_topics,
               *((replay_topics,) if args.feedback else ()))  # fmt: skip
     for topics in phases:
         ensure_topics(settings, topics)
@@ -260,6 +216,17 @@ def run(settings: Settings, args: argparse.Namespace, quiet: bool) -> dict[str, 
         say(quiet, f"stream top-10: {top['rps']} req/s ({top['answered']}/{top['requests']})")
 
     out.update(drift_cost(settings, namespaces["nodrift"], work, args.score_requests, out["stream_score_rps"], quiet))
+
+    with _consumer(settings, namespaces["fresh"], work, quiet):
+        fresh = freshness(settings, fresh_topics, work.movies, 1000, args.freshness_seconds, settings.seed)
+    out["freshness_at_1000eps"] = fresh
+    say(quiet, f"freshness at {fresh['offered_eps']} feedback events/s: {fresh['applied']}/{fresh['events']} applied, "
+               f"event to live history p50 {fresh['p50_ms']} ms, p99 {fresh['p99_ms']} ms")  # fmt: skip
+    cost = request_path_cost(settings, ranker, work.users, settings.inference_batch_size, settings.seed)
+    out["live_history_request_cost"] = cost
+    say(quiet, f"request path, per batch of {cost['batch_users']}: feature read {cost['feature_read_p50_ms']} ms, "
+               f"with live histories {cost['feature_read_with_live_p50_ms']} ms; merge with {cost['ratings_each']} "
+               f"new ratings per user {cost['merge_all_users_live_p50_ms']} ms")  # fmt: skip
 
     if args.feedback:
         from mlops.consumer.replay import replay
@@ -301,6 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--recommend-requests", type=int, default=5000)
     parser.add_argument("--latency-seconds", type=float, default=15)
     parser.add_argument("--naive-requests", type=int, default=2000)
+    parser.add_argument("--freshness-seconds", type=float, default=15, help="feedback offered at 1,000 events/s")
     parser.add_argument(
         "--feedback",
         type=int,

@@ -75,10 +75,24 @@ def _kind(settings: Settings, version: str) -> str:
 
 
 def known(settings: Settings, version: str, user_id: int) -> bool:
-    """Whether `version` has features for the user (an unknown one gets the cold-start answer and a note)."""
+    """Whether `version` or the stream's ratings know the user (an unknown one gets the cold-start answer and a
+    note)."""
     from mlops.feature_store import RedisFeatureStore
+    from mlops.live_ratings import LiveRatings
 
-    return user_id in set(RedisFeatureStore.from_settings(settings).ids(version, "user"))
+    store = RedisFeatureStore.from_settings(settings)
+    return user_id in set(store.ids(version, "user")) or bool(LiveRatings(store.r).ratings([user_id]))
+
+
+def since_the_set(settings: Settings, version: str, user_id: int, titles: dict[int, Movie]) -> list[Rating]:
+    """The user's ratings the stream applied after feature set `version` was built (`mlops.live_ratings`)."""
+    from mlops.feature_store import RedisFeatureStore
+    from mlops.live_ratings import LiveRatings
+
+    store = RedisFeatureStore.from_settings(settings)
+    cutoff = float(store.metadata(version).get("snapshot_cutoff") or 0)
+    ratings = LiveRatings(store.r).ratings([user_id]).get(user_id, [])
+    return [Rating(catalog.movie(titles, m), r, int(ts)) for m, r, ts in ratings if ts >= cutoff]
 
 
 def page(settings: Settings) -> TryIt:
@@ -139,7 +153,11 @@ def run(settings: Settings, user_input: str) -> TryIt:
                           f"{_reason(exc)}); movie ids are shown instead.")  # fmt: skip
     view.recommendations = [(catalog.movie(titles, m), s) for m, s in view.answer.recommendations]
     try:
-        view.rated = catalog.rated(settings, run_id, user)
+        streamed = since_the_set(settings, run_id, user, titles)
+        view.rated = sorted(streamed + catalog.rated(settings, run_id, user), key=lambda x: (-x.rating, -x.timestamp))
+        if streamed:
+            view.notes.append(f"{len(streamed)} of these ratings came through the stream after the feature set was "
+                              "built; the answer already knows them.")  # fmt: skip
         if not view.rated:
             view.rated_problem = f"User {user} has no rated movies in the dataset of run {run_id}: no history."
     except Exception as exc:

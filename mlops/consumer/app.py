@@ -30,6 +30,7 @@ from mlops.consumer.reload import ChallengerSource, ModelWatcher, RankerHolder
 from mlops.consumer.service import MAX_BACKOFF_S, StreamConsumer
 from mlops.feature_store import RedisFeatureStore
 from mlops.feedback import FeedbackStore
+from mlops.live_ratings import LiveRatings
 from mlops.registry import CHALLENGER, CHAMPION, champion_version
 from mlops.settings import Settings, get_settings
 
@@ -98,7 +99,8 @@ def build(
     service.companions.append(FeedbackReader(
         Consumer(kafka.consumer_config(settings, topics.feedback_group, **{"client.id": f"{name}-feedback"})),
         Producer(kafka.producer_config(settings, **{"client.id": f"{name}-feedback"})),
-        FeedbackStore.from_settings(settings, client), metrics, topics, service.stopping,
+        FeedbackStore.from_settings(settings, client), metrics, topics, service.stopping, LiveRatings(client),
+        lambda: None if holder.ranker is None else holder.ranker.core.catalog,
     ))  # fmt: skip
     return service, watcher
 

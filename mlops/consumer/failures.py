@@ -28,10 +28,16 @@ PERMANENT_REDIS_PHRASES = ("unknown command", "syntax error", "wrong number of a
 the out-of-memory refusal as it reads when raised inside a script."""
 PERMANENT_KAFKA_CODES = frozenset({
     KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED,
-    KafkaError.SASL_AUTHENTICATION_FAILED, KafkaError._AUTHENTICATION, KafkaError.MSG_SIZE_TOO_LARGE,
-    KafkaError.RECORD_LIST_TOO_LARGE, KafkaError.INVALID_CONFIG, KafkaError.POLICY_VIOLATION,
+    KafkaError.SASL_AUTHENTICATION_FAILED, KafkaError._AUTHENTICATION, KafkaError.INVALID_CONFIG,
+    KafkaError.POLICY_VIOLATION,
 })  # fmt: skip
 """Broker refusals that retrying cannot cure: every other delivery error is waited out."""
+RECORD_KAFKA_CODES = frozenset({
+    KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE, KafkaError.INVALID_MSG_SIZE,
+    KafkaError.INVALID_MSG, KafkaError.INVALID_RECORD,
+})  # fmt: skip
+"""Refusals of one record (too large, invalid): it can never be produced, but every other record can, so
+the record is replaced or dropped (REQUEST), never a reason to stop the partition."""
 
 
 class Kind(enum.Enum):
@@ -70,7 +76,10 @@ def _redis(exc: redis.RedisError) -> Kind:
 
 
 def kafka_kind(error: KafkaError) -> Kind:
-    """TRANSIENT or PERMANENT for a failed delivery or a refused produce."""
+    """TRANSIENT, PERMANENT, or REQUEST (this record alone can never be produced) for a failed delivery or a
+    refused produce."""
+    if error.code() in RECORD_KAFKA_CODES and not error.fatal():
+        return Kind.REQUEST
     return Kind.PERMANENT if error.fatal() or error.code() in PERMANENT_KAFKA_CODES else Kind.TRANSIENT
 
 

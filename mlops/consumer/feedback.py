@@ -7,11 +7,14 @@ Docker and the process manager to start, watch and restart. Its own group keeps 
 the requests', and nothing it does (a bad event, Redis down) ever blocks or slows the requests' loop: it
 only shares the process.
 
-Per batch: validate (malformed -> `inference-feedback-dlq` with its reason, like a request dead letter),
-read the stored results of the named requests (one MGET), join (`mlops.feedback.credit`: unknown or null
-request id -> organic; a result for another user -> dead letter `user_mismatch`), record (idempotent,
-one script call), publish the dead letters, then commit. Redis or the broker down: the batch is retried
-with backoff, uncommitted; a redelivery counts nothing twice.
+Per batch: validate (malformed -> `inference-feedback-dlq` with its reason, like a request dead letter; a
+movie the serving catalog lacks -> `unknown_movie`), read the stored results of the named requests (one MGET),
+join (`mlops.feedback.credit`: unknown or null request id -> organic; a result for another user -> dead letter
+`user_mismatch`), record (idempotent, one script call), apply each rating to the user's live history
+(`mlops.live_ratings`: the next request of that user is answered with it; idempotent per event), publish the
+dead letters, then commit. Redis or the broker down: the batch is retried with backoff, uncommitted; a
+redelivery counts nothing twice and applies nothing twice. A user the feature set does not know is no error:
+the stream starts a profile from their ratings alone.
 """
 
 from __future__ import annotations
@@ -19,15 +22,30 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import Consumer, KafkaException, Message, Producer
 
-from mlops.consumer.failures import describe
+from mlops.consumer.failures import Kind, describe, kafka_kind
 from mlops.consumer.kafka import StreamTopics
 from mlops.consumer.metrics import ConsumerMetrics
 from mlops.feedback import NO_REQUEST_ID, UNKNOWN_REQUEST, Credit, FeedbackStore, credit
-from mlops.schemas import PROCESSING_ERROR, Feedback, InvalidRequest, dlq_record, parse_feedback
+from mlops.live_ratings import LiveRating, LiveRatings
+from mlops.schemas import (
+    PROCESSING_ERROR,
+    UNKNOWN_MOVIE,
+    UNPUBLISHABLE,
+    Feedback,
+    InvalidRequest,
+    dlq_key,
+    dlq_record,
+    parse_feedback,
+    unpublishable_record,
+)
+
+if TYPE_CHECKING:
+    from mlops.model.ranking import Catalog
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +58,12 @@ class FeedbackReader(threading.Thread):
 
     def __init__(
         self, consumer: Consumer, producer: Producer, store: FeedbackStore, metrics: ConsumerMetrics,
-        topics: StreamTopics, stop: threading.Event,
+        topics: StreamTopics, stop: threading.Event, live: LiveRatings, catalog: Callable[[], Catalog | None],
     ) -> None:  # fmt: skip
+        """`catalog()`: the serving champion's catalog (None before one is loaded: no movie is refused then)."""
         super().__init__(name="feedback-reader", daemon=True)
         self.consumer, self.producer, self.store, self.metrics = consumer, producer, store, metrics
-        self.topics, self.stop = topics, stop
+        self.topics, self.stop, self.live, self.catalog = topics, stop, live, catalog
         self.problem: str | None = None
         self.handled = 0
 
@@ -91,9 +110,13 @@ class FeedbackReader(threading.Thread):
         """Validate, join, record, dead-letter, commit: in that order (module docstring)."""
         events: list[tuple[Message, Feedback]] = []
         dead: list[tuple[Message, str, str]] = []
+        catalog = self.catalog()
         for message in batch:
             try:
-                events.append((message, parse_feedback(message.value())))
+                event = parse_feedback(message.value())
+                if catalog is not None and event.movie_id not in catalog.position:
+                    raise InvalidRequest(UNKNOWN_MOVIE, f"movie_id {event.movie_id} is not in the serving catalog")
+                events.append((message, event))
             except InvalidRequest as exc:
                 dead.append((message, exc.reason, str(exc)))
             except Exception as exc:  # a bug in the parser: dead-lettered, never a stopped reader
@@ -112,6 +135,7 @@ class FeedbackReader(threading.Thread):
             else:
                 credits.append(joined)
         fresh = self.store.record(credits, organic)
+        applied = self.live.apply([LiveRating(e.user_id, e.movie_id, e.rating, e.epoch()) for _, e in events])
         self._publish(dead)
         try:
             self.consumer.commit(asynchronous=False)
@@ -126,24 +150,42 @@ class FeedbackReader(threading.Thread):
             self.metrics.feedback.labels(outcome="organic", variant="").inc(sum(organic.values()))
         for _, reason, _ in dead:
             self.metrics.feedback_dead_letters.labels(reason=reason).inc()
+        self.metrics.live_ratings.inc(applied)
         self.handled += len(batch)
 
     def _publish(self, dead: list[tuple[Message, str, str]]) -> None:
-        """Dead letters to the feedback DLQ, acknowledged before the commit (a failure raises: retried)."""
-        if not dead:
-            return
-        errors: list[Any] = []
+        """Dead letters to the feedback DLQ, acknowledged before the commit (a failure raises: retried). One the
+        broker refuses for itself gets a minimal stand-in (size and digest only), dropped if refused too."""
+        records: list[tuple[bytes | None, bytes, bool]] = []
         for message, reason, detail in dead:
             log.info("dead-lettering feedback %s[%d]@%d: %s", message.topic(), message.partition(), message.offset(),
                      detail)  # fmt: skip
             record = dlq_record(message.value(), message.key(), reason, detail, message.topic(), message.partition(),
                                 message.offset())  # fmt: skip
-            self.producer.produce(
-                self.topics.feedback_dlq,
-                record,
-                message.key(),
-                on_delivery=lambda err, _msg: errors.append(err) if err is not None else None,
-            )
-        remaining = self.producer.flush(30)
-        if remaining or errors:
-            raise RuntimeError(f"feedback dead letters not acknowledged: {errors[0] if errors else remaining}")
+            records.append((dlq_key(message.key()), record, False))
+        while records:
+            outcomes: list[Any] = [None] * len(records)  # each record's delivery error, None when acknowledged
+            for i, (key, record, _) in enumerate(records):
+                try:
+                    self.producer.produce(
+                        self.topics.feedback_dlq,
+                        record,
+                        key,
+                        on_delivery=lambda err, _m, i=i, out=outcomes: out.__setitem__(i, err),
+                    )
+                except KafkaException as exc:
+                    outcomes[i] = exc.args[0]
+            remaining = self.producer.flush(30)
+            errors = [e for e in outcomes if e is not None and kafka_kind(e) is not Kind.REQUEST]
+            if remaining or errors:
+                raise RuntimeError(f"feedback dead letters not acknowledged: {errors[0] if errors else remaining}")
+            refused = [(*r, e) for r, e in zip(records, outcomes, strict=True) if e is not None]
+            records = []
+            for key, record, stand_in, err in refused:
+                if stand_in:
+                    log.error("dropping a feedback dead letter the broker refuses even without the original: %s",
+                              err.str())  # fmt: skip
+                    self.metrics.dropped.labels(topic=self.topics.feedback_dlq).inc()
+                    continue
+                self.metrics.feedback_dead_letters.labels(reason=UNPUBLISHABLE).inc()
+                records.append((key, unpublishable_record(self.topics.feedback_dlq, key, record, err.str()), True))

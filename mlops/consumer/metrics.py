@@ -103,6 +103,11 @@ class ConsumerMetrics:
         self.feedback_dead_letters = Counter(
             "inference_feedback_dead_letters", "Feedback events dead-lettered, by reason", ["reason"], registry=r
         )
+        self.live_ratings = Counter(
+            "inference_live_ratings", "Rating events applied to users' live history (mlops.live_ratings)", registry=r
+        )
+        self.dropped = Counter("inference_dropped_records", "Records the broker refused even as a minimal dead "
+                               "letter (dropped, logged)", ["topic"], registry=r)  # fmt: skip
         self.reloads = Counter("inference_model_reloads", "Hot swaps of the model", registry=r)
         self.last_batch = Gauge("inference_last_batch_timestamp_seconds", "When the last batch committed", registry=r)
         self.halted = Gauge(

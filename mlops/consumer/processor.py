@@ -53,6 +53,10 @@ class RankerLike(Protocol):
     """What the consumer needs of `mlops.serving.Ranker` (typing only)."""
 
     info: Any
+    live: bool
+
+    def users(self, online: Any) -> dict[int, dict[str, Any] | None]:
+        """The user rows to answer from: `online`'s, with the stream's ratings since the set applied when live."""
 
     def score_with_flags(
         self, users: list[dict[str, Any] | None], movie_ids: list[list[int]]
@@ -132,8 +136,8 @@ class BatchProcessor:
     def _predict(self, requests: list[Request], ranker: RankerLike, variant: str) -> list[Predicted]:
         """Every request answered by `ranker`; user features from the ranker's own feature set."""
         info = ranker.info
-        online = self.store.get_online_features({r.user_id for r in requests}, (), info.feature_set)
-        users = online.users
+        users = ranker.users(self.store.get_online_features({r.user_id for r in requests}, (), info.feature_set,
+                                                            live=ranker.live))  # fmt: skip
         scoring = [i for i, r in enumerate(requests) if r.kind == SCORE]
         topk = [i for i, r in enumerate(requests) if r.kind != SCORE]
         out: list[Predicted] = [Predicted(b"", False, variant)] * len(requests)

@@ -18,6 +18,7 @@ import random
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -63,14 +64,16 @@ class ReplayReport:
                        "auc": auc_summary(s).__dict__} for v, s in self.stats.items()}}  # fmt: skip
 
 
-def test_ratings(settings: Settings, run_id: str) -> dict[int, list[tuple[int, float]]]:
-    """(movie, rating) of each user in run `run_id`'s test split."""
+def test_ratings(settings: Settings, run_id: str) -> dict[int, list[tuple[int, float, str]]]:
+    """(movie, rating, ISO time of the rating) of each user in run `run_id`'s test split."""
     from mlops.spark_io import read_pandas
 
     frame = read_pandas(split_key(run_id, "test"), settings)
-    out: dict[int, list[tuple[int, float]]] = defaultdict(list)
-    for user, movie, rating in zip(frame["user_id"], frame["movie_id"], frame["rating"], strict=True):
-        out[int(user)].append((int(movie), float(rating)))
+    out: dict[int, list[tuple[int, float, str]]] = defaultdict(list)
+    for user, movie, rating, ts in zip(frame["user_id"], frame["movie_id"], frame["rating"], frame["timestamp"],
+                                       strict=True):  # fmt: skip
+        when = datetime.fromtimestamp(int(ts), UTC).isoformat().replace("+00:00", "Z")
+        out[int(user)].append((int(movie), float(rating), when))
     return out
 
 
@@ -84,7 +87,7 @@ def replay(
     report = ReplayReport(users=len(chosen))
     requests: list[Any] = []
     for user in chosen:
-        movies = [m for m, _ in ratings[user]][: schemas.MAX_MOVIE_IDS]
+        movies = [m for m, _, _ in ratings[user]][: schemas.MAX_MOVIE_IDS]
         requests += [TopKRequest(f"{tag}-k{user}", user, TOP_K), ScoreRequest(f"{tag}-s{user}", user, tuple(movies))]
     with exchange(settings, topics) as ex:
         for request in requests:
@@ -108,15 +111,16 @@ def replay(
             m = measured.setdefault(answer["variant"], {"version": answer["model_version"], "hits": 0, "trials": 0,
                                                         "scores": [], "liked": []})  # fmt: skip
             if answer is top:
-                m["hits"] += sum(movie in recommended for movie, _ in ratings[user])
+                m["hits"] += sum(movie in recommended for movie, _, _ in ratings[user])
                 m["trials"] += len(ratings[user])
             else:
-                for movie, rating in ratings[user]:
+                for movie, rating, _ in ratings[user]:
                     if str(movie) in answer["scores"]:
                         m["scores"].append(answer["scores"][str(movie)])
                         m["liked"].append(rating >= LIKE_THRESHOLD)
             expected[(answer["variant"], str(answer["model_version"]))] += len(ratings[user])
-            events += [Feedback(answer["request_id"], user, movie, rating, utc_now_iso()) for movie, rating in
+            # The rating's own time: the serving set holds these ratings, so the stream must not apply them again.
+            events += [Feedback(answer["request_id"], user, movie, rating, when) for movie, rating, when in
                        ratings[user]]  # fmt: skip
     for variant in VARIANTS:
         if variant in measured:

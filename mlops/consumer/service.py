@@ -33,11 +33,14 @@ from mlops.consumer.reload import RankerHolder
 from mlops.schemas import (
     PROCESSING_ERROR,
     REQUEST_ID_CONFLICT,
+    UNPUBLISHABLE,
     InvalidRequest,
     Request,
+    dlq_key,
     dlq_record,
     parse_request,
     request_key,
+    unpublishable_record,
 )
 
 log = logging.getLogger(__name__)
@@ -182,7 +185,7 @@ class StreamConsumer:
             for request, answer in zip(requests, answers, strict=True)
             if answer is not None
         ]
-        records += [(self.topics.dlq, message.key(), record) for message, record in dead]
+        records += [(self.topics.dlq, dlq_key(message.key()), record) for message, record in dead]
         self._publish(records)
         self._commit(batch)
 
@@ -308,9 +311,12 @@ class StreamConsumer:
 
     def _publish(self, records: list[tuple[str, bytes | None, bytes]]) -> None:
         """Produce and wait for every acknowledgement; failed deliveries are produced again with backoff
-        (transient) or after a long wait with consumption stopped (permanent)."""
+        (transient) or after a long wait with consumption stopped (permanent). A record the broker refuses for
+        itself (too large, invalid) is replaced by a minimal dead letter, which is dropped, counted, if refused
+        too: one record never stops the partition."""
         delay = 0.05
         pending = records
+        stand_ins: set[bytes] = set()
         while pending:
             failed: list[tuple[str, bytes | None, bytes]] = []
             errors: list[KafkaError] = []
@@ -334,6 +340,14 @@ class StreamConsumer:
                         break
             while self.producer.flush(0.5) > 0:  # each message ends acknowledged or failed (message.timeout.ms)
                 self.heartbeat = time.time()
+            outcome = [(record, e, kafka_kind(e) is Kind.REQUEST) for record, e in zip(failed, errors, strict=True)]
+            refused = [(record, e) for record, e, alone in outcome if alone]
+            if refused:
+                failed[:], errors[:] = [r for r, _, alone in outcome if not alone], [e for _, e, a in outcome if not a]
+                failed += self._stand_ins(refused, stand_ins)
+                if failed and not errors:  # only stand-ins to produce: no dependency is failing
+                    pending = failed
+                    continue
             if not failed:
                 self.report("kafka", None)
                 self._resume()
@@ -350,6 +364,23 @@ class StreamConsumer:
                     raise Stopped
                 delay = min(delay * 2, MAX_BACKOFF_S)
             pending = failed
+
+    def _stand_ins(self, refused: list[tuple[tuple[str, bytes | None, bytes], KafkaError]],
+                   stand_ins: set[bytes]) -> list[tuple[str, bytes | None, bytes]]:  # fmt: skip
+        """A minimal dead letter for each refused record; a refused stand-in is dropped (logged and counted)."""
+        out = []
+        for (topic, key, value), error in refused:
+            if value in stand_ins:
+                log.error("dropping a dead letter the broker refuses even without the original: %s", error.str())
+                self.metrics.dropped.labels(topic=topic).inc()
+                continue
+            log.warning("%s refused a record of %d bytes (%s): dead-lettered as %s", topic, len(value), error.str(),
+                        UNPUBLISHABLE)  # fmt: skip
+            stand_in = unpublishable_record(topic, key, value, error.str())
+            stand_ins.add(stand_in)
+            self.metrics.dead_letters.labels(reason=UNPUBLISHABLE).inc()
+            out.append((self.topics.dlq, dlq_key(key), stand_in))
+        return out
 
     def _commit(self, batch: list[Message]) -> None:
         """Commit the next offset of each partition in the batch, synchronously, after the results are out."""

@@ -84,7 +84,8 @@ def malformed_messages(tag: str) -> list[tuple[bytes, str]]:
 def expected_results(ranker: Any, store: RedisFeatureStore, requests: list[Request]) -> dict[str, dict]:
     """What the champion predicts when called directly, on the features of its feature set."""
     info = ranker.info
-    users = store.get_online_features({r.user_id for r in requests}, (), info.feature_set).users
+    users = ranker.users(store.get_online_features({r.user_id for r in requests}, (), info.feature_set,
+                                                   live=ranker.live))  # fmt: skip
     scoring = [r for r in requests if isinstance(r, ScoreRequest)]
     topk = [r for r in requests if isinstance(r, TopKRequest)]
     out: dict[str, dict] = {}
@@ -241,11 +242,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="USERS",
         help="also replay this many users' held-out test ratings as feedback and check the join",
     )
+    parser.add_argument("--parity", action="store_true",
+                        help="instead: serve the champion's evaluation set on private topics and check that the "
+                        "served nDCG@10 and AUC of every test user equal the logged ones")  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()
     seed = settings.seed if args.seed is None else args.seed
     try:
+        if args.parity:
+            from mlops.consumer.parity import check_parity
+
+            return check_parity(settings, args.timeout)
         return verify(settings, args.requests, args.timeout, seed, StreamTopics.namespaced(args.namespace),
                       args.feedback)  # fmt: skip
     except Exception as exc:

@@ -50,6 +50,11 @@ class Catalog:
             np.array([self.position[m] for m in popular if m in self.position]) if popular else order[:POPULAR_FALLBACK]
         )
         self.like_prior = np.nan_to_num(self.matrix[:, fx.ITEM_COLUMNS.index("i_like_rate_smoothed")], nan=0.5)
+        self._genres = np.nan_to_num(self.matrix[:, [fx.ITEM_COLUMNS.index(c) for c in fx.ITEM_GENRES]])
+
+    def genres(self, movie_id: int) -> np.ndarray:
+        """The movie's 0/1 genre flags (GENRE_SLUGS order); KeyError for a movie not in the catalog."""
+        return self._genres[self.position[int(movie_id)]]
 
 
 class RankerCore:

@@ -152,7 +152,8 @@ def log_and_register(
         registered = c.get_registered_model(settings.model_name)
         if not registered.description:
             c.update_registered_model(settings.model_name, description=MODEL_DESCRIPTION)
-        store_reference_profile(settings, data, preds, lineage["feature_set"], str(version))
+        store_reference_profile(settings, data, preds, {lineage["feature_set"], tags["evaluation_feature_set"]},
+                                str(version))  # fmt: skip
         log.info("train: logged MLflow run %s, registered %s v%s", run.info.run_id, settings.model_name, version)
         return {"mlflow_run_id": run.info.run_id, "version": str(version), "metrics": metrics}
 
@@ -165,17 +166,24 @@ def input_example(model: Recommender, data: OfflineData, users: int = 2, rows: i
 
 
 def store_reference_profile(
-    settings: Settings, data: OfflineData, preds: dict[str, np.ndarray], feature_set: str, version: str
+    settings: Settings, data: OfflineData, preds: dict[str, np.ndarray], feature_sets: set[str], version: str
 ) -> dict[str, Any]:
     """The drift reference of this model version (`mlops.drift`): its inputs and predictions on the evaluation
-    pairs, which carry the online snapshot's features as serving reads them. Logged to the active run as
-    `reference_profile.json` and stored with the feature set in Redis, where the consumers read it."""
+    pairs, which carry the evaluation set's online features as serving reads them. Logged to the active run as
+    `reference_profile.json` and stored with each of its feature sets in Redis, where the consumers read it.
+
+    WHY the serving set gets the evaluation population too: no held-out pair exists once every rating is in
+    the set, and the held-out pairs under serving features would be pairs the user has rated (their own
+    rating inside the user's aggregates and CF vector). The profile is what the model was validated on; the
+    serving set's users have more history than it (a known shift of the `u_n_*` counts, see docs/contracts.md)."""
     import mlflow
     from mlops.feature_store import RedisFeatureStore
 
     x = fx.build_matrix(data.eval_examples, data.eval_examples)
     profile = {**drift.reference_profile(x, fx.FEATURE_NAMES, preds["p"]), "model_version": version,
-               "feature_set": feature_set}  # fmt: skip
+               "feature_sets": sorted(feature_sets)}  # fmt: skip
     mlflow.log_dict(profile, drift.PROFILE_ARTIFACT)
-    RedisFeatureStore.from_settings(settings).put_reference_profile(feature_set, profile)
+    store = RedisFeatureStore.from_settings(settings)
+    for feature_set in feature_sets:
+        store.put_reference_profile(feature_set, profile)
     return profile

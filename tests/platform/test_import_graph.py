@@ -25,6 +25,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "variants",
         "online_metrics",
         "topic_tail",
+        "live_ratings",
         "services.jvm",  # the pinned jars spark_io puts on the classpath for s3a
     ),
     (

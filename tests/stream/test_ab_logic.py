@@ -232,6 +232,11 @@ class FakeRanker:
         self.fail = fail
         self.users_seen: list[int] = []
 
+    live = False
+
+    def users(self, online):
+        return online.users
+
     def score_with_flags(self, users, movie_ids):
         if self.fail:
             raise ValueError("broken model")
@@ -247,7 +252,7 @@ class FakeStore:
     def __init__(self) -> None:
         self.versions: list[str] = []
 
-    def get_online_features(self, user_ids, movie_ids, version):
+    def get_online_features(self, user_ids, movie_ids, version, live=False):
         self.versions.append(version)
         return SimpleNamespace(users={u: {"user_id": u} for u in user_ids})
 

@@ -155,11 +155,14 @@ def _feedback_round(settings, topics, answers: dict[str, dict], hit_for: dict[st
     else on movies not recommended. Returns the events sent per (variant, version)."""
     sender = Sender(settings, topics.feedback)
     sent: Counter = Counter()
+    store = RedisFeatureStore.from_settings(settings)
+    catalog = store.ids(store.current_version(), "item")  # a movie the catalog lacks would be dead-lettered
     for answer in answers.values():
         if "recommendations" not in answer:
             continue
         recommended = [r["movie_id"] for r in answer["recommendations"]]
-        movies = recommended[:per_answer] if hit_for[answer["variant"]] else [10**9 + i for i in range(per_answer)]
+        misses = [m for m in catalog if m not in recommended]
+        movies = recommended[:per_answer] if hit_for[answer["variant"]] else misses[:per_answer]
         for movie in movies:
             event = Feedback(answer["request_id"], answer["user_id"], movie, 4.0, schemas.utc_now_iso())
             sender.send_raw(encode_feedback(event), request_key(event.user_id))

@@ -35,8 +35,13 @@ class Ranker:
 
     info = SimpleNamespace(model_version="1", feature_set="fs-test")
 
+    live = False
+
     def __init__(self, broken: bool = False, error: type[Exception] = ValueError) -> None:
         self.broken, self.error = broken, error
+
+    def users(self, online):
+        return online.users
 
     def score_with_flags(self, users, movie_ids):
         if self.broken or any(POISON_MOVIE in ids for ids in movie_ids):

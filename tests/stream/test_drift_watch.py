@@ -156,15 +156,20 @@ def test_real_consumer_reports_drift_on_a_shifted_stream_only(settings, champion
     from mlops.consumer.client import Sender, TopicListener
     from mlops.consumer.kafka import StreamTopics, delete_topics, ensure_topics
     from mlops.feature_store import RedisFeatureStore
-    from mlops.layout import split_key
+    from mlops.layout import evaluation_set_version, split_key
     from mlops.schemas import ScoreRequest
     from mlops.spark_io import read_pandas
 
+    # The unshifted stream is the held-out pairs the profile was built from, so it is served from the evaluation
+    # set (in the serving set those pairs are rated: their own rating is inside the user's features).
+    settings = settings.replace(serve_feature_set="evaluation")
     store = RedisFeatureStore.from_settings(settings)
-    profile = store.reference_profile(champion.feature_set)
+    evaluation = evaluation_set_version("stream-tests")
+    profile = store.reference_profile(evaluation)
     assert profile is not None and profile["model_version"] == str(champion.model_version)
+    assert store.reference_profile(champion.feature_set) == profile  # the serving set carries it too
     test = read_pandas(split_key("stream-tests", "test"), settings)
-    items = store.get_all_items(champion.feature_set)
+    items = store.get_all_items(evaluation)
     rarest = sorted(items, key=lambda m: items[m]["i_n_ratings"] or 0)[:50]
     by_user = test.groupby("user_id")["movie_id"].apply(list)
 

@@ -56,7 +56,7 @@ def test_kafka_delivery_errors_by_meaning():
     assert kafka_kind(KafkaError(KafkaError._TRANSPORT)) is Kind.TRANSIENT
     assert kafka_kind(KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART)) is Kind.TRANSIENT
     assert kafka_kind(KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED)) is Kind.PERMANENT
-    assert kafka_kind(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE)) is Kind.PERMANENT
+    assert kafka_kind(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE)) is Kind.REQUEST  # that record alone
 
 
 def test_describe_is_one_line_without_traceback():

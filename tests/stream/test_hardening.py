@@ -264,3 +264,91 @@ def test_metrics_and_health_bind_loopback_by_default(base_settings):
         assert server.server_address[0] == "127.0.0.1"
     finally:
         server.shutdown()
+
+
+def _sized_records(tag: str, valid: bytes) -> list[tuple[bytes, bytes, list[tuple[str, bytes]], str | None]]:
+    """(key, value, headers, expected DLQ reason or None for answered): key, value and headers each up to the
+    broker's 1 MB limit, together just under it. A dead letter of any of them must fit under the limit too."""
+    junk = (tag + "-").encode()
+
+    def pad(n: int, head: bytes = junk) -> bytes:
+        return (head * (n // len(head) + 1))[:n]
+
+    return [
+        (pad(990_000), b"not json " + junk, [], schemas.NOT_JSON),  # the record that used to halt the stream
+        (pad(480_000), pad(480_000, b"[" + junk), [], schemas.OVERSIZED),
+        (b"k", pad(990_000, b"x" + junk), [], schemas.OVERSIZED),
+        (pad(300_000), b"\xff" + junk, [("h1", pad(300_000)), ("h2", pad(300_000))], schemas.NOT_JSON),
+        (pad(990_000), valid, [("h", b"x")], None),  # a valid request under a huge key is answered
+    ]
+
+
+def test_records_of_every_size_are_answered_or_dead_lettered_and_the_stream_goes_on(
+    settings,
+    champion,
+    topics,  # noqa: F811
+):
+    """Issue 27: any record the broker accepts (key, value and headers up to its limit) is answered or
+    dead-lettered, in the request and the feedback paths, and ordinary traffic behind them is answered."""
+    import hashlib
+
+    from confluent_kafka import Producer
+
+    from mlops.consumer.client import TopicListener
+    from mlops.consumer.kafka import producer_config
+    from mlops.live_ratings import LiveRatings
+
+    tag = f"sized-{uuid.uuid4().hex[:8]}"
+    valid_request = _requests(settings, champion, 1)[0]
+    records = _sized_records(tag, schemas.encode_request(valid_request))
+    feedback_records = _sized_records(tag + "fb", b'{"request_id": null}')[:4]
+    ordinary = _requests(settings, champion, 200)
+    digest = lambda raw: json.loads(raw)["original_sha256"]  # noqa: E731  (the DLQ keeps a digest of any size)
+    consumer = InProcessConsumer(settings, topics, watch=False)
+    producer = Producer(producer_config(settings, **{"message.max.bytes": 1_000_000}))
+    feedback_dead = TopicListener(settings, topics.feedback_dlq, key_of=digest)
+    feedback_dead.start()
+    try:
+        with exchange(settings, topics) as ex:
+            dead = TopicListener(settings, topics.dlq, key_of=digest)
+            dead.start()
+            for key, value, headers, _ in records:
+                producer.produce(topics.requests, value, key, headers=headers)
+            for key, value, headers, _ in feedback_records:
+                producer.produce(topics.feedback, value, key, headers=headers)
+            assert producer.flush(60) == 0
+            for request in ordinary:
+                ex.sender.send(request)
+            ex.sender.flush()
+            assert ex.results.wait_for([r.request_id for r in [valid_request, *ordinary]], 120) == set()
+            hostile = [hashlib.sha256(v).hexdigest() for _, v, _, reason in records if reason]
+            assert dead.wait_for(hostile, 60) == set()
+            dead.close()
+        fed = [hashlib.sha256(v).hexdigest() for _, v, _, _ in feedback_records]
+        assert feedback_dead.wait_for(fed, 60) == set()
+        for (key, value, _, reason), sha in zip([r for r in records if r[3]], hostile, strict=True):
+            letter = json.loads(dead.received[sha][1])
+            assert letter["reason"] == reason and letter["original_size"] == len(value), letter["detail"]
+            assert letter["original_key_size"] == len(key) and len(dead.received[sha][1]) < 500_000
+        assert consumer.service.halted is None and consumer.thread.is_alive()
+        # The feedback reader still applies ordinary ratings after them.
+        user = valid_request.user_id
+        LiveRatings(redis.Redis.from_url(settings.redis_url)).r.delete(f"live:u:{user}")
+        event = schemas.Feedback(None, user, int(champion_movie(settings, champion)), 4.0, schemas.utc_now_iso())
+        producer.produce(topics.feedback, schemas.encode_feedback(event), b"1")
+        producer.flush(30)
+        live = LiveRatings(redis.Redis.from_url(settings.redis_url))
+        deadline = time.monotonic() + 30
+        while not live.ratings([user]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert live.ratings([user]), "the feedback reader stopped after the sized records"
+        live.r.delete(f"live:u:{user}")
+    finally:
+        feedback_dead.close()
+        consumer.stop()
+
+
+def champion_movie(settings, champion) -> int:
+    from mlops.feature_store import RedisFeatureStore
+
+    return RedisFeatureStore.from_settings(settings).ids(champion.feature_set, "item")[0]

@@ -51,3 +51,14 @@ def test_no_user_is_recommended_a_movie_they_rated_anywhere_in_the_ingested_data
     eval_rows = store.get_online_features(users, [], version=evaluation).users
     held_out = _top10(core, eval_rows, users)
     assert sum(len(held_out[u] & rated[u]) for u in users) > 0
+
+
+def test_the_evaluation_set_served_over_kafka_reproduces_the_logged_figures(settings, champion, capsys):
+    """`./run.sh verify --parity`: a consumer of its own serves the evaluation set; every test user's top-10 and
+    every test pair's P(like), asked through the broker, give the champion's logged nDCG@10 and AUC."""
+    from mlops.consumer.parity import check_parity
+
+    code = check_parity(settings, timeout=300)
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "ndcg_at_10  served" in out and "test_auc    served" in out and out.count(" OK") == 2, out

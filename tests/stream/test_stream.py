@@ -455,7 +455,7 @@ class FailsOnOneMovie:
     """Fault injection around the real champion: any call that includes POISON_MOVIE raises."""
 
     def __init__(self, ranker) -> None:
-        self.ranker, self.info = ranker, ranker.info
+        self.ranker, self.info, self.live, self.users = ranker, ranker.info, ranker.live, ranker.users
 
     def score_with_flags(self, users, movie_ids):
         if any(POISON_MOVIE in ids for ids in movie_ids):
