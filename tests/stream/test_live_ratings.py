@@ -4,6 +4,7 @@ change nothing. Real consumer, broker, Redis, MLflow and Spark; the pure update 
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from datetime import UTC, datetime
@@ -252,3 +253,52 @@ def test_each_set_applies_the_ratings_since_its_own_cutoff(settings, champion) -
     assert rated_with_cutoff(now + 1) == set()  # a set built after all of them
     assert rated_with_cutoff(None) == set()  # the evaluation set (parity): the set as loaded
     store.r.delete(live_ratings.key(user))
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_kill_9_of_the_updater_mid_stream_loses_no_rating_and_applies_none_twice(settings, topics, tmp_path) -> None:
+    """The feedback reader commits its offsets only after Redis holds the batch, and an event applied again
+    changes nothing: a consumer killed with SIGKILL mid-stream and started again ends with every rating applied
+    exactly once (each to a synthetic user of its own, so the count is exact)."""
+    import signal
+
+    from test_stream import ConsumerProcess, _port
+
+    store = RedisFeatureStore.from_settings(settings)
+    live = LiveRatings(store.r)
+    movies = [int(m) for m in store.ids(store.current_version(), "item")]
+    users = [10**14 + k for k in range(4000)]
+    store.r.delete(*[live_ratings.key(u) for u in users])
+    before = live.stats().get("events", 0)
+    first = ConsumerProcess(topics, tmp_path / "first.log", _port())
+    first.wait_healthy(600)
+    events = [Feedback(None, u, movies[u % len(movies)], 4.0, schemas.utc_now_iso()) for u in users]
+
+    def paced() -> None:  # about 4 s of traffic, so that the kill lands in the middle of it
+        for start in range(0, len(events), 100):
+            _send(settings, topics, events[start : start + 100])
+            time.sleep(0.1)
+
+    sender = threading.Thread(target=paced)
+    sender.start()
+    deadline = time.monotonic() + 60
+    while len(live.ratings(users[:1000])) < 200 and time.monotonic() < deadline:  # it is applying
+        time.sleep(0.01)
+    first.proc.send_signal(signal.SIGKILL)
+    first.proc.wait(10)
+    applied_at_kill = len(live.ratings(users))
+    sender.join()
+    second = ConsumerProcess(topics, tmp_path / "second.log", _port())
+    try:
+        second.wait_healthy(600)
+        _wait_applied(settings, users, len(users), timeout=120)
+        time.sleep(1)  # a redelivered batch would be applied by now
+        overlays = live.ratings(users)
+        assert set(overlays) == set(users) and all(len(v) == 1 for v in overlays.values())
+        assert live.stats()["events"] - before == len(users)  # none counted twice
+    finally:
+        second.proc.terminate()
+        second.proc.wait(30)
+        store.r.delete(*[live_ratings.key(u) for u in users])
+    print(f"killed after {applied_at_kill} of {len(users)} ratings were applied; all {len(users)} once after restart")
