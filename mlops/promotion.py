@@ -13,7 +13,9 @@ The rule, in order:
    it here would flatter it): the candidate must also reach AUC_FLOOR on its own (`lineage_changed`).
 5. The champion cannot be loaded (its files are gone, or it is a format this code cannot serve): it cannot
    serve, the candidate replaces it.
-6. Same split: the candidate wins if its ndcg_at_10 beats the champion's, re-measured on this run's test.
+6. Same split: the candidate wins if its ndcg_at_10 beats the champion's, re-measured on this run's test;
+   a tie is enough when only the candidate serves every ingested rating (a serving set beside its evaluation
+   set, issue 26): equal on the test, it answers users from more of what they did.
 """
 
 from __future__ import annotations
@@ -57,6 +59,13 @@ def same_split(candidate_tags: Mapping[str, str], champion_tags: Mapping[str, st
         candidate_tags.get(k) not in (None, "", "unknown") and champion_tags.get(k) == candidate_tags.get(k)
         for k in LINEAGE_KEYS
     )
+
+
+def serves_every_rating(tags: Mapping[str, str]) -> bool:
+    """Whether a version serves from a serving set of every ingested rating, beside the evaluation set it was
+    measured on (versions trained before serving sets had one set, their `feature_set`)."""
+    evaluation = tags.get("evaluation_feature_set")
+    return bool(evaluation) and evaluation != tags.get("feature_set")
 
 
 def best_baseline(metrics: Mapping[str, float]) -> tuple[str, float] | None:
@@ -125,10 +134,12 @@ def decide(
     if champion.ndcg is None:
         raise ValueError("same split: the champion's ndcg_at_10 on this run's test data is needed")
     candidate = metrics.get("ndcg_at_10", 0.0)
-    won = candidate > champion.ndcg
+    fresher = serves_every_rating(tags) and not serves_every_rating(champion.tags)
+    won = candidate > champion.ndcg or (fresher and candidate >= champion.ndcg)
+    sign = (">=" if fresher else ">") if won else ("<" if fresher else "<=")
     return Verdict(
         CHAMPION if won else CHALLENGER,
         SAME_SPLIT,
-        f"ndcg_at_10 {candidate:.4f} {'>' if won else '<='} champion v{champion.version}'s {champion.ndcg:.4f} "
-        "on this run's test data (same split)",
+        f"ndcg_at_10 {candidate:.4f} {sign} champion v{champion.version}'s {champion.ndcg:.4f} on this run's test "
+        f"data (same split){'; only the candidate serves every ingested rating' if fresher else ''}",
     )

@@ -71,6 +71,18 @@ def test_same_split_compares_with_the_champion_re_measured_here():
         decide("2", good, TAGS, champion)  # the caller forgot to re-measure it
 
 
+def test_a_tie_goes_to_the_candidate_only_when_it_alone_serves_every_rating():
+    good = BASELINES | {"ndcg_at_10": 0.45}
+    fresh = TAGS | {"feature_set": "run2", "evaluation_feature_set": "run2.eval"}
+    old = TAGS | {"feature_set": "run1"}  # trained before serving sets: its one set is its evaluation set
+    tie = decide("2", good, fresh, Champion("1", old, ndcg=0.45))
+    assert tie.decision == CHAMPION and "only the candidate serves every ingested rating" in tie.reason
+    assert decide("2", good, fresh, Champion("1", old, ndcg=0.46)).decision == CHALLENGER  # worse is worse
+    both = decide("2", good, fresh, Champion("1", TAGS | {"feature_set": "r1", "evaluation_feature_set": "r1.eval"},
+                                             ndcg=0.45))  # fmt: skip
+    assert both.decision == CHALLENGER  # both serve every rating: a tie is not a win
+
+
 def test_lineage_change_gone_champion_and_already_champion():
     good = BASELINES | {"ndcg_at_10": 0.45}
     other = Champion("1", TAGS | {"seed": "7"})
