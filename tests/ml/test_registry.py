@@ -49,7 +49,7 @@ def test_registry_roundtrip_and_promotion_both_ways(mlflow_settings, offline):
     version = registry.client(settings).get_model_version(settings.model_name, first["version"])
     logged = mlflow.artifacts.load_dict(f"runs:/{version.run_id}/{drift.PROFILE_ARTIFACT}")
     stored = RedisFeatureStore.from_settings(settings).reference_profile("run-good")
-    assert logged == stored and stored["model_version"] == first["version"] and stored["feature_set"] == "run-good"
+    assert logged == stored and stored["model_version"] == first["version"] and stored["feature_sets"] == ["run-good"]
     drift.check_profile(stored, fx.FEATURE_NAMES)
     assert stored["n_rows"] == len(offline.eval_examples)
 
