@@ -79,7 +79,9 @@ def _test_environ(root: Path) -> dict[str, str]:
         "S3_SECRET_KEY": "test-secret-key",
         "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}",
         "SPARK_MASTER": "local[2]",
-        "SPARK_DRIVER_MEMORY": "1g",
+        # 2g: the feature step's third pass (the serving set) made 1g tight; under the whole suite's load a
+        # broadcast join of the ml-100k run failed to grow its hash map (2026-12-07). Users get 4g by default.
+        "SPARK_DRIVER_MEMORY": "2g",
         "AIRFLOW_URL": f"http://127.0.0.1:{free_port()}",
         "INFERENCE_METRICS_PORT": str(free_port()),
         "PROMETHEUS_URL": f"http://127.0.0.1:{free_port()}",
