@@ -227,9 +227,10 @@ def with_ratings(row: Mapping[str, Any] | None, ratings: list[tuple[int, float]]
     in_genre = np.array([round(n * _num(out.get(c))) for c in USER_GENRE_SHARE], dtype=np.float64)
     liked_in = np.array([round(likes * _num(out.get(c))) for c in USER_GENRE_LIKED], dtype=np.float64)
     rated = set(map(int, out.get(RATED_COLUMN) or ()))
-    for movie_id, rating in ratings:
-        if int(movie_id) in rated:  # a re-rating: the data holds one rating per (user, movie), see below
-            continue
+    new = [(m, r) for m, r in ratings if int(m) not in rated]  # a re-rating: one rating per (user, movie), below
+    if not new:
+        return out
+    for movie_id, rating in new:
         flags = np.asarray(genres(movie_id), dtype=np.float64)
         like = float(rating) >= LIKE_THRESHOLD
         n, total, squares, likes = n + 1, total + rating, squares + rating * rating, likes + like
@@ -242,8 +243,8 @@ def with_ratings(row: Mapping[str, Any] | None, ratings: list[tuple[int, float]]
         "u_mean_rating": mean,
         "u_std_rating": float(np.sqrt(max(squares / n - mean * mean, 0.0))) if n else None,
         "u_like_rate": likes / n if n else None,
-        **{c: (g / n if n else None) for c, g in zip(USER_GENRE_SHARE, in_genre, strict=True)},
-        **{c: (g / likes if likes else None) for c, g in zip(USER_GENRE_LIKED, liked_in, strict=True)},
+        **{c: (float(g) / n if n else None) for c, g in zip(USER_GENRE_SHARE, in_genre, strict=True)},
+        **{c: (float(g) / likes if likes else None) for c, g in zip(USER_GENRE_LIKED, liked_in, strict=True)},
         RATED_COLUMN: sorted(rated),
     })  # fmt: skip
     return out

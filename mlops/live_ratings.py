@@ -31,16 +31,16 @@ MAX_PER_USER = 2_000
 _APPLY = """
 local raw = redis.call('GET', KEYS[1])
 local doc = raw and cjson.decode(raw) or {}
-local changed = 0
+local changed = {}
 for i = 2, #ARGV, 3 do
   local movie, rating, ts = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
   local old = doc[movie]
   if old == nil or old[2] < ts then
     doc[movie] = {rating, ts}
-    changed = changed + 1
+    changed[#changed + 1] = movie
   end
 end
-if changed == 0 then return 0 end
+if #changed == 0 then return 0 end
 local entries = {}
 for movie, v in pairs(doc) do entries[#entries + 1] = {movie, v[2]} end
 local keep = tonumber(ARGV[1])
@@ -49,7 +49,11 @@ if #entries > keep then
   for i = keep + 1, #entries do doc[entries[i][1]] = nil end
 end
 redis.call('SET', KEYS[1], cjson.encode(doc))
-return changed
+local kept = 0
+for _, movie in ipairs(changed) do
+  if doc[movie] ~= nil then kept = kept + 1 end
+end
+return kept
 """
 RATE_WINDOW_S = 10.0
 """`rate_per_s` is the events applied over the last full window of this length (from every consumer)."""
@@ -102,7 +106,8 @@ class LiveRatings:
         self._stats = client.register_script(_STATS)
 
     def apply(self, events: Sequence[LiveRating]) -> int:
-        """Apply the events (one atomic script per user, one round trip); returns how many changed a user."""
+        """Apply the events (one atomic script per user, pipelined), then the figures; returns how many changed a
+        user's history (one already there, or pushed out at once by newer ones, counts nothing)."""
         if not events:
             return 0
         by_user: dict[int, list[Any]] = defaultdict(list)

@@ -34,10 +34,11 @@ PERMANENT_KAFKA_CODES = frozenset({
 """Broker refusals that retrying cannot cure: every other delivery error is waited out."""
 RECORD_KAFKA_CODES = frozenset({
     KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE, KafkaError.INVALID_MSG_SIZE,
-    KafkaError.INVALID_MSG, KafkaError.INVALID_RECORD,
+    KafkaError.INVALID_RECORD,
 })  # fmt: skip
 """Refusals of one record (too large, invalid): it can never be produced, but every other record can, so
-the record is replaced or dropped (REQUEST), never a reason to stop the partition."""
+the record is replaced or dropped (REQUEST), never a reason to stop the partition. Not `INVALID_MSG` (a CRC
+failure in transit): the broker treats it as retriable, so it is waited out."""
 
 
 class Kind(enum.Enum):

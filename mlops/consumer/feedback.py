@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,7 @@ from mlops.consumer.metrics import ConsumerMetrics
 from mlops.feedback import NO_REQUEST_ID, UNKNOWN_REQUEST, Credit, FeedbackStore, credit
 from mlops.live_ratings import LiveRating, LiveRatings
 from mlops.schemas import (
+    BAD_TIMESTAMP,
     PROCESSING_ERROR,
     UNKNOWN_MOVIE,
     UNPUBLISHABLE,
@@ -50,6 +52,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BATCH = 500
+MAX_CLOCK_SKEW_S = 300.0
+"""An event dated further ahead than this is dead-lettered `bad_timestamp`."""
 MAX_BACKOFF_S = 5.0
 
 
@@ -111,11 +115,14 @@ class FeedbackReader(threading.Thread):
         events: list[tuple[Message, Feedback]] = []
         dead: list[tuple[Message, str, str]] = []
         catalog = self.catalog()
+        latest = time.time() + MAX_CLOCK_SKEW_S
         for message in batch:
             try:
                 event = parse_feedback(message.value())
                 if catalog is not None and event.movie_id not in catalog.position:
                     raise InvalidRequest(UNKNOWN_MOVIE, f"movie_id {event.movie_id} is not in the serving catalog")
+                if event.epoch() > latest:  # it would hold the movie's entry against every real later rating
+                    raise InvalidRequest(BAD_TIMESTAMP, f"field 'ts' is {event.ts[:40]!r}, in the future")
                 events.append((message, event))
             except InvalidRequest as exc:
                 dead.append((message, exc.reason, str(exc)))
@@ -135,7 +142,9 @@ class FeedbackReader(threading.Thread):
             else:
                 credits.append(joined)
         fresh = self.store.record(credits, organic)
-        applied = self.live.apply([LiveRating(e.user_id, e.movie_id, e.rating, e.epoch()) for _, e in events])
+        refused = {id(m) for m, _, _ in dead}  # a dead-lettered event changes no history
+        ratings = [LiveRating(e.user_id, e.movie_id, e.rating, e.epoch()) for m, e in events if id(m) not in refused]
+        applied = self.live.apply(ratings)
         self._publish(dead)
         try:
             self.consumer.commit(asynchronous=False)

@@ -280,7 +280,26 @@ def _sized_records(tag: str, valid: bytes) -> list[tuple[bytes, bytes, list[tupl
         (b"k", pad(990_000, b"x" + junk), [], schemas.OVERSIZED),
         (pad(300_000), b"\xff" + junk, [("h1", pad(300_000)), ("h2", pad(300_000))], schemas.NOT_JSON),
         (pad(990_000), valid, [("h", b"x")], None),  # a valid request under a huge key is answered
+        *_random_sized(tag, 12),
     ]
+
+
+def _random_sized(tag: str, n: int) -> list[tuple[bytes, bytes, list[tuple[str, bytes]], str]]:
+    """Fuzz: `n` records of random junk whose key, value and headers share a random split of up to 990,000
+    bytes (seeded by the tag, so a failure names a reproducible case)."""
+    import random
+
+    rng = random.Random(tag)
+    out = []
+    for i in range(n):
+        total = rng.randrange(1_000, 990_000)
+        cuts = sorted(rng.randrange(total) for _ in range(2))
+        key, value, header = cuts[0], max(cuts[1] - cuts[0], 16), total - cuts[1]
+        head = f"\x00{tag}-{i}-".encode()  # junk: never JSON, unique per record
+        body = head + rng.randbytes(max(value - len(head), 0))
+        reason = schemas.OVERSIZED if len(body) > schemas.MAX_MESSAGE_BYTES else schemas.NOT_JSON
+        out.append((rng.randbytes(key), body, [("fuzz", rng.randbytes(header))] if header else [], reason))
+    return out
 
 
 def test_records_of_every_size_are_answered_or_dead_lettered_and_the_stream_goes_on(
@@ -301,7 +320,7 @@ def test_records_of_every_size_are_answered_or_dead_lettered_and_the_stream_goes
     tag = f"sized-{uuid.uuid4().hex[:8]}"
     valid_request = _requests(settings, champion, 1)[0]
     records = _sized_records(tag, schemas.encode_request(valid_request))
-    feedback_records = _sized_records(tag + "fb", b'{"request_id": null}')[:4]
+    feedback_records = _sized_records(tag + "fb", b'{"request_id": null}')[:4] + _random_sized(tag + "fb", 6)
     ordinary = _requests(settings, champion, 200)
     digest = lambda raw: json.loads(raw)["original_sha256"]  # noqa: E731  (the DLQ keeps a digest of any size)
     consumer = InProcessConsumer(settings, topics, watch=False)

@@ -195,20 +195,25 @@ def test_the_stream_computes_the_features_the_next_batch_computes_from_the_same_
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_a_movie_the_catalog_lacks_is_dead_lettered_and_a_new_user_gets_a_profile(settings, topics, consumer) -> None:
+def test_a_movie_the_catalog_lacks_or_a_future_time_is_dead_lettered_and_a_new_user_gets_a_profile(
+    settings, topics, consumer
+) -> None:
     ranker = consumer.watcher.holder.ranker
     store = RedisFeatureStore.from_settings(settings)
     newcomer = max(store.ids(ranker.info.feature_set, "user")) + 2000
     store.r.delete(live_ratings.key(newcomer))
     liked = [int(m) for m in ranker.core.catalog.movie_ids[:3]]
     bad = Feedback(None, newcomer, 10**9, 4.0, schemas.utc_now_iso())
+    future = Feedback(None, newcomer, liked[0], 1.0, "2999-01-01T00:00:00Z")  # would hold the entry for good
     dead = TopicListener(settings, topics.feedback_dlq, key_of=dead_letter_original)
     dead.start()
     try:
-        _send(settings, topics, [bad, *[Feedback(None, newcomer, m, 5.0, schemas.utc_now_iso()) for m in liked]])
+        good = [Feedback(None, newcomer, m, 5.0, schemas.utc_now_iso()) for m in liked]
+        _send(settings, topics, [bad, future, *good])
         _wait_applied(settings, [newcomer], len(liked))
-        assert dead.wait_for([encode_feedback(bad)], 60) == set()
+        assert dead.wait_for([encode_feedback(bad), encode_feedback(future)], 60) == set()
         letter = orjson.loads(dead.received[encode_feedback(bad)][1])
+        assert orjson.loads(dead.received[encode_feedback(future)][1])["reason"] == schemas.BAD_TIMESTAMP
     finally:
         dead.close()
     assert letter["reason"] == schemas.UNKNOWN_MOVIE and "1000000000" in letter["detail"], letter
