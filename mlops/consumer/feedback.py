@@ -111,7 +111,7 @@ class FeedbackReader(threading.Thread):
                 delay = min(delay * 2, MAX_BACKOFF_S)
 
     def handle(self, batch: list[Message]) -> None:
-        """Validate, join, record, dead-letter, commit: in that order (module docstring)."""
+        """Validate, join, record, apply to live histories, dead-letter, commit, in that order (module docstring)."""
         events: list[tuple[Message, Feedback]] = []
         dead: list[tuple[Message, str, str]] = []
         catalog = self.catalog()
