@@ -143,7 +143,9 @@ def spark_cluster(images: Images, settings: Settings, free_port) -> Iterator[str
 
 PIPELINE = """
 import sys
-from mlops.orchestration.steps import STEPS, RunParams, run_step, step_argv
+from mlops.orchestration.steps import STEPS, step_argv
+from mlops.orchestration.tasks import run_step
+from mlops.run_params import RunParams
 from mlops.settings import get_settings
 settings = get_settings()
 for step in STEPS.values():
