@@ -96,6 +96,11 @@ def decode(raw: bytes | None) -> list[tuple[int, float, float]]:
     return [(int(m), float(v[0]), float(v[1])) for m, v in orjson.loads(raw).items()]
 
 
+def since(ratings: list[tuple[int, float, float]], cutoff: float) -> list[tuple[int, float, float]]:
+    """The ratings at or after a feature set's `snapshot_cutoff`: older ones are in the set already."""
+    return [r for r in ratings if r[2] >= cutoff]
+
+
 class LiveRatings:
     """Writes rating events to the overlay (the feedback reader) and reads its figures (`status`)."""
 
@@ -128,6 +133,11 @@ class LiveRatings:
         users = list(user_ids)
         values = self.r.mget([key(u) for u in users]) if users else []
         return {u: decode(v) for u, v in zip(users, values, strict=True) if v is not None}
+
+    def forget(self, user_ids: Sequence[int]) -> None:
+        """Delete these users' histories (the benchmark's synthetic users), in chunks."""
+        for start in range(0, len(user_ids), 5000):
+            self.r.delete(*[key(u) for u in user_ids[start : start + 5000]])
 
     def stats(self) -> dict[str, float]:
         """events (applied, all time), newest_event_s, applied_at_s, lag_s (event time to applied, last batch),

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlops import features as fx
+from mlops import live_ratings
 from mlops.model.ranking import Catalog, RankerCore
 from mlops.registry import CHAMPION
 from mlops.settings import Settings
@@ -64,7 +65,7 @@ class Ranker:
         fresh = dict(users)
         catalog = self.core.catalog
         for user_id, ratings in online.live.items():
-            since = [(m, r) for m, r, ts in ratings if ts >= self.live_cutoff and m in catalog.position]
+            since = [(m, r) for m, r, _ in live_ratings.since(ratings, self.live_cutoff) if m in catalog.position]
             if since:
                 fresh[user_id] = fx.with_ratings(users.get(user_id), since, catalog.genres)
         return fresh

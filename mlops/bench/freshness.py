@@ -37,7 +37,8 @@ def freshness(settings: Settings, topics: StreamTopics, movies: list[int], rate:
     rng = random.Random(seed)
     n = int(rate * seconds)
     users = [FIRST_USER + i for i in range(n)]
-    client.delete(*[live_ratings.key(u) for u in users])
+    live = LiveRatings(client)
+    live.forget(users)
     sent: dict[int, float] = {}
     applied: dict[int, float] = {}
     done = threading.Event()
@@ -74,8 +75,7 @@ def freshness(settings: Settings, topics: StreamTopics, movies: list[int], rate:
     done.set()
     poller.join(5)
     latencies = [(applied[u] - sent[u]) * 1000 for u in users if u in applied]
-    for start in range(0, n, 5000):
-        client.delete(*[live_ratings.key(u) for u in users[start : start + 5000]])
+    live.forget(users)
     return {"offered_eps": round(offered, 1), "events": n, "applied": len(latencies),
             "p50_ms": round(percentile(latencies, 50), 1), "p99_ms": round(percentile(latencies, 99), 1),
             "max_ms": round(max(latencies), 1) if latencies else None, "poll_ms": POLL_S * 1000}  # fmt: skip
@@ -107,7 +107,7 @@ def request_path_cost(settings: Settings, ranker: Any, users: list[int], batch: 
             ranker.users(online)
             merge.append((time.perf_counter() - t) * 1000)
     finally:
-        store.r.delete(*[live_ratings.key(u) for u in fake])
+        live.forget(fake)
     return {"batch_users": batch, "ratings_each": RATINGS_EACH,
             "feature_read_p50_ms": round(percentile(plain, 50), 2),
             "feature_read_with_live_p50_ms": round(percentile(with_live, 50), 2),

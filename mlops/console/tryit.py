@@ -87,12 +87,12 @@ def known(settings: Settings, version: str, user_id: int) -> bool:
 def since_the_set(settings: Settings, version: str, user_id: int, titles: dict[int, Movie]) -> list[Rating]:
     """The user's ratings the stream applied after feature set `version` was built (`mlops.live_ratings`)."""
     from mlops.feature_store import RedisFeatureStore
-    from mlops.live_ratings import LiveRatings
+    from mlops.live_ratings import LiveRatings, since
 
     store = RedisFeatureStore.from_settings(settings)
     cutoff = float(store.metadata(version).get("snapshot_cutoff") or 0)
-    ratings = LiveRatings(store.r).ratings([user_id]).get(user_id, [])
-    return [Rating(catalog.movie(titles, m), r, int(ts)) for m, r, ts in ratings if ts >= cutoff]
+    ratings = since(LiveRatings(store.r).ratings([user_id]).get(user_id, []), cutoff)
+    return [Rating(catalog.movie(titles, m), r, int(ts)) for m, r, ts in ratings]
 
 
 def page(settings: Settings) -> TryIt:
