@@ -27,7 +27,7 @@ import numpy as np
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: online user rows carry `liked_movie_ids`
 
 LIKE_THRESHOLD = 4.0  # a rating >= 4 is a "like": the model's target and the `_liked` metrics' relevance
 CF_RANK = 32  # ALS factors per user/item vector
@@ -75,6 +75,7 @@ USER_GENRE_LIKED = tuple(f"u_genre_liked_{s}" for s in GENRE_SLUGS)  # share of 
 USER_CF = tuple(f"u_cf_{d:02d}" for d in range(CF_RANK))
 USER_COLUMNS = USER_SCALARS + USER_GENRE_SHARE + USER_GENRE_LIKED + USER_CF
 RATED_COLUMN = "rated_movie_ids"  # online user rows only: what top-k must exclude
+LIKED_COLUMN = "liked_movie_ids"  # online user rows only: the rated movies rated >= LIKE_THRESHOLD
 
 # i_pop_share: the movie's share of all ratings before the reference time (scale-free, unlike a count,
 # so the same value means the same thing in a training example and in the larger online snapshot).
@@ -202,7 +203,7 @@ def user_aggregates(rated: DataFrame, as_of: bool) -> DataFrame:
 
 # -- the same user columns, updated one rating at a time (the stream) ----------------------------------------------
 
-STREAM_UPDATED: tuple[str, ...] = USER_SCALARS + USER_GENRE_SHARE + USER_GENRE_LIKED + (RATED_COLUMN,)
+STREAM_UPDATED: tuple[str, ...] = USER_SCALARS + USER_GENRE_SHARE + USER_GENRE_LIKED + (RATED_COLUMN, LIKED_COLUMN)
 """User columns the stream keeps fresh: every one that `user_aggregates` derives from sums of the ratings
 and the movies' genre flags. `u_cf_*` stays batch-only: it sums ALS item factors that the online set does not
 hold (it holds their fold-in keys), and it moves little with one rating; it is as fresh as the last DAG run."""
@@ -227,6 +228,7 @@ def with_ratings(row: Mapping[str, Any] | None, ratings: list[tuple[int, float]]
     in_genre = np.array([round(n * _num(out.get(c))) for c in USER_GENRE_SHARE], dtype=np.float64)
     liked_in = np.array([round(likes * _num(out.get(c))) for c in USER_GENRE_LIKED], dtype=np.float64)
     rated = set(map(int, out.get(RATED_COLUMN) or ()))
+    liked = set(map(int, out.get(LIKED_COLUMN) or ()))
     new = [(m, r) for m, r in ratings if int(m) not in rated]  # a re-rating: one rating per (user, movie), below
     if not new:
         return out
@@ -237,6 +239,8 @@ def with_ratings(row: Mapping[str, Any] | None, ratings: list[tuple[int, float]]
         in_genre += flags
         liked_in += flags * like
         rated.add(int(movie_id))
+        if like:
+            liked.add(int(movie_id))
     mean = total / n if n else None
     out.update({
         "u_n_ratings": float(n),
@@ -246,6 +250,7 @@ def with_ratings(row: Mapping[str, Any] | None, ratings: list[tuple[int, float]]
         **{c: (float(g) / n if n else None) for c, g in zip(USER_GENRE_SHARE, in_genre, strict=True)},
         **{c: (float(g) / likes if likes else None) for c, g in zip(USER_GENRE_LIKED, liked_in, strict=True)},
         RATED_COLUMN: sorted(rated),
+        LIKED_COLUMN: sorted(liked),
     })  # fmt: skip
     return out
 

@@ -276,7 +276,12 @@ def _online(
         fx.item_aggregates(history, movies_g, as_of=False, global_mean=gm, global_like=gl), keys
     ).cache()
     online_users = fx.user_aggregates(_with_factors(history, y, movies_g), as_of=False)
-    rated = history.groupBy("user_id").agg(F.sort_array(F.collect_list("movie_id")).alias(fx.RATED_COLUMN))
+    rated = history.groupBy("user_id").agg(
+        F.sort_array(F.collect_list("movie_id")).alias(fx.RATED_COLUMN),
+        F.sort_array(F.collect_list(F.when(F.col("rating") >= fx.LIKE_THRESHOLD, F.col("movie_id")))).alias(
+            fx.LIKED_COLUMN
+        ),
+    )
     online_users = online_users.join(rated, "user_id").cache()
     popular = [
         int(r.movie_id)
@@ -382,7 +387,7 @@ def compute_features(
 
     online_users, online_items, meta = _online(spark, train, movies_g, params, run_id, cutoffs)
     eval_examples = (
-        test.join(online_users.drop(fx.RATED_COLUMN), "user_id", "left")
+        test.join(online_users.drop(fx.RATED_COLUMN, fx.LIKED_COLUMN), "user_id", "left")
         .join(online_items, "movie_id", "left")
         .withColumn("label", (F.col("rating") >= fx.LIKE_THRESHOLD).cast("int"))
     )

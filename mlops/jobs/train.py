@@ -29,7 +29,7 @@ from mlops.model.retrievers import RetrieverError
 from mlops.progress import stage
 from mlops.settings import Settings
 from mlops.training.choose_family import choose, family_figures
-from mlops.training.evaluate import evaluate
+from mlops.training.evaluate import evaluate, rating_data
 from mlops.training.fit import fit, labelled_table, retrievers_of, serving_retrievers
 from mlops.training.offline_data import FINAL, SELECTION, load_offline, load_serving_catalog
 from mlops.training.register import log_and_register, run_lineage
@@ -63,17 +63,18 @@ def train_run(settings: Settings, run_id: str, register: bool = True) -> dict[st
         ease_lambda, ease_figures = choose_ease_lambda(selection.train, selection.test)
         progress.note = f"lambda {ease_lambda:g}"
     log.info("train: EASE lambda %s chosen on validation (ndcg_at_10 by lambda: %s)", ease_lambda, ease_figures)
-    with stage("train", "retrievers on train, candidates of the validation users") as progress:
+    with stage("train", "retrievers on train, candidates and rating rows of the validation users") as progress:
         try:
             retrievers = retrievers_of(selection, ease_lambda)
             table = labelled_table(selection, ease_lambda, retrievers)
+            rating = rating_data(selection, retrievers, ease_lambda, settings.seed)
         except (RetrieverError, ValueError) as exc:
             raise DataError(
                 f"train: the selection sets cannot train a ranking ({exc}); nothing was registered"
             ) from exc
         progress.rows = len(table.y)
     with tempfile.TemporaryDirectory() as tmp:
-        parent_run_id, choice = _select(settings, run_id, selection, table, Path(tmp), register)
+        parent_run_id, choice = _select(settings, run_id, selection, table, rating, Path(tmp), register)
         with stage("train", "model families on validation") as progress:
             families = family_figures(selection, retrievers, table, settings.seed, choice.head_params["ranker"])
             family = choose(families)
@@ -108,7 +109,7 @@ def train_run(settings: Settings, run_id: str, register: bool = True) -> dict[st
 
 
 def _select(
-    settings: Settings, run_id: str, selection: Any, table: Any, workdir: Path, register: bool
+    settings: Settings, run_id: str, selection: Any, table: Any, rating: Any, workdir: Path, register: bool
 ) -> tuple[str | None, Choice]:
     """The tuning (or the defaults' validation figures), its trials nested in this run's MLflow run."""
     trials = settings.tuning_trials if register else 0
@@ -116,14 +117,14 @@ def _select(
     with stage("train", name) as progress:
         progress.rows = len(selection.eval_examples)
         if trials == 0:
-            return None, tune(selection, table, settings.seed, 0, settings.tuning_timeout_seconds, workdir)
+            return None, tune(selection, table, rating, settings.seed, 0, settings.tuning_timeout_seconds, workdir)
         import mlflow
         from mlops.registry import wait_for_mlflow, with_retries
 
         wait_for_mlflow(settings)
         with_retries(settings, "set experiment", lambda: mlflow.set_experiment(settings.mlflow_experiment))
         with mlflow.start_run(run_name=f"train-{run_id}") as parent:
-            choice = tune(selection, table, settings.seed, trials, settings.tuning_timeout_seconds, workdir)
+            choice = tune(selection, table, rating, settings.seed, trials, settings.tuning_timeout_seconds, workdir)
             done = choice.summary.get("trials_completed")
             budget = "; time budget hit: the best trial so far is kept" if choice.summary.get("budget_hit") else ""
             progress.note = f"{done} of {trials} trials completed{budget}"

@@ -19,6 +19,7 @@ import numpy as np
 
 from mlops import features as fx
 from mlops.model.families import top_k
+from mlops.model.rating_input import rating_input
 from mlops.model.retrievers import Retrievers, UserBatch
 
 if TYPE_CHECKING:  # only a type here: ranking needs no LightGBM or MLflow import
@@ -78,7 +79,8 @@ class RankerCore:
         self, users: list[dict[str, Any] | None], movie_ids: list[list[int]]
     ) -> tuple[list[dict[int, float]], list[bool]]:
         """P(like) for every listed pair of the batch: one feature matrix (each user row read once, item rows
-        indexed in the catalog matrix) and one model call; movies the catalog lacks get its prior like rate."""
+        indexed in the catalog matrix, the history columns from EASE's weights) and one model call; movies the
+        catalog lacks get its prior like rate."""
         cat = self.catalog
         lengths = [len(mids) for mids in movie_ids]
         flat = np.fromiter(itertools.chain.from_iterable(movie_ids), dtype=np.int64, count=sum(lengths))
@@ -86,11 +88,14 @@ class RankerCore:
         known = cat.movie_ids[rows] == flat
         p = np.full(len(flat), float(np.mean(cat.like_prior)))
         if known.any():
-            owner = np.repeat(np.arange(len(users)), lengths)
-            x = fx.assemble(fx.user_matrix(users), cat.matrix, u_rows=owner[known], i_rows=rows[known])
-            p[known] = self.model.p_like(x)
-            if self.observer is not None:
-                self.observer(x, p[known])
+            owner = np.repeat(np.arange(len(users)), lengths)[known]
+            batch = self.batch([u or {} for u in users])
+            base = fx.assemble(batch.matrix, cat.matrix, u_rows=owner, i_rows=rows[known])
+            unknown = np.array([u is None for u in users])
+            ease = self.retrievers.by_name["ease"]
+            p[known] = self.model.p_like(rating_input(base, ease, batch, owner, rows[known], unknown))
+            if self.observer is not None:  # drift watches the feature set's columns (FEATURE_NAMES)
+                self.observer(base, p[known])
         ids, values, out, offset = flat.tolist(), p.tolist(), [], 0
         for n in lengths:
             out.append(dict(zip(ids[offset : offset + n], values[offset : offset + n], strict=True)))

@@ -1,6 +1,7 @@
 """The registered model: the rating head, the top-k family and its state, and the retrievers' arrays.
 
-- `rating`: a LightGBM booster, P(rating >= 4 | the user rates the movie) over `features.FEATURE_NAMES`:
+- `rating`: a LightGBM booster, P(rating >= 4 | the user rates the movie) over
+  `rating_input.RATING_FEATURES` (the feature set's columns and the user's history through EASE's weights):
   what score requests answer and `test_auc` measures.
 - `family` + `learned`: how top-k orders candidates (`mlops.model.families`); `learned` is the family's
   fitted state (the LambdaRank booster, the blend's weights) or None for a single-retriever family.
@@ -27,6 +28,7 @@ import numpy as np
 
 from mlops.errors import ModelFormatError
 from mlops.model.families import Family, family
+from mlops.model.rating_input import RATING_FEATURES
 
 RATING_FILE = "rating_head.txt"
 FAMILY_FILE = "family.json"
@@ -46,7 +48,7 @@ class Recommender:
     serving_retrievers: dict[str, np.ndarray] | None = None
 
     def p_like(self, x: np.ndarray) -> np.ndarray:
-        """P(rating >= 4) per row of a FEATURE_NAMES matrix: what score requests answer."""
+        """P(rating >= 4) per row of a RATING_FEATURES matrix: what score requests answer."""
         return self.rating.predict(x, num_threads=1)
 
     def compiled(self, cache_dir: Path) -> Recommender:
@@ -87,6 +89,12 @@ class Recommender:
             raise ModelFormatError(
                 "the model has no model family (it predates two-stage retrieval): retrain it with this version"
             )
+        rating = lgb.Booster(model_file=paths["rating"])
+        if tuple(rating.feature_name()) != RATING_FEATURES:
+            raise ModelFormatError(
+                f"the rating head reads {len(rating.feature_name())} features, this code computes "
+                f"{len(RATING_FEATURES)} (it predates the history features): retrain it with this version"
+            )
         spec = json.loads(Path(paths["family"]).read_text())
         fam = family(str(spec.get("name")))
         if list(fam.features) != list(spec.get("features", [])):
@@ -99,7 +107,7 @@ class Recommender:
         arrays = {
             name: _arrays(paths[name]) if name in paths else None for name in ("retrievers", "serving_retrievers")
         }
-        return cls(lgb.Booster(model_file=paths["rating"]), fam, learned, arrays["retrievers"] or {},
+        return cls(rating, fam, learned, arrays["retrievers"] or {},
                    arrays["serving_retrievers"])  # fmt: skip
 
     @classmethod

@@ -35,6 +35,7 @@ from mlops import features as fx
 EASE_MAX_ITEMS = 6000
 EASE_LAMBDAS = (50.0, 100.0, 200.0, 400.0, 800.0, 1600.0)  # the grid EASE's lambda is chosen from, on validation
 NO_SCORE = -np.inf  # a movie a retriever cannot score (outside its kept movies)
+PAIR_CHUNK = 200_000  # pairs `pair_scores` gathers at once (x the user's ratings: the votes held in memory)
 
 
 class RetrieverError(ValueError):
@@ -48,35 +49,57 @@ class UserBatch:
     rated: list[np.ndarray]  # per user, the catalog positions of the movies they rated
     matrix: np.ndarray  # (users, USER_COLUMNS) float64
     n_items: int
+    liked: list[np.ndarray] | None = None  # per user, the positions of the rated movies they liked
 
     @classmethod
     def of(cls, users: Sequence[dict[str, Any]], movie_ids: np.ndarray, n_items: int) -> UserBatch:
-        """From online user rows (with `rated_movie_ids`) over the sorted catalog `movie_ids`; movies the
-        catalog lacks are ignored. One vectorised lookup for the whole batch."""
-        lists = [u.get(fx.RATED_COLUMN) or () for u in users]
-        lengths = np.fromiter((len(r) for r in lists), np.int64, len(lists))
-        flat = np.fromiter(itertools.chain.from_iterable(lists), np.int64, int(lengths.sum()))
-        pos = np.searchsorted(movie_ids, flat).clip(max=max(len(movie_ids) - 1, 0))
-        known = movie_ids[pos] == flat if len(movie_ids) else np.zeros(len(flat), bool)
-        rated = [p[k] for p, k in zip(np.split(pos, np.cumsum(lengths)[:-1]),
-                                      np.split(known, np.cumsum(lengths)[:-1]), strict=True)]  # fmt: skip
-        return cls(rated, fx.user_matrix(list(users)), n_items)
+        """From online user rows (with `rated_movie_ids` and `liked_movie_ids`) over the sorted catalog
+        `movie_ids`; movies the catalog lacks are ignored. One vectorised lookup per list column."""
+        return cls(
+            _positions([_ids(u.get(fx.RATED_COLUMN)) for u in users], movie_ids),
+            fx.user_matrix(list(users)),
+            n_items,
+            _positions([_ids(u.get(fx.LIKED_COLUMN)) for u in users], movie_ids),
+        )
 
     @cached_property
     def x(self) -> sparse.csr_matrix:
         """The binary users x catalog matrix of what each user rated."""
-        rows = np.repeat(np.arange(len(self.rated)), [len(r) for r in self.rated])
-        cols = np.concatenate(self.rated) if self.rated else np.zeros(0, np.int64)
-        x = sparse.csr_matrix(
-            (np.ones(len(cols), np.float32), (rows, cols)), shape=(len(self.rated), self.n_items), dtype=np.float32
-        )
-        x.data[:] = 1.0  # a movie listed twice is still one rating
-        return x
+        return _binary(self.rated, self.n_items)
+
+    @cached_property
+    def x_liked(self) -> sparse.csr_matrix:
+        """The binary users x catalog matrix of what each user liked (empty rows when no list was given)."""
+        return _binary(self.liked or [np.zeros(0, np.int64)] * len(self.rated), self.n_items)
 
     @cached_property
     def rated_mask(self) -> np.ndarray:
         """(users, items) True where the user rated the movie: never a candidate."""
         return self.x.toarray() > 0
+
+
+def _ids(value: Any) -> Sequence[int]:
+    """A stored list of movie ids (a list, or an array when read from Parquet); none when absent."""
+    return () if value is None else value
+
+
+def _positions(lists: list[Sequence[int]], movie_ids: np.ndarray) -> list[np.ndarray]:
+    """Each list of movie ids as catalog positions, the ids the catalog lacks left out."""
+    lengths = np.fromiter((len(r) for r in lists), np.int64, len(lists))
+    flat = np.fromiter(itertools.chain.from_iterable(lists), np.int64, int(lengths.sum()))
+    pos = np.searchsorted(movie_ids, flat).clip(max=max(len(movie_ids) - 1, 0))
+    known = movie_ids[pos] == flat if len(movie_ids) else np.zeros(len(flat), bool)
+    cuts = np.cumsum(lengths)[:-1]
+    return [p[k] for p, k in zip(np.split(pos, cuts), np.split(known, cuts), strict=True)]
+
+
+def _binary(lists: list[np.ndarray], n_items: int) -> sparse.csr_matrix:
+    """users x catalog, 1 at each listed position (a position listed twice is still 1)."""
+    rows = np.repeat(np.arange(len(lists)), [len(r) for r in lists])
+    cols = np.concatenate(lists) if lists else np.zeros(0, np.int64)
+    x = sparse.csr_matrix((np.ones(len(cols), np.float32), (rows, cols)), shape=(len(lists), n_items), dtype=np.float32)
+    x.data[:] = 1.0
+    return x
 
 
 class Retriever(Protocol):
@@ -140,6 +163,27 @@ class _ItemItem:
     def scores(self, batch: UserBatch) -> np.ndarray:
         out = np.full((len(batch.rated), batch.n_items), NO_SCORE, dtype=np.float32)
         out[:, self.kept] = np.asarray(batch.x[:, self.kept] @ self.weights)
+        return out
+
+    def pair_scores(self, x: sparse.csr_matrix, u_rows: np.ndarray, i_rows: np.ndarray) -> np.ndarray:
+        """x_u W at each pair (row u_rows[j] of the users x catalog matrix `x`, catalog position i_rows[j]);
+        NaN for a movie outside the kept ones. Gathered, not multiplied: a pair costs one weight per movie
+        the user rated (not a catalog-wide score row), PAIR_CHUNK pairs at a time to bound the memory."""
+        slot = np.full(x.shape[1], -1, dtype=np.int64)
+        slot[self.kept] = np.arange(len(self.kept))
+        cols = slot[np.asarray(i_rows, dtype=np.int64)]
+        users = np.asarray(u_rows, dtype=np.int64)
+        out = np.full(len(cols), np.nan, dtype=np.float32)
+        sub = x[:, self.kept].tocsr()
+        for start in range(0, len(cols), PAIR_CHUNK):
+            part = np.arange(start, min(start + PAIR_CHUNK, len(cols)))
+            part = part[cols[part] >= 0]
+            first, counts = sub.indptr[users[part]], np.diff(sub.indptr)[users[part]]
+            owner = np.repeat(np.arange(len(part)), counts)
+            offset = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+            voters = sub.indices[np.repeat(first, counts) + offset]
+            votes = self.weights[voters, np.repeat(cols[part], counts)]
+            out[part] = np.bincount(owner, weights=votes, minlength=len(part))
         return out
 
     def state(self) -> dict[str, np.ndarray]:

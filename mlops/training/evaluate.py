@@ -15,14 +15,15 @@ from typing import Any
 import numpy as np
 
 from mlops import evaluation
-from mlops import features as fx
 from mlops.model.candidates import DEPTH
 from mlops.model.families import Family
 from mlops.model.learners import candidate_batches
 from mlops.model.ranking import RankerCore
 from mlops.model.recommender import Recommender
+from mlops.model.retrievers import Retrievers
 from mlops.training.fit import catalog_of, user_rows
 from mlops.training.offline_data import OfflineData
+from mlops.training.rating_examples import RatingData, RatingRows, held_out_rows, training_rows
 
 BATCH_USERS = 200  # users ranked per call, like a consumer's micro-batch
 CURVE_K = 20  # the rankings the plots draw go to this k (the metrics stop at evaluation.K)
@@ -75,12 +76,18 @@ def ranking_ndcg(model: Recommender, data: OfflineData) -> float:
     return evaluation.ranking_metrics(rank_all(model, data, sorted(relevant)), relevant)["ndcg_at_10"]
 
 
-def rating_auc(rating: Any, data: OfflineData) -> float:
-    """A rating head's AUC on `data`'s held-out rated pairs (liked or not)."""
+def rating_data(data: OfflineData, retrievers: Retrievers, ease_lambda: float, seed: int) -> RatingData:
+    """The rating head's training rows (out of fold) and held-out rows of `data`, whose history `retrievers`
+    were fit on: computed once per set, reused by every tuning trial."""
+    return RatingData(training_rows(data, retrievers.movie_ids, ease_lambda, seed),
+                      held_out_rows(retrievers, data, user_rows(data)))  # fmt: skip
+
+
+def rating_auc(rating: Any, rows: RatingRows) -> float:
+    """A rating head's AUC on held-out rated pairs (liked or not)."""
     from sklearn.metrics import roc_auc_score
 
-    ev = data.eval_examples
-    return float(roc_auc_score(ev["label"].to_numpy(), rating.predict(fx.build_matrix(ev, ev), num_threads=1)))
+    return float(roc_auc_score(rows.y, rating.predict(rows.x, num_threads=1)))
 
 
 def evaluate(
@@ -90,9 +97,8 @@ def evaluate(
     predictions (`y`, `p`) and the rankings of the model and the baselines up to CURVE_K with the relevant sets."""
     from sklearn.metrics import log_loss, roc_auc_score
 
-    ev = data.eval_examples
-    p = model.p_like(fx.build_matrix(ev, ev))
-    y = ev["label"].to_numpy()
+    held_out = held_out_rows(core_of(model, data).retrievers, data, user_rows(data))
+    p, y = model.p_like(held_out.x), held_out.y
     metrics = {"test_auc": float(roc_auc_score(y, p)), "test_logloss": float(log_loss(y, np.clip(p, 1e-7, 1 - 1e-7)))}
     relevant, liked = evaluation.relevant_sets(data.test)
     users = sorted(relevant)

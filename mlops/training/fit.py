@@ -17,9 +17,11 @@ from mlops import features as fx
 from mlops.model import learners
 from mlops.model.families import family
 from mlops.model.ranking import Catalog
+from mlops.model.rating_input import RATING_FEATURES
 from mlops.model.recommender import Recommender
 from mlops.model.retrievers import Retrievers
 from mlops.training.offline_data import OfflineData
+from mlops.training.rating_examples import RatingRows, training_rows
 
 log = logging.getLogger(__name__)
 
@@ -47,18 +49,16 @@ def lgb_params(seed: int, monotone: tuple[str, ...], overrides: dict[str, Any] |
     )  # fmt: skip
 
 
-def fit_rating(data: OfflineData, seed: int, params: dict[str, Any] | None = None) -> lgb.Booster:
-    """The rating head, P(rating >= 4 | rated), on the point-in-time examples' rated pairs."""
+def fit_rating(rows: RatingRows, seed: int, params: dict[str, Any] | None = None) -> lgb.Booster:
+    """The rating head, P(rating >= 4 | rated), on the rated pairs of `rating_examples.training_rows`."""
     params = params or default_head_params()["rating"]
-    ex = data.train_examples.sort_values(["user_id", "timestamp", "movie_id", "is_negative"], kind="stable")
-    rated = ex[ex["is_negative"] == 0]
     started = time.monotonic()
     booster = lgb.train(
-        lgb_params(seed, fx.FEATURE_NAMES, params),
-        lgb.Dataset(fx.build_matrix(rated, rated), rated["label"].to_numpy(), feature_name=list(fx.FEATURE_NAMES)),
+        lgb_params(seed, RATING_FEATURES, params),
+        lgb.Dataset(rows.x, rows.y, feature_name=list(RATING_FEATURES)),
         int(params["rounds"]),
     )
-    log.info("train: rating head on %d rated pairs (%.1fs)", len(rated), time.monotonic() - started)
+    log.info("train: rating head on %d rated pairs (%.1fs)", len(rows.y), time.monotonic() - started)
     return booster
 
 
@@ -72,7 +72,8 @@ def user_rows(data: OfflineData) -> dict[int, dict[str, Any]]:
     """The feature set's online user rows by user id, as the online store returns them."""
     rows = {}
     for row in data.online_users.to_dict("records"):
-        row[fx.RATED_COLUMN] = [int(m) for m in row[fx.RATED_COLUMN]]
+        for column in (fx.RATED_COLUMN, fx.LIKED_COLUMN):
+            row[column] = [int(m) for m in row[column]]
         rows[int(row["user_id"])] = row
     return rows
 
@@ -117,4 +118,5 @@ def fit(
             raise ValueError(f"family {family_name!r} learns from labelled candidates: pass `table`")
         learned = learners.fit(fam, table, seed, hp["ranker"] if fam.scorer == "booster" else None)
     state = retrievers_of(data, ease_lambda).state()
-    return Recommender(fit_rating(data, seed, hp["rating"]), fam, learned, state)
+    rows = training_rows(data, catalog_of(data).movie_ids, ease_lambda, seed)
+    return Recommender(fit_rating(rows, seed, hp["rating"]), fam, learned, state)

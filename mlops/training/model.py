@@ -2,7 +2,7 @@
 
 The pyfunc is `pyfunc_model.py`, logged as code with public, pinned requirements, so the registered model
 loads and serves anywhere (`mlflow models serve`, a fresh venv). Its input is one row per (user, candidate
-movie): the rating head's FEATURE_NAMES plus the family's candidate features (`mlops.model.candidates`);
+movie): the rating head's RATING_FEATURES plus the family's candidate features (`mlops.model.candidates`);
 its output `p_like` (the rating head) and `rank_score` (the family's order: higher first). The project
 itself reads the parts from the logged files (`Recommender.from_logged`) and ranks with its own code.
 """
@@ -18,6 +18,7 @@ import pandas as pd
 
 from mlops import features as fx
 from mlops.model.ranking import RankerCore
+from mlops.model.rating_input import RATING_FEATURES, rating_input
 from mlops.model.recommender import Recommender
 
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")  # logged as the model's code (models-from-code)
@@ -28,8 +29,8 @@ OUTPUTS = ("p_like", "rank_score")
 
 
 def input_columns(model: Recommender) -> list[str]:
-    """The pyfunc's input: FEATURE_NAMES, then the family's features that are not among them."""
-    return [*fx.FEATURE_NAMES, *(n for n in model.family.features if n not in fx.FEATURE_NAMES)]
+    """The pyfunc's input: RATING_FEATURES, then the family's features that are not among them."""
+    return [*RATING_FEATURES, *(n for n in model.family.features if n not in RATING_FEATURES)]
 
 
 def candidate_rows(core: RankerCore, users: list[dict[str, Any]], k: int = 0) -> pd.DataFrame:
@@ -37,9 +38,10 @@ def candidate_rows(core: RankerCore, users: list[dict[str, Any]], k: int = 0) ->
     model, catalog = core.model, core.catalog
     batch = core.batch(users)
     cands = model.family.candidates(core.retrievers, catalog.matrix, batch, k)
-    rating = fx.assemble(batch.matrix, catalog.matrix, u_rows=cands.users, i_rows=cands.positions)
-    frame = pd.DataFrame(rating.astype(np.float64), columns=list(fx.FEATURE_NAMES))
-    for name in input_columns(model)[len(fx.FEATURE_NAMES) :]:
+    base = fx.assemble(batch.matrix, catalog.matrix, u_rows=cands.users, i_rows=cands.positions)
+    rating = rating_input(base, core.retrievers.by_name["ease"], batch, cands.users, cands.positions)
+    frame = pd.DataFrame(rating.astype(np.float64), columns=list(RATING_FEATURES))
+    for name in input_columns(model)[len(RATING_FEATURES) :]:
         frame[name] = cands.column(name).astype(np.float64)
     return frame
 
@@ -54,8 +56,8 @@ def log_pyfunc(model: Recommender, example: pd.DataFrame, workdir: Path, registe
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, DataType, Schema
 
-    if model.rating.feature_name() != list(fx.FEATURE_NAMES):
-        raise ValueError(f"the rating head's features {model.rating.feature_name()} differ from mlops.features")
+    if model.rating.feature_name() != list(RATING_FEATURES):
+        raise ValueError(f"the rating head's features {model.rating.feature_name()} differ from RATING_FEATURES")
     columns = input_columns(model)
     signature = ModelSignature(
         inputs=Schema([ColSpec(DataType.double, name) for name in columns]),

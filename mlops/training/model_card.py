@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mlops import features as fx
+from mlops.model.rating_input import RATING_FEATURES
 from mlops.training.offline_data import OfflineData
 
 
@@ -21,9 +21,10 @@ def model_card(run_id: str, lineage: dict[str, str], metrics: dict[str, float], 
     return f"""# Model card: {lineage["model_name"]} (pipeline run {run_id})
 
 **What it predicts.**
-- `p_like` = P(rating >= 4 | the user rates the movie), a LightGBM head over {len(fx.FEATURE_NAMES)}
+- `p_like` = P(rating >= 4 | the user rates the movie), a LightGBM head over {len(RATING_FEATURES)}
   features (user activity and rating profile, movie popularity share, smoothed mean and like rate, genres
-  and year, user-by-movie ALS affinity, genre affinity, taste gap): answers score requests; test AUC
+  and year, user-by-movie ALS affinity, genre affinity, taste gap, and the user's EASE^R votes for the
+  movie from all their ratings and from their likes, out of fold in training): answers score requests; test AUC
   {m["test_auc"]}, log loss {m["test_logloss"]} on {len(data.eval_examples)} test pairs.
 - Top-k: two stages. Retrievers (EASE^R, ALS, item co-occurrence, popularity) each propose their top-N
   unrated movies; the model family **{family}** orders the union. Families compared on validation
@@ -71,7 +72,7 @@ def summary(run_id: str, lineage: dict[str, str], metrics: dict[str, float], dat
         if key in metrics
     )  # fmt: skip
     return (
-        f"P(rating >= 4) from a LightGBM head over {len(fx.FEATURE_NAMES)} features answers score requests; "
+        f"P(rating >= 4) from a LightGBM head over {len(RATING_FEATURES)} features answers score requests; "
         f"top-k ranks the retrievers' candidates with the '{lineage.get('model_family', '?')}' family "
         f"(chosen on validation). Trained by pipeline run {run_id} on {dataset}, "
         f"{lineage['split_strategy']} split ({len(data.train_examples):,} training examples, "

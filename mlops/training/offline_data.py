@@ -42,7 +42,7 @@ def check(data: OfflineData) -> OfflineData:
     """Refuse empty or incomplete feature sets before anything is trained or registered."""
     _require(data.train_examples, "train_examples", ["label", "is_negative", *fx.USER_COLUMNS, *fx.ITEM_COLUMNS])
     _require(data.eval_examples, "eval_examples", ["label", *fx.USER_COLUMNS, *fx.ITEM_COLUMNS])
-    _require(data.online_users, "online_users", ["user_id", fx.RATED_COLUMN, *fx.USER_COLUMNS])
+    _require(data.online_users, "online_users", ["user_id", fx.RATED_COLUMN, fx.LIKED_COLUMN, *fx.USER_COLUMNS])
     _require(data.online_items, "online_items", ["movie_id", *fx.ITEM_COLUMNS])
     rated = data.train_examples[data.train_examples["is_negative"] == 0]
     if rated["label"].nunique() < 2 or data.train_examples["is_negative"].nunique() < 2:

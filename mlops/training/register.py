@@ -13,6 +13,7 @@ import pandas as pd
 
 from mlops import drift
 from mlops import features as fx
+from mlops.model.rating_input import RATING_FEATURES
 from mlops.model.recommender import Recommender
 from mlops.settings import PROJECT_ROOT, Settings
 from mlops.training.evaluate import core_of
@@ -117,7 +118,7 @@ def log_and_register(
                 "seed": settings.seed,
                 **{f"chosen_{k}": v for k, v in selection["params"].items()},
                 "model_family": model.family.name,
-                "n_features": len(fx.FEATURE_NAMES),
+                "n_features": len(RATING_FEATURES),
                 "family_features": ",".join(model.family.features),
                 "n_train_examples": len(data.train_examples),
                 "n_eval_examples": len(data.eval_examples),
@@ -126,7 +127,7 @@ def log_and_register(
         )
         mlflow.log_metrics(metrics)
         log_datasets(settings, run_id, data, lineage)
-        mlflow.log_dict({"feature_names": list(fx.FEATURE_NAMES), "family_features": list(model.family.features),
+        mlflow.log_dict({"feature_names": list(RATING_FEATURES), "family_features": list(model.family.features),
                          "schema_version": fx.SCHEMA_VERSION}, FEATURES_ARTIFACT)  # fmt: skip
         for path in plots(model, preds, tmpdir):
             mlflow.log_artifact(str(path), "plots")
@@ -146,7 +147,7 @@ def log_and_register(
                 else evaluation_set_version(run_id)}  # fmt: skip
         for key, value in tags.items():
             c.set_model_version_tag(settings.model_name, version, key, str(value))
-        features = f"{len(fx.FEATURE_NAMES)} (schema {fx.SCHEMA_VERSION}; names in {FEATURES_ARTIFACT})"
+        features = f"{len(RATING_FEATURES)} (schema {fx.SCHEMA_VERSION}; names in {FEATURES_ARTIFACT})"
         c.set_model_version_tag(settings.model_name, version, "features", features)
         c.update_model_version(settings.model_name, version, description=summary(run_id, described, metrics, data))
         registered = c.get_registered_model(settings.model_name)

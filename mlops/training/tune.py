@@ -28,6 +28,7 @@ from mlops.model.families import FAMILIES
 from mlops.training.evaluate import rating_auc
 from mlops.training.fit import HEADS, default_head_params, fit_rating
 from mlops.training.offline_data import OfflineData
+from mlops.training.rating_examples import RatingData
 
 log = logging.getLogger(__name__)
 
@@ -68,23 +69,26 @@ def _suggest(trial: Any) -> dict[str, dict[str, Any]]:
 
 
 def evaluate_choice(
-    data: OfflineData, table: learners.Table, seed: int, head_params: dict[str, dict[str, Any]]
+    data: OfflineData, table: learners.Table, rating: RatingData, seed: int, head_params: dict[str, dict[str, Any]]
 ) -> dict[str, float]:
-    """The rating head fit on `data`'s examples, scored on its held-out (validation) pairs, and the ranker's
-    out-of-fold nDCG@10 on the labelled validation candidates `table`."""
+    """The rating head fit on `rating`'s training rows, scored on its held-out (validation) rows, and the
+    ranker's out-of-fold nDCG@10 on the labelled validation candidates `table`."""
     relevant, _ = evaluation.relevant_sets(data.test)
     oof = learners.cross_fit(FAMILIES["ranker"], table, seed, head_params["ranker"])
     return {
         "ndcg_at_10": evaluation.ranking_metrics(oof, relevant)["ndcg_at_10"],
-        "auc": rating_auc(fit_rating(data, seed, head_params["rating"]), data),
+        "auc": rating_auc(fit_rating(rating.train, seed, head_params["rating"]), rating.held_out),
     }
 
 
-def tune(data: OfflineData, table: learners.Table, seed: int, trials: int, timeout_s: float, workdir: Path) -> Choice:
+def tune(
+    data: OfflineData, table: learners.Table, rating: RatingData, seed: int, trials: int, timeout_s: float,
+    workdir: Path,
+) -> Choice:  # fmt: skip
     """The search (inside an active MLflow run: each trial is a nested run); `trials` = 0 scores the defaults."""
     defaults = default_head_params()
     if trials <= 0:
-        return Choice(defaults, evaluate_choice(data, table, seed, defaults), {"method": "off", "trials": 0})
+        return Choice(defaults, evaluate_choice(data, table, rating, seed, defaults), {"method": "off", "trials": 0})
 
     import optuna
 
@@ -97,7 +101,7 @@ def tune(data: OfflineData, table: learners.Table, seed: int, trials: int, timeo
         with mlflow.start_run(run_name=f"trial-{trial.number}", nested=True):
             mlflow.log_params(Choice(heads, {}).flat())
             started = time.monotonic()
-            figures = evaluate_choice(data, table, seed, heads)  # an exception marks this run and trial failed
+            figures = evaluate_choice(data, table, rating, seed, heads)  # an exception marks this run and trial failed
             mlflow.log_metrics({f"validation_{k}": v for k, v in figures.items()})
             mlflow.log_metric("trial_seconds", time.monotonic() - started)
         trial.set_user_attr("validation", figures)
@@ -123,7 +127,7 @@ def tune(data: OfflineData, table: learners.Table, seed: int, trials: int, timeo
                     timeout_s, len(study.trials), trials)  # fmt: skip
     if not done:
         log.warning("tuning: every trial failed; the untuned defaults are used")
-        figures = evaluate_choice(data, table, seed, defaults)
+        figures = evaluate_choice(data, table, rating, seed, defaults)
         return Choice(defaults, figures, summary | {"best_trial": None})
     # The heads are independent (each figure moves with one head's parameters only), so each takes its
     # parameters from the trial best for its own figure: the ranker's nDCG, the rating head's AUC.

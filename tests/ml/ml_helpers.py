@@ -84,6 +84,7 @@ def recommender_for(items: dict, users: list, family_name: str = "ranker", seed:
     from mlops.model.candidates import RANKER_FEATURES
     from mlops.model.families import FAMILIES
     from mlops.model.ranking import Catalog
+    from mlops.model.rating_input import HISTORY_FEATURES, RATING_FEATURES
     from mlops.model.recommender import Recommender
     from mlops.model.retrievers import Retrievers
 
@@ -96,9 +97,10 @@ def recommender_for(items: dict, users: list, family_name: str = "ranker", seed:
     retrievers = Retrievers.fit(history, catalog.movie_ids, catalog.keys, 10.0)
     x = fx.build_matrix([known[int(r)] for r in rng.integers(0, len(known), 600)],
                         [items[int(m)] for m in rng.choice(catalog.movie_ids, 600)])  # fmt: skip
+    x = np.hstack([x, rng.normal(size=(len(x), len(HISTORY_FEATURES)))])
     params = {"objective": "binary", "num_leaves": 15, "min_data_in_leaf": 20, "verbose": -1, "num_threads": 1}
-    y = (np.nan_to_num(x[:, fx.FEATURE_NAMES.index("cf_score")]) + rng.normal(0, 0.3, len(x)) > 0).astype(int)
-    rating = lgb.train(params, lgb.Dataset(x, y, feature_name=list(fx.FEATURE_NAMES)), 20)
+    y = np.nan_to_num(x[:, fx.FEATURE_NAMES.index("cf_score")]) + x[:, -1] + rng.normal(0, 0.3, len(x)) > 0
+    rating = lgb.train(params, lgb.Dataset(x, y.astype(int), feature_name=list(RATING_FEATURES)), 20)
     fam = FAMILIES[family_name]
     learned = None
     if fam.learned:

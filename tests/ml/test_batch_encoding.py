@@ -11,7 +11,10 @@ import pytest
 from ml_helpers import recommender_for
 
 from mlops import features as fx
+from mlops.errors import ModelFormatError
 from mlops.model.ranking import Catalog, RankerCore
+from mlops.model.rating_input import SHARE_EPS
+from mlops.model.recommender import Recommender
 from mlops.training.model import candidate_rows
 
 N_ITEMS, N_USERS = 120, 40
@@ -33,6 +36,7 @@ def _user(rng: np.random.Generator) -> dict:
     row = {c: float(v) for c, v in zip(fx.USER_COLUMNS, rng.normal(0, 1, len(fx.USER_COLUMNS)), strict=True)}
     row["u_n_ratings"] = float(rng.integers(0, 50))  # 0: cf_score_per_rating is missing
     row[fx.RATED_COLUMN] = [int(m) for m in rng.choice(np.arange(1, N_ITEMS + 1), 15, replace=False)]
+    row[fx.LIKED_COLUMN] = sorted(m for m in row[fx.RATED_COLUMN] if rng.random() < 0.5)
     if rng.random() < 0.1:
         del row["u_mean_rating"]  # a missing key is a missing value
     if rng.random() < 0.1:
@@ -97,9 +101,26 @@ def test_indexed_assemble_equals_build_matrix(data):
     np.testing.assert_array_equal(subset, full[:, [fx.FEATURE_NAMES.index(n) for n in some]])
 
 
+def _history_reference(core: RankerCore, user: dict | None, movie: int) -> list[float]:
+    """HISTORY_FEATURES of one pair, summed weight by weight as an independent oracle of `history_features`."""
+    ease = core.retrievers.by_name["ease"]
+    slot = {int(p): k for k, p in enumerate(ease.kept)}
+    col = slot.get(core.catalog.position[movie])
+    if user is None or col is None:
+        return [np.nan] * 3
+
+    def votes(ids: list[int]) -> float:
+        return sum(float(ease.weights[slot[core.catalog.position[m]], col])
+                   for m in ids if core.catalog.position.get(m) in slot)  # fmt: skip
+
+    every, liked = votes(user[fx.RATED_COLUMN]), votes(user[fx.LIKED_COLUMN])
+    return [every, liked, liked / (abs(every) + SHARE_EPS)]
+
+
 def test_batch_scoring_equals_per_request_path(data, model):
     """`RankerCore.score` on a micro-batch gives each request what it would get alone (one user's rows
-    built by `build_matrix`, one model call), including unknown users and unknown movies."""
+    built by `build_matrix` and the history columns summed one weight at a time, one model call), including
+    unknown users and unknown movies."""
     rng, items, users = data
     core = RankerCore(model, Catalog(items))
     batch_users = [users[int(r)] for r in rng.integers(0, len(users), 200)]
@@ -108,11 +129,17 @@ def test_batch_scoring_equals_per_request_path(data, model):
     prior = float(np.mean(core.catalog.like_prior))
     for user, movies, got in zip(batch_users, batch_movies, scores, strict=True):
         known = [m for m in movies if m in items]
-        alone = model.p_like(fx.build_matrix([user] * len(known), [items[m] for m in known])) if known else []
-        assert got == {
+        x = np.hstack(
+            [
+                fx.build_matrix([user] * len(known), [items[m] for m in known]),
+                np.array([_history_reference(core, user, m) for m in known]).reshape(len(known), 3),
+            ]
+        )
+        alone = model.p_like(x) if known else []
+        assert got == pytest.approx({
             **dict(zip(known, map(float, alone), strict=True)),
             **{m: prior for m in movies if m not in items},
-        }
+        }, rel=1e-5, abs=1e-7)  # fmt: skip
     assert fallbacks == [u is None for u in batch_users]
 
 
@@ -129,3 +156,22 @@ def test_recommend_scores_are_the_family_on_the_pyfunc_rows(data, model):
         alone = model.family.scores(rows[list(model.family.features)].to_numpy(), model.learned)
         best = np.lexsort((np.arange(len(alone)), -alone))[:10]
         assert [s for _, s in rec] == pytest.approx(alone[best].tolist(), rel=1e-6)
+
+
+def test_a_rating_head_without_the_history_columns_is_refused_at_load(data, tmp_path):
+    """A version trained before the history columns reads fewer features: loading it names the gap instead
+    of scoring a matrix of the wrong width."""
+    import lightgbm as lgb
+
+    _, items, users = data
+    parts = recommender_for(items, users, "ease").save(tmp_path)
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(200, len(fx.FEATURE_NAMES)))
+    old = lgb.train(
+        {"objective": "binary", "verbose": -1},
+        lgb.Dataset(x, (x[:, 0] > 0).astype(int), feature_name=list(fx.FEATURE_NAMES)),
+        3,
+    )
+    old.save_model(parts["rating"])
+    with pytest.raises(ModelFormatError, match=f"reads {len(fx.FEATURE_NAMES)} features.*retrain"):
+        Recommender.load(parts)

@@ -12,6 +12,7 @@ from mlops.compiled_trees import CompiledHead
 from mlops.model.candidates import RANKER_FEATURES
 from mlops.model.families import FAMILIES
 from mlops.model.ranking import Catalog, RankerCore
+from mlops.model.rating_input import RATING_FEATURES
 from mlops.model.recommender import Recommender
 from mlops.model.retrievers import Retrievers
 
@@ -22,11 +23,11 @@ N_ITEMS = 80
 def boosters(items):
     """The rating head and a LambdaRank ranker on rows with missing values, with the production objectives."""
     rng = np.random.default_rng(5)
-    x = rng.normal(0, 1, (4000, len(fx.FEATURE_NAMES)))
+    x = rng.normal(0, 1, (4000, len(RATING_FEATURES)))
     x[rng.random(x.shape) < 0.1] = np.nan
     y = np.nan_to_num(x[:, 0]) * np.nan_to_num(x[:, 3]) + np.nan_to_num(x[:, 5]) + rng.normal(0, 0.5, len(x)) > 0
     params = {"objective": "binary", "num_leaves": 15, "min_data_in_leaf": 20, "verbose": -1, "num_threads": 1,
-              "monotone_constraints": [1 if n in fx.MONOTONE_INCREASING else 0 for n in fx.FEATURE_NAMES]}  # fmt: skip
+              "monotone_constraints": [1 if n in fx.MONOTONE_INCREASING else 0 for n in RATING_FEATURES]}  # fmt: skip
     rating = lgb.train(params, lgb.Dataset(x, y.astype(int)), 40)
     r = rng.normal(0, 1, (4000, len(RANKER_FEATURES)))
     r[rng.random(r.shape) < 0.1] = np.nan
@@ -50,7 +51,7 @@ def items():
 def test_compiled_heads_equal_lightgbm_on_missing_values(boosters, tmp_path):
     model, rng = boosters
     compiled = model.compiled(tmp_path)
-    x = rng.normal(0, 2, (3000, len(fx.FEATURE_NAMES))).astype(np.float32)  # serving's dtype
+    x = rng.normal(0, 2, (3000, len(RATING_FEATURES))).astype(np.float32)  # serving's dtype
     x[rng.random(x.shape) < 0.2] = np.nan
     np.testing.assert_allclose(compiled.p_like(x), model.p_like(x), rtol=0, atol=1e-12)
     r = rng.normal(0, 2, (3000, len(RANKER_FEATURES))).astype(np.float32)
@@ -92,5 +93,5 @@ def test_compiled_code_is_cached_by_model_and_reused(boosters, tmp_path):
 def test_a_matrix_of_the_wrong_width_is_refused(boosters, tmp_path):
     model, _ = boosters
     head = CompiledHead(model.rating, tmp_path)
-    with pytest.raises(ValueError, match=f"{len(fx.FEATURE_NAMES)} feature columns"):
-        head.predict(np.zeros((3, len(fx.FEATURE_NAMES) - 1)))
+    with pytest.raises(ValueError, match=f"{len(RATING_FEATURES)} feature columns"):
+        head.predict(np.zeros((3, len(RATING_FEATURES) - 1)))

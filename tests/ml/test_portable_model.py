@@ -26,9 +26,9 @@ from mlflow.models import Model
 from mlflow.types import DataType
 
 import mlflow
-from mlops import features as fx
 from mlops import registry
 from mlops.errors import ModelFormatError
+from mlops.model.rating_input import RATING_FEATURES
 from mlops.services import specs
 from mlops.settings import PROJECT_ROOT
 from mlops.training.evaluate import evaluate
@@ -128,7 +128,7 @@ def test_signature_and_input_example_describe_the_feature_columns(champion, offl
     meta = Model.load(str(local))
     inputs = meta.signature.inputs
     assert inputs.input_names() == input_columns(model)
-    assert inputs.input_names()[: len(fx.FEATURE_NAMES)] == list(fx.FEATURE_NAMES)
+    assert inputs.input_names()[: len(RATING_FEATURES)] == list(RATING_FEATURES)
     assert {c.type for c in inputs.inputs} == {DataType.double} and all(c.required for c in inputs.inputs)
     assert meta.signature.outputs.input_names() == ["p_like", "rank_score"]
     example = meta.load_input_example(str(local))
@@ -136,7 +136,7 @@ def test_signature_and_input_example_describe_the_feature_columns(champion, offl
 
 
 def _expected(model, example: pd.DataFrame) -> dict[str, list[float]]:
-    x = example[list(fx.FEATURE_NAMES)].to_numpy(dtype=np.float64)
+    x = example[list(RATING_FEATURES)].to_numpy(dtype=np.float64)
     rank = model.family.scores(example[list(model.family.features)].to_numpy(dtype=np.float64), model.learned)
     return {"p_like": model.p_like(x).tolist(), "rank_score": rank.tolist()}
 

@@ -9,9 +9,10 @@ import pytest
 
 from mlops import features as fx
 from mlops.errors import DataError
-from mlops.training.evaluate import evaluate, rank_all
-from mlops.training.fit import fit
+from mlops.training.evaluate import core_of, evaluate, rank_all
+from mlops.training.fit import fit, user_rows
 from mlops.training.offline_data import check
+from mlops.training.rating_examples import held_out_rows
 
 
 def test_training_is_reproducible_and_beats_chance(offline):
@@ -20,7 +21,7 @@ def test_training_is_reproducible_and_beats_chance(offline):
     metrics1, _ = evaluate(m1, offline)
     metrics2, _ = evaluate(m2, offline)
     assert metrics1 == metrics2  # same data, seed and parameters: identical metrics
-    x = fx.build_matrix(offline.eval_examples, offline.eval_examples)
+    x = held_out_rows(core_of(m1, offline).retrievers, offline, user_rows(offline)).x
     np.testing.assert_array_equal(m1.p_like(x), m2.p_like(x))
     assert metrics1["test_auc"] > 0.6  # the synthetic ratings follow latent tastes: learnable
     for name in ("ndcg_at_10", "precision_at_10", "recall_at_10", "map_at_10", "ndcg_at_10_liked",
