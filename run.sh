@@ -90,9 +90,8 @@ if [[ ! -f "$STAMP" || "$(cat "$STAMP")" != "$want" ]]; then
   echo "$want" >"$STAMP"
 fi
 
-if [[ ! -f .env ]]; then
-  cp .env.example .env
-  say "created .env from .env.example: change the passwords in it before exposing anything"
+if [[ ! -f .env ]]; then  # strong random passwords, mode 600 from the first byte (never a placeholder)
+  "$VENV/bin/python" -m mlops.services.passwords --init
 fi
 
 # As if activated: child processes (pytest, spark-submit, airflow, the services) find the venv's tools.

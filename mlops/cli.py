@@ -200,7 +200,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verb == "down":
             backend.down(purge=args.purge)
             return 0
+        if mode == "local":  # loopback is shared by every local user: no placeholder there either
+            from mlops.services.passwords import ensure_strong_passwords
+
+            settings = ensure_strong_passwords(settings, PROJECT_ROOT / ".env", args.yes, mode="local")
+            backend = make_backend(mode, settings, assume_yes=args.yes, monitoring=args.monitoring)
         backend.up()
+        settings = getattr(backend, "settings", settings)  # Docker mode's first `up` writes strong passwords
         if args.verb == "up":
             print_urls(backend)
             return 0

@@ -3,6 +3,12 @@
 Every page gathers its sections with `attempt`, so a service that is down turns into a sentence in its
 section while the rest of the page renders; an unexpected error anywhere becomes a short error page
 (the traceback goes to the console's log, never to the browser).
+
+Hardening (`mlops.console.auth` holds the logic): a state change only on POST with a CSRF token (login,
+logout, Try-it); every response carries a Content-Security-Policy (no script at all, no framing),
+`nosniff` and `X-Frame-Options: DENY`; artifacts other than raster images are sandboxed attachments; failed
+logins are throttled per client; logout revokes the session; no body over MAX_BODY_BYTES is read, before
+or after the login.
 """
 
 from __future__ import annotations
@@ -31,6 +37,12 @@ T = TypeVar("T")
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 OPEN_PATHS = ("/login", "/healthz")
 DRIFT_BARS = 12  # the most drifted inputs charted; the table lists them all
+MAX_BODY_BYTES = 16 * 1024  # the console's forms are a few fields
+PAGE_POLICY = ("default-src 'none'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; form-action 'self'; "
+               "frame-ancestors 'none'; base-uri 'none'")  # fmt: skip
+ARTIFACT_POLICY = "default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; sandbox"
+RASTER = ("image/png", "image/jpeg")
+MAX_MESSAGES = 500  # the most messages a Kafka page lists
 
 
 @dataclass(frozen=True)
@@ -50,9 +62,31 @@ def attempt(fn: Callable[[], T], what: str) -> tuple[T | None, str | None]:
         return None, f"Could not read {what}: {words.describe(exc, (model.MlflowProblem,))}"[:400]
 
 
+class BodyTooLarge(ValueError):
+    """A request body over MAX_BODY_BYTES: refused before it is read whole."""
+
+
 async def posted_form(request: Request) -> dict[str, str]:
-    """An url-encoded form body as field -> first value (no python-multipart needed for two small forms)."""
-    return {k: v[0] for k, v in parse_qs((await request.body()).decode(errors="replace")).items()}
+    """An url-encoded form body as field -> first value, read up to MAX_BODY_BYTES (`BodyTooLarge` past it)."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise BodyTooLarge(f"the form is larger than {MAX_BODY_BYTES} bytes")
+    return {k: v[0] for k, v in parse_qs(body.decode(errors="replace")).items()}
+
+
+def secure(response: Response, policy: str = PAGE_POLICY) -> Response:
+    """The headers every answer carries: what it may load and that no page of another site may frame it."""
+    response.headers.setdefault("Content-Security-Policy", policy)
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["Referrer-Policy"] = "same-origin"
+    return response
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
 
 
 def create_app(
@@ -60,7 +94,7 @@ def create_app(
 ) -> FastAPI:
     """The console app; `sample=False` skips the background sampler (tests: the Stream page then samples once)."""
     links = links or Links(settings.airflow_url, settings.mlflow_tracking_uri)
-    key = auth.new_key()
+    sessions, throttle = auth.Sessions(), auth.LoginThrottle()
     sampler = stream.Sampler(settings, consumers_host)
 
     @asynccontextmanager
@@ -74,47 +108,92 @@ def create_app(
                   openapi_url=None)  # fmt: skip
     app.state.sampler = sampler
 
-    def render(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
-        context.update(links=links, user=auth.session_user(key, request.cookies.get(auth.COOKIE)),
-                       path=request.url.path, settings=settings)  # fmt: skip
+    def session(request: Request) -> auth.Session | None:
+        return sessions.current(request.cookies.get(auth.COOKIE))
+
+    def render(request: Request, template: str, status: int = 200, csrf: str | None = None,
+               **context: Any) -> HTMLResponse:  # fmt: skip
+        current = session(request)
+        if csrf is None and current is not None:
+            csrf = auth.csrf_token(sessions.key, current.sid)
+        context.update(links=links, user=current.user if current else None, path=request.url.path,
+                       settings=settings, csrf=csrf)  # fmt: skip
         return TEMPLATES.TemplateResponse(request, template, context, status_code=status)
 
+    def refused(request: Request, status: int, message: str) -> HTMLResponse:
+        return render(request, "error.html", status=status, message=message)
+
+    def csrf_checked(request: Request, form: dict[str, str]) -> bool:
+        current = session(request)
+        return current is not None and auth.csrf_ok(sessions.key, current.sid, form.get("csrf"))
+
     @app.middleware("http")
-    async def require_login(request: Request, call_next):
-        if request.url.path in OPEN_PATHS or auth.session_user(key, request.cookies.get(auth.COOKIE)):
-            return await call_next(request)
+    async def guard(request: Request, call_next):
+        length = request.headers.get("content-length", "")
+        if length.isascii() and length.isdigit() and int(length) > MAX_BODY_BYTES:
+            return secure(PlainTextResponse(f"request body over {MAX_BODY_BYTES} bytes", status_code=413))
+        if request.url.path in OPEN_PATHS or session(request):
+            return secure(await call_next(request))
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
+        return secure(RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303))
+
+    @app.exception_handler(BodyTooLarge)
+    async def too_large(request: Request, exc: BodyTooLarge) -> Response:
+        return secure(PlainTextResponse(str(exc), status_code=413))
 
     @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> HTMLResponse:
+    async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("console: %s failed", request.url.path)
-        return render(request, "error.html", status=500, message=f"This page failed: {type(exc).__name__}. "
-                      "The console's log has the details.")  # fmt: skip
+        return secure(render(request, "error.html", status=500, message=f"This page failed: {type(exc).__name__}. "
+                             "The console's log has the details."))  # fmt: skip
 
     @app.get("/healthz", response_class=PlainTextResponse)
     async def healthz() -> str:
         return "ok"
 
+    def login_page(request: Request, target: str, status: int = 200, error: str | None = None) -> HTMLResponse:
+        """The form, bound to a pre-login cookie (set here when absent) by its CSRF token."""
+        nonce = request.cookies.get(auth.LOGIN_COOKIE) or auth.new_nonce()
+        response = render(request, "login.html", status=status, csrf=auth.csrf_token(sessions.key, nonce),
+                          next=target, error=error)  # fmt: skip
+        response.set_cookie(auth.LOGIN_COOKIE, nonce, max_age=3600, httponly=True, samesite="strict")
+        return response
+
     @app.get("/login", response_class=HTMLResponse)
     async def login_form(request: Request, next: str = "/") -> HTMLResponse:
-        return render(request, "login.html", next=auth.safe_next(next), error=None)
+        return login_page(request, auth.safe_next(next))
 
     @app.post("/login")
     async def login(request: Request) -> Response:
+        wait = throttle.retry_after(_client(request))
+        if wait:
+            response = refused(request, 429, f"Too many failed logins from this address: try again in {wait} s.")
+            response.headers["Retry-After"] = str(wait)
+            return response
         form = await posted_form(request)
         target = auth.safe_next(form.get("next"))
+        if not auth.csrf_ok(sessions.key, request.cookies.get(auth.LOGIN_COOKIE), form.get("csrf")):
+            return login_page(request, target, 403, "The login form expired or came from another site: try again.")
         if not auth.credentials_match(form.get("username", ""), form.get("password", ""),
                                       settings.airflow_admin_user, settings.airflow_admin_password):  # fmt: skip
-            return render(request, "login.html", status=401, next=target,
-                          error="Wrong user name or password (the console uses the Airflow admin login).")  # fmt: skip
+            throttle.failed(_client(request))
+            return login_page(request, target, 401,
+                              "Wrong user name or password (the console uses the Airflow admin login).")  # fmt: skip
+        throttle.succeeded(_client(request))
         response = RedirectResponse(target, status_code=303)
-        response.set_cookie(auth.COOKIE, auth.make_session(key, form["username"]), max_age=auth.SESSION_SECONDS,
-                            httponly=True, samesite="strict")  # fmt: skip
+        response.set_cookie(auth.COOKIE, auth.make_session(sessions.key, form["username"]),
+                            max_age=auth.SESSION_SECONDS, httponly=True, samesite="strict")  # fmt: skip
+        response.delete_cookie(auth.LOGIN_COOKIE)
         return response
 
-    @app.get("/logout")
-    async def logout() -> Response:
+    @app.post("/logout")
+    async def logout(request: Request) -> Response:
+        form = await posted_form(request)
+        if not csrf_checked(request, form):
+            return refused(request, 403, "The logout form expired or came from another site: reload the page.")
+        current = session(request)
+        if current is not None:
+            sessions.revoke(current)  # the cookie is dead even if a copy of it survives
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(auth.COOKIE)
         return response
@@ -173,6 +252,8 @@ def create_app(
 
     @app.get("/kafka", response_class=HTMLResponse)
     async def kafka_page(request: Request, topic: str = REQUESTS, n: int = 20) -> HTMLResponse:
+        n = max(1, min(n, MAX_MESSAGES))
+
         def gather() -> dict[str, Any]:
             rows, rows_problem = attempt(lambda: topics.topics(settings), "the topics from the broker")
             messages, messages_problem = (None, None)
@@ -186,6 +267,8 @@ def create_app(
 
     @app.get("/kafka/dlq", response_class=HTMLResponse)
     async def dlq_page(request: Request, reason: str = "", n: int = 50) -> HTMLResponse:
+        n = max(1, min(n, MAX_MESSAGES))
+
         def gather() -> dict[str, Any]:
             records, problem = attempt(lambda: topics.dead_letters(settings, n, reason or None),
                                        f"the dead letters on {DLQ}")  # fmt: skip
@@ -229,17 +312,24 @@ def create_app(
             body, content_type = await run_in_threadpool(model.artifact, settings, run_id, path)
         except model.MlflowProblem as exc:
             return PlainTextResponse(str(exc), status_code=502)
-        return Response(body, media_type=content_type, headers={"Cache-Control": "private, max-age=300"})
+        headers = {"Cache-Control": "private, max-age=300"}
+        if content_type not in RASTER:  # an SVG can hold script: never a page of this origin
+            headers["Content-Disposition"] = "attachment"
+        return secure(Response(body, media_type=content_type, headers=headers), ARTIFACT_POLICY)
 
     @app.get("/try", response_class=HTMLResponse)
     async def try_form(request: Request, user: str = "") -> HTMLResponse:
-        view = await run_in_threadpool(tryit.run if user else lambda s, _u: tryit.page(s), settings, user)
+        """The form only (pre-filled with `user`): asking the stream is a POST."""
+        view = await run_in_threadpool(tryit.page, settings)
+        view.user_input = user
         return render(request, "tryit.html", view=view, k=tryit.K)
 
     @app.post("/try", response_class=HTMLResponse)
     async def try_it(request: Request) -> HTMLResponse:
         form = await posted_form(request)
-        view = await run_in_threadpool(tryit.run, settings, form.get("user", ""))
-        return render(request, "tryit.html", view=view, k=tryit.K)
+        if not csrf_checked(request, form):
+            return refused(request, 403, "The form expired or came from another site: reload the Try-it page.")
+        view = await run_in_threadpool(tryit.run, settings, form.get("pick") or form.get("user", ""))
+        return render(request, "tryit.html", status=400 if view.bad_input else 200, view=view, k=tryit.K)
 
     return app

@@ -26,7 +26,7 @@ def parse_user_id(text: str) -> int:
     cleaned = text.strip()
     if not cleaned:
         raise BadUserId("Type a user id (a whole number, e.g. 1).")
-    if not cleaned.isdigit():
+    if not (cleaned.isascii() and cleaned.isdigit()):  # "²".isdigit() is True, and int("²") fails
         raise BadUserId(f"“{cleaned[:40]}” is not a user id: user ids are whole numbers such as 1 or 42.")
     value = int(cleaned)
     if value > MAX_ID:
@@ -41,6 +41,7 @@ class TryIt:
     user_input: str = ""
     user_id: int | None = None
     problems: list[str] = field(default_factory=list)  # why there is no answer
+    bad_input: bool = False  # what was typed is not a user id (the page answers 400)
     notes: list[str] = field(default_factory=list)  # what the reader should know about the answer
     feature_set: str | None = None
     feature_set_kind: str = ""  # which set serves (`layout.set_kind`): the serving set of every rating
@@ -119,6 +120,7 @@ def run(settings: Settings, user_input: str) -> TryIt:
         view.user_id = parse_user_id(user_input)
     except BadUserId as exc:
         view.problems.append(str(exc))
+        view.bad_input = True
         return view
     if view.feature_set is None:
         return view

@@ -1,8 +1,12 @@
-"""Docker mode's password policy: no empty, placeholder or well-known password reaches a published service.
+"""The password policy of both modes: no empty, placeholder or well-known password reaches a service.
 
-Docker mode publishes its services on ports, so before anything starts `ensure_strong_passwords` refuses
-weak values and, with consent, writes strong random ones into `.env`. `python -m mlops.services.passwords`
-does that without starting anything.
+Docker mode publishes its services on ports and local mode's listen on loopback, where every local user
+reaches them, so before anything starts `ensure_strong_passwords` refuses weak values (naming the setting)
+and, with consent, writes strong random ones into `.env`. `./run.sh` creates a missing `.env` with strong
+random passwords (`python -m mlops.services.passwords --init`), so a fresh clone starts with no question;
+a placeholder put back by hand is refused. `python -m mlops.services.passwords` fixes an existing `.env`
+without starting anything. Every file holding a secret is written by `write_secret_file`: mode 600 from
+its first byte, and renamed into place, so no reader ever sees it half-written or world-readable.
 """
 
 from __future__ import annotations
@@ -100,11 +104,18 @@ def write_env_values(env_file: Path, values: dict[str, str], example: Path = ENV
         if "=" in line and not line.lstrip().startswith("#") and key in pending:
             lines[i] = f"{key}={pending.pop(key)}"
     lines += [f"{key}={value}" for key, value in pending.items()]
-    tmp = env_file.with_name(env_file.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    write_secret_file(env_file, "\n".join(lines) + "\n")
+
+
+def write_secret_file(path: Path, text: str) -> None:
+    """Write `text` to `path` atomically, mode 600 from the first byte: a temporary file created 600 (any
+    stale one removed first, so its old mode cannot carry over), then renamed over `path`."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:
-        fh.write("\n".join(lines) + "\n")
-    tmp.replace(env_file)
+        fh.write(text)
+    tmp.replace(path)
 
 
 def fix_command() -> str:
@@ -113,23 +124,25 @@ def fix_command() -> str:
 
 
 def ensure_strong_passwords(
-    settings: Settings, env_file: Path, assume_yes: bool, ask: Callable[[str], str] | None = None
-) -> Settings:
+    settings: Settings, env_file: Path, assume_yes: bool, ask: Callable[[str], str] | None = None,
+    mode: str = "docker",
+) -> Settings:  # fmt: skip
     """Refuse weak passwords; with consent (prompt on a TTY, or `assume_yes`) write strong ones into `.env`.
 
-    Returns the settings to use (re-read from `.env` when it was changed).
+    Returns the settings to use (re-read from `.env` when it was changed). `mode` names who refuses.
     """
     weak = weak_passwords(settings)
     if not weak:
         return settings
     listing = "\n".join(f"  {w.name} {w.reason}" for w in weak)
-    print(f"Docker mode will not start with these passwords:\n{listing}", flush=True)
+    print(f"{mode.capitalize()} mode will not start with these passwords:\n{listing}", flush=True)
+    weak_in = f"weak passwords in {env_file} ({', '.join(w.name for w in weak)})"
     if not assume_yes:
         if ask is None and not sys.stdin.isatty():
-            raise ServiceError("docker", f"weak passwords in {env_file}; generate strong ones with: {fix_command()}")
+            raise ServiceError(mode, f"{weak_in}; generate strong ones with: {fix_command()}")
         answer = (ask or input)(f"Generate strong random ones into {env_file}? [y/N] ").strip().lower()
         if answer not in ("y", "yes"):
-            raise ServiceError("docker", f"weak passwords in {env_file}; set them yourself or run: {fix_command()}")
+            raise ServiceError(mode, f"{weak_in}; set them yourself or run: {fix_command()}")
     write_env_values(env_file, {w.name: generate_password() for w in weak})
     print(f"wrote {len(weak)} new password(s) into {env_file} (mode 600). Data volumes created earlier keep "
           "their old passwords: `./run.sh down --purge --docker` resets them.", flush=True)  # fmt: skip
@@ -137,14 +150,30 @@ def ensure_strong_passwords(
     still = weak_passwords(fresh)
     if still:
         names = ", ".join(w.name for w in still)
-        raise ServiceError("docker", f"{names} still weak after writing {env_file}: an environment variable overrides")
+        raise ServiceError(mode, f"{names} still weak after writing {env_file}: an environment variable overrides")
     return fresh
 
 
+def init_env(env_file: Path, example: Path = ENV_EXAMPLE) -> bool:
+    """Create a missing `.env` from `.env.example` with a strong random value for every password setting
+    (mode 600, atomic); True when it was created. An existing `.env` is left as it is."""
+    if env_file.exists():
+        return False
+    write_env_values(env_file, {name.upper(): generate_password() for name in PASSWORD_SETTINGS}, example)
+    return True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Write strong random passwords into `.env` for every weak one (the consent is running this command)."""
-    argparse.ArgumentParser(prog="python -m mlops.services.passwords", description=__doc__).parse_args(argv)
+    """Write strong random passwords into `.env` for every weak one (the consent is running this command);
+    with `--init`, only create a missing `.env` with strong ones."""
+    parser = argparse.ArgumentParser(prog="python -m mlops.services.passwords", description=__doc__)
+    parser.add_argument("--init", action="store_true", help="create a missing .env with strong random passwords")
+    args = parser.parse_args(argv)
     env_file = PROJECT_ROOT / ".env"
+    if args.init:
+        if init_env(env_file):
+            print(f"created {env_file} from .env.example with strong random passwords (mode 600)", flush=True)
+        return 0
     try:
         settings = ensure_strong_passwords(load_settings(env_file), env_file, assume_yes=True)
     except ServiceError as exc:

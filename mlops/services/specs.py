@@ -22,6 +22,7 @@ from pathlib import Path
 
 from mlops.services import health, jvm
 from mlops.services.errors import ServiceError
+from mlops.services.passwords import write_secret_file
 from mlops.settings import PROJECT_ROOT, Settings
 
 BIN_DIR = Path(sys.executable).parent
@@ -83,7 +84,8 @@ def redis(settings: Settings, data_dir: Path) -> Launch:
 
     def prepare() -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
-        conf.write_text(
+        write_secret_file(
+            conf,
             "\n".join(
                 [
                     f"bind {settings.redis_host}",
@@ -96,9 +98,8 @@ def redis(settings: Settings, data_dir: Path) -> Launch:
                     "protected-mode yes",
                     "",
                 ]
-            )
+            ),
         )
-        conf.chmod(0o600)
 
     binary = system_tool("redis", "redis-server", "install it: apt-get install -y redis-server")
     return Launch(
@@ -360,8 +361,8 @@ def s3(settings: Settings, data_dir: Path) -> Launch:
         _check_free_space("s3", data_dir)
         jars = jvm.classpath("s3proxy", "s3")
         data_dir.mkdir(parents=True, exist_ok=True)
-        conf.touch(mode=0o600)
-        conf.write_text(
+        write_secret_file(
+            conf,
             "\n".join(
                 [
                     f"s3proxy.endpoint=http://{host}:{port}",
@@ -372,9 +373,8 @@ def s3(settings: Settings, data_dir: Path) -> Launch:
                     f"jclouds.filesystem.basedir={data_dir}",
                     "",
                 ]
-            )
+            ),
         )
-        conf.chmod(0o600)
         logback.write_text(S3PROXY_LOGBACK)
         args.write_text(_java_args(jars))
 

@@ -14,6 +14,8 @@ from mlops.console import model, stream, topics, tryit
     ("-3", "is not a user id"),
     ("1.5", "is not a user id"),
     ("99999999999999999999", "too large for a user id"),
+    ("²", "“²” is not a user id"),  # a digit to str.isdigit, not to int()
+    ("１２", "is not a user id"),  # full-width digits
 ])  # fmt: skip
 def test_bad_user_ids_are_refused_in_words(text, words):
     with pytest.raises(tryit.BadUserId, match=words):

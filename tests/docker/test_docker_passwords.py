@@ -1,7 +1,9 @@
-"""Docker mode refuses empty or well-known passwords and writes strong ones into .env only with consent."""
+"""Both modes refuse empty or well-known passwords and write strong ones into .env only with consent; a
+missing .env is created with strong ones, and every file holding a secret is mode 600 from its first byte."""
 
 from __future__ import annotations
 
+import os
 import stat
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,10 +17,12 @@ from mlops.services.passwords import (
     PASSWORD_SETTINGS,
     ensure_strong_passwords,
     generate_password,
+    init_env,
     password_problem,
     placeholder_values,
     weak_passwords,
     write_env_values,
+    write_secret_file,
 )
 from mlops.settings import PROJECT_ROOT
 
@@ -151,3 +155,45 @@ def test_an_overriding_environment_variable_is_reported(tmp_path: Path, monkeypa
     monkeypatch.setattr(passwords, "load_settings", lambda path: fake_settings(redis_password="password"))
     with pytest.raises(ServiceError, match=r"REDIS_PASSWORD still weak .* environment variable"):
         ensure_strong_passwords(fake_settings(redis_password="password"), tmp_path / ".env", assume_yes=True)
+
+
+def test_init_env_creates_a_missing_env_with_strong_passwords_only(tmp_path: Path) -> None:
+    """What `./run.sh` does on a fresh clone: every password strong and distinct, the rest as the example has
+    it, mode 600; an existing .env is never touched."""
+    env = tmp_path / ".env"
+    assert init_env(env) is True
+    values, example = dotenv_values(env), dotenv_values(passwords.ENV_EXAMPLE)
+    assert stat.S_IMODE(env.stat().st_mode) == 0o600
+    generated = [values[name.upper()] for name in PASSWORD_SETTINGS]
+    assert len(set(generated)) == len(generated)
+    assert all(password_problem(name, values[name.upper()], placeholder_values()) is None for name in PASSWORD_SETTINGS)
+    assert {k: v for k, v in values.items() if k.lower() not in PASSWORD_SETTINGS} == {
+        k: v for k, v in example.items() if k.lower() not in PASSWORD_SETTINGS
+    }
+    before = env.read_text()
+    assert init_env(env) is False and env.read_text() == before
+
+
+def test_a_secret_file_is_never_readable_by_others_even_for_a_moment(tmp_path: Path) -> None:
+    """Created 600 (not chmod-ed after writing), whatever the umask, and a stale world-readable temporary file
+    from a crash is replaced, not reused with its mode."""
+    path = tmp_path / "redis.conf"
+    stale = tmp_path / ".redis.conf.tmp"
+    stale.write_text("old")
+    stale.chmod(0o644)
+    old_umask = os.umask(0)
+    try:
+        write_secret_file(path, "requirepass x\n")
+    finally:
+        os.umask(old_umask)
+    assert path.read_text() == "requirepass x\n" and stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert not stale.exists()
+
+
+def test_local_mode_names_itself_and_every_weak_setting(tmp_path: Path, capsys) -> None:
+    with pytest.raises(ServiceError, match=r"weak passwords in .*\(REDIS_PASSWORD, S3_SECRET_KEY\)") as caught:
+        ensure_strong_passwords(fake_settings(redis_password="change-me-redis", s3_secret_key="short"),
+                                tmp_path / ".env", assume_yes=False, ask=lambda _: "n", mode="local")  # fmt: skip
+    assert caught.value.service == "local"
+    assert "Local mode will not start with these passwords" in capsys.readouterr().out
+    assert not (tmp_path / ".env").exists()

@@ -25,6 +25,7 @@ import requests
 from mlops.services import process
 from mlops.services.errors import ServiceError
 from mlops.services.local import LocalBackend
+from mlops.services.passwords import PASSWORD_SETTINGS
 from mlops.settings import PROJECT_ROOT, Settings, load_settings
 
 
@@ -33,6 +34,11 @@ def local_environ(root: Path, free_port: Callable[[], int], **overrides: str) ->
         "LOCAL_DIR": str(root),
         "REDIS_PORT": str(free_port()),
         "REDIS_PASSWORD": "lifecycle-pw",
+        # Strong values of every other password: the CLI refuses placeholders in local mode too.
+        "S3_SECRET_KEY": "lifecycle-s3-secret",
+        "AIRFLOW_ADMIN_PASSWORD": "lifecycle-airflow-pw",
+        "POSTGRES_PASSWORD": "lifecycle-postgres-pw",
+        "GRAFANA_ADMIN_PASSWORD": "lifecycle-grafana-pw",
         "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
         "S3_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
         "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}",
@@ -62,6 +68,26 @@ def pids(root: Path) -> dict[str, int]:
     return {p.stem: int(p.read_text()) for p in (root / "run").glob("*.pid")}
 
 
+def _assert_no_secret_on_a_command_line(settings: Settings, service_pids) -> None:
+    """No password of the settings appears in /proc/<pid>/cmdline of the services or of their children."""
+    secrets = [getattr(settings, name) for name in PASSWORD_SETTINGS]
+    roots, scanned = set(service_pids), 0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            status = (proc / "status").read_text()
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue  # gone meanwhile
+        parent = int(next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:")))
+        if int(proc.name) in roots or parent in roots:
+            scanned += 1
+            leaked = [s for s in secrets if s in cmdline]
+            assert not leaked, f"pid {proc.name} has a password on its command line: {cmdline[:200]}"
+    assert scanned >= len(roots)
+
+
 @pytest.mark.slow
 def test_up_status_down_up(tmp_path, free_port, capsys):
     settings = local_settings(tmp_path, free_port)
@@ -72,6 +98,11 @@ def test_up_status_down_up(tmp_path, free_port, capsys):
         assert set(first) == {"redis", "kafka", "s3", "mlflow"}
         assert all(process.alive(pid) for pid in first.values())
         assert (tmp_path / "logs" / "mlflow.log").exists()
+
+        _assert_no_secret_on_a_command_line(settings, first.values())
+        secret_files = [tmp_path / "data" / "redis" / "redis.conf", tmp_path / "data" / "s3proxy.properties"]
+        for conf in secret_files[: 2 if secret_files[1].exists() else 1]:  # S3Proxy's, unless MinIO serves S3
+            assert conf.stat().st_mode & 0o777 == 0o600, conf
 
         capsys.readouterr()
         assert backend.status() == 0
@@ -389,3 +420,15 @@ def test_a_full_disk_is_one_line_before_the_jvm_starts(tmp_path, free_port, monk
         assert message.startswith(f"{launch.name}: only ") and "MiB free on the disk of" in message, message
         assert "nothing was deleted" in message and str(log) in message and "\n" not in message
     assert not (tmp_path / "data").exists()
+
+
+def test_local_mode_refuses_a_placeholder_password_naming_it(tmp_path, free_port):
+    """A placeholder put back by hand (here the example's S3 secret) stops `up` before anything starts, with
+    the setting's name; a fresh clone never meets this, since `./run.sh` creates `.env` with strong ones."""
+    env = {**os.environ, **local_environ(tmp_path, free_port, S3_SECRET_KEY="change-me-s3-secret")}
+    result = subprocess.run([sys.executable, "-m", "mlops.cli", "--local", "up"], cwd=PROJECT_ROOT, env=env,
+                            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "S3_SECRET_KEY is a well-known or placeholder value" in result.stdout
+    assert "weak passwords" in result.stderr and "S3_SECRET_KEY" in result.stderr
+    assert pids(tmp_path) == {}

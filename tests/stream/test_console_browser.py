@@ -320,13 +320,24 @@ def test_try_it_returns_ten_titles_beside_the_users_ratings(browser, console_url
     screenshot(browser, shots, "6-try-it")
 
 
+def ask(browser, console_url: str, user: str) -> None:
+    """Type `user` into Try-it's form and send it (asking is a POST with the form's CSRF token)."""
+    browser.get(console_url + "/try")
+    field = browser.find_element("id", "user")
+    field.clear()
+    field.send_keys(user)
+    browser.find_element("id", "ask").click()
+    answered = "div.problem, div.note, #recommendations"  # the form's page has none of them
+    WebDriverWait(browser, 60).until(lambda d: d.find_elements("css selector", answered))
+
+
 def test_try_it_says_in_words_when_the_user_is_unknown_or_not_a_user_id(browser, console_url, traffic, shots):
-    browser.get(console_url + "/try?user=987654321")
+    ask(browser, console_url, "987654321")
     no_trace(browser)
     body = text(browser)
     assert "User 987654321 is unknown to feature set" in body and "cold-start fallback" in body
     assert "User 987654321 has no rated movies" in body
     assert len(rows(browser, "recommendations")) == 10  # the fallback still answers
     screenshot(browser, shots, "7-try-it-unknown-user")
-    browser.get(console_url + "/try?user=abc")
+    ask(browser, console_url, "abc")
     assert "“abc” is not a user id" in text(browser)
