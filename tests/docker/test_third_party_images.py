@@ -76,8 +76,20 @@ def test_redis_does_not_run_as_root(resolved: dict) -> None:
     assert redis.get("user") or redis_entrypoint_drops_root(command), (
         f"redis would run as root: {command} bypasses the entrypoint's step-down to the redis user"
     )
-    # The password still reaches redis-server: from the environment, at run time, not written in the file.
-    assert "$REDIS_PASSWORD" in command[-1] and "--requirepass" in command[-1]
+    # The password still reaches redis-server: from the environment, at run time, not written in the file,
+    # and as configuration on stdin, not as an argument any process list would show.
+    assert re.search(r'requirepass "\$+REDIS_PASSWORD"', command[-1]) and "--requirepass" not in command[-1]
+    assert shlex.split(command[-1].split("<<")[0])[-1] == "-", "redis-server reads its configuration from stdin"
+
+
+def test_no_password_is_on_a_compose_command_line(resolved: dict) -> None:
+    """Every password reaches its service through the environment or a file, never the command (`ps` shows it)."""
+    for name, service in resolved["services"].items():
+        for part in map(str, service.get("command") or []):
+            for variable in ("REDIS_PASSWORD", "POSTGRES_PASSWORD", "S3_SECRET_KEY", "AIRFLOW_ADMIN_PASSWORD"):
+                assert f"${variable}" not in part.split("<<")[0], f"{name}: {variable} on the command line"
+    mlflow = resolved["services"]["mlflow"]
+    assert "postgresql" in str(mlflow["environment"]["MLFLOW_BACKEND_STORE_URI"])
 
 
 def heap_mb(opts: str) -> int:
