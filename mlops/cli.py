@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from mlops import prediction_budget
 from mlops.services.backend import Backend
 from mlops.services.errors import ServiceError
 from mlops.settings import PROJECT_ROOT, Settings, SettingsError, get_settings
@@ -200,6 +201,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verb == "down":
             backend.down(purge=args.purge)
             return 0
+        budget = prediction_budget.problem(settings)
+        if budget and args.verb in ("up", "all"):
+            raise ServiceError("redis", budget)
         if mode == "local":  # loopback is shared by every local user: no placeholder there either
             from mlops.services.passwords import ensure_strong_passwords
 

@@ -17,6 +17,7 @@ from mlops.feature_store import CURRENT, RedisFeatureStore
 from mlops.layout import set_kind
 from mlops.live_ratings import LiveRatings, freshness_line
 from mlops.orchestration.summary import metrics_lines
+from mlops.prediction_budget import memory_line
 from mlops.registry import champion_version
 from mlops.settings import Settings
 from mlops.topics import CONSUMER_GROUP, DLQ, REQUESTS, TOPICS
@@ -137,6 +138,17 @@ def live_stats(settings: Settings) -> dict[str, float]:
         client.close()
 
 
+def redis_memory(settings: Settings) -> str:
+    """Redis's used memory against its maxmemory and the results' budget (`mlops.prediction_budget`)."""
+    import redis
+
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S)
+    try:
+        return memory_line(settings, client.info("memory"), client.info("stats"))
+    finally:
+        client.close()
+
+
 def _read(fn: Callable[[], object]) -> tuple[object, str | None]:
     import redis
     import requests
@@ -187,6 +199,8 @@ def stream_report(settings: Settings) -> str:
         else:
             out.append(f"consumers ({len(members)} in group {CONSUMER_GROUP!r}; lag = requests not yet committed):")
             out += [f"  {m.client_id:<26} partitions {m.partitions_text:<14} lag {m.lag_text}" for m in members]
+    memory, error = _read(lambda: redis_memory(settings))
+    out.append(f"redis memory: {'-  (' + error + ')' if error else memory}")
     version, error = _read(lambda: feature_set_version(settings))
     out.append(f"feature set (fs:current): {'-  (' + error + ')' if error else version or 'none yet'}")
     stats, error = _read(lambda: live_stats(settings))

@@ -134,7 +134,7 @@ def feature_reads(store: RedisFeatureStore, work: Workload, feature_set: str, ba
 
 
 @contextlib.contextmanager
-def _consumer(settings: Settings, namespace: str, work: Workload, quiet: bool,
+def bench_consumer(settings: Settings, namespace: str, work: Workload, quiet: bool,
               env: dict[str, str] | None = None) -> Iterator[None]:  # fmt: skip
     """The real service (one process) on the namespace's topics, healthy and warmed up (group joined)."""
     topics = StreamTopics.namespaced(namespace)
@@ -156,7 +156,7 @@ def drift_cost(settings: Settings, namespace: str, work: Workload, n: int, with_
     (positive: the consumer with drift tracking is that much slower). The issue's bound is 5%."""
     if not settings.drift_tracking:
         return {"drift_tracking": False, "stream_score_rps_without_drift": None, "drift_tracking_cost_pct": None}
-    with _consumer(settings, namespace, work, quiet, env={"DRIFT_TRACKING": "false"}):
+    with bench_consumer(settings, namespace, work, quiet, env={"DRIFT_TRACKING": "false"}):
         result = drain_rate(settings, StreamTopics.namespaced(namespace), [work.score() for _ in range(n)], 300)
     rps = result["rps"]
     cost = round(100 * (rps - with_drift_rps) / rps, 1) if rps else None
@@ -197,7 +197,7 @@ def run(settings: Settings, args: argparse.Namespace, quiet: bool) -> dict[str, 
     for topics in phases:
         ensure_topics(settings, topics)
 
-    with _consumer(settings, namespaces["latency"], work, quiet):
+    with bench_consumer(settings, namespaces["latency"], work, quiet):
         paced = paced_latency(settings, latency_topics, [work.score() for _ in range(int(args.latency_seconds * 1000))],
                               1000)  # fmt: skip
     out["stream_p99_ms_at_1000rps"] = paced["p99_ms"]
@@ -205,7 +205,7 @@ def run(settings: Settings, args: argparse.Namespace, quiet: bool) -> dict[str, 
     say(quiet, f"latency at {paced['offered_rps']} req/s offered: p50 {paced['p50_ms']} ms, "
                f"p95 {paced['p95_ms']} ms, p99 {paced['p99_ms']} ms")  # fmt: skip
 
-    with _consumer(settings, namespaces["drain"], work, quiet):
+    with bench_consumer(settings, namespaces["drain"], work, quiet):
         score = drain_rate(settings, stream_topics, [work.score() for _ in range(args.score_requests)], 300)
         out["stream_score_rps"] = score["rps"]
         out["stream_score"] = score
@@ -217,7 +217,7 @@ def run(settings: Settings, args: argparse.Namespace, quiet: bool) -> dict[str, 
 
     out.update(drift_cost(settings, namespaces["nodrift"], work, args.score_requests, out["stream_score_rps"], quiet))
 
-    with _consumer(settings, namespaces["fresh"], work, quiet):
+    with bench_consumer(settings, namespaces["fresh"], work, quiet):
         fresh = freshness(settings, fresh_topics, work.movies, 1000, args.freshness_seconds, settings.seed)
     out["freshness_at_1000eps"] = fresh
     say(quiet, f"freshness at {fresh['offered_eps']} feedback events/s: {fresh['applied']}/{fresh['events']} applied, "
@@ -232,7 +232,7 @@ def run(settings: Settings, args: argparse.Namespace, quiet: bool) -> dict[str, 
         from mlops.consumer.replay import replay
 
         started = time.perf_counter()
-        with _consumer(settings, namespaces["replay"], work, quiet):
+        with bench_consumer(settings, namespaces["replay"], work, quiet):
             report = replay(settings, replay_topics, info.feature_set, args.feedback, settings.seed, f"{work.tag}-fb",
                             300)  # fmt: skip
         out["ab_replay"] = {**report.as_dict(), "challenger_traffic": settings.challenger_share()[0],

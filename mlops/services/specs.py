@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from mlops.prediction_budget import EVICTION_POLICY
 from mlops.services import health, jvm
 from mlops.services.errors import ServiceError
 from mlops.services.passwords import write_secret_file
@@ -94,6 +95,8 @@ def redis(settings: Settings, data_dir: Path) -> Launch:
                     f'dir "{data_dir}"',
                     "appendonly yes",
                     'save ""',
+                    f"maxmemory {settings.redis_maxmemory_mb}mb",
+                    f"maxmemory-policy {EVICTION_POLICY}",  # results first, never a live feature set
                     "daemonize no",
                     "protected-mode yes",
                     "",

@@ -432,3 +432,14 @@ def test_local_mode_refuses_a_placeholder_password_naming_it(tmp_path, free_port
     assert "S3_SECRET_KEY is a well-known or placeholder value" in result.stdout
     assert "weak passwords" in result.stderr and "S3_SECRET_KEY" in result.stderr
     assert pids(tmp_path) == {}
+
+
+def test_up_refuses_results_that_cannot_fit_in_redis(tmp_path, free_port):
+    """A day-long result lifetime at 1,000 req/s needs 90 GiB: `up` says so, naming the settings, and starts
+    nothing (before, Redis filled up and the stream halted)."""
+    env = {**os.environ, **local_environ(tmp_path, free_port, PREDICTION_TTL_SECONDS="86400")}
+    result = subprocess.run([sys.executable, "-m", "mlops.cli", "--local", "up"], cwd=PROJECT_ROOT, env=env,
+                            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "redis: stored results need" in result.stderr and "PREDICTION_TTL_SECONDS 86,400" in result.stderr
+    assert pids(tmp_path) == {}

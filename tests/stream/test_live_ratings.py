@@ -35,11 +35,13 @@ def test_ratings_applied_in_two_steps_equal_ratings_applied_at_once() -> None:
     ratings = [(m, r) for m, r in zip(range(1, 41), np.resize([1.0, 3.5, 4.0, 5.0, 2.5, 4.5], 40), strict=True)]
     at_once = fx.with_ratings(None, ratings, GENRES.__getitem__)
     # stored rows are float32, as the batch writes them
-    first = {k: (v if k == fx.RATED_COLUMN or v is None else float(np.float32(v)))
+    lists = (fx.RATED_COLUMN, fx.LIKED_COLUMN)
+    first = {k: (v if k in lists or v is None else float(np.float32(v)))
              for k, v in fx.with_ratings(None, ratings[:17], GENRES.__getitem__).items()}  # fmt: skip
     in_two = fx.with_ratings(first, ratings[17:], GENRES.__getitem__)
     assert in_two[fx.RATED_COLUMN] == at_once[fx.RATED_COLUMN] == list(range(1, 41))
-    for column in fx.STREAM_UPDATED[:-1]:
+    assert in_two[fx.LIKED_COLUMN] == at_once[fx.LIKED_COLUMN] == [m for m, r in ratings if r >= fx.LIKE_THRESHOLD]
+    for column in (c for c in fx.STREAM_UPDATED if c not in lists):
         a, b = at_once[column], in_two[column]
         assert (a is None and b is None) or abs(a - b) < 1e-6, (column, a, b)
     values = np.array([r for _, r in ratings])
@@ -183,8 +185,9 @@ def test_the_stream_computes_the_features_the_next_batch_computes_from_the_same_
     rows = {int(r["user_id"]): r for r in batch.where(batch.user_id.isin(touched)).toPandas().to_dict("records")}
     assert set(rows) == set(touched)
     for user in touched:
-        assert sorted(map(int, rows[user][fx.RATED_COLUMN])) == streamed[user][fx.RATED_COLUMN], user
-        for column in fx.STREAM_UPDATED[:-1]:
+        for listed in (fx.RATED_COLUMN, fx.LIKED_COLUMN):
+            assert sorted(map(int, rows[user][listed])) == streamed[user][listed], (user, listed)
+        for column in fx.STREAM_UPDATED[:-2]:
             want, got = rows[user][column], streamed[user][column]
             if want is None or want != want:
                 assert got is None, (user, column, got)

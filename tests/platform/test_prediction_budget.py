@@ -1,0 +1,71 @@
+"""Stored results are bounded by design: a budget `up` checks, a policy that evicts results before features."""
+
+from __future__ import annotations
+
+import random
+import uuid
+
+import pytest
+import redis
+
+from mlops import prediction_budget, schemas
+from mlops.prediction_budget import MIB, RESULT_BYTES, budget_bytes, memory_line, problem
+from mlops.services import process, specs
+from mlops.settings import Settings
+
+
+def test_the_defaults_fit_and_a_day_long_lifetime_is_refused_naming_the_settings():
+    defaults = Settings()
+    assert problem(defaults) is None
+    assert budget_bytes(defaults) == RESULT_BYTES * 1_000 * 300
+    day = defaults.replace(prediction_ttl_seconds=86_400)  # the old default: 90 GiB at 1,000 req/s
+    reason = problem(day)
+    assert reason and "PREDICTION_TTL_SECONDS 86,400" in reason and "REDIS_MAXMEMORY_MB 1,536" in reason
+    assert problem(day.replace(prediction_budget_rps=5)) is None  # 5 req/s may keep results a day (453 MiB)
+
+
+def test_status_line_says_used_of_limit_policy_evictions_and_budget():
+    line = memory_line(Settings(), {"used_memory": 64 * MIB, "maxmemory": 1536 * MIB,
+                                    "maxmemory_policy": "volatile-ttl"}, {"evicted_keys": 12})  # fmt: skip
+    assert line == ("64.0 MiB of 1,536 MiB, volatile-ttl, 12 keys evicted; results' budget 315 MiB "
+                    "(1,100 B x 1,000 req/s x 300 s)")  # fmt: skip
+    assert "no maxmemory: unbounded" in memory_line(Settings(), {"used_memory": 0, "maxmemory": 0}, {})
+
+
+@pytest.mark.integration
+def test_a_result_costs_redis_at_most_result_bytes_and_features_survive_eviction(base_settings, free_port, tmp_path):
+    """On a Redis started as the platform starts it (a private one, 8 MiB): RESULT_BYTES bounds what a top-10
+    result really takes (the budget's unit), and when results overflow, they are evicted, never a key
+    without expiry (a live feature set)."""
+    private = base_settings.replace(redis_port=free_port(), redis_password="budget-test-pw", redis_maxmemory_mb=8)
+    launch = specs.redis(private, tmp_path / "redis")
+    proc = process.start(launch, tmp_path / "redis.log", die_with_parent=True)
+    try:
+        process.wait_ready(launch, proc, tmp_path / "redis.log")
+        client = redis.Redis.from_url(private.redis_url)
+        info = client.config_get("maxmemory*")
+        assert info["maxmemory-policy"] == prediction_budget.EVICTION_POLICY
+        assert int(info["maxmemory"]) == 8 * MIB
+        client.set("fs:live:user:1", b"x" * 1000)  # no expiry, as the current feature set's keys
+        rng = random.Random(3)
+        before = client.info("memory")["used_memory"]
+        pipe = client.pipeline(transaction=False)
+        for _ in range(2_000):
+            request = schemas.TopKRequest(str(uuid.uuid4()), rng.randrange(10**6), 10)
+            recs = [(rng.randrange(10**6), rng.random()) for _ in range(10)]
+            pipe.set(schemas.prediction_key(request.request_id), schemas.topk_result(
+                request, recs, "123", "20261207T120000Z-abcdef01", False, schemas.utc_now_iso()), ex=300)  # fmt: skip
+        pipe.execute()
+        per_result = (client.info("memory")["used_memory"] - before) / 2_000
+        assert 600 < per_result <= RESULT_BYTES, per_result
+        assert client.info("stats")["evicted_keys"] == 0
+
+        pipe = client.pipeline(transaction=False)
+        for i in range(12_000):  # ~13 MiB of results into 8 MiB
+            pipe.set(f"prediction:overflow-{i}", b"r" * 800, ex=300)
+        pipe.execute()
+        assert client.info("stats")["evicted_keys"] > 0
+        assert client.info("memory")["used_memory"] <= 8 * MIB * 1.05
+        assert client.get("fs:live:user:1") == b"x" * 1000
+    finally:
+        process.stop(proc.pid)
