@@ -28,8 +28,8 @@ SHARE_EPS = 1e-3  # keeps the share finite where the votes cancel out
 def history_features(ease: Ease, batch: UserBatch, u_rows: np.ndarray, i_rows: np.ndarray) -> np.ndarray:
     """(pairs, HISTORY_FEATURES) float32 for batch row u_rows[j] and catalog position i_rows[j]; NaN for a
     movie outside EASE's kept movies."""
-    votes = ease.pair_scores(batch.x, u_rows, i_rows)
-    liked = ease.pair_scores(batch.x_liked, u_rows, i_rows)
+    liked_lists = batch.liked if batch.liked is not None else [np.zeros(0, np.int64)] * len(batch.rated)
+    votes, liked = ease.pair_votes(batch.rated, liked_lists, batch.n_items, u_rows, i_rows)
     return np.column_stack([votes, liked, liked / (np.abs(votes) + SHARE_EPS)]).astype(np.float32)
 
 

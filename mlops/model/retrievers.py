@@ -68,11 +68,6 @@ class UserBatch:
         return _binary(self.rated, self.n_items)
 
     @cached_property
-    def x_liked(self) -> sparse.csr_matrix:
-        """The binary users x catalog matrix of what each user liked (empty rows when no list was given)."""
-        return _binary(self.liked or [np.zeros(0, np.int64)] * len(self.rated), self.n_items)
-
-    @cached_property
     def rated_mask(self) -> np.ndarray:
         """(users, items) True where the user rated the movie: never a candidate."""
         return self.x.toarray() > 0
@@ -91,6 +86,14 @@ def _positions(lists: list[Sequence[int]], movie_ids: np.ndarray) -> list[np.nda
     known = movie_ids[pos] == flat if len(movie_ids) else np.zeros(len(flat), bool)
     cuts = np.cumsum(lengths)[:-1]
     return [p[k] for p, k in zip(np.split(pos, cuts), np.split(known, cuts), strict=True)]
+
+
+def _member(keys: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
+    """keys in sorted_set, by binary search (np.isin sorts both sides: several times slower here)."""
+    if len(sorted_set) == 0:
+        return np.zeros(len(keys), dtype=bool)
+    at = np.searchsorted(sorted_set, keys).clip(max=len(sorted_set) - 1)
+    return sorted_set[at] == keys
 
 
 def _binary(lists: list[np.ndarray], n_items: int) -> sparse.csr_matrix:
@@ -165,26 +168,47 @@ class _ItemItem:
         out[:, self.kept] = np.asarray(batch.x[:, self.kept] @ self.weights)
         return out
 
-    def pair_scores(self, x: sparse.csr_matrix, u_rows: np.ndarray, i_rows: np.ndarray) -> np.ndarray:
-        """x_u W at each pair (row u_rows[j] of the users x catalog matrix `x`, catalog position i_rows[j]);
-        NaN for a movie outside the kept ones. Gathered, not multiplied: a pair costs one weight per movie
-        the user rated (not a catalog-wide score row), PAIR_CHUNK pairs at a time to bound the memory."""
-        slot = np.full(x.shape[1], -1, dtype=np.int64)
+    def pair_votes(
+        self, rated: Sequence[np.ndarray], liked: Sequence[np.ndarray], n_items: int, u_rows: np.ndarray,
+        i_rows: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+        """x_u W at each pair (batch row u_rows[j], catalog position i_rows[j]) from the movies of `rated[u]`, and
+        the same from those also in `liked[u]` (positions in a catalog of `n_items`); NaN for a movie outside
+        the kept ones. Gathered, not multiplied: a pair costs one weight per movie its user rated (no
+        catalog-wide score row), read by flat index and summed per pair in one pass; PAIR_CHUNK pairs at a
+        time to bound the memory."""
+        slot = np.full(n_items, -1, dtype=np.int64)
         slot[self.kept] = np.arange(len(self.kept))
+        lengths = np.fromiter((len(x) for x in rated), np.int64, len(rated))
+        flat = np.concatenate(rated).astype(np.int64) if len(rated) else np.zeros(0, np.int64)
+        owner = np.repeat(np.arange(len(rated), dtype=np.int64), lengths)
+        liked_flat = np.concatenate(liked).astype(np.int64) if len(liked) else np.zeros(0, np.int64)
+        liked_owner = np.repeat(np.arange(len(liked), dtype=np.int64), [len(x) for x in liked])
+        is_liked = _member(owner * n_items + flat, np.sort(liked_owner * n_items + liked_flat))
+        voter = slot[flat]
+        starts = np.cumsum(lengths) - lengths
         cols = slot[np.asarray(i_rows, dtype=np.int64)]
         users = np.asarray(u_rows, dtype=np.int64)
-        out = np.full(len(cols), np.nan, dtype=np.float32)
-        sub = x[:, self.kept].tocsr()
+        weights = self.weights.ravel()
+        every = np.full(len(cols), np.nan, dtype=np.float32)
+        from_liked = np.full(len(cols), np.nan, dtype=np.float32)
         for start in range(0, len(cols), PAIR_CHUNK):
             part = np.arange(start, min(start + PAIR_CHUNK, len(cols)))
             part = part[cols[part] >= 0]
-            first, counts = sub.indptr[users[part]], np.diff(sub.indptr)[users[part]]
-            owner = np.repeat(np.arange(len(part)), counts)
-            offset = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
-            voters = sub.indices[np.repeat(first, counts) + offset]
-            votes = self.weights[voters, np.repeat(cols[part], counts)]
-            out[part] = np.bincount(owner, weights=votes, minlength=len(part))
-        return out
+            counts = lengths[users[part]]
+            bounds = np.cumsum(counts) - counts
+            at = np.repeat(starts[users[part]] - bounds, counts) + np.arange(int(counts.sum()))
+            votes = voter[at]
+            known = votes >= 0  # a rated movie outside the kept ones has no weights: no vote
+            v = weights[np.where(known, votes, 0) * len(self.kept) + np.repeat(cols[part], counts)] * known
+            v = v.astype(np.float64)  # sums that do not depend on the order of the user's list
+            some = counts > 0
+            every[part] = 0.0
+            from_liked[part] = 0.0
+            if some.any():
+                every[part[some]] = np.add.reduceat(v, bounds[some])
+                from_liked[part[some]] = np.add.reduceat(v * is_liked[at], bounds[some])
+        return every, from_liked
 
     def state(self) -> dict[str, np.ndarray]:
         return {"kept": self.kept, "weights": self.weights}

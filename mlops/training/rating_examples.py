@@ -51,8 +51,8 @@ def _lists(history: pd.DataFrame, users: np.ndarray, movie_ids: np.ndarray) -> U
     h = history[history["user_id"].isin(users)]
     pos = np.searchsorted(movie_ids, h["movie_id"].to_numpy()).clip(max=len(movie_ids) - 1)
     h = h.assign(_pos=pos)[movie_ids[pos] == h["movie_id"].to_numpy()]
-    rated = h.groupby("user_id")["_pos"].apply(np.asarray)
-    liked = h[h["rating"] >= fx.LIKE_THRESHOLD].groupby("user_id")["_pos"].apply(np.asarray)
+    rated = h.groupby("user_id")["_pos"].apply(np.sort)  # sorted, as the online rows' lists
+    liked = h[h["rating"] >= fx.LIKE_THRESHOLD].groupby("user_id")["_pos"].apply(np.sort)
     empty = np.zeros(0, np.int64)
     return UserBatch([rated.get(u, empty) for u in users], np.empty((len(users), 0)), len(movie_ids),
                      [liked.get(u, empty) for u in users])  # fmt: skip
