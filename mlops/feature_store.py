@@ -27,7 +27,7 @@ import orjson
 import redis
 
 from mlops import live_ratings
-from mlops.errors import DataError
+from mlops.errors import CapacityError, DataError
 from mlops.layout import evaluation_set_of
 from mlops.settings import Settings
 
@@ -211,6 +211,7 @@ class RedisFeatureStore:
             ids = self._write_entities(version, entity, rows, batch_size)
             self.r.set(self.index_key(version, entity), orjson.dumps(ids), ex=self.ttl)
             counts[entity] = len(ids)
+            self._check_complete(version, entity, ids)
         meta = {
             **metadata,
             "version": version,
@@ -231,6 +232,20 @@ class RedisFeatureStore:
             version, counts["user"], counts["item"], time.monotonic() - started, previous,
         )  # fmt: skip
         return meta
+
+    def _check_complete(self, version: str, entity: str, ids: list[int]) -> None:
+        """Every key just written is still there: a full Redis (maxmemory, volatile-ttl) evicts keys with an
+        expiry, and a set being loaded has one until it becomes current. `CapacityError` before its meta is
+        written, so an incomplete set is never readable, let alone current."""
+        present = 0
+        for chunk in _chunks(ids, _CHUNK):
+            present += int(self.r.exists(*[self.key(version, entity, i) for i in chunk]))
+        if present < len(ids):
+            raise CapacityError(
+                f"feature set {version!r}: {len(ids) - present:,} of {len(ids):,} {entity} rows were evicted while "
+                "loading: Redis is full (maxmemory). Raise REDIS_MAXMEMORY_MB (Docker mode: with the redis "
+                "service's mem_limit) and load again; the current feature set still serves"
+            )
 
     def _write_entities(
         self, version: str, entity: str, rows: Iterable[tuple[int, dict[str, Any]]], batch_size: int

@@ -4,7 +4,7 @@ WHY a budget: a result (`prediction:{request_id}`) is written for every request,
 results held are rate x lifetime. What reads a result decides its lifetime: the consumer's redelivery check
 and `./run.sh prediction` / the console's Try-it (seconds after the answer), and the feedback join, which
 credits feedback to the variant that served it (an A/B experiment's feedback, minutes after the answer;
-later feedback is counted as organic). So PREDICTION_TTL_SECONDS defaults to 5 minutes, and
+later feedback is counted as organic). So PREDICTION_TTL_SECONDS defaults to 3 minutes, and
 RESULT_BYTES x PREDICTION_BUDGET_RPS x PREDICTION_TTL_SECONDS must fit in PREDICTION_SHARE of
 REDIS_MAXMEMORY_MB: `up` refuses a configuration where it does not, naming the settings, and `status` shows
 the budget beside what Redis uses.

@@ -49,9 +49,9 @@ class Settings:
     redis_host: str = "127.0.0.1"
     redis_port: int = 6379
     redis_password: str = "change-me-redis"
-    prediction_ttl_seconds: int = 300  # what reads a result needs it for minutes (mlops.prediction_budget)
+    prediction_ttl_seconds: int = 180  # what reads a result needs it for minutes (mlops.prediction_budget)
     prediction_budget_rps: int = 1_000  # the sustained request rate Redis must hold the results of
-    redis_maxmemory_mb: int = 1_536  # Redis's maxmemory; results are evicted first (volatile-ttl)
+    redis_maxmemory_mb: int = 400  # Redis's maxmemory; results are evicted first (volatile-ttl)
     feature_set_ttl_seconds: int = 7 * 86_400
 
     # Kafka

@@ -74,9 +74,10 @@ def _test_environ(root: Path) -> dict[str, str]:
         "REDIS_PORT": str(free_port()),
         "REDIS_PASSWORD": "test-redis-password",
         # Results outlive a whole stream session (tests read results written by the session's first verify);
-        # a low rate keeps the budget within Redis's memory, as `up` requires.
+        # a low rate keeps the budget within Redis's memory, as `up` requires (1,100 B x 100 x 3,600 s: 378 MiB).
         "PREDICTION_TTL_SECONDS": "3600",
         "PREDICTION_BUDGET_RPS": "100",
+        "REDIS_MAXMEMORY_MB": "1024",
         "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
         "S3_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
         "S3_ACCESS_KEY": "test-access",

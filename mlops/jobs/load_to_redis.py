@@ -26,6 +26,9 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+import redis
+
+from mlops.errors import CapacityError
 from mlops.feature_store import RedisFeatureStore
 from mlops.jobs.runner import job_parser, resolve, run
 from mlops.layout import SERVING_PREFIX, evaluation_set_version, feature_set_version, features_key, split_key
@@ -128,14 +131,22 @@ class _Loader:
         log.info("load_to_redis %s: loading %d users and %d items as %s", run_id, users_manifest["row_count"],
                  items_manifest["row_count"], version)  # fmt: skip
         with stage("load_to_redis", f"write feature set {version}") as progress:
-            meta = fs.write_feature_set(
-                version,
-                entity_rows(users, "user_id", users_manifest["row_count"], "users"),
-                entity_rows(items, "movie_id", items_manifest["row_count"], "items"),
-                metadata,
-                batch_size=self.batch_size,
-                activate=activate,
-            )
+            try:
+                meta = fs.write_feature_set(
+                    version,
+                    entity_rows(users, "user_id", users_manifest["row_count"], "users"),
+                    entity_rows(items, "movie_id", items_manifest["row_count"], "items"),
+                    metadata,
+                    batch_size=self.batch_size,
+                    activate=activate,
+                )
+            except redis.exceptions.OutOfMemoryError as exc:  # the meta is written last: nothing half-made serves
+                raise CapacityError(
+                    f"load_to_redis: Redis is full (maxmemory REDIS_MAXMEMORY_MB={settings.redis_maxmemory_mb}) "
+                    f"while writing feature set {version} ({users_manifest['row_count']:,} users): raise "
+                    "REDIS_MAXMEMORY_MB (Docker mode: with the redis service's mem_limit) and run the step again; "
+                    "the current feature set still serves"
+                ) from exc
             progress.rows = int(meta["n_users"]) + int(meta["n_items"])
             progress.note = f"{meta['n_users']:,} users, {meta['n_items']:,} items"
         log.info("load_to_redis %s: %d users, %d items loaded in %.1fs", version, meta["n_users"], meta["n_items"],

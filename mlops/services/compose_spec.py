@@ -30,7 +30,6 @@ HOST_ONLY_SETTINGS = {
     "SPARK_WORKERS": "local mode's own standalone cluster; Docker runs the spark-master/worker services",
     "SPARK_MASTER_UI_URL": "the local master's UI for `status`; Docker publishes spark-master's UI itself",
     "SPARK_LOCAL_DIR": "a host path; containers keep Spark's scratch in their own .local",
-    "SPARK_EXECUTOR_MEMORY": "local workers' offer; Docker's spark-worker sets its memory in the compose file",
 }
 
 # The URL settings whose host ports compose publishes literally: (setting, service, container port).

@@ -112,3 +112,22 @@ def test_kafka_healthcheck_jvm_has_its_own_small_heap(resolved: dict) -> None:
     limit_mb = int(kafka["mem_limit"]) // 2**20  # compose v2 resolves limits to bytes
     # Two JVMs' heaps plus their non-heap memory (metaspace, threads, page cache of the log) under the limit.
     assert broker + check <= limit_mb * 0.7, f"heaps {broker}+{check} MiB leave too little of {limit_mb} MiB"
+
+
+def _megabytes(size: str) -> int:
+    number, unit = re.fullmatch(r"(\d+)([mMgG])", size).groups()
+    return int(number) * (1024 if unit in "gG" else 1)
+
+
+def test_an_executor_fits_in_the_workers_offer(resolved: dict) -> None:
+    """The containers' executors ask no more than spark-worker offers: otherwise no executor ever starts and
+    `split` waits for resources until its timeout (issue 28's second defect)."""
+    worker = [str(p) for p in resolved["services"]["spark-worker"]["command"]]
+    offer = _megabytes(worker[worker.index("--memory") + 1])
+    for name in ("airflow-scheduler", "inference"):
+        asked = resolved["services"][name]["environment"]["SPARK_EXECUTOR_MEMORY"]
+        assert _megabytes(str(asked)) <= offer, (name, asked, offer)
+
+
+def test_mlflow_runs_no_job_runner_in_its_memory_limit(resolved: dict) -> None:
+    assert resolved["services"]["mlflow"]["environment"]["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
