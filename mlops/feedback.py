@@ -2,8 +2,9 @@
 
 `credit` is the join, pure: a feedback event names the request it acts on; the stored result
 (`prediction:{request_id}`) says which variant and model version answered it and what they served. No
-request id, or one whose result is unknown (never answered, or expired): organic feedback, counted but
-credited to no variant. A result for another user: the event is refused (`user_mismatch`).
+request id, one whose result is unknown (never answered, or expired), or a request the platform sent itself
+(`origin: platform`): organic feedback, counted by `organic_reason` but credited to no variant. A result
+for another user: the event is refused (`user_mismatch`).
 
 `FeedbackStore` keeps, per variant and model version (`ab:{variant}:{version}:...`), the counters of
 the hit rate and the newest FEEDBACK_WINDOW (score, liked) pairs of the AUC; the keys expire
@@ -23,10 +24,12 @@ import orjson
 
 from mlops.features import LIKE_THRESHOLD
 from mlops.online_metrics import VariantStats
-from mlops.schemas import USER_MISMATCH, Feedback, InvalidRequest
+from mlops.schemas import USER, USER_MISMATCH, Feedback, InvalidRequest
 
 NO_REQUEST_ID = "no_request_id"
 UNKNOWN_REQUEST = "unknown_request_id"
+PLATFORM_REQUEST = "platform_request"
+"""Feedback on a request the platform sent itself (`origin: platform`): counted, never credited."""
 ORGANIC_KEY = "ab:organic"
 """Hash: organic feedback counted by why it was not credited (NO_REQUEST_ID, UNKNOWN_REQUEST)."""
 
@@ -55,7 +58,7 @@ def credit(event: Feedback, stored: bytes | None) -> Credit | None:
         result = orjson.loads(stored)
     except orjson.JSONDecodeError:
         return None  # not a result of ours: nothing to credit
-    if not isinstance(result, dict) or "variant" not in result:
+    if not isinstance(result, dict) or "variant" not in result or result.get("origin", USER) != USER:
         return None
     if result.get("user_id") != event.user_id:
         raise InvalidRequest(
@@ -71,6 +74,17 @@ def credit(event: Feedback, stored: bytes | None) -> Credit | None:
         score = None if served is None else float(served)
     return Credit(event.request_id, event.movie_id, str(result["variant"]), str(result["model_version"]), hit,
                   score, event.rating >= LIKE_THRESHOLD)  # fmt: skip
+
+
+def organic_reason(event: Feedback, stored: bytes | None) -> str:
+    """Why an event `credit` did not credit is organic: no request id, a platform request, or none stored."""
+    if event.request_id is None:
+        return NO_REQUEST_ID
+    try:
+        platform = stored is not None and orjson.loads(stored).get("origin", USER) != USER
+    except (orjson.JSONDecodeError, AttributeError):
+        platform = False
+    return PLATFORM_REQUEST if platform else UNKNOWN_REQUEST
 
 
 def stats_key(variant: str, version: str) -> str:

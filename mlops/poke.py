@@ -17,7 +17,16 @@ from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from mlops import catalog, dlq, stream_client
-from mlops.schemas import MAX_K, MIN_K, ScoreRequest, encode_request, parse_request, parse_result, prediction_key
+from mlops.schemas import (
+    MAX_K,
+    MIN_K,
+    PLATFORM,
+    ScoreRequest,
+    encode_request,
+    parse_request,
+    parse_result,
+    prediction_key,
+)
 from mlops.settings import Settings
 
 VERBS = {
@@ -197,7 +206,7 @@ def main(verb: str, argv: Sequence[str], settings: Settings, out: TextIO = sys.s
         if verb == "recommend":
             return ask(settings, stream_client.topk_request(args.user, args.k, prefix="cli"), args.timeout, out)
         if verb == "score":
-            request = ScoreRequest(stream_client.new_request_id("cli"), args.user, tuple(args.movies))
+            request = ScoreRequest(stream_client.new_request_id("cli"), args.user, tuple(args.movies), PLATFORM)
             return ask(settings, request, args.timeout, out)
         if verb == "dlq":
             return show_dlq(settings, args.reason, args.last, args.json, out)

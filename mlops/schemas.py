@@ -54,13 +54,15 @@ with that request's result."""
 PROCESSING_ERROR = "processing_error"
 """A well-formed request the model could not answer (a bug, not the client's fault): dead-lettered so that
 it cannot block its partition."""
+BAD_ORIGIN = "bad_origin"
+"""`origin` is neither "user" nor "platform"."""
 UNPUBLISHABLE = "unpublishable"
 """A record the broker refused for itself (too large, invalid): in its place the DLQ gets this dead letter,
 which keeps only the record's size and digest, so that nothing can stop the partition."""
 REASONS = (
     OVERSIZED, NOT_JSON, NOT_OBJECT, MISSING_FIELD, WRONG_TYPE, AMBIGUOUS,
     K_OUT_OF_RANGE, EMPTY_MOVIE_IDS, TOO_MANY_MOVIE_IDS, BAD_REQUEST_ID, ID_OUT_OF_RANGE, TOO_DEEP,
-    REQUEST_ID_CONFLICT, PROCESSING_ERROR, UNPUBLISHABLE,
+    REQUEST_ID_CONFLICT, BAD_ORIGIN, PROCESSING_ERROR, UNPUBLISHABLE,
 )  # fmt: skip
 
 # Reasons of dead-lettered feedback events (the feedback DLQ's `reason`), beyond the shared ones above.
@@ -76,6 +78,12 @@ FEEDBACK_REASONS = (
 )  # fmt: skip
 
 SCORE, TOPK = "score", "topk"
+USER, PLATFORM = "user", "platform"
+ORIGINS = (USER, PLATFORM)
+"""Who sent a request: a user (the default), or the platform itself (`verify`, the poke verbs, the console's
+Try-it, `verify --parity`). Platform requests are answered as any other, and never counted in the drift windows,
+the online metrics or the feedback join (docs/contracts.md): the platform's own checks must not move what
+monitors users."""
 
 
 class InvalidRequest(ValueError):
@@ -93,6 +101,7 @@ class ScoreRequest:
     request_id: str
     user_id: int
     movie_ids: tuple[int, ...]
+    origin: str = USER
     kind = SCORE
 
 
@@ -103,6 +112,7 @@ class TopKRequest:
     request_id: str
     user_id: int
     k: int
+    origin: str = USER
     kind = TOPK
 
 
@@ -195,6 +205,10 @@ def parse_request(raw: bytes | None) -> Request:
     doc = _decode_object(raw)
     request_id = _request_id(doc)
     user_id = _id_field(doc, "user_id")
+    origin = doc.get("origin", USER)
+    if origin not in ORIGINS:
+        shown = origin[:40] if isinstance(origin, str) else _json_type(origin)
+        raise InvalidRequest(BAD_ORIGIN, f'field \'origin\' is {shown!r}; it must be "user" or "platform"')
 
     has_movies, has_k = "movie_ids" in doc, "k" in doc
     if has_movies and has_k:
@@ -219,14 +233,14 @@ def parse_request(raw: bytes | None) -> Request:
                 raise InvalidRequest(
                     ID_OUT_OF_RANGE, f"field 'movie_ids[{i}]' is {_shown(movie_id)}; ids are in 0..2**63-1"
                 )
-        return ScoreRequest(request_id, user_id, tuple(movie_ids))
+        return ScoreRequest(request_id, user_id, tuple(movie_ids), origin)
     if has_k:
         k = _field(doc, "k")
         if not _is_int(k):
             raise InvalidRequest(WRONG_TYPE, f"field 'k' must be an integer, got {_json_type(k)}")
         if not MIN_K <= k <= MAX_K:
             raise InvalidRequest(K_OUT_OF_RANGE, f"field 'k' is {_shown(k)}; it must be in {MIN_K}..{MAX_K}")
-        return TopKRequest(request_id, user_id, k)
+        return TopKRequest(request_id, user_id, k, origin)
     raise InvalidRequest(MISSING_FIELD, "missing field: give 'movie_ids' (scoring) or 'k' (top-k)")
 
 
@@ -251,6 +265,8 @@ def encode_request(request: Request) -> bytes:
         doc["movie_ids"] = list(request.movie_ids)
     else:
         doc["k"] = request.k
+    if request.origin != USER:
+        doc["origin"] = request.origin
     return _dumps(doc)
 
 
@@ -275,6 +291,11 @@ def utc_now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
+def _origin(request: Request) -> dict[str, str]:
+    """A result names its origin only when it is the platform's (what the feedback join must skip)."""
+    return {} if request.origin == USER else {"origin": request.origin}
+
+
 def score_result(
     request: ScoreRequest, scores: dict[int, float], model_version: str, feature_set: str, fallback: bool,
     created_at: str, variant: str = CHAMPION,
@@ -285,7 +306,7 @@ def score_result(
         "scores": {str(m): float(s) for m, s in scores.items()},
         "model_version": model_version, "feature_set": feature_set,
         "fallback": fallback, "created_at": created_at,
-        "variant": variant, "request_digest": request_digest(request),
+        "variant": variant, "request_digest": request_digest(request), **_origin(request),
     })  # fmt: skip
 
 
@@ -299,7 +320,7 @@ def topk_result(
         "recommendations": [{"movie_id": int(m), "score": float(s)} for m, s in recommendations],
         "model_version": model_version, "feature_set": feature_set,
         "fallback": fallback, "created_at": created_at,
-        "variant": variant, "request_digest": request_digest(request),
+        "variant": variant, "request_digest": request_digest(request), **_origin(request),
     })  # fmt: skip
 
 

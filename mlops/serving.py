@@ -106,13 +106,13 @@ class Ranker:
         return cls(RankerCore(model, catalog, serving=serving), info, cutoff)
 
     def score_with_flags(
-        self, users: list[dict[str, Any] | None], movie_ids: list[list[int]]
+        self, users: list[dict[str, Any] | None], movie_ids: list[list[int]], observed: list[bool] | None = None
     ) -> tuple[list[dict[int, float]], list[bool]]:
         """P(rating >= 4) for each user's listed movies, plus per-user fallback flags (True: unknown user).
 
         Movie ids unknown to the feature set get the catalog's prior like rate (answered, never dropped);
         unknown users are scored by the model without user features."""
-        return self.core.score(users, movie_ids)
+        return self.core.score(users, movie_ids, observed)
 
     def recommend_with_flags(
         self, users: list[dict[str, Any] | None], ks: list[int]

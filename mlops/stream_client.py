@@ -16,6 +16,7 @@ from typing import Any
 from mlops.schemas import (
     MAX_K,
     MIN_K,
+    PLATFORM,
     Request,
     TopKRequest,
     encode_request,
@@ -54,7 +55,7 @@ def topk_request(user_id: int, k: int = 10, prefix: str = "console") -> TopKRequ
     """A top-k request with a fresh id; a k outside MIN_K..MAX_K is refused here, not dead-lettered."""
     if not MIN_K <= k <= MAX_K:
         raise ValueError(f"k is {k}; it must be in {MIN_K}..{MAX_K}")
-    return TopKRequest(new_request_id(prefix), user_id, k)
+    return TopKRequest(new_request_id(prefix), user_id, k, PLATFORM)  # the console's and the CLI's: platform
 
 
 def send(settings: Settings, request: Request, timeout_s: float = 10.0) -> None:

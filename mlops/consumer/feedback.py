@@ -31,7 +31,7 @@ from confluent_kafka import Consumer, KafkaException, Message, Producer
 from mlops.consumer.failures import Kind, describe, kafka_kind
 from mlops.consumer.kafka import StreamTopics
 from mlops.consumer.metrics import ConsumerMetrics
-from mlops.feedback import NO_REQUEST_ID, UNKNOWN_REQUEST, Credit, FeedbackStore, credit
+from mlops.feedback import Credit, FeedbackStore, credit, organic_reason
 from mlops.live_ratings import LiveRating, LiveRatings
 from mlops.schemas import (
     BAD_TIMESTAMP,
@@ -138,7 +138,7 @@ class FeedbackReader(threading.Thread):
                 dead.append((message, exc.reason, str(exc)))
                 continue
             if joined is None:
-                organic[NO_REQUEST_ID if event.request_id is None else UNKNOWN_REQUEST] += 1
+                organic[organic_reason(event, result)] += 1
             else:
                 credits.append(joined)
         fresh = self.store.record(credits, organic)

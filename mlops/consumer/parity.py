@@ -21,7 +21,7 @@ from mlops.consumer.kafka import StreamTopics, delete_topics, ensure_topics
 from mlops.consumer.spawn import Process, free_port, wait_healthy
 from mlops.layout import split_key
 from mlops.registry import CHAMPION, client, version_by_alias
-from mlops.schemas import ScoreRequest, TopKRequest
+from mlops.schemas import PLATFORM, ScoreRequest, TopKRequest
 from mlops.settings import Settings
 
 TOLERANCE = 1e-6
@@ -34,12 +34,12 @@ def served_figures(settings: Settings, topics: StreamTopics, test: Any, timeout:
 
     relevant, _ = evaluation.relevant_sets(test)
     tag = uuid.uuid4().hex[:8]
-    requests: list[Any] = [TopKRequest(f"parity-{tag}-k{u}", u, evaluation.K) for u in sorted(relevant)]
+    requests: list[Any] = [TopKRequest(f"parity-{tag}-k{u}", u, evaluation.K, PLATFORM) for u in sorted(relevant)]
     pairs = test.groupby("user_id")["movie_id"].apply(lambda s: [int(m) for m in s]).to_dict()
     for user, movies in sorted(pairs.items()):
         for start in range(0, len(movies), schemas.MAX_MOVIE_IDS):
             chunk = tuple(movies[start : start + schemas.MAX_MOVIE_IDS])
-            requests.append(ScoreRequest(f"parity-{tag}-s{user}-{start}", int(user), chunk))
+            requests.append(ScoreRequest(f"parity-{tag}-s{user}-{start}", int(user), chunk, PLATFORM))
     with exchange(settings, topics) as ex:
         for request in requests:
             ex.sender.send(request)

@@ -26,6 +26,7 @@ import redis
 from mlops.consumer.failures import Kind, classify, describe
 from mlops.schemas import (
     SCORE,
+    USER,
     Request,
     prediction_key,
     request_digest,
@@ -59,9 +60,10 @@ class RankerLike(Protocol):
         """The user rows to answer from: `online`'s, with the stream's ratings since the set applied when live."""
 
     def score_with_flags(
-        self, users: list[dict[str, Any] | None], movie_ids: list[list[int]]
+        self, users: list[dict[str, Any] | None], movie_ids: list[list[int]], observed: list[bool] | None = None
     ) -> tuple[list[dict[int, float]], list[bool]]:
-        """P(like) of the given movies per user, and whether each user was answered by the cold-start fallback."""
+        """P(like) of the given movies per user, and whether each user was answered by the cold-start fallback;
+        `observed` (per user, default all) says whose pairs the drift window may sample."""
 
     def recommend_with_flags(
         self, users: list[dict[str, Any] | None], ks: list[int]
@@ -146,7 +148,9 @@ class BatchProcessor:
         if scoring:
             reqs = [requests[i] for i in scoring]
             users_of = [users.get(r.user_id) for r in reqs]
-            scores, flags = ranker.score_with_flags(users_of, [list(r.movie_ids) for r in reqs])
+            observed = [r.origin == USER for r in reqs]  # platform requests stay out of the drift windows
+            mask = {} if all(observed) else {"observed": observed}
+            scores, flags = ranker.score_with_flags(users_of, [list(r.movie_ids) for r in reqs], **mask)
             for i, r, s, fb in zip(scoring, reqs, scores, flags, strict=True):
                 payload = score_result(r, s, version, feature_set, bool(fb), created_at, variant)
                 out[i] = Predicted(payload, bool(fb), variant)

@@ -31,7 +31,7 @@ from mlops.consumer.kafka import StreamTopics
 from mlops.dlq import verifier_tag
 from mlops.feature_store import RedisFeatureStore
 from mlops.registry import CHALLENGER, CHAMPION
-from mlops.schemas import Request, ScoreRequest, TopKRequest
+from mlops.schemas import PLATFORM, Request, ScoreRequest, TopKRequest
 from mlops.settings import Settings, get_settings
 
 log = logging.getLogger("mlops.verify")
@@ -57,9 +57,10 @@ def make_requests(
     for i in range(n):
         user = first_unknown + i if i < unknown_users else rng.choice(user_ids)
         if rng.random() < topk_share:
-            requests.append(TopKRequest(f"{tag}-{i}", user, rng.choice((5, 10, 20))))
+            requests.append(TopKRequest(f"{tag}-{i}", user, rng.choice((5, 10, 20)), PLATFORM))
         else:
-            requests.append(ScoreRequest(f"{tag}-{i}", user, tuple(rng.sample(movie_ids, min(10, len(movie_ids))))))
+            movies = tuple(rng.sample(movie_ids, min(10, len(movie_ids))))
+            requests.append(ScoreRequest(f"{tag}-{i}", user, movies, PLATFORM))
     rng.shuffle(requests)
     return requests
 

@@ -76,11 +76,12 @@ class RankerCore:
         return UserBatch.of(users, self.catalog.movie_ids, len(self.catalog.movie_ids))
 
     def score(
-        self, users: list[dict[str, Any] | None], movie_ids: list[list[int]]
+        self, users: list[dict[str, Any] | None], movie_ids: list[list[int]], observed: list[bool] | None = None
     ) -> tuple[list[dict[int, float]], list[bool]]:
         """P(like) for every listed pair of the batch: one feature matrix (each user row read once, item rows
         indexed in the catalog matrix, the history columns from EASE's weights) and one model call; movies the
-        catalog lacks get its prior like rate."""
+        catalog lacks get its prior like rate. `observed` (per user, default all): whose pairs the observer
+        (the drift window) sees."""
         cat = self.catalog
         lengths = [len(mids) for mids in movie_ids]
         flat = np.fromiter(itertools.chain.from_iterable(movie_ids), dtype=np.int64, count=sum(lengths))
@@ -95,7 +96,9 @@ class RankerCore:
             ease = self.retrievers.by_name["ease"]
             p[known] = self.model.p_like(rating_input(base, ease, batch, owner, rows[known], unknown))
             if self.observer is not None:  # drift watches the feature set's columns (FEATURE_NAMES)
-                self.observer(base, p[known])
+                seen = np.ones(len(owner), dtype=bool) if observed is None else np.asarray(observed, bool)[owner]
+                if seen.any():
+                    self.observer(base[seen], p[known][seen])
         ids, values, out, offset = flat.tolist(), p.tolist(), [], 0
         for n in lengths:
             out.append(dict(zip(ids[offset : offset + n], values[offset : offset + n], strict=True)))

@@ -175,3 +175,24 @@ def test_a_rating_head_without_the_history_columns_is_refused_at_load(data, tmp_
     old.save_model(parts["rating"])
     with pytest.raises(ModelFormatError, match=f"reads {len(fx.FEATURE_NAMES)} features.*retrain"):
         Recommender.load(parts)
+
+
+def test_the_drift_observer_sees_only_the_observed_users_pairs(data):
+    """Platform requests (origin "platform") are scored as any other but never sampled for drift: the observer
+    gets exactly the pairs of the observed users, in order, and nothing when no user is observed."""
+    _, items, users = data
+    core = RankerCore(recommender_for(items, users, "ease"), Catalog(items))
+    seen: list[tuple[np.ndarray, np.ndarray]] = []
+    core.observer = lambda x, p: seen.append((x, p))
+    batch = [users[0], users[1], users[2]]
+    movies = [[1, 2], [3, 4, 5], [6]]
+    everything, _ = core.score(batch, movies)
+    full_x, full_p = seen.pop()
+    scored, _ = core.score(batch, movies, observed=[True, False, True])
+    assert scored == everything  # the answers do not depend on who is observed
+    x, p = seen.pop()
+    keep = np.array([True, True, False, False, False, True])
+    np.testing.assert_array_equal(x, full_x[keep])
+    np.testing.assert_array_equal(p, full_p[keep])
+    core.score(batch, movies, observed=[False, False, False])
+    assert seen == []

@@ -21,7 +21,7 @@ from sklearn.metrics import roc_auc_score
 from mlops import schemas
 from mlops.consumer.processor import BatchProcessor
 from mlops.consumer.reload import ChallengerSource, ModelWatcher, RankerHolder
-from mlops.feedback import credit
+from mlops.feedback import PLATFORM_REQUEST, UNKNOWN_REQUEST, credit, organic_reason
 from mlops.online_metrics import (
     VariantStats,
     auc,
@@ -320,3 +320,16 @@ def test_challenger_states_are_followed_and_each_said_once(caplog):
     aliases["challenger"] = "1"  # the alias on the champion's own version: nothing to compare
     watcher.check_once()
     assert holder.challenger is None and "champion's own version 1" in watcher.challenger_state
+
+
+def test_feedback_on_a_platform_request_is_organic_never_credited():
+    """The platform's own requests (verify, pokes, Try-it) never reach the online metrics: their feedback is
+    counted as organic with its own reason."""
+    request = schemas.TopKRequest("p-1", 9, 2, schemas.PLATFORM)
+    stored = schemas.topk_result(request, [(5, 0.9), (6, 0.8)], "4", "v1", False, "t")
+    event = schemas.Feedback("p-1", 9, 5, 5.0, "2026-12-07T00:00:00Z")
+    assert credit(event, stored) is None
+    assert organic_reason(event, stored) == PLATFORM_REQUEST
+    assert organic_reason(event, None) == UNKNOWN_REQUEST
+    user_stored = schemas.topk_result(schemas.TopKRequest("p-1", 9, 2), [(5, 0.9)], "4", "v1", False, "t")
+    assert credit(event, user_stored).hit is True

@@ -50,6 +50,9 @@ def test_valid_score_and_topk_round_trip():
         (_raw({"request_id": "r", "user_id": 2**64, "k": 2}), schemas.ID_OUT_OF_RANGE, "'user_id'"),
         (_raw({"request_id": "r", "user_id": 1, "movie_ids": [3, -5]}), schemas.ID_OUT_OF_RANGE, "'movie_ids[1]'"),
         (b"{" + b" " * schemas.MAX_MESSAGE_BYTES + b"}", schemas.OVERSIZED, "bytes"),
+        (_raw({"request_id": "r", "user_id": 1, "k": 2, "origin": "robot"}), schemas.BAD_ORIGIN, "'robot'"),
+        (_raw({"request_id": "r", "user_id": 1, "k": 2, "origin": None}), schemas.BAD_ORIGIN, "'null'"),
+        (_raw({"request_id": "r", "user_id": 1, "k": 2, "origin": ["user"]}), schemas.BAD_ORIGIN, "'array'"),
     ],
 )
 def test_rejections_name_reason_and_field(raw, reason, words):
@@ -99,3 +102,19 @@ def test_dlq_record_truncates_huge_originals_and_says_so():
     doc = schemas.parse_dlq_record(schemas.dlq_record(huge, None, schemas.OVERSIZED, "big", "t", 0, 1))
     assert doc["original"] == huge[: schemas.MAX_DLQ_ORIGINAL_BYTES]
     assert (doc["original_size"], doc["original_truncated"]) == (len(huge), True)
+
+
+def test_the_origin_is_user_unless_the_platform_says_so_and_travels_to_the_result():
+    """`origin` (docs/contracts.md): absent = "user"; a platform request keeps it on the wire and in its
+    stored result, where the feedback join reads it; a user request's wire form and result are unchanged."""
+    user = parse_request(_raw({"request_id": "a", "user_id": 7, "k": 10}))
+    assert user.origin == schemas.USER and user == parse_request(_raw({"request_id": "a", "user_id": 7, "k": 10,
+                                                                        "origin": "user"}))  # fmt: skip
+    platform = parse_request(_raw({"request_id": "b", "user_id": 7, "movie_ids": [1], "origin": "platform"}))
+    assert platform == ScoreRequest("b", 7, (1,), schemas.PLATFORM)
+    assert parse_request(schemas.encode_request(platform)) == platform
+    assert b"origin" not in schemas.encode_request(user)
+    assert schemas.request_digest(platform) != schemas.request_digest(ScoreRequest("b", 7, (1,)))
+    stored = schemas.parse_result(schemas.score_result(platform, {1: 0.5}, "4", "v1", False, "t"))
+    assert stored["origin"] == "platform"
+    assert "origin" not in schemas.parse_result(schemas.topk_result(user, [(5, 0.9)], "4", "v1", False, "t"))
