@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 from harness import Images, Postgres, base_image, wait_http
 from podman_build import BuildError
+from snippets import PIPELINE
 
 from mlops.services.compose_spec import HOST_ONLY_SETTINGS, compose_spec
 from mlops.services.specs import s3_client_environ, settings_environ
@@ -139,22 +140,6 @@ def spark_cluster(images: Images, settings: Settings, free_port) -> Iterator[str
         for name in (f"{tag}-worker", f"{tag}-master"):
             print(f"--- {name}\n{podman.logs(name)[-3000:]}")
             podman.stop(name)
-
-
-PIPELINE = """
-import sys
-from mlops.orchestration.steps import STEPS, step_argv
-from mlops.orchestration.tasks import run_step
-from mlops.run_params import RunParams
-from mlops.settings import get_settings
-settings = get_settings()
-for step in STEPS.values():
-    result = run_step(step_argv(settings, step, sys.argv[1], RunParams.defaults(settings)))
-    if result.returncode != 0:
-        print(result.summary(step))
-        sys.exit(result.returncode)
-    print(f"step {step.task_id}: ok", flush=True)
-"""
 
 
 @pytest.fixture(scope="module")
