@@ -35,7 +35,7 @@ from mlops import features as fx
 EASE_MAX_ITEMS = 6000
 EASE_LAMBDAS = (50.0, 100.0, 200.0, 400.0, 800.0, 1600.0)  # the grid EASE's lambda is chosen from, on validation
 NO_SCORE = -np.inf  # a movie a retriever cannot score (outside its kept movies)
-PAIR_CHUNK = 200_000  # pairs `pair_scores` gathers at once (x the user's ratings: the votes held in memory)
+PAIR_CHUNK = 200_000  # pairs `pair_votes` gathers at once (x the user's ratings: the votes held in memory)
 
 
 class RetrieverError(ValueError):
