@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from mlops import features as fx
 from mlops import registry
+from mlops.model.rating_input import RATING_FEATURES
 from mlops.training.evaluate import evaluate
 from mlops.training.fit import fit
 from mlops.training.register import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, FEATURES_ARTIFACT, log_and_register
@@ -42,7 +42,7 @@ def test_a_registered_version_reads_like_a_model_registry_entry(
     version = c.get_model_version(settings.model_name, out["version"])
     assert f"Test nDCG@10 {metrics['ndcg_at_10']:.4f}" in version.description
     assert "SYNTHETIC data" in version.description and run_id in version.description
-    assert "feature_names" not in version.tags and version.tags["features"].startswith(f"{len(fx.FEATURE_NAMES)} (")
+    assert "feature_names" not in version.tags and version.tags["features"].startswith(f"{len(RATING_FEATURES)} (")
     assert max(len(v) for v in version.tags.values()) <= 100, version.tags
     assert c.get_registered_model(settings.model_name).description.startswith("Movie recommender")
 
@@ -61,7 +61,7 @@ def test_a_registered_version_reads_like_a_model_registry_entry(
     assert {FEATURES_ARTIFACT, "model_card.md", "plots/roc_curve.png", "plots/pr_curve.png",
             "plots/calibration.png", "plots/ranking_at_k.png"} <= artifacts  # fmt: skip
     names = json.loads(Path(c.download_artifacts(run.info.run_id, FEATURES_ARTIFACT, str(tmp_path))).read_text())
-    assert names["feature_names"] == list(fx.FEATURE_NAMES)
+    assert names["feature_names"] == list(RATING_FEATURES)
 
     record = registry.promote(settings, run_id, lambda m: 0.0)
     assert record["reason"].startswith("no champion yet; ndcg_at_10 ")

@@ -13,8 +13,9 @@ from mlops import drift, registry
 from mlops import features as fx
 from mlops.feature_store import RedisFeatureStore
 from mlops.promotion import BELOW_BASELINE, LINEAGE_CHANGED, SAME_SPLIT
-from mlops.training.evaluate import evaluate, rank_all, ranking_ndcg
-from mlops.training.fit import fit
+from mlops.training.evaluate import core_of, evaluate, rank_all, ranking_ndcg
+from mlops.training.fit import fit, user_rows
+from mlops.training.rating_examples import held_out_rows
 from mlops.training.register import git_commit, log_and_register
 
 
@@ -57,7 +58,7 @@ def test_registry_roundtrip_and_promotion_both_ways(mlflow_settings, offline):
     loaded = registry.load_model(
         settings, registry.client(settings).get_model_version(settings.model_name, first["version"])
     )
-    x = fx.build_matrix(offline.eval_examples, offline.eval_examples)
+    x = held_out_rows(core_of(good, offline).retrievers, offline, user_rows(offline)).x
     np.testing.assert_array_equal(loaded.p_like(x), good.p_like(x))
     users = sorted(offline.test["user_id"].unique().tolist())
     assert loaded.family == good.family and rank_all(loaded, offline, users) == rank_all(good, offline, users)
