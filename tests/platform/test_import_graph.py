@@ -26,6 +26,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "online_metrics",
         "topic_tail",
         "live_ratings",
+        "prediction_budget",
         "services.jvm",  # the pinned jars spark_io puts on the classpath for s3a
     ),
     (
