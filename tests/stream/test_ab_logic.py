@@ -237,7 +237,7 @@ class FakeRanker:
     def users(self, online):
         return online.users
 
-    def score_with_flags(self, users, movie_ids):
+    def score_with_flags(self, users, movie_ids, observed=None):
         if self.fail:
             raise ValueError("broken model")
         self.users_seen += [u["user_id"] for u in users]

@@ -43,7 +43,7 @@ class Ranker:
     def users(self, online):
         return online.users
 
-    def score_with_flags(self, users, movie_ids):
+    def score_with_flags(self, users, movie_ids, observed=None):
         if self.broken or any(POISON_MOVIE in ids for ids in movie_ids):
             raise self.error("the model cannot score this")
         return [{m: (m % 97) / 97 for m in ids} for ids in movie_ids], [u is None for u in users]

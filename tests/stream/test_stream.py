@@ -457,10 +457,10 @@ class FailsOnOneMovie:
     def __init__(self, ranker) -> None:
         self.ranker, self.info, self.live, self.users = ranker, ranker.info, ranker.live, ranker.users
 
-    def score_with_flags(self, users, movie_ids):
+    def score_with_flags(self, users, movie_ids, observed=None):
         if any(POISON_MOVIE in ids for ids in movie_ids):
             raise ValueError("the model cannot score this movie")
-        return self.ranker.score_with_flags(users, movie_ids)
+        return self.ranker.score_with_flags(users, movie_ids, observed)
 
     def recommend_with_flags(self, users, ks):
         return self.ranker.recommend_with_flags(users, ks)
