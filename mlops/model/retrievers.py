@@ -78,12 +78,20 @@ def _ids(value: Any) -> Sequence[int]:
     return () if value is None else value
 
 
+def catalog_positions(movie_ids: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each id's position in the sorted catalog `movie_ids`, and whether the catalog has it (the position of
+    an id it lacks is a valid index, to be masked)."""
+    ids = np.asarray(ids, dtype=np.int64)
+    pos = np.searchsorted(movie_ids, ids).clip(max=max(len(movie_ids) - 1, 0))
+    known = movie_ids[pos] == ids if len(movie_ids) else np.zeros(len(ids), bool)
+    return pos, known
+
+
 def _positions(lists: list[Sequence[int]], movie_ids: np.ndarray) -> list[np.ndarray]:
     """Each list of movie ids as catalog positions, the ids the catalog lacks left out."""
     lengths = np.fromiter((len(r) for r in lists), np.int64, len(lists))
     flat = np.fromiter(itertools.chain.from_iterable(lists), np.int64, int(lengths.sum()))
-    pos = np.searchsorted(movie_ids, flat).clip(max=max(len(movie_ids) - 1, 0))
-    known = movie_ids[pos] == flat if len(movie_ids) else np.zeros(len(flat), bool)
+    pos, known = catalog_positions(movie_ids, flat)
     cuts = np.cumsum(lengths)[:-1]
     return [p[k] for p, k in zip(np.split(pos, cuts), np.split(known, cuts), strict=True)]
 

@@ -18,7 +18,7 @@ import pandas as pd
 
 from mlops import features as fx
 from mlops.model.rating_input import history_features, rating_input
-from mlops.model.retrievers import Ease, Retrievers, UserBatch, interactions
+from mlops.model.retrievers import Ease, Retrievers, UserBatch, catalog_positions, interactions
 from mlops.training.offline_data import OfflineData
 
 FOLDS = 5
@@ -49,8 +49,8 @@ def fold_of(users: np.ndarray, movies: np.ndarray, seed: int) -> np.ndarray:
 def _lists(history: pd.DataFrame, users: np.ndarray, movie_ids: np.ndarray) -> UserBatch:
     """`users`' rated and liked catalog positions in `history` (empty for a user it lacks)."""
     h = history[history["user_id"].isin(users)]
-    pos = np.searchsorted(movie_ids, h["movie_id"].to_numpy()).clip(max=len(movie_ids) - 1)
-    h = h.assign(_pos=pos)[movie_ids[pos] == h["movie_id"].to_numpy()]
+    pos, known = catalog_positions(movie_ids, h["movie_id"].to_numpy())
+    h = h.assign(_pos=pos)[known]
     rated = h.groupby("user_id")["_pos"].apply(np.sort)  # sorted, as the online rows' lists
     liked = h[h["rating"] >= fx.LIKE_THRESHOLD].groupby("user_id")["_pos"].apply(np.sort)
     empty = np.zeros(0, np.int64)
@@ -65,8 +65,7 @@ def out_of_fold(
     out = np.full((len(pairs), 3), np.nan, dtype=np.float32)
     pair_fold = fold_of(pairs["user_id"].to_numpy(), pairs["movie_id"].to_numpy(), seed)
     history_fold = fold_of(history["user_id"].to_numpy(), history["movie_id"].to_numpy(), seed)
-    pos = np.searchsorted(movie_ids, pairs["movie_id"].to_numpy()).clip(max=len(movie_ids) - 1)
-    in_catalog = movie_ids[pos] == pairs["movie_id"].to_numpy()
+    pos, in_catalog = catalog_positions(movie_ids, pairs["movie_id"].to_numpy())
     for k in range(FOLDS):
         rows = np.flatnonzero((pair_fold == k) & in_catalog)
         if len(rows) == 0:
@@ -92,12 +91,11 @@ def held_out_rows(retrievers: Retrievers, data: OfflineData, user_rows: dict[int
     `retrievers` (fit on `data`'s history) and the users' online rows (NaN for a user or movie the set lacks)."""
     ev = data.eval_examples
     ids, owner = np.unique(ev["user_id"].to_numpy(np.int64), return_inverse=True)
-    movies = ev["movie_id"].to_numpy(np.int64)
     catalog = retrievers.movie_ids
-    pos = np.searchsorted(catalog, movies).clip(max=len(catalog) - 1)
+    pos, in_catalog = catalog_positions(catalog, ev["movie_id"].to_numpy())
     rows = [user_rows.get(int(u)) for u in ids]
     batch = UserBatch.of([r or {} for r in rows], catalog, len(catalog))
     unknown = np.array([r is None for r in rows])
     x = rating_input(fx.build_matrix(ev, ev), retrievers.by_name["ease"], batch, owner, pos, unknown)
-    x[catalog[pos] != movies, len(fx.FEATURE_NAMES) :] = np.nan
+    x[~in_catalog, len(fx.FEATURE_NAMES) :] = np.nan
     return RatingRows(x, ev["label"].to_numpy())
