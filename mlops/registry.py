@@ -46,15 +46,13 @@ def wait_for_mlflow(settings: Settings, attempts: int = ATTEMPTS, first_delay: f
     """Probe the tracking server's /health with exponential backoff; `RegistryUnavailable` when it stays down.
     Once it answers, the `mlflow` module's fluent API is pointed at it: a step run by hand, without
     MLFLOW_TRACKING_URI exported, would otherwise log to MLflow 3's default `./mlflow.db`."""
-    import mlflow
-
     url = settings.mlflow_tracking_uri.rstrip("/") + "/health"
     delay = first_delay
     last = ""
     for attempt in range(1, attempts + 1):
         try:
             if requests.get(url, timeout=5).status_code == 200:
-                mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+                sign_in(settings)
                 return
             last = "answered with an error status"
         except requests.RequestException as exc:
@@ -113,12 +111,20 @@ def artifact_missing(exc: BaseException) -> bool:
     return False
 
 
+def sign_in(settings: Settings) -> None:
+    """Point the `mlflow` module at the tracking server, signed in as the platform's user. MLflow's client
+    takes basic-auth credentials only from these environment variables, so they are set for this process."""
+    import mlflow
+
+    os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = settings.mlflow_auth
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+
+
 def client(settings: Settings) -> Any:
     """An MLflow client of the configured tracking server; also points the `mlflow` module's fluent API at it."""
-    import mlflow
     from mlflow import MlflowClient
 
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    sign_in(settings)
     return MlflowClient(settings.mlflow_tracking_uri)
 
 
@@ -132,6 +138,7 @@ def champion_version(settings: Settings, alias: str = CHAMPION, timeout_s: float
     response = requests.get(
         settings.mlflow_tracking_uri.rstrip("/") + "/api/2.0/mlflow/registered-models/alias",
         params={"name": settings.model_name, "alias": alias},
+        auth=settings.mlflow_auth,
         timeout=timeout_s,
     )
     if response.status_code == 404 or (response.status_code == 400 and _names_a_missing_alias(response)):

@@ -69,6 +69,11 @@ class Settings:
     mlflow_tracking_uri: str = "http://127.0.0.1:5000"
     mlflow_experiment: str = "movielens-recommender"
     model_name: str = "movielens-recommender"
+    # MLflow's basic-auth app (mlops.services.mlflow_auth): every client signs in as the platform's user, under
+    # MLflow's own variable names (its client reads them from the environment); the admin only manages users.
+    mlflow_tracking_username: str = "platform"
+    mlflow_tracking_password: str = "change-me-mlflow"
+    mlflow_admin_password: str = "change-me-mlflow-admin"
 
     # Spark
     spark_master: str = "local[*]"
@@ -121,6 +126,11 @@ class Settings:
     def redis_url(self) -> str:
         """Connection URL of the Redis (database 0, with its password) every client uses."""
         return f"redis://:{self.redis_password}@{self.redis_host}:{self.redis_port}/0"
+
+    @property
+    def mlflow_auth(self) -> tuple[str, str]:
+        """(user, password) of the platform's MLflow user, for REST calls made without the MLflow client."""
+        return self.mlflow_tracking_username, self.mlflow_tracking_password
 
     def port_of(self, url_setting: str) -> int:
         """Port of a URL-valued setting such as `airflow_url`, for local mode's process manager."""

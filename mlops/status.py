@@ -303,7 +303,7 @@ def _mlflow_get(settings: Settings, path: str, params: dict[str, Any]) -> dict[s
     import requests
 
     base = settings.mlflow_tracking_uri.rstrip("/") + "/api/2.0/mlflow"
-    response = requests.get(f"{base}/{path}", params=params, timeout=TIMEOUT_S)
+    response = requests.get(f"{base}/{path}", params=params, auth=settings.mlflow_auth, timeout=TIMEOUT_S)
     response.raise_for_status()
     return response.json()
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from mlops import settings as settings_module
-from mlops.services import process, provision, specs
+from mlops.services import mlflow_auth, process, provision, specs
 from mlops.settings import Settings, load_settings
 
 
@@ -83,6 +83,8 @@ def _test_environ(root: Path) -> dict[str, str]:
         "S3_ACCESS_KEY": "test-access",
         "S3_SECRET_KEY": "test-secret-key",
         "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}",
+        "MLFLOW_TRACKING_PASSWORD": "test-mlflow-platform",
+        "MLFLOW_ADMIN_PASSWORD": "test-mlflow-admin-pw",
         "SPARK_MASTER": "local[2]",
         # 2g: the feature step's third pass (the serving set) made 1g tight; under the whole suite's load a
         # broadcast join of the ml-100k run failed to grow its hash map (2026-12-07). Users get 4g by default.
@@ -164,7 +166,9 @@ def mlflow_server(base_settings: Settings, s3_server: Server, servers_root: Path
     writes artifacts directly also lands in the test bucket.
     """
     os.environ.update(specs.s3_client_environ(base_settings))
-    yield from _serve(specs.mlflow(base_settings, servers_root / "mlflow"), servers_root / "logs" / "mlflow.log")
+    for server in _serve(specs.mlflow(base_settings, servers_root / "mlflow"), servers_root / "logs" / "mlflow.log"):
+        mlflow_auth.ensure_platform_user(base_settings)
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -56,7 +56,7 @@ def _get(settings: Settings, endpoint: str, **params: Any) -> requests.Response:
     """GET an MLflow endpoint; `params` may include `path` (an artifact's), hence the name `endpoint`."""
     url = settings.mlflow_tracking_uri.rstrip("/") + endpoint
     try:
-        return requests.get(url, params=params, timeout=TIMEOUT_S)
+        return requests.get(url, params=params, auth=settings.mlflow_auth, timeout=TIMEOUT_S)
     except requests.RequestException as exc:
         reason = type(exc).__name__
         raise MlflowProblem(f"MLflow at {settings.mlflow_tracking_uri} is not reachable ({reason})") from exc

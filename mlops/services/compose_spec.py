@@ -18,7 +18,7 @@ from mlops.settings import PROJECT_ROOT, Settings
 COMPOSE_FILE = PROJECT_ROOT / "docker-compose.yml"
 MONITORING = "monitoring"  # the optional profile with Prometheus and Grafana
 CONSUMER = "inference"
-ONE_SHOT = ("minio-init", "kafka-init", "airflow-init")  # run to completion; exit 0 means done
+ONE_SHOT = ("minio-init", "kafka-init", "mlflow-init", "airflow-init")  # run to completion; exit 0 means done
 
 # Settings a container does not receive (tests/docker checks every other field is passed).
 HOST_ONLY_SETTINGS = {

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlops.services import airflow_config, health, jvm, process, provision, specs
+from mlops.services import airflow_config, health, jvm, mlflow_auth, process, provision, specs
 from mlops.services.errors import ServiceError
 from mlops.services.specs import Launch
 from mlops.settings import Settings
@@ -213,6 +213,9 @@ class LocalBackend:
                     lines = [ln for ln in str(exc).splitlines() if ln.strip()] or [type(exc).__name__]
                     raise ServiceError("airflow", f"metadata DB migration failed: {lines[-1].strip()}", log) from exc
             self._await(pending + self._launch(airflow, started), started)
+            done = self._provision("mlflow", mlflow_auth.ensure_platform_user)
+            user = self.settings.mlflow_tracking_username
+            say(f"mlflow: user {user} ready" + (f" ({'; '.join(done)})" if done else ""))
             self._ensure(self._inference(), started)
             if self.include_prometheus:
                 self._reload_prometheus_if_targets_changed()

@@ -34,11 +34,14 @@ PASSWORD_SETTINGS = (
     "postgres_password",
     "airflow_admin_password",
     "grafana_admin_password",
+    "mlflow_tracking_password",
+    "mlflow_admin_password",
 )
 # Embedded in connection URLs (redis://:pw@..., postgresql://user:pw@...): must need no quoting.
 URL_EMBEDDED = ("redis_password", "postgres_password")
 URL_SAFE = re.compile(r"^[A-Za-z0-9._~-]+$")
 MIN_LENGTH = 8  # also MinIO's minimum for the root password (S3_SECRET_KEY)
+MIN_LENGTHS = {"mlflow_tracking_password": 12, "mlflow_admin_password": 12}  # MLflow's basic-auth minimum
 WELL_KNOWN = frozenset(
     {
         "password", "passw0rd", "admin", "administrator", "root", "secret", "changeme", "change-me", "default",
@@ -71,8 +74,9 @@ def password_problem(setting: str, value: str, placeholders: set[str] = frozense
     lowered = value.lower()
     if value in placeholders or lowered.startswith("change-me") or lowered in WELL_KNOWN:
         return "is a well-known or placeholder value"
-    if len(value) < MIN_LENGTH:
-        return f"is shorter than {MIN_LENGTH} characters"
+    minimum = MIN_LENGTHS.get(setting, MIN_LENGTH)
+    if len(value) < minimum:
+        return f"is shorter than {minimum} characters"
     if setting in URL_EMBEDDED and not URL_SAFE.match(value):
         return "must use only A-Z a-z 0-9 . _ ~ - (it is embedded in connection URLs)"
     return None
@@ -154,13 +158,15 @@ def ensure_strong_passwords(
     return fresh
 
 
-def init_env(env_file: Path, example: Path = ENV_EXAMPLE) -> bool:
+def init_env(env_file: Path, example: Path = ENV_EXAMPLE) -> list[str]:
     """Create a missing `.env` from `.env.example` with a strong random value for every password setting
-    (mode 600, atomic); True when it was created. An existing `.env` is left as it is."""
-    if env_file.exists():
-        return False
-    write_env_values(env_file, {name.upper(): generate_password() for name in PASSWORD_SETTINGS}, example)
-    return True
+    (mode 600, atomic), or add one for each password setting an existing `.env` does not name yet (one a
+    newer version introduced: no one set it by hand). Returns the names written; other lines stay as they are."""
+    present = set(dotenv_values(env_file)) if env_file.exists() else set()
+    missing = [name.upper() for name in PASSWORD_SETTINGS if name.upper() not in present]
+    if missing:
+        write_env_values(env_file, {name: generate_password() for name in missing}, example)
+    return missing
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -171,8 +177,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     env_file = PROJECT_ROOT / ".env"
     if args.init:
-        if init_env(env_file):
+        existed = env_file.exists()
+        written = init_env(env_file)
+        if written and not existed:
             print(f"created {env_file} from .env.example with strong random passwords (mode 600)", flush=True)
+        elif written:
+            print(f"added strong random passwords for {', '.join(written)} to {env_file}", flush=True)
         return 0
     try:
         settings = ensure_strong_passwords(load_settings(env_file), env_file, assume_yes=True)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from mlops.prediction_budget import EVICTION_POLICY
-from mlops.services import health, jvm
+from mlops.services import health, jvm, mlflow_auth
 from mlops.services.errors import ServiceError
 from mlops.services.passwords import write_secret_file
 from mlops.settings import PROJECT_ROOT, Settings
@@ -417,15 +417,24 @@ def s3_client_environ(settings: Settings) -> dict[str, str]:
 
 
 def mlflow(settings: Settings, data_dir: Path) -> Launch:
-    """MLflow tracking server: SQLite store in `data_dir`, artifacts proxied to the object store's bucket."""
+    """MLflow tracking server with its basic-auth app (`mlops.services.mlflow_auth`): SQLite stores in
+    `data_dir`, artifacts proxied to the object store's bucket."""
     host = health.urlparse(settings.mlflow_tracking_uri).hostname or "127.0.0.1"
     port = settings.port_of("mlflow_tracking_uri")
+    auth_config = data_dir / mlflow_auth.CONFIG_NAME
+
+    def prepare() -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        auth_config.write_text(mlflow_auth.config_text(f"sqlite:///{data_dir / 'auth.db'}"))
+
     return Launch(
         name="mlflow",
         service="mlflow",
         argv=(
             venv_tool("mlflow"),
             "server",
+            "--app-name",
+            "basic-auth",
             "--host",
             host,
             "--port",
@@ -443,8 +452,12 @@ def mlflow(settings: Settings, data_dir: Path) -> Launch:
         port=port,
         host=host,
         # No server-side job runner: it forks eight workers for GenAI jobs this platform never submits.
-        env={**s3_client_environ(settings), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-        prepare=lambda: data_dir.mkdir(parents=True, exist_ok=True),
+        env={
+            **s3_client_environ(settings),
+            **mlflow_auth.server_environ(settings, auth_config),
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        },
+        prepare=prepare,
         cwd=data_dir,
         timeout_s=120,
     )

@@ -14,6 +14,7 @@ import pytest
 import yaml
 from dotenv import dotenv_values
 
+from mlops import settings as settings_module
 from mlops.services.compose_spec import (
     COMPOSE_FILE,
     CONSUMER,
@@ -281,8 +282,35 @@ def test_mlflow_server_gets_local_modes_client_environment(resolved: dict) -> No
         if key != "MLFLOW_S3_ENDPOINT_URL":
             assert env[key] == value, f"mlflow: {key}={env[key]!r}, settings give {value!r}"
     assert env["MLFLOW_S3_ENDPOINT_URL"] == resolved["services"][CONSUMER]["environment"]["S3_ENDPOINT_URL"]
-    command = " ".join(resolved["services"]["mlflow"]["command"])
-    assert f"s3://{settings.mlflow_artifact_bucket}" in command and "--serve-artifacts" in command
+    command = resolved["services"]["mlflow"]["command"]
+    assert f"--artifacts-destination=s3://{settings.mlflow_artifact_bucket}" in command
+    # The entry adds --app-name basic-auth and --serve-artifacts (as local mode's launch has them).
+    assert command[:4] == ["python", "-m", "mlops.services.container_entry", "mlflow"]
+    assert "MLFLOW_ADMIN_PASSWORD" in env and env["MLFLOW_AUTH_DATABASE_URI"].startswith("sqlite:////auth/")
+    assert any(volume.get("target") == "/auth" for volume in resolved["services"]["mlflow"]["volumes"])
+
+
+def test_the_mlflow_entry_starts_basic_auth_with_no_secret_on_its_command_line(tmp_path, monkeypatch) -> None:
+    """What the container's entry execs: `mlflow server --app-name basic-auth --serve-artifacts ...`, its
+    configuration written where MLFLOW_AUTH_CONFIG_DIR says, the admin password in the environment only."""
+    from mlops.services import container_entry
+
+    execs: list[tuple[list[str], dict[str, str]]] = []
+    monkeypatch.setattr(container_entry.os, "execvpe", lambda file, argv, env: execs.append((argv, env)))
+    monkeypatch.setenv("MLFLOW_AUTH_CONFIG_DIR", str(tmp_path))
+    monkeypatch.setenv("MLFLOW_AUTH_DATABASE_URI", "sqlite:////auth/auth.db")
+    monkeypatch.setenv("MLFLOW_ADMIN_PASSWORD", "admin-password-for-the-test")
+    settings_module.get_settings.cache_clear()
+    try:
+        container_entry.main(["mlflow", "--port=5000", "--workers=2", "--artifacts-destination=s3://b"])
+    finally:
+        settings_module.get_settings.cache_clear()
+    ((argv, env),) = execs
+    assert argv[:4] == ["mlflow", "server", "--app-name", "basic-auth"] and "--serve-artifacts" in argv
+    assert "--artifacts-destination=s3://b" in argv and not any("admin-password" in a for a in argv)
+    assert env["MLFLOW_AUTH_ADMIN_PASSWORD"] == "admin-password-for-the-test"
+    assert "database_uri = sqlite:////auth/auth.db" in (tmp_path / "basic_auth.ini").read_text()
+    assert env["MLFLOW_AUTH_CONFIG_PATH"] == str(tmp_path / "basic_auth.ini")
 
 
 def test_topic_and_bucket_names_come_from_the_settings_and_topics_module() -> None:

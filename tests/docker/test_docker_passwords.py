@@ -159,9 +159,9 @@ def test_an_overriding_environment_variable_is_reported(tmp_path: Path, monkeypa
 
 def test_init_env_creates_a_missing_env_with_strong_passwords_only(tmp_path: Path) -> None:
     """What `./run.sh` does on a fresh clone: every password strong and distinct, the rest as the example has
-    it, mode 600; an existing .env is never touched."""
+    it, mode 600; an existing complete .env is never touched."""
     env = tmp_path / ".env"
-    assert init_env(env) is True
+    assert init_env(env) == [name.upper() for name in PASSWORD_SETTINGS]
     values, example = dotenv_values(env), dotenv_values(passwords.ENV_EXAMPLE)
     assert stat.S_IMODE(env.stat().st_mode) == 0o600
     generated = [values[name.upper()] for name in PASSWORD_SETTINGS]
@@ -171,7 +171,21 @@ def test_init_env_creates_a_missing_env_with_strong_passwords_only(tmp_path: Pat
         k: v for k, v in example.items() if k.lower() not in PASSWORD_SETTINGS
     }
     before = env.read_text()
-    assert init_env(env) is False and env.read_text() == before
+    assert init_env(env) == [] and env.read_text() == before
+
+
+def test_init_env_adds_only_the_passwords_an_older_env_lacks(tmp_path: Path) -> None:
+    """An .env from before a password setting existed gets a strong value for it; every line it had stays,
+    a weak value set by hand included (that one is refused at start, with its name, not silently replaced)."""
+    env = tmp_path / ".env"
+    env.write_text("# mine\nREDIS_PASSWORD=change-me-redis\nSEED=7\n")
+    written = init_env(env)
+    values = dotenv_values(env)
+    assert "REDIS_PASSWORD" not in written and "MLFLOW_TRACKING_PASSWORD" in written
+    assert values["REDIS_PASSWORD"] == "change-me-redis" and values["SEED"] == "7"
+    assert env.read_text().startswith("# mine\n")
+    assert all(password_problem(name.lower(), values[name]) is None for name in written)
+    assert stat.S_IMODE(env.stat().st_mode) == 0o600
 
 
 def test_a_secret_file_is_never_readable_by_others_even_for_a_moment(tmp_path: Path) -> None:

@@ -183,7 +183,7 @@ def test_module_commands_parse(resolved: dict) -> None:
         if command and command[:3] == ["python", "-m", "mlops.services.container_entry"]:
             args = parser.parse_args(command[3:])
             seen.add(args.verb)
-    assert seen == {"provision", "airflow"}
+    assert seen == {"provision", "mlflow", "airflow"}
 
 
 def test_airflow_components_are_local_modes(resolved: dict) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -83,12 +84,14 @@ def champion(base_settings, mlflow_server, s3_server, redis_server, offline):
 
 def _fresh_environ(venv: Path | None, settings) -> dict[str, str]:
     """A stranger's shell: the machine's own variables (network, certificates, uv cache) but nothing of the
-    project (no venv, no PYTHONPATH, none of its settings or credentials), plus the tracking server's address."""
+    project (no venv, no PYTHONPATH, none of its settings or credentials), plus the tracking server's address
+    and the login MLflow asks for, under MLflow's own names (as docs/reference.md tells a user to export)."""
     project = {*specs.settings_environ(settings), *specs.s3_client_environ(settings), "VIRTUAL_ENV", "PYTHONPATH"}
     env = {k: v for k, v in os.environ.items() if k not in project and not k.startswith(("MLFLOW_", "PYTEST_"))}
     path = [p for p in env["PATH"].split(os.pathsep) if not p.startswith(str(PROJECT_ROOT))]
     env["PATH"] = os.pathsep.join([str(venv / "bin"), *path] if venv else path)
-    return {**env, "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri, "UV_PYTHON_DOWNLOADS": "never"}
+    login = dict(zip(("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"), settings.mlflow_auth, strict=True))
+    return {**env, "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri, **login, "UV_PYTHON_DOWNLOADS": "never"}
 
 
 @pytest.fixture(scope="module")
@@ -112,9 +115,8 @@ def fresh_env(champion, tmp_path_factory):
 def test_logged_requirements_are_public_and_pinned_as_in_pyproject(champion):
     _, _, local = champion
     requirements = [r for r in (local / "requirements.txt").read_text().splitlines() if r.strip()]
-    pins = dict(
-        d.split("==") for d in tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    )
+    dependencies = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    pins = dict(re.sub(r"\[.*\]", "", d).split("==") for d in dependencies)  # mlflow[auth]==x: mlflow
     assert sorted(requirements) == sorted(f"{name}=={pins[name]}" for name in PYFUNC_REQUIREMENTS)
     conda = yaml.safe_load((local / "conda.yaml").read_text())
     assert sorted(conda["dependencies"][-1]["pip"]) == sorted(requirements)
