@@ -90,9 +90,9 @@ if [[ ! -f "$STAMP" || "$(cat "$STAMP")" != "$want" ]]; then
   echo "$want" >"$STAMP"
 fi
 
-if [[ ! -f .env ]]; then  # strong random passwords, mode 600 from the first byte (never a placeholder)
-  "$VENV/bin/python" -m mlops.services.passwords --init
-fi
+# A missing .env, or a password setting it does not name yet (a newer version's), gets a strong random value,
+# mode 600 from the first byte; a value set by hand is never replaced (a placeholder is refused at start).
+"$VENV/bin/python" -m mlops.services.passwords --init
 
 # As if activated: child processes (pytest, spark-submit, airflow, the services) find the venv's tools.
 export VIRTUAL_ENV="$PWD/$VENV"

@@ -143,8 +143,22 @@ def champion_version(settings: Settings, alias: str = CHAMPION, timeout_s: float
     )
     if response.status_code == 404 or (response.status_code == 400 and _names_a_missing_alias(response)):
         return None
+    if response.status_code == 403 and model_missing(settings, timeout_s):
+        return None
     response.raise_for_status()
     return str(response.json()["model_version"]["version"])
+
+
+def model_missing(settings: Settings, timeout_s: float = 5.0) -> bool:
+    """True when MODEL_NAME is not registered. MLflow's basic-auth app answers an alias lookup on a model that
+    does not exist with 403 (it denies what it cannot find), but the model lookup itself with 404."""
+    response = requests.get(
+        settings.mlflow_tracking_uri.rstrip("/") + "/api/2.0/mlflow/registered-models/get",
+        params={"name": settings.model_name},
+        auth=settings.mlflow_auth,
+        timeout=timeout_s,
+    )
+    return response.status_code == 404
 
 
 def _names_a_missing_alias(response: requests.Response) -> bool:

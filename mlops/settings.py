@@ -54,8 +54,14 @@ class Settings:
     redis_maxmemory_mb: int = 400  # Redis's maxmemory; results are evicted first (volatile-ttl)
     feature_set_ttl_seconds: int = 7 * 86_400
 
-    # Kafka
+    # Kafka: SASL, one principal per role (mlops.kafka_auth); the admin signs in with PLAIN, the others SCRAM-SHA-512
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    kafka_admin_password: str = "change-me-kafka-admin"
+    kafka_inference_password: str = "change-me-kafka-inference"
+    kafka_platform_password: str = "change-me-kafka-platform"
+    kafka_feedback_password: str = "change-me-kafka-feedback"
+    kafka_console_password: str = "change-me-kafka-console"
+    kafka_ui_password: str = "change-me-kafka-ui"
 
     # Object store (MinIO in Docker; natively MinIO when on PATH, else S3Proxy)
     s3_endpoint_url: str = "http://127.0.0.1:9000"

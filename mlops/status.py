@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlops import dlq
+from mlops import dlq, kafka_auth
 from mlops.feature_store import CURRENT, RedisFeatureStore
 from mlops.layout import set_kind
 from mlops.live_ratings import LiveRatings, freshness_line
@@ -58,7 +58,7 @@ class TopicOffsets:
         return sum(self.end_offsets[p] - self.committed.get(p, self.start_offsets.get(p, 0)) for p in self.end_offsets)
 
 
-def topic_offsets(settings: Settings) -> list[TopicOffsets]:
+def topic_offsets(settings: Settings, role: str = kafka_auth.PLATFORM) -> list[TopicOffsets]:
     """End offsets per partition of the platform's topics and the consumer group's lag on each."""
     from confluent_kafka import Consumer, TopicPartition
 
@@ -68,7 +68,7 @@ def topic_offsets(settings: Settings) -> list[TopicOffsets]:
         raise ConnectionError(f"nothing listens on {settings.kafka_bootstrap_servers}")
     consumer = Consumer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            **kafka_auth.client_config(settings, role),
             "group.id": CONSUMER_GROUP,
             "enable.auto.commit": False,
             "socket.timeout.ms": int(TIMEOUT_S * 1000),
@@ -282,7 +282,7 @@ def consumer_lag(settings: Settings, requests_topic: TopicOffsets | None) -> lis
     """Each live member of the consumer group, its partitions of the requests topic and their lag."""
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers, "log_level": 0,
+    admin = AdminClient({**kafka_auth.client_config(settings, kafka_auth.PLATFORM), "log_level": 0,
                          "socket.timeout.ms": int(TIMEOUT_S * 1000)})  # fmt: skip
     group = admin.describe_consumer_groups([CONSUMER_GROUP], request_timeout=TIMEOUT_S)[CONSUMER_GROUP]
     description = group.result(timeout=TIMEOUT_S * 2)

@@ -13,6 +13,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from mlops import kafka_auth
 from mlops.schemas import (
     MAX_K,
     MIN_K,
@@ -58,14 +59,15 @@ def topk_request(user_id: int, k: int = 10, prefix: str = "console") -> TopKRequ
     return TopKRequest(new_request_id(prefix), user_id, k, PLATFORM)  # the console's and the CLI's: platform
 
 
-def send(settings: Settings, request: Request, timeout_s: float = 10.0) -> None:
-    """Produce the request and wait for the broker's acknowledgement."""
+def send(settings: Settings, request: Request, timeout_s: float = 10.0, role: str = kafka_auth.PLATFORM) -> None:
+    """Produce the request, signed in as `role` (mlops.kafka_auth), and wait for the broker's acknowledgement."""
     from confluent_kafka import Producer
 
     from mlops.consumer.kafka import producer_config
 
     errors: list[str] = []
-    producer = Producer(producer_config(settings, **{"linger.ms": 0, "message.timeout.ms": int(timeout_s * 1000)}))
+    config = producer_config(settings, role=role, **{"linger.ms": 0, "message.timeout.ms": int(timeout_s * 1000)})
+    producer = Producer(config)
     producer.produce(REQUESTS, encode_request(request), request_key(request.user_id),
                      on_delivery=lambda err, _msg: errors.append(str(err)) if err is not None else None)  # fmt: skip
     if producer.flush(timeout_s) > 0 or errors:
@@ -94,9 +96,9 @@ def wait_for_answer(settings: Settings, request_id: str, timeout_s: float = 15.0
         client.close()
 
 
-def ask(settings: Settings, request: Request, timeout_s: float = 15.0) -> Answer:
-    """Send `request` through the stream and return the answer the consumers stored for it."""
+def ask(settings: Settings, request: Request, timeout_s: float = 15.0, role: str = kafka_auth.PLATFORM) -> Answer:
+    """Send `request` through the stream (as Kafka principal `role`) and return the answer the consumers stored."""
     started = time.perf_counter()
-    send(settings, request, timeout_s=min(timeout_s, 10.0))
+    send(settings, request, timeout_s=min(timeout_s, 10.0), role=role)
     result = wait_for_answer(settings, request.request_id, timeout_s)
     return Answer(request, result, (time.perf_counter() - started) * 1000)

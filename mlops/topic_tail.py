@@ -9,6 +9,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from mlops import kafka_auth
 from mlops.settings import Settings
 
 
@@ -23,13 +24,13 @@ class Record:
     value: bytes | None
 
 
-def reader(settings: Settings, timeout_s: float) -> Any:
-    """A consumer for reading by hand-assigned partitions: never joins a group, never commits."""
+def reader(settings: Settings, timeout_s: float, role: str = kafka_auth.PLATFORM) -> Any:
+    """A consumer for reading by hand-assigned partitions, signed in as `role`: never joins a group, never commits."""
     from confluent_kafka import Consumer
 
     return Consumer({
-        "bootstrap.servers": settings.kafka_bootstrap_servers,
-        "group.id": f"reader-{uuid.uuid4().hex}",  # assigned partitions only: never joins, never commits
+        **kafka_auth.client_config(settings, role),
+        "group.id": f"inference-reader-{uuid.uuid4().hex}",  # assigned partitions only: never joins, never commits
         "enable.auto.commit": False,
         "enable.partition.eof": True,
         "socket.timeout.ms": int(timeout_s * 1000),
@@ -37,12 +38,13 @@ def reader(settings: Settings, timeout_s: float) -> Any:
     })  # fmt: skip
 
 
-def tail(settings: Settings, topic: str, per_partition: int, timeout_s: float, read_s: float) -> list[Record]:
+def tail(settings: Settings, topic: str, per_partition: int, timeout_s: float, read_s: float,
+         role: str = kafka_auth.PLATFORM) -> list[Record]:  # fmt: skip
     """The last `per_partition` records of every partition of `topic` (unordered); reading stops at each
     partition's end or after `read_s` seconds. A missing topic raises LookupError."""
     from confluent_kafka import KafkaError, TopicPartition
 
-    consumer = reader(settings, timeout_s)
+    consumer = reader(settings, timeout_s, role)
     try:
         metadata = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
         if metadata is None or metadata.error is not None or not metadata.partitions:

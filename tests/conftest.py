@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from mlops import kafka_auth
 from mlops import settings as settings_module
 from mlops.services import mlflow_auth, process, provision, specs
 from mlops.settings import Settings, load_settings
@@ -79,6 +80,7 @@ def _test_environ(root: Path) -> dict[str, str]:
         "PREDICTION_BUDGET_RPS": "100",
         "REDIS_MAXMEMORY_MB": "1024",
         "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+        **{setting.upper(): f"test-kafka-{role}" for role, setting in kafka_auth.PASSWORD_SETTING.items()},
         "S3_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
         "S3_ACCESS_KEY": "test-access",
         "S3_SECRET_KEY": "test-secret-key",
@@ -147,6 +149,7 @@ def kafka_broker(base_settings: Settings, servers_root: Path) -> Iterator[str]:
     launch = specs.kafka(base_settings, servers_root / "kafka")
     for _server in _serve(launch, servers_root / "logs" / "kafka.log"):
         provision.ensure_topics(base_settings)
+        provision.ensure_kafka_access(base_settings)
         yield base_settings.kafka_bootstrap_servers
 
 

@@ -20,6 +20,7 @@ from mlops import schemas
 from mlops.consumer.app import prelude
 from mlops.consumer.kafka import consumer_config, producer_config
 from mlops.feature_store import RedisFeatureStore
+from mlops.kafka_auth import INFERENCE
 from mlops.registry import CHAMPION
 
 log = logging.getLogger("mlops.bench.naive")
@@ -35,8 +36,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ranker = Ranker.load(settings, store, alias=CHAMPION)
     info = ranker.info
     client = redis.Redis.from_url(settings.redis_url)
-    consumer = Consumer(consumer_config(settings, topics.group, **{"enable.auto.commit": True}))
-    producer = Producer(producer_config(settings))
+    consumer = Consumer(consumer_config(settings, topics.group, role=INFERENCE, **{"enable.auto.commit": True}))
+    producer = Producer(producer_config(settings, role=INFERENCE))
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
     consumer.subscribe([topics.requests])

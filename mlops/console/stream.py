@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import requests
 
+from mlops import kafka_auth
 from mlops.console import samples
 from mlops.console.samples import Ring, Sample
 from mlops.services import health
@@ -54,7 +55,7 @@ class BrokerReader:
 
         if self._consumer is None:
             self._consumer = Consumer({
-                "bootstrap.servers": self.settings.kafka_bootstrap_servers,
+                **kafka_auth.client_config(self.settings, kafka_auth.CONSOLE),
                 "group.id": CONSUMER_GROUP,  # never subscribes: only reads the group's committed offsets
                 "enable.auto.commit": False,
                 "socket.timeout.ms": int(TIMEOUT_S * 1000),

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mlops import schemas
+from mlops.kafka_auth import CONSOLE
 from mlops.settings import Settings
 from mlops.status import TopicOffsets, topic_offsets
 from mlops.topic_tail import reader, tail
@@ -50,7 +51,7 @@ def _require_broker(settings: Settings) -> None:
 
 def _consumer(settings: Settings):
     _require_broker(settings)
-    return reader(settings, TIMEOUT_S)
+    return reader(settings, TIMEOUT_S, CONSOLE)
 
 
 def topics(settings: Settings) -> list[TopicRow]:
@@ -59,7 +60,7 @@ def topics(settings: Settings) -> list[TopicRow]:
 
     consumer = _consumer(settings)
     try:
-        platform = {t.name: t for t in topic_offsets(settings)}
+        platform = {t.name: t for t in topic_offsets(settings, CONSOLE)}
         metadata = consumer.list_topics(timeout=TIMEOUT_S)
         rows = []
         for name in sorted(metadata.topics):
@@ -84,7 +85,7 @@ def latest(settings: Settings, topic: str, n: int = 20) -> list[tuple[int, int, 
     """
     n = max(1, min(n, MAX_MESSAGES))
     _require_broker(settings)
-    records = tail(settings, topic, n, TIMEOUT_S, TIMEOUT_S)
+    records = tail(settings, topic, n, TIMEOUT_S, TIMEOUT_S, CONSOLE)
     records.sort(key=lambda r: (r.timestamp_ms, r.offset), reverse=True)
     return [(r.partition, r.offset, r.timestamp_ms, r.key, r.value) for r in records[:n]]
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mlops import catalog, stream_client
+from mlops import catalog, kafka_auth, stream_client
 from mlops.catalog import Movie, Rating
 from mlops.console import words
 from mlops.schemas import MAX_ID
@@ -136,7 +136,7 @@ def run(settings: Settings, user_input: str) -> TryIt:
             "stream still answers, with its cold-start fallback (the most popular movies)."
         )
     try:
-        view.answer = stream_client.ask(settings, stream_client.topk_request(user, K))
+        view.answer = stream_client.ask(settings, stream_client.topk_request(user, K), role=kafka_auth.CONSOLE)
     except stream_client.NoAnswer as exc:
         view.problems.append(str(exc))
         return view

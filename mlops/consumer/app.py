@@ -30,6 +30,7 @@ from mlops.consumer.reload import ChallengerSource, ModelWatcher, RankerHolder
 from mlops.consumer.service import MAX_BACKOFF_S, StreamConsumer
 from mlops.feature_store import RedisFeatureStore
 from mlops.feedback import FeedbackStore
+from mlops.kafka_auth import INFERENCE
 from mlops.live_ratings import LiveRatings
 from mlops.registry import CHALLENGER, CHAMPION, champion_version
 from mlops.settings import Settings, get_settings
@@ -69,9 +70,14 @@ def build(
     store = RedisFeatureStore.from_settings(settings)
     client = redis.Redis.from_url(settings.redis_url)
     processor = BatchProcessor(store, client, settings.prediction_ttl_seconds, share)
+
+    def on_client_error(error: Any) -> None:  # librdkafka's client-level errors, e.g. a refused sign-in
+        service.client_error(error)
+
     service = StreamConsumer(
-        Consumer(kafka.consumer_config(settings, topics.group, **{"client.id": name, **consumer_overrides})),
-        Producer(kafka.producer_config(settings, **{"client.id": name})),
+        Consumer(kafka.consumer_config(settings, topics.group, role=INFERENCE,
+                                       **{"client.id": name, "error_cb": on_client_error, **consumer_overrides})),
+        Producer(kafka.producer_config(settings, role=INFERENCE, **{"client.id": name, "error_cb": on_client_error})),
         processor, holder, metrics, settings.inference_batch_size, settings.inference_batch_timeout_ms, name,
         topics,
     )  # fmt: skip
@@ -97,8 +103,10 @@ def build(
         challenger,
     )
     service.companions.append(FeedbackReader(
-        Consumer(kafka.consumer_config(settings, topics.feedback_group, **{"client.id": f"{name}-feedback"})),
-        Producer(kafka.producer_config(settings, **{"client.id": f"{name}-feedback"})),
+        Consumer(kafka.consumer_config(settings, topics.feedback_group, role=INFERENCE,
+                                       **{"client.id": f"{name}-feedback", "error_cb": on_client_error})),
+        Producer(kafka.producer_config(settings, role=INFERENCE,
+                                       **{"client.id": f"{name}-feedback", "error_cb": on_client_error})),
         FeedbackStore.from_settings(settings, client), metrics, topics, service.stopping, LiveRatings(client),
         lambda: None if holder.ranker is None else holder.ranker.core.catalog,
     ))  # fmt: skip

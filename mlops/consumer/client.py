@@ -18,7 +18,9 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from mlops import kafka_auth
 from mlops.consumer.kafka import StreamTopics, producer_config
+from mlops.kafka_auth import PLATFORM
 from mlops.schemas import Request, encode_request, parse_dlq_record, request_key
 from mlops.settings import Settings
 
@@ -29,7 +31,8 @@ _NOT_SERVED_YET = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AV
 class TopicListener(threading.Thread):
     """Collects `key_of(value) -> (arrival time, value)` for every message appended to `topic` from now on."""
 
-    def __init__(self, settings: Settings, topic: str, key_of: Callable[[bytes], Any] | None = None) -> None:
+    def __init__(self, settings: Settings, topic: str, key_of: Callable[[bytes], Any] | None = None,
+                 role: str = PLATFORM) -> None:  # fmt: skip
         super().__init__(name=f"listen:{topic}", daemon=True)
         self.topic = topic
         self.key_of = key_of or (lambda value: json.loads(value)["request_id"])
@@ -38,8 +41,8 @@ class TopicListener(threading.Thread):
         self.conflicts: list[Any] = []  # the same key again with a different value: must never happen
         self._stopping = threading.Event()
         self._consumer = Consumer({
-            "bootstrap.servers": settings.kafka_bootstrap_servers,
-            "group.id": f"listener-{uuid.uuid4().hex}",  # never commits; assigned partitions, no group join wait
+            **kafka_auth.client_config(settings, role),
+            "group.id": f"inference-listener-{uuid.uuid4().hex}",  # never commits; the platform role's prefix
             "enable.auto.commit": False,
             "fetch.wait.max.ms": 10,
         })  # fmt: skip
@@ -116,9 +119,9 @@ class TopicListener(threading.Thread):
 class Sender:
     """Produces requests (keyed by user id); `sent[request_id]` is the send time, `placed` where it landed."""
 
-    def __init__(self, settings: Settings, topic: str) -> None:
+    def __init__(self, settings: Settings, topic: str, role: str = PLATFORM) -> None:
         self.topic = topic
-        self.producer = Producer(producer_config(settings, **{"linger.ms": 0}))
+        self.producer = Producer(producer_config(settings, role=role, **{"linger.ms": 0}))
         self.sent: dict[str, float] = {}
         self.placed: dict[bytes, tuple[int, int]] = {}  # raw value -> (partition, offset), for raw sends
 

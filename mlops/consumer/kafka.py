@@ -9,6 +9,7 @@ from typing import Any
 
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from mlops import kafka_auth
 from mlops.settings import Settings
 from mlops.topics import CONSUMER_GROUP, DLQ, FEEDBACK, FEEDBACK_DLQ, FEEDBACK_GROUP, PREDICTIONS, REQUESTS, TOPICS
 
@@ -45,7 +46,7 @@ class StreamTopics:
 
 def ensure_topics(settings: Settings, topics: StreamTopics) -> None:
     """Create the namespace's topics if missing (the stack's own topics are provisioned by `up`)."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    admin = AdminClient(kafka_auth.client_config(settings, kafka_auth.PLATFORM))
     existing = set(admin.list_topics(timeout=10).topics)
     wanted = [NewTopic(name, n, 1) for name, n in topics.partitions().items() if name not in existing]
     for future in admin.create_topics(wanted).values() if wanted else ():
@@ -78,17 +79,18 @@ def wait_for_topics(admin: AdminClient, partitions: dict[str, int], timeout: flo
 
 def delete_topics(settings: Settings, topics: StreamTopics) -> None:
     """Best-effort removal of a namespace's topics once its benchmark or test is done with them."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    admin = AdminClient(kafka_auth.client_config(settings, kafka_auth.PLATFORM))
     for future in admin.delete_topics(list(topics.partitions())).values():
         with contextlib.suppress(Exception):  # best effort: a benchmark's leftovers are harmless
             future.result()
 
 
-def consumer_config(settings: Settings, group: str = CONSUMER_GROUP, **overrides: Any) -> dict[str, Any]:
+def consumer_config(settings: Settings, group: str = CONSUMER_GROUP, *, role: str, **overrides: Any) -> dict[str, Any]:
     """Manual commits (offsets move only after results are written); a short session so a dead
-    process's partitions move to the others quickly; fetches return as soon as data arrives."""
+    process's partitions move to the others quickly; fetches return as soon as data arrives. Signed in as
+    `role` (mlops.kafka_auth)."""
     return {
-        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        **kafka_auth.client_config(settings, role),
         "group.id": group,
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",
@@ -100,10 +102,11 @@ def consumer_config(settings: Settings, group: str = CONSUMER_GROUP, **overrides
     }
 
 
-def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
-    """acks=all and unlimited retries: a result is either on the topic or the batch is not committed."""
+def producer_config(settings: Settings, *, role: str, **overrides: Any) -> dict[str, Any]:
+    """acks=all and unlimited retries: a result is either on the topic or the batch is not committed.
+    Signed in as `role` (mlops.kafka_auth)."""
     return {
-        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        **kafka_auth.client_config(settings, role),
         "acks": "all",
         "linger.ms": 1,
         "message.timeout.ms": 30000,

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from mlops.consumer.failures import Kind, classify, describe, kafka_kind
+from mlops.consumer.failures import PERMANENT_KAFKA_CODES, Kind, classify, describe, kafka_kind
 from mlops.consumer.kafka import StreamTopics
 from mlops.consumer.metrics import SCORE_KIND, ConsumerMetrics
 from mlops.consumer.processor import Answer, BatchProcessor
@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 MAX_BACKOFF_S = 5.0
 PERMANENT_RETRY_S = 30.0
+KAFKA_REFUSES = "kafka refuses this consumer"
 """While stopped on a permanent error, the batch in hand is tried again this often (fixing the cause resumes)."""
 HEARTBEAT_STALE_S = 60.0
 PROBE_INTERVAL_S = 5.0
@@ -98,6 +99,13 @@ class StreamConsumer:
         else:
             self.problems[dependency] = problem
 
+    def client_error(self, error: KafkaError) -> None:
+        """librdkafka's client-level errors (its `error_cb`). A refusal (credentials revoked or wrong, an ACL
+        withdrawn) is what `/healthz` says until requests flow again; nothing is consumed or committed meanwhile,
+        so no request is skipped. Other errors (a broker down) are librdkafka's to retry."""
+        if error.code() in PERMANENT_KAFKA_CODES:
+            self.report("kafka", f"{KAFKA_REFUSES}: {error.str()}")
+
     # -- loop -------------------------------------------------------------------------------------------------
 
     def run(self) -> int:
@@ -138,8 +146,11 @@ class StreamConsumer:
             if message.error() is not None:
                 log.warning("consumer error: %s", message.error())
                 self.metrics.retries.labels(reason="kafka_consume").inc()
+                self.client_error(message.error())
             else:
                 good.append(message)
+        if good:
+            self.report("kafka", None)
         return good
 
     def _probe(self) -> None:
@@ -155,7 +166,8 @@ class StreamConsumer:
             error = metadata.topics[self.topics.requests].error
             self.report("kafka", None if error is None else f"kafka: topic {self.topics.requests}: {error.str()}")
         except Exception as exc:
-            self.report("kafka", f"kafka unavailable: {describe(exc)}")
+            if not self.problems.get("kafka", "").startswith(KAFKA_REFUSES):  # the refusal says more than this
+                self.report("kafka", f"kafka unavailable: {describe(exc)}")
 
     # -- one batch --------------------------------------------------------------------------------------------
 

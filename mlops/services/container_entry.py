@@ -30,7 +30,7 @@ def provision(what: str, settings: Settings, attempts: int = 10) -> None:
     from mlops.services import mlflow_auth
     from mlops.services import provision as prov
 
-    ensure = {"buckets": prov.ensure_buckets, "topics": prov.ensure_topics,
+    ensure = {"buckets": prov.ensure_buckets, "topics": prov.ensure_topics, "kafka-access": prov.ensure_kafka_access,
               "mlflow-user": mlflow_auth.ensure_platform_user}[what]  # fmt: skip
     for attempt in range(1, attempts + 1):
         try:
@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m mlops.services.container_entry", description=__doc__)
     sub = parser.add_subparsers(dest="verb", required=True)
     p = sub.add_parser("provision", help="create the buckets or the topics")
-    p.add_argument("what", choices=("buckets", "topics", "mlflow-user"))
+    p.add_argument("what", nargs="+", choices=("buckets", "topics", "kafka-access", "mlflow-user"))
     m = sub.add_parser("mlflow", help="`mlflow server` with its basic-auth app, serving the artifacts")
     m.add_argument("--host", default="0.0.0.0")
     m.add_argument("--port", type=int, default=5000)
@@ -101,7 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = get_settings()
     if args.verb == "provision":
-        provision(args.what, settings)
+        for what in args.what:
+            provision(what, settings)
     elif args.verb == "mlflow":
         server_args = [f"--host={args.host}", f"--port={args.port}", f"--workers={args.workers}", "--serve-artifacts"]
         if args.artifacts_destination:

@@ -11,6 +11,7 @@ from urllib.parse import urlparse
 
 import requests
 
+from mlops import kafka_auth
 from mlops.settings import Settings
 
 TIMEOUT_S = 3.0
@@ -82,9 +83,8 @@ def kafka_metadata(settings: Settings) -> str:
     host, port = bootstrap_address(settings)
     if not tcp_open(host, port):
         raise ConnectionError(f"nothing listens on {host}:{port}")
-    admin = AdminClient(
-        {"bootstrap.servers": settings.kafka_bootstrap_servers, "socket.timeout.ms": 3000, "log_level": 0}
-    )
+    admin = AdminClient({**kafka_auth.client_config(settings, kafka_auth.ADMIN), "socket.timeout.ms": 3000,
+                         "log_level": 0})  # fmt: skip
     meta = admin.list_topics(timeout=TIMEOUT_S)
     return f"metadata ok, {len(meta.brokers)} broker(s), {len(meta.topics)} topic(s)"
 

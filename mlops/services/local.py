@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from mlops.services import airflow_config, health, jvm, mlflow_auth, process, provision, specs
 from mlops.services.errors import ServiceError
+from mlops.services.passwords import PASSWORD_SETTINGS
 from mlops.services.specs import Launch
 from mlops.settings import Settings
 from mlops.spark_capacity import scratch_root
@@ -40,6 +42,7 @@ class Pid:
     pid: int
     argv: tuple[str, ...]
     start_time: int | None
+    credentials: str | None = None  # `credentials_digest` of what it was started with; None: not recorded
 
 
 class LocalState:
@@ -59,10 +62,12 @@ class LocalState:
         """The pid file that says a service was started by us."""
         return self.run / f"{name}.pid"
 
-    def record(self, name: str, proc: subprocess.Popen, argv: tuple[str, ...]) -> None:
-        """Remember a started process (pid, command line, start time), so later runs can find and stop it."""
+    def record(self, name: str, proc: subprocess.Popen, argv: tuple[str, ...], credentials: str | None = None) -> None:
+        """Remember a started process (pid, command line, start time, which credentials), so later runs can
+        find it, stop it, and tell whether `.env` rotated a password it holds."""
         self.run.mkdir(parents=True, exist_ok=True)
-        meta = {"pid": proc.pid, "argv": list(argv), "start_time": process.start_time(proc.pid)}
+        meta = {"pid": proc.pid, "argv": list(argv), "start_time": process.start_time(proc.pid),
+                "credentials": credentials}  # fmt: skip
         (self.run / f"{name}.json").write_text(json.dumps(meta))
         self.pid_file(name).write_text(f"{proc.pid}\n")
 
@@ -83,11 +88,20 @@ class LocalState:
             meta = {}
         if meta.get("pid") != pid:
             meta = {}
-        return Pid(pid, tuple(meta.get("argv", ())), meta.get("start_time"))
+        return Pid(pid, tuple(meta.get("argv", ())), meta.get("start_time"), meta.get("credentials"))
 
     def names(self) -> list[str]:
         """The services with a pid file: what `down` may have to stop, configured now or not."""
         return sorted(p.stem for p in self.run.glob("*.pid")) if self.run.exists() else []
+
+
+def credentials_digest(launch: Launch, settings: Settings) -> str:
+    """A digest of the passwords a process is started with (in its environment or its own configuration
+    files): when `.env` rotates one of them, the digest changes and `up` restarts the process, which would
+    otherwise go on with the old one (a server refusing the new password, a client signing in with the old)."""
+    held = {*launch.env.values(), *launch.secrets}
+    used = [str(getattr(settings, name)) for name in PASSWORD_SETTINGS if str(getattr(settings, name)) in held]
+    return hashlib.sha256("\0".join(used).encode()).hexdigest()[:32]
 
 
 def owned(record: Pid, expected_argv: tuple[str, ...] = ()) -> bool:
@@ -199,6 +213,8 @@ class LocalBackend:
                 + (f" (created {', '.join(created)})" if created else ""))  # fmt: skip
             created = self._provision("kafka", provision.ensure_topics)
             say("kafka: topics ready" + (f" (created {', '.join(created)})" if created else ""))
+            changed = self._provision("kafka", provision.ensure_kafka_access)
+            say("kafka: credentials and ACLs of the roles set" + (f" ({'; '.join(changed)})" if changed else ""))
             # MLflow starts while Airflow's metadata DB is migrated: the two are independent.
             pending = self._launch([specs.mlflow(self.settings, self.state.data / "mlflow")], started)
             airflow = self._airflow()
@@ -259,8 +275,11 @@ class LocalBackend:
         for launch in launches:
             record = self.state.read(launch.name)
             if record is not None and owned(record, launch.argv):
-                pending.append((launch, record.pid))  # running: give it the chance to be (or become) healthy
-                continue
+                if record.credentials == credentials_digest(launch, self.settings):
+                    pending.append((launch, record.pid))  # running: give it the chance to be (or become) healthy
+                    continue
+                say(f"{launch.name}: a password it holds changed in .env; restarting it (pid {record.pid})")
+                process.stop(record.pid)  # SIGTERM first: consumers commit, Redis and Kafka flush their logs
             if record is not None:
                 self.state.forget(launch.name)
             pending.append((launch, self._spawn(launch, started)))
@@ -286,7 +305,7 @@ class LocalBackend:
 
     def _spawn(self, launch: Launch, started: list[str]) -> subprocess.Popen:
         proc = process.start(launch, self.state.log(launch.name))
-        self.state.record(launch.name, proc, launch.argv)
+        self.state.record(launch.name, proc, launch.argv, credentials_digest(launch, self.settings))
         started.append(launch.name)
         return proc
 

@@ -36,9 +36,16 @@ PASSWORD_SETTINGS = (
     "grafana_admin_password",
     "mlflow_tracking_password",
     "mlflow_admin_password",
+    "kafka_admin_password",
+    "kafka_inference_password",
+    "kafka_platform_password",
+    "kafka_feedback_password",
+    "kafka_console_password",
+    "kafka_ui_password",
 )
-# Embedded in connection URLs (redis://:pw@..., postgresql://user:pw@...): must need no quoting.
-URL_EMBEDDED = ("redis_password", "postgres_password")
+# Embedded in connection URLs (redis://:pw@..., postgresql://user:pw@...) or in the broker's quoted JAAS lines:
+# must need no quoting.
+URL_EMBEDDED = ("redis_password", "postgres_password", *(n for n in PASSWORD_SETTINGS if n.startswith("kafka_")))
 URL_SAFE = re.compile(r"^[A-Za-z0-9._~-]+$")
 MIN_LENGTH = 8  # also MinIO's minimum for the root password (S3_SECRET_KEY)
 MIN_LENGTHS = {"mlflow_tracking_password": 12, "mlflow_admin_password": 12}  # MLflow's basic-auth minimum

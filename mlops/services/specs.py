@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from mlops import kafka_auth
 from mlops.prediction_budget import EVICTION_POLICY
 from mlops.services import health, jvm, mlflow_auth
 from mlops.services.errors import ServiceError
@@ -50,6 +51,7 @@ class Launch:
     timeout_s: float = 60.0
     note: str = ""
     data_dir: Path | None = None  # what `status` sizes on disk
+    secrets: tuple[str, ...] = ()  # passwords it reads from its own configuration files (those in `env` count too)
 
 
 def settings_environ(settings: Settings) -> dict[str, str]:
@@ -115,6 +117,7 @@ def redis(settings: Settings, data_dir: Path) -> Launch:
         host=settings.redis_host,
         prepare=prepare,
         timeout_s=20,
+        secrets=(settings.redis_password,),
     )
 
 
@@ -152,7 +155,7 @@ def kafka(settings: Settings, data_dir: Path) -> Launch:
                                         + (f" ({owner})" if owner else ""))  # fmt: skip
         jars = jvm.classpath("kafka", "kafka")
         data_dir.mkdir(parents=True, exist_ok=True)
-        props.write_text(kafka_properties(host, port, logs))
+        write_secret_file(props, kafka_properties(host, port, logs, kafka_auth.jaas_plain(settings)))
         log4j.write_text(LOG4J2)
         args.write_text(_java_args(jars))
         cluster_id = _cluster_id(data_dir / "cluster.id")
@@ -187,6 +190,7 @@ def kafka(settings: Settings, data_dir: Path) -> Launch:
         timeout_s=90,
         note=f"Apache Kafka {kafka_version()} (KRaft), data in {data_dir}",
         data_dir=data_dir,
+        secrets=(settings.kafka_admin_password,),
     )
 
 
@@ -220,8 +224,18 @@ S3PROXY_LOGBACK = """<configuration>
 """
 
 
-def kafka_properties(host: str, port: int, logs: Path) -> str:
-    """server.properties of the single-node KRaft broker local mode and the tests run.
+KAFKA_REAUTH_MS = 30_000
+"""Every SASL connection signs in again this often (KIP-368): credentials deleted on the broker stop a client
+within this time, not only at its next reconnect."""
+
+
+def kafka_properties(host: str, port: int, logs: Path, jaas_plain: str) -> str:
+    """server.properties of the single-node KRaft broker local mode and the tests run (mode 600: it holds the
+    admin's password, `jaas_plain`).
+
+    Authentication and ACLs (mlops.kafka_auth): clients sign in over SASL (SCRAM-SHA-512 for the roles,
+    PLAIN for the admin, whose password is in this file); the broker signs in to its own controller listener
+    as the admin; KRaft's StandardAuthorizer denies whatever no ACL allows.
 
     Retention: 7 days or 1 GiB per partition, whichever comes first (a request left unconsumed over a long
     weekend is still there; the bench's millions of requests cannot fill the disk), in 64 MiB segments so
@@ -233,11 +247,23 @@ def kafka_properties(host: str, port: int, logs: Path) -> str:
             "process.roles=broker,controller",
             "node.id=1",
             f"controller.quorum.voters=1@{host}:{port + 1}",
-            f"listeners=PLAINTEXT://{host}:{port},CONTROLLER://{host}:{port + 1}",
-            f"advertised.listeners=PLAINTEXT://{host}:{port}",
+            f"listeners=SASL_PLAINTEXT://{host}:{port},CONTROLLER://{host}:{port + 1}",
+            f"advertised.listeners=SASL_PLAINTEXT://{host}:{port}",
             "controller.listener.names=CONTROLLER",
-            "inter.broker.listener.name=PLAINTEXT",
-            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "inter.broker.listener.name=SASL_PLAINTEXT",
+            "listener.security.protocol.map=CONTROLLER:SASL_PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
+            f"sasl.enabled.mechanisms={kafka_auth.SCRAM},{kafka_auth.PLAIN}",
+            f"sasl.mechanism.inter.broker.protocol={kafka_auth.PLAIN}",
+            f"sasl.mechanism.controller.protocol={kafka_auth.PLAIN}",
+            f"listener.name.controller.sasl.enabled.mechanisms={kafka_auth.PLAIN}",
+            f"listener.name.controller.plain.sasl.jaas.config={jaas_plain}",
+            f"listener.name.sasl_plaintext.plain.sasl.jaas.config={jaas_plain}",
+            "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config="
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            f"super.users=User:{kafka_auth.ADMIN}",
+            "allow.everyone.if.no.acl.found=false",
+            f"connections.max.reauth.ms={KAFKA_REAUTH_MS}",
             f"log.dirs={logs}",
             "num.partitions=1",
             "auto.create.topics.enable=false",
@@ -403,6 +429,7 @@ def s3(settings: Settings, data_dir: Path) -> Launch:
         timeout_s=60,
         note=f"S3Proxy {jvm.property_of('s3proxy', 's3proxy.version')} (filesystem), data in {data_dir}",
         data_dir=data_dir,
+        secrets=(settings.s3_secret_key,),
     )
 
 

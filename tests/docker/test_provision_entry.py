@@ -13,6 +13,7 @@ import uuid
 import pytest
 from confluent_kafka.admin import AdminClient
 
+from mlops import kafka_auth
 from mlops.services.health import s3_client
 from mlops.services.specs import settings_environ
 from mlops.settings import PROJECT_ROOT, Settings
@@ -44,7 +45,7 @@ def test_buckets_entry_creates_the_configured_buckets_idempotently(settings: Set
 def test_topics_entry_leaves_the_contract_topics_with_their_partitions(settings: Settings) -> None:
     proc = run_entry(settings, "topics")
     assert proc.returncode == 0, proc.stderr
-    meta = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers}).list_topics(timeout=10)
+    meta = AdminClient(kafka_auth.client_config(settings, kafka_auth.PLATFORM)).list_topics(timeout=10)
     for spec in TOPICS:
         assert spec.name in meta.topics, f"{spec.name} missing"
         assert len(meta.topics[spec.name].partitions) >= spec.partitions

@@ -12,6 +12,7 @@ import redis
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
+from mlops import kafka_auth
 from mlops.services.health import s3_client
 from mlops.settings import get_settings
 from mlops.topics import REQUESTS, TOPICS
@@ -30,19 +31,19 @@ def test_redis_requires_the_password_and_stores_values(settings):
 
 
 def test_broker_holds_the_topics_and_round_trips_a_message(settings):
-    topics = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers}).list_topics(timeout=10).topics
+    topics = AdminClient(kafka_auth.client_config(settings, kafka_auth.PLATFORM)).list_topics(timeout=10).topics
     for spec in TOPICS:
         assert len(topics[spec.name].partitions) == spec.partitions
 
     payload = f"smoke-{uuid.uuid4()}".encode()
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    producer = Producer(kafka_auth.client_config(settings, kafka_auth.PLATFORM))
     producer.produce(REQUESTS, key=b"7", value=payload)
     assert producer.flush(10) == 0
 
     consumer = Consumer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap_servers,
-            "group.id": f"smoke-{uuid.uuid4()}",
+            **kafka_auth.client_config(settings, kafka_auth.PLATFORM),
+            "group.id": f"inference-smoke-{uuid.uuid4()}",  # the platform role's groups start so
             "auto.offset.reset": "earliest",
             "session.timeout.ms": 6000,
         }

@@ -27,6 +27,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "topic_tail",
         "live_ratings",
         "prediction_budget",
+        "kafka_auth",  # who may do what on Kafka: principals, client settings, the ACL table
         "services.jvm",  # the pinned jars spark_io puts on the classpath for s3a
     ),
     (

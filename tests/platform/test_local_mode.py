@@ -145,6 +145,60 @@ def test_up_status_down_up(tmp_path, free_port, capsys):
     assert not (tmp_path / "data").exists()
 
 
+@pytest.mark.slow
+def test_rotated_passwords_are_taken_up_by_up_with_no_data_lost(tmp_path, free_port):
+    """Passwords changed in .env, then `up`: Redis and Kafka restart on the new ones (the old ones refused from
+    then on), MLflow's platform user gets its new password, and what they stored before is still there."""
+    import redis
+    from confluent_kafka import Consumer, Producer, TopicPartition
+
+    from mlops import kafka_auth
+    from mlops.topics import REQUESTS
+
+    environ = local_environ(tmp_path, free_port)
+    settings = load_settings(env_file=tmp_path / "no.env", environ=environ)
+    backend = core_backend(settings)
+    rotated = load_settings(env_file=tmp_path / "no.env", environ={
+        **environ, "REDIS_PASSWORD": "rotated-redis-pw", "KAFKA_ADMIN_PASSWORD": "rotated-kafka-admin",
+        "KAFKA_PLATFORM_PASSWORD": "rotated-kafka-platform", "MLFLOW_TRACKING_PASSWORD": "rotated-mlflow-pw",
+    })  # fmt: skip
+    try:
+        backend.up()
+        first = pids(tmp_path)
+        redis.Redis.from_url(settings.redis_url).set("kept", "before the rotation")
+        producer = Producer(kafka_auth.client_config(settings, kafka_auth.PLATFORM))
+        producer.produce(REQUESTS, b"kept before the rotation", b"1", partition=0)
+        assert producer.flush(15) == 0
+
+        core_backend(rotated).up()
+        now = pids(tmp_path)
+        assert now["redis"] != first["redis"] and now["kafka"] != first["kafka"]
+        assert now["s3"] == first["s3"] and now["mlflow"] == first["mlflow"]  # their passwords did not change
+        assert redis.Redis.from_url(rotated.redis_url).get("kept") == b"before the rotation"
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis.from_url(settings.redis_url).ping()
+        reader = Consumer({**kafka_auth.client_config(rotated, kafka_auth.PLATFORM), "group.id": "inference-rot"})
+        reader.assign([TopicPartition(REQUESTS, 0, 0)])
+        values = []
+        deadline = time.monotonic() + 30
+        while b"kept before the rotation" not in values and time.monotonic() < deadline:
+            message = reader.poll(0.5)
+            if message is not None and message.error() is None:
+                values.append(message.value())
+        reader.close()
+        assert b"kept before the rotation" in values
+        refused = Producer({**kafka_auth.client_config(settings, kafka_auth.PLATFORM), "message.timeout.ms": 4000})
+        errors: list = []
+        refused.produce(REQUESTS, b"x", on_delivery=lambda err, _m: errors.append(err))
+        refused.flush(10)
+        assert errors and errors[0] is not None  # the old platform password no longer signs in
+        search = f"{rotated.mlflow_tracking_uri}/api/2.0/mlflow/experiments/search"
+        assert requests.get(search, params={"max_results": 1}, auth=rotated.mlflow_auth, timeout=10).ok
+        assert requests.get(search, params={"max_results": 1}, auth=settings.mlflow_auth, timeout=10).status_code == 401
+    finally:
+        core_backend(rotated).down(purge=True)
+
+
 def test_port_taken_by_a_stranger_stops_up_with_one_line(tmp_path, free_port):
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))

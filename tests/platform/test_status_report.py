@@ -8,6 +8,7 @@ import pytest
 import redis
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from mlops import kafka_auth
 from mlops.status import ServiceRow, services_table, stream_report, topic_offsets
 from mlops.topics import CONSUMER_GROUP, DLQ, REQUESTS
 
@@ -18,7 +19,7 @@ def test_report_shows_offsets_lag_dlq_feature_set_and_champion(settings, mlflow_
     from mlflow.tracking import MlflowClient
 
     before = {t.name: t for t in topic_offsets(settings)}
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    producer = Producer(kafka_auth.client_config(settings, kafka_auth.PLATFORM))
     for i in range(6):
         producer.produce(REQUESTS, key=str(i).encode(), value=b"{}")
     producer.produce(DLQ, value=b"rejected")
@@ -29,7 +30,7 @@ def test_report_shows_offsets_lag_dlq_feature_set_and_champion(settings, mlflow_
     requests_after = after[REQUESTS]
     assert sum(requests_after.end_offsets.values()) == sum(before[REQUESTS].end_offsets.values()) + 6
     assert after[DLQ].size == before[DLQ].size + 1
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": CONSUMER_GROUP})
+    consumer = Consumer({**kafka_auth.client_config(settings, kafka_auth.PLATFORM), "group.id": CONSUMER_GROUP})
     try:
         consumer.commit(offsets=[TopicPartition(REQUESTS, 0, requests_after.end_offsets[0])], asynchronous=False)
     finally:

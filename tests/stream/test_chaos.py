@@ -23,7 +23,7 @@ import redis
 from confluent_kafka import Producer
 from test_stream import ConsumerProcess, _port, _requests, topics  # noqa: F401
 
-from mlops import schemas
+from mlops import kafka_auth, schemas
 from mlops.consumer.client import exchange
 from mlops.consumer.kafka import producer_config
 from mlops.consumer.verify import compare, expected_results
@@ -85,7 +85,9 @@ def test_every_request_answered_once_through_restarts_of_every_server(
             member.wait_healthy(600)
         with exchange(settings, topics) as ex:
             # The load generator outlasts a broker restart: a request is never dropped by its own timeout.
-            ex.sender.producer = Producer(producer_config(settings, **{"linger.ms": 0, "message.timeout.ms": 600_000}))
+            ex.sender.producer = Producer(
+                producer_config(settings, role=kafka_auth.PLATFORM, **{"linger.ms": 0, "message.timeout.ms": 600_000})
+            )
 
             def send() -> None:
                 started = time.monotonic()

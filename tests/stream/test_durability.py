@@ -25,12 +25,12 @@ import pytest
 import redis
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from mlops import schemas
+from mlops import kafka_auth, schemas
 from mlops.consumer.kafka import StreamTopics, ensure_topics, producer_config
 from mlops.consumer.verify import make_requests
 from mlops.feature_store import RedisFeatureStore
 from mlops.schemas import encode_request, request_key
-from mlops.services import health, process, specs
+from mlops.services import health, process, provision, specs
 from mlops.settings import PROJECT_ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -49,6 +49,7 @@ class Broker:
         launch = specs.kafka(self.settings, self.data)
         self.proc = process.start(launch, self.log, die_with_parent=True)
         process.wait_ready(launch, self.proc, self.log)
+        provision.ensure_kafka_access(self.settings)  # as `up` does: the roles' credentials and ACLs
 
     def kill(self) -> None:
         assert self.proc is not None
@@ -122,7 +123,8 @@ class PacedProducer(threading.Thread):
     def __init__(self, settings, topic: str, requests: list, rate: float) -> None:
         super().__init__(daemon=True)
         self.topic, self.requests, self.rate = topic, requests, rate
-        config = producer_config(settings, **{"enable.idempotence": True, "message.timeout.ms": 180_000})
+        config = producer_config(settings, role=kafka_auth.PLATFORM,
+                                 **{"enable.idempotence": True, "message.timeout.ms": 180_000})  # fmt: skip
         self.producer = Producer(config)
         self.failed: list[str] = []
 
@@ -171,10 +173,10 @@ def _assert_answered_exactly_once(settings, requests: list, answers: dict[str, b
     assert len(list(client.scan_iter(match=schemas.prediction_key(f"{tag}-*"), count=5000))) == len(requests)
 
 
-def _topic_values(bootstrap: str, topic: str) -> list[bytes]:
+def _topic_values(settings, topic: str) -> list[bytes]:
     """Every record of the topic, from the beginning."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"check-{uuid.uuid4().hex}",
-                         "enable.auto.commit": False})  # fmt: skip
+    consumer = Consumer({**kafka_auth.client_config(settings, kafka_auth.PLATFORM),
+                         "group.id": f"check-{uuid.uuid4().hex}", "enable.auto.commit": False})  # fmt: skip
     try:
         meta = consumer.list_topics(topic, timeout=10).topics[topic]
         ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in meta.partitions}
@@ -215,13 +217,13 @@ def test_broker_killed_mid_stream_loses_and_duplicates_no_answer(settings, champ
     _assert_answered_exactly_once(settings, requests, answers, tag)
     # At-least-once on the topic (a batch answered but not committed before the kill is answered again),
     # never two different results for one request.
-    published = _topic_values(broker.settings.kafka_bootstrap_servers, topics.predictions)
+    published = _topic_values(broker.settings, topics.predictions)
     by_id: dict[str, set[bytes]] = {}
     for value in published:
         by_id.setdefault(json.loads(value)["request_id"], set()).add(value)
     assert set(by_id) == {r.request_id for r in requests}
     assert all(len(v) == 1 for v in by_id.values()), "a request was answered with two different results"
-    assert _topic_values(broker.settings.kafka_bootstrap_servers, topics.dlq) == []
+    assert _topic_values(broker.settings, topics.dlq) == []
     print(f"republished after the kill: {sum(Counter(published).values()) - len(by_id)} of {len(requests)}")
 
 

@@ -15,7 +15,7 @@ import pytest
 import redis
 from test_stream import ConsumerProcess, InProcessConsumer, _port, _requests, _start_redis, topics  # noqa: F401
 
-from mlops import schemas
+from mlops import kafka_auth, schemas
 from mlops.consumer.client import exchange
 from mlops.consumer.metrics import ConsumerMetrics, serve
 from mlops.schemas import ScoreRequest, TopKRequest
@@ -324,7 +324,7 @@ def test_records_of_every_size_are_answered_or_dead_lettered_and_the_stream_goes
     ordinary = _requests(settings, champion, 200)
     digest = lambda raw: json.loads(raw)["original_sha256"]  # noqa: E731  (the DLQ keeps a digest of any size)
     consumer = InProcessConsumer(settings, topics, watch=False)
-    producer = Producer(producer_config(settings, **{"message.max.bytes": 1_000_000}))
+    producer = Producer(producer_config(settings, role=kafka_auth.PLATFORM, **{"message.max.bytes": 1_000_000}))
     feedback_dead = TopicListener(settings, topics.feedback_dlq, key_of=digest)
     feedback_dead.start()
     try:

@@ -13,7 +13,7 @@ import pytest
 from confluent_kafka import Producer
 from prometheus_client import generate_latest
 
-from mlops import catalog, cli, dlq, poke
+from mlops import catalog, cli, dlq, kafka_auth, poke
 from mlops.consumer import app
 from mlops.status import stream_report
 from mlops.topics import REQUESTS
@@ -57,7 +57,7 @@ def _broker_reports_members(settings) -> bool:
 
     from mlops.topics import CONSUMER_GROUP
 
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    admin = AdminClient(kafka_auth.client_config(settings, kafka_auth.PLATFORM))
     return bool(admin.describe_consumer_groups([CONSUMER_GROUP])[CONSUMER_GROUP].result(timeout=10).members)
 
 
@@ -120,7 +120,7 @@ def test_what_goes_wrong_is_one_sentence(settings, champion, consumer, capsys, f
 
 def test_dlq_decodes_and_counts_the_verifier_apart_and_status_shows_it(settings, champion, consumer):
     mark = dlq.verifier_tag()
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    producer = Producer(kafka_auth.client_config(settings, kafka_auth.PLATFORM))
     producer.produce(REQUESTS, key=b"1", value=f"client garbage {mark[-6:]}".encode())  # not from verify
     producer.produce(REQUESTS, key=b"1", value=f"this is not json {mark}".encode())  # what verify sends
     producer.produce(REQUESTS, key=b"1", value=b'{"request_id": "cli-k", "user_id": 1, "k": 500}')

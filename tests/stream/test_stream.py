@@ -21,7 +21,7 @@ import pytest
 import redis
 from confluent_kafka import Consumer, TopicPartition
 
-from mlops import schemas
+from mlops import kafka_auth, schemas
 from mlops.consumer import app
 from mlops.consumer.client import Sender, TopicListener
 from mlops.consumer.kafka import StreamTopics, consumer_config, delete_topics, ensure_topics
@@ -198,7 +198,7 @@ def test_redelivery_after_a_crash_republishes_the_stored_result(settings, champi
     store = RedisFeatureStore.from_settings(settings)
     ranker = Ranker.load(settings, store)
     processor = BatchProcessor(store, redis.Redis.from_url(settings.redis_url), settings.prediction_ttl_seconds)
-    crashed = Consumer(consumer_config(settings, topics.group))
+    crashed = Consumer(consumer_config(settings, topics.group, role=kafka_auth.INFERENCE))
     crashed.subscribe([topics.requests])
     seen: list = []
     deadline = time.monotonic() + 60
@@ -289,12 +289,12 @@ def test_sigterm_finishes_the_batch_commits_and_exits_0(settings, champion, topi
 
     # Whatever the group committed was answered (results written before the commit), and nothing more
     # than what was answered was committed.
-    reader = Consumer(consumer_config(settings, topics.group))
+    reader = Consumer(consumer_config(settings, topics.group, role=kafka_auth.INFERENCE))
     parts = reader.list_topics(topics.requests, timeout=10).topics[topics.requests].partitions
     committed = reader.committed([TopicPartition(topics.requests, p) for p in parts], timeout=10)
     by_partition = {tp.partition: tp.offset for tp in committed}
     assert sum(max(0, o) for o in by_partition.values()) >= 1
-    probe = Consumer(consumer_config(settings, f"probe-{uuid.uuid4().hex}"))
+    probe = Consumer(consumer_config(settings, f"inference-probe-{uuid.uuid4().hex}", role=kafka_auth.PLATFORM))
     probe.assign([TopicPartition(topics.requests, p, 0) for p in parts])
     count = 0
     deadline = time.monotonic() + 30
@@ -464,6 +464,52 @@ class FailsOnOneMovie:
 
     def recommend_with_flags(self, users, ks):
         return self.ranker.recommend_with_flags(users, ks)
+
+
+def test_revoked_kafka_credentials_halt_the_consumer_with_the_reason_and_skip_nothing(settings, champion, topics):
+    """The consumer's SCRAM credentials deleted on the broker: within the re-authentication interval its sign-in
+    is refused, `/healthz` says so, and it neither crashes nor loops nor answers or commits anything; once `up`
+    provisions the credentials again, every request sent meanwhile is answered."""
+    from confluent_kafka.admin import AdminClient, ScramMechanism, UserScramCredentialDeletion
+
+    from mlops.services import provision, specs
+
+    admin = AdminClient(kafka_auth.client_config(settings, kafka_auth.ADMIN))
+    consumer = InProcessConsumer(settings, topics, watch=False)
+    results = TopicListener(settings, topics.predictions)
+    results.start()
+    sender = Sender(settings, topics.requests)
+    try:
+        before = _requests(settings, champion, 20, seed=21)
+        for request in before:
+            sender.send(request)
+        sender.flush()
+        assert not results.wait_for([r.request_id for r in before], 120)
+        deletion = UserScramCredentialDeletion(kafka_auth.INFERENCE, ScramMechanism.SCRAM_SHA_512)
+        admin.alter_user_scram_credentials([deletion])[kafka_auth.INFERENCE].result(timeout=15)
+        deadline = time.monotonic() + specs.KAFKA_REAUTH_MS / 1000 + 60
+        while "kafka refuses this consumer" not in (consumer.service.health()[1]["problem"] or ""):
+            assert time.monotonic() < deadline, f"no refusal reported: {consumer.service.health()}"
+            time.sleep(0.5)
+        healthy, detail = consumer.service.health()
+        assert not healthy and "authentication" in detail["problem"].lower(), detail
+        during = _requests(settings, champion, 30, seed=22)
+        for request in during:
+            sender.send(request)
+        sender.flush()
+        time.sleep(5)
+        assert not [r for r in during if r.request_id in results.received]  # nothing answered while refused
+        assert consumer.thread.is_alive()  # halted, not crashed
+        provision.ensure_kafka_access(settings)
+        assert not results.wait_for([r.request_id for r in during], 240)  # nothing skipped
+        deadline = time.monotonic() + 60
+        while not consumer.service.health()[0]:
+            assert time.monotonic() < deadline, f"still unhealthy: {consumer.service.health()}"
+            time.sleep(0.5)
+    finally:
+        provision.ensure_kafka_access(settings)  # the session's other tests need the role
+        results.close()
+        consumer.stop()
 
 
 def test_a_request_the_model_fails_on_is_dead_lettered_alone(settings, champion, topics):
