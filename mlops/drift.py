@@ -28,8 +28,6 @@ PREDICTION = "prediction"
 BINS = 10
 PSI_THRESHOLD = 0.2
 """PSI above this is drift (the alert rule in docker/prometheus/rules.yml uses the same number)."""
-MIN_WINDOW_ROWS = 500
-"""Drift is measured on at least this many rows (fewer make PSI noise look like drift): stream and batch alike."""
 MIN_KS_DISTINCT = 10
 """KS only where the reference has at least this many distinct percentiles (not for flags or counts of few values)."""
 _EPS = 1e-4  # floor of a bin's share, so an empty bin on one side gives a large but finite PSI term

@@ -19,6 +19,8 @@ from dotenv import dotenv_values
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 SPLIT_STRATEGIES = ("temporal", "random", "global_temporal")
+MIN_DRIFT_ROWS = 100
+"""The least DRIFT_MIN_ROWS accepted: 10 PSI bins of 10 rows each."""
 SERVED_SETS = ("serving", "evaluation")
 """What a consumer answers from: the champion's serving set (every ingested rating) or its evaluation set
 (train + validation, the features offline evaluation saw: what the parity check serves)."""
@@ -110,6 +112,7 @@ class Settings:
     serve_feature_set: str = "serving"  # "serving" (every rating) or "evaluation" (train + validation: parity checks)
     drift_tracking: bool = True  # each consumer compares what it serves with the model's reference profile
     drift_window: int = 5000  # rows (sampled model inputs + predictions) the drift window keeps per consumer
+    drift_min_rows: int = 500  # no drift is measured on fewer served rows (PSI over 10 bins is noise below)
 
     # Drift monitor (the DAG drift_monitor: the consumers' latest windows vs the champion's reference)
     drift_monitor_schedule: str = "@hourly"  # an Airflow schedule (cron or preset); "none": triggered only
@@ -188,8 +191,12 @@ class Settings:
             raise SettingsError(f"TUNING_TIMEOUT_SECONDS={self.tuning_timeout_seconds}: expected a positive integer")
         if self.synthetic_ratings < 1:
             raise SettingsError(f"SYNTHETIC_RATINGS={self.synthetic_ratings}: expected a positive integer")
-        if self.drift_window < 1:
-            raise SettingsError(f"DRIFT_WINDOW={self.drift_window}: expected a positive number of rows")
+        if self.drift_min_rows < MIN_DRIFT_ROWS:
+            raise SettingsError(f"DRIFT_MIN_ROWS={self.drift_min_rows}: expected at least {MIN_DRIFT_ROWS} rows "
+                                "(with fewer, the PSI of 10 bins is sampling noise and reads as drift)")  # fmt: skip
+        if self.drift_window < self.drift_min_rows:
+            raise SettingsError(f"DRIFT_WINDOW={self.drift_window} is below DRIFT_MIN_ROWS={self.drift_min_rows}: "
+                                "the window could never hold enough rows for a drift measurement")  # fmt: skip
         if not self.drift_retrain_threshold > 0:
             raise SettingsError(f"DRIFT_RETRAIN_THRESHOLD={self.drift_retrain_threshold}: expected a PSI above 0")
         if self.drift_retrain_cooldown_hours < 0:

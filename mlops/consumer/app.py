@@ -85,6 +85,7 @@ def build(
     if settings.drift_tracking:
         drift_client = redis.Redis.from_url(settings.redis_url, socket_timeout=5)
         drift_watch = DriftWatch(metrics.registry, store, settings.drift_window, service.stopping,
+                                 min_rows=settings.drift_min_rows,
                                  consumer=drift_windows.consumer_id(topics.group, name),
                                  publisher=lambda window: drift_windows.publish(drift_client, window))  # fmt: skip
     challenger = None

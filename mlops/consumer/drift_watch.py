@@ -71,9 +71,10 @@ class DriftGauges:
 class DriftWindow:
     """The last `capacity` sampled rows (model input columns + prediction) served by one model version."""
 
-    def __init__(self, model_version: str, profile: dict[str, Any] | None, capacity: int,
+    def __init__(self, model_version: str, profile: dict[str, Any] | None, capacity: int, min_rows: int,
                  names: Sequence[str] = fx.FEATURE_NAMES, feature_set: str = "") -> None:  # fmt: skip
         self.model_version = model_version
+        self.min_rows = min_rows  # DRIFT_MIN_ROWS: no measurement on fewer
         self.feature_set = feature_set
         self.profile = profile
         self.names = tuple(names)
@@ -118,7 +119,7 @@ class DriftWindow:
         if self.profile is None:
             return None
         rows = self.snapshot()
-        if len(rows) < drift.MIN_WINDOW_ROWS:
+        if len(rows) < self.min_rows:
             return None
         out = {name: drift.column_drift(self.profile["features"][name], rows[:, k]) for k, name in
                enumerate(self.names)}  # fmt: skip
@@ -131,10 +132,11 @@ class DriftWatch(threading.Thread):
 
     def __init__(self, registry: CollectorRegistry, store: Any, capacity: int, stop: threading.Event,
                  interval: float = INTERVAL_S, consumer: str = "",
-                 publisher: Callable[[PublishedWindow], None] | None = None) -> None:  # fmt: skip
+                 publisher: Callable[[PublishedWindow], None] | None = None, min_rows: int = 500) -> None:  # fmt: skip
         super().__init__(name="drift-watch", daemon=True)
         self.gauges = DriftGauges(registry)
         self.store, self.capacity, self.stop, self.interval = store, capacity, stop, interval
+        self.min_rows = min_rows
         self.consumer, self.publisher = consumer, publisher
         self.window: DriftWindow | None = None
         self.last: dict[str, drift.Drift] | None = None
@@ -146,7 +148,7 @@ class DriftWatch(threading.Thread):
         info = ranker.info
         version = str(info.model_version)
         profile = self._profile(str(info.feature_set), version)
-        window = DriftWindow(version, profile, self.capacity, feature_set=str(info.feature_set))
+        window = DriftWindow(version, profile, self.capacity, self.min_rows, feature_set=str(info.feature_set))
         self.window, self.last = window, None
         self.gauges.clear()
         self.gauges.available.labels(model_version=version).set(0 if profile is None else 1)

@@ -184,9 +184,10 @@ def compare(settings: Settings, threshold: float, group: str = CONSUMER_GROUP) -
     windows = [w for w in drift_windows.read_all(_redis(settings), group) if w.model_version == number]
     columns = (*fx.FEATURE_NAMES, drift.PREDICTION)
     rows = drift_windows.combined(windows, number, columns)
-    if len(rows) < drift.MIN_WINDOW_ROWS:
+    if len(rows) < settings.drift_min_rows:
         return unavailable(f"{len(rows)} served rows of v{number} in the consumers' windows (at least "
-                           f"{drift.MIN_WINDOW_ROWS} needed: score traffic, DRIFT_TRACKING=true)", number)  # fmt: skip
+                           f"DRIFT_MIN_ROWS={settings.drift_min_rows} needed: score traffic, DRIFT_TRACKING=true)",
+                           number)  # fmt: skip
     feature_set = str(version.tags.get("feature_set", "")) or windows[0].feature_set
     report = measure(profile, rows, number, feature_set, tuple(w.consumer for w in windows))
     result = summary(report, threshold)

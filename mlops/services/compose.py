@@ -249,12 +249,12 @@ class ComposeBackend:
         urls = {
             "Console": f"{s.console_url}  (login {s.airflow_admin_user} / AIRFLOW_ADMIN_PASSWORD)",
             "Airflow UI": f"{s.airflow_url}  (login {s.airflow_admin_user} / AIRFLOW_ADMIN_PASSWORD)",
-            "MLflow UI": s.mlflow_tracking_uri,
+            "MLflow UI": f"{s.mlflow_tracking_uri}  (login {s.mlflow_tracking_username} / MLFLOW_TRACKING_PASSWORD)",
             "Kafka UI": local("kafka-ui", 8080),
             "MinIO console": f"{local('minio', 9001)}  (login S3_ACCESS_KEY / S3_SECRET_KEY)",
             "Spark master UI": local("spark-master", 8080),
             "S3 API": s.s3_endpoint_url,
-            "Kafka bootstrap": s.kafka_bootstrap_servers,
+            "Kafka bootstrap": f"{s.kafka_bootstrap_servers}  (SASL platform / KAFKA_PLATFORM_PASSWORD)",
             "Redis": f"{s.redis_host}:{s.redis_port}",
         }
         if self.monitoring:

@@ -74,7 +74,7 @@ def run_mlflow(settings: Settings, server_args: Sequence[str]) -> None:
     from mlops.services import mlflow_auth
 
     config = Path(os.environ.get("MLFLOW_AUTH_CONFIG_DIR", "/auth")) / mlflow_auth.CONFIG_NAME
-    config.write_text(mlflow_auth.config_text(os.environ["MLFLOW_AUTH_DATABASE_URI"]))
+    config.write_text(mlflow_auth.config_text(os.environ.get("MLFLOW_AUTH_DATABASE_URI", "sqlite:////auth/auth.db")))
     env = {**os.environ, **mlflow_auth.server_environ(settings, config)}
     argv = ["mlflow", "server", "--app-name", "basic-auth", *server_args]
     os.execvpe(argv[0], argv, env)

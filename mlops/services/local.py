@@ -427,10 +427,11 @@ class LocalBackend:
         urls = {
             "Console": f"{self.settings.console_url}  ({login})",
             "Airflow UI": f"{self.settings.airflow_url}  ({login})",
-            "MLflow UI": self.settings.mlflow_tracking_uri,
+            "MLflow UI": f"{self.settings.mlflow_tracking_uri}  "
+            f"(login {self.settings.mlflow_tracking_username} / MLFLOW_TRACKING_PASSWORD from .env)",
             "Prometheus": self.settings.prometheus_url,
             "S3 API": self.settings.s3_endpoint_url,
-            "Kafka bootstrap": self.settings.kafka_bootstrap_servers,
+            "Kafka bootstrap": f"{self.settings.kafka_bootstrap_servers}  (SASL platform / KAFKA_PLATFORM_PASSWORD)",
             "Redis": f"{self.settings.redis_host}:{self.settings.redis_port}",
         }
         if self.settings.spark_workers:

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 from harness import Images, Postgres, base_image, wait_http
 from podman_build import BuildError
 from snippets import PIPELINE
@@ -199,23 +200,29 @@ def test_consumer_image_serves_the_champion(images: Images, pipeline_run: Settin
 
 
 def test_mlflow_image_serves_on_postgres(images: Images, settings: Settings, postgres: Postgres, free_port,
-                                         timed) -> None:  # fmt: skip
+                                         timed, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     """The mlflow service's command (workers, proxied artifacts) with a PostgreSQL store: runs, metrics and an
     artifact round-trip through the server, and the store's tables are in PostgreSQL."""
     from mlflow import MlflowClient
 
     port = free_port()
     command = replace_args(service("mlflow")["command"], {
-        "--host": "127.0.0.1", "--port": str(port), "--backend-store-uri": postgres.url("mlflow"),
-        "--artifacts-destination": f"s3://{settings.mlflow_artifact_bucket}",
+        "--host": "127.0.0.1", "--port": str(port), "--artifacts-destination": f"s3://{settings.mlflow_artifact_bucket}",
     })  # fmt: skip
-    env = {**s3_client_environ(settings), "MLFLOW_SERVER_ALLOWED_HOSTS": "127.0.0.1,127.0.0.1:*,localhost:*"}
+    admin_password = "containers-admin-pw"
+    env = {**s3_client_environ(settings), "MLFLOW_SERVER_ALLOWED_HOSTS": "127.0.0.1,127.0.0.1:*,localhost:*",
+           "MLFLOW_BACKEND_STORE_URI": postgres.url("mlflow"), "MLFLOW_ADMIN_PASSWORD": admin_password,
+           "MLFLOW_AUTH_DATABASE_URI": "sqlite:////auth/auth.db"}  # fmt: skip
     assert set(s3_client_environ(settings)) <= set(service("mlflow")["environment"])
     name = f"mlops-test-mlflow-{uuid.uuid4().hex[:6]}"
     podman = images.podman
     try:
         podman.start(name, images.of(MLFLOW), command, env)
         timed["mlflow on postgres: /health"] = wait_http(f"http://127.0.0.1:{port}/health", 300)
+        anonymous = requests.get(f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search?max_results=1", timeout=10)
+        assert anonymous.status_code == 401  # the basic-auth app is on
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")  # MLflow's client signs in from these
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", admin_password)
         client = MlflowClient(f"http://127.0.0.1:{port}")
         experiment = client.create_experiment(f"containers-{uuid.uuid4().hex[:6]}")
         run = client.create_run(experiment)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from dotenv import dotenv_values
 
 from mlops.settings import PROJECT_ROOT, Settings, env_names, load_settings
@@ -39,3 +40,16 @@ def test_reference_configuration_table_matches_env_example():
     for name, default in dotenv_values(EXAMPLE).items():
         shown = rows[name].strip()
         assert shown == (f"`{default}`" if default else "(empty)"), (name, shown, default)
+
+
+def test_a_drift_window_too_small_for_a_measurement_is_refused_at_start():
+    """DRIFT_MIN_ROWS below the floor, or a DRIFT_WINDOW that could never hold it, stops the settings with both
+    names; the defaults pass."""
+    from mlops.settings import SettingsError
+
+    Settings().validate()
+    with pytest.raises(SettingsError, match=r"DRIFT_WINDOW=50 is below DRIFT_MIN_ROWS=500"):
+        Settings(drift_window=50).validate()
+    with pytest.raises(SettingsError, match=r"DRIFT_MIN_ROWS=20: expected at least 100"):
+        Settings(drift_min_rows=20).validate()
+    Settings(drift_window=200, drift_min_rows=200).validate()

@@ -59,7 +59,7 @@ def feed(r: SimpleNamespace, rng: np.random.Generator, batches: int, shift: floa
 
 
 def test_window_keeps_the_latest_rows_sampled_per_batch() -> None:
-    window = dw.DriftWindow("1", None, capacity=100, names=("a",))
+    window = dw.DriftWindow("1", None, capacity=100, min_rows=100, names=("a",))
     for value in range(5):
         window.add(np.full((1000, 1), float(value)), np.zeros(1000))  # 64 sampled rows per batch
     rows = window.snapshot()
