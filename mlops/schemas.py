@@ -68,6 +68,9 @@ REASONS = (
 # Reasons of dead-lettered feedback events (the feedback DLQ's `reason`), beyond the shared ones above.
 RATING_OUT_OF_RANGE = "rating_out_of_range"
 BAD_TIMESTAMP = "bad_timestamp"
+EARLIEST_FEEDBACK = datetime(1995, 1, 1, tzinfo=UTC)
+"""No rating is older than MovieLens' own first ones: an earlier `ts` (epoch 0, milliseconds read as seconds) is
+dead-lettered `bad_timestamp`. Events dated ahead of the clock are refused by the feedback reader."""
 USER_MISMATCH = "user_mismatch"
 """The event names a request_id whose stored result is for another user: crediting it would be wrong."""
 UNKNOWN_MOVIE = "unknown_movie"
@@ -384,9 +387,12 @@ def parse_feedback(raw: bytes | None) -> Feedback:
     if not isinstance(ts, str):
         raise InvalidRequest(WRONG_TYPE, f"field 'ts' must be an ISO time string, got {_json_type(ts)}")
     try:
-        datetime.fromisoformat(ts)
+        moment = datetime.fromisoformat(ts)
     except ValueError:
         raise InvalidRequest(BAD_TIMESTAMP, f"field 'ts' is {ts[:40]!r}, not an ISO 8601 time") from None
+    if (moment if moment.tzinfo else moment.replace(tzinfo=UTC)) < EARLIEST_FEEDBACK:
+        raise InvalidRequest(BAD_TIMESTAMP, f"field 'ts' is {ts[:40]!r}, before {EARLIEST_FEEDBACK:%Y-%m-%d} "
+                                            "(MovieLens' first ratings): a clock or unit error")  # fmt: skip
     return Feedback(request_id, user_id, movie_id, float(rating), ts)
 
 

@@ -93,6 +93,8 @@ def test_a_good_feedback_event_parses_and_round_trips():
         ({"rating": "5"}, schemas.WRONG_TYPE, "'rating' must be a number, got string"),
         ({"rating": True}, schemas.WRONG_TYPE, "got boolean"),
         ({"ts": "yesterday"}, schemas.BAD_TIMESTAMP, "'ts' is 'yesterday'"),
+        ({"ts": "1970-01-01T00:00:00Z"}, schemas.BAD_TIMESTAMP, "before 1995-01-01 (MovieLens' first ratings)"),
+        ({"ts": "1994-12-31T23:59:59"}, schemas.BAD_TIMESTAMP, "a clock or unit error"),
         ({"ts": 1700000000}, schemas.WRONG_TYPE, "'ts' must be an ISO time string"),
         ({"movie_id": -1}, schemas.ID_OUT_OF_RANGE, "'movie_id' is -1"),
         ({"user_id": "5"}, schemas.WRONG_TYPE, "'user_id' must be an integer"),
