@@ -21,6 +21,7 @@ from mlops.schemas import (
     MAX_K,
     MIN_K,
     PLATFORM,
+    REASONS,
     ScoreRequest,
     encode_request,
     parse_request,
@@ -191,7 +192,8 @@ def parser(verb: str) -> argparse.ArgumentParser:
     elif verb == "score":
         p.add_argument("movies", type=int, nargs="+", metavar="MOVIE", help="movie ids")
     elif verb == "dlq":
-        p.add_argument("--reason", default=None, help="only this reason (e.g. not_json, k_out_of_range)")
+        p.add_argument("--reason", default=None, choices=REASONS, metavar="REASON",
+                       help=f"only this reason, one of: {', '.join(REASONS)}")  # fmt: skip
         p.add_argument("--last", type=int, default=20, help="how many of the newest records (default 20)")
         p.add_argument("--json", action="store_true", help="one JSON object per record")
     elif verb == "prediction":

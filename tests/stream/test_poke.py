@@ -173,3 +173,16 @@ def test_no_answer_in_time_is_said(settings, champion, consumer, capsys):
     user, _ = _known_user_and_movies(settings, champion)
     assert _poke(settings, "recommend", str(user), "--timeout", "2")[0] == 1
     assert "within 2s: is an inference consumer running" in capsys.readouterr().err
+
+
+def test_dlq_names_the_valid_reasons_and_refuses_another(capsys):
+    """`dlq --reason` takes only a reason the DLQ can hold; its help and its refusal list them all."""
+    from mlops import poke
+    from mlops.schemas import REASONS
+
+    assert poke.parser("dlq").parse_args(["--reason", "not_json"]).reason == "not_json"
+    with pytest.raises(SystemExit):
+        poke.parser("dlq").parse_args(["--reason", "notjson"])
+    refusal = capsys.readouterr().err
+    assert "invalid choice: 'notjson'" in refusal and all(reason in refusal for reason in REASONS)
+    assert all(reason in poke.parser("dlq").format_help() for reason in REASONS)
