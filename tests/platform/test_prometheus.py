@@ -50,6 +50,15 @@ def test_rules_cover_the_issue_alerts_and_the_dlq_reasons() -> None:
     assert "inference_retries_total" in found["inference:retries:rate5m"]["expr"]
 
 
+def test_no_alert_text_prints_a_rate_with_a_metric_prefix() -> None:
+    """`humanize` prints 0.01 as "10m", which reads as ten million: rates below one are printed as numbers."""
+    for name, rule in rules().items():
+        for text in rule.get("annotations", {}).values():
+            assert "humanize }}" not in text, f"{name}: {text}"
+    summary = rules()["InferenceDeadLettersGrowing"]["annotations"]["summary"]
+    assert 'printf "%.3f"' in summary and "dead letters/s" in summary
+
+
 def test_rules_query_only_metrics_the_consumer_exports() -> None:
     """A renamed metric must not leave a rule that silently matches nothing."""
     from prometheus_client import generate_latest
