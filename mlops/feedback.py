@@ -6,8 +6,9 @@ request id, one whose result is unknown (never answered, or expired), or a reque
 (`origin: platform`): organic feedback, counted by `organic_reason` but credited to no variant. A result
 for another user: the event is refused (`user_mismatch`).
 
-`FeedbackStore` keeps, per variant and model version (`ab:{variant}:{version}:...`), the counters of
-the hit rate and the newest FEEDBACK_WINDOW (score, liked) pairs of the AUC; the keys expire
+`FeedbackStore` keeps, per variant and model version (`ab:{variant}:{version}:...`), the hit rate's events
+and hits per user (users are what the experiment randomizes: `mlops.online_metrics` clusters by them) and
+the newest FEEDBACK_WINDOW (score, liked, user) triples of the AUC; the keys expire
 FEATURE_SET_TTL_SECONDS after their last feedback, like a superseded feature set (a challenger cannot serve
 longer than its feature set lives). Recording is idempotent: each (request id, movie) is credited once
 (`ab:seen:...`, living as long as a result), so a redelivered batch of feedback counts nothing twice.
@@ -42,6 +43,7 @@ class Credit:
     score answer that scored the movie, the P(like) served (None otherwise)."""
 
     request_id: str
+    user_id: int
     movie_id: int
     variant: str
     model_version: str
@@ -72,8 +74,8 @@ def credit(event: Feedback, stored: bytes | None) -> Credit | None:
     else:
         served = (result.get("scores") or {}).get(str(event.movie_id))
         score = None if served is None else float(served)
-    return Credit(event.request_id, event.movie_id, str(result["variant"]), str(result["model_version"]), hit,
-                  score, event.rating >= LIKE_THRESHOLD)  # fmt: skip
+    return Credit(event.request_id, event.user_id, event.movie_id, str(result["variant"]),
+                  str(result["model_version"]), hit, score, event.rating >= LIKE_THRESHOLD)  # fmt: skip
 
 
 def organic_reason(event: Feedback, stored: bytes | None) -> str:
@@ -93,8 +95,18 @@ def stats_key(variant: str, version: str) -> str:
 
 
 def pairs_key(variant: str, version: str) -> str:
-    """List of a variant and version's newest (score, liked) pairs, the AUC's window."""
+    """List of a variant and version's newest (score, liked, user) triples, the AUC's window."""
     return f"ab:{variant}:{version}:pairs"
+
+
+def users_key(variant: str, version: str) -> str:
+    """Hash of a variant and version's hit-rate feedback per user: `t:{user}` events, `h:{user}` hits."""
+    return f"ab:{variant}:{version}:users"
+
+
+def decision_key(champion: str, challenger: str) -> str:
+    """The decision taken at the horizon for this pair of versions (JSON): the test runs once."""
+    return f"ab:decision:{champion}:{challenger}"
 
 
 def seen_key(request_id: str, movie_id: int) -> str:
@@ -102,19 +114,20 @@ def seen_key(request_id: str, movie_id: int) -> str:
     return f"ab:seen:{request_id}:{movie_id}"
 
 
-# KEYS: per credit (seen, stats, pairs). ARGV: window, stats ttl, seen ttl, then per credit (hit: -1 none / 0 / 1,
-# pair: "score:liked" or ""). Returns how many credits were new (the others were counted before).
+# KEYS: per credit (seen, stats, pairs, users). ARGV: window, stats ttl, seen ttl, then per credit (hit: -1 none /
+# 0 / 1, pair: "score:liked:user" or "", user). Returns how many credits were new (the others were counted before).
 _RECORD_SCRIPT = """
 local fresh = 0
-for i = 0, #KEYS / 3 - 1 do
-  local seen, stats, pairs = KEYS[3 * i + 1], KEYS[3 * i + 2], KEYS[3 * i + 3]
-  local hit, pair = tonumber(ARGV[4 + 2 * i]), ARGV[5 + 2 * i]
+for i = 0, #KEYS / 4 - 1 do
+  local seen, stats, pairs, users = KEYS[4 * i + 1], KEYS[4 * i + 2], KEYS[4 * i + 3], KEYS[4 * i + 4]
+  local hit, pair, user = tonumber(ARGV[4 + 3 * i]), ARGV[5 + 3 * i], ARGV[6 + 3 * i]
   if redis.call('SET', seen, '1', 'NX', 'EX', ARGV[3]) then
     fresh = fresh + 1
     redis.call('HINCRBY', stats, 'credited', 1)
     if hit >= 0 then
-      redis.call('HINCRBY', stats, 'hit_trials', 1)
-      redis.call('HINCRBY', stats, 'hits', hit)
+      redis.call('HINCRBY', users, 't:' .. user, 1)
+      redis.call('HINCRBY', users, 'h:' .. user, hit)
+      redis.call('EXPIRE', users, ARGV[2])
     end
     if pair ~= '' then
       redis.call('LPUSH', pairs, pair)
@@ -164,9 +177,9 @@ class FeedbackStore:
             keys, args = [], [self.window, self.stats_ttl_s, self.seen_ttl_s]
             for c in credits:
                 keys += [seen_key(c.request_id, c.movie_id), stats_key(c.variant, c.model_version),
-                         pairs_key(c.variant, c.model_version)]  # fmt: skip
-                pair = "" if c.score is None else f"{c.score:.6f}:{int(c.liked)}"
-                args += [-1 if c.hit is None else int(c.hit), pair]
+                         pairs_key(c.variant, c.model_version), users_key(c.variant, c.model_version)]  # fmt: skip
+                pair = "" if c.score is None else f"{c.score:.6f}:{int(c.liked)}:{c.user_id}"
+                args += [-1 if c.hit is None else int(c.hit), pair, c.user_id]
             self._record(keys=keys, args=args, client=pipe)
         replies = pipe.execute() if len(pipe) else []
         return int(replies[-1]) if credits else 0
@@ -176,14 +189,38 @@ class FeedbackStore:
         if version is None:
             return VariantStats(variant, None)
         pipe = self.redis.pipeline(transaction=False)
-        pipe.hgetall(stats_key(variant, version))
+        pipe.hget(stats_key(variant, version), "credited")
+        pipe.hgetall(users_key(variant, version))
         pipe.lrange(pairs_key(variant, version), 0, -1)
-        counters, pairs = pipe.execute()
-        counts = {k.decode(): int(v) for k, v in counters.items()}
-        scores = np.array([float(p.split(b":")[0]) for p in pairs], dtype=float)
-        liked = np.array([p.split(b":")[1] == b"1" for p in pairs], dtype=bool)
-        return VariantStats(variant, version, counts.get("credited", 0), counts.get("hit_trials", 0),
-                            counts.get("hits", 0), scores, liked)  # fmt: skip
+        credited, per_user, pairs = pipe.execute()
+        trials: dict[bytes, int] = {}
+        hits: dict[bytes, int] = {}
+        for name, value in per_user.items():
+            (trials if name.startswith(b"t:") else hits)[name[2:]] = int(value)
+        users = sorted(trials)
+        triples = [p.split(b":") for p in pairs]
+        # A pair stored before pairs named their user (two fields) is a cluster of its own: a negative id.
+        pair_users = [int(t[2]) if len(t) > 2 else -1 - i for i, t in enumerate(triples)]
+        return VariantStats(
+            variant, version, int(credited or 0),
+            np.array([trials[u] for u in users], dtype=float),
+            np.array([hits.get(u, 0) for u in users], dtype=float),
+            np.array([float(t[0]) for t in triples], dtype=float),
+            np.array([t[1] == b"1" for t in triples], dtype=bool),
+            np.array(pair_users, dtype=np.int64),
+        )  # fmt: skip
+
+    def decision(self, champion: str, challenger: str) -> dict[str, Any] | None:
+        """The decision recorded at the horizon for these versions, or None while none was taken."""
+        raw = self.redis.get(decision_key(champion, challenger))
+        return None if raw is None else orjson.loads(raw)
+
+    def record_decision(self, champion: str, challenger: str, decision: dict[str, Any]) -> dict[str, Any]:
+        """Record the first decision taken at the horizon; a concurrent one recorded first wins (returned)."""
+        key = decision_key(champion, challenger)
+        if self.redis.set(key, orjson.dumps(decision), nx=True, ex=self.stats_ttl_s):
+            return decision
+        return orjson.loads(self.redis.get(key))
 
     def organic(self) -> dict[str, int]:
         """Feedback credited to no variant, counted by why (no request id, unknown request)."""

@@ -1,9 +1,10 @@
 """`./run.sh promote` and the DAG task of the same name: the online champion/challenger decision.
 
 Reads the feedback credited to the current champion's and challenger's versions (`mlops.feedback`),
-applies the rule of `mlops.online_metrics.decide` (two-proportion z-test on hit rates, z-test on AUCs,
-one-sided, Bonferroni over the metrics compared, a minimum of PROMOTION_MIN_FEEDBACK per variant and
-metric), and only on a significant win promotes: the challenger's feature set becomes `fs:current`, the
+applies the fixed-horizon rule of `mlops.online_metrics.decide` (z-tests clustered by user, one-sided,
+Bonferroni over the metrics compared, once both variants have PROMOTION_MIN_USERS users on a metric), records
+the first decision taken at that horizon and repeats it at every later call (one look, however often this
+runs), and only on a significant win promotes: the challenger's feature set becomes `fs:current`, the
 `champion` alias moves to the challenger's version and the `challenger` alias is removed (the old champion
 keeps its version, untagged as champion). Every decision, promotion or not, is written to MLflow: tags
 `online_decision` and `online_reason` on both versions, and the whole decision as `online_promotion.json`
@@ -22,8 +23,9 @@ from typing import Any
 
 from mlops.feature_store import RedisFeatureStore
 from mlops.feedback import FeedbackStore
-from mlops.online_metrics import Decision, auc_summary, decide, hit_rate
+from mlops.online_metrics import Decision, auc_summary, decide, hit_rate, plan
 from mlops.registry import CHALLENGER, CHAMPION, client, version_by_alias, with_retries
+from mlops.schemas import utc_now_iso
 from mlops.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -54,13 +56,21 @@ def evaluate(settings: Settings, store: FeedbackStore | None = None) -> tuple[Ou
         reason = f"{settings.model_name} has no `{CHALLENGER}` (a version that lost offline): nothing to compare"
         return Outcome(NOTHING, reason, champion_version=str(champion.version)), champion, None
     store = store or FeedbackStore.from_settings(settings)
-    decision = decide(
-        store.stats(CHAMPION, str(champion.version)), store.stats(CHALLENGER, str(challenger.version)),
-        settings.promotion_min_feedback, settings.promotion_alpha,
-    )  # fmt: skip
+    versions = str(champion.version), str(challenger.version)
+    recorded = store.decision(*versions)
+    decision = decide(store.stats(CHAMPION, versions[0]), store.stats(CHALLENGER, versions[1]),
+                      settings.promotion_min_users, settings.promotion_alpha)  # fmt: skip
+    if recorded is None and decision.final:
+        recorded = store.record_decision(*versions, {"promote": decision.promote, "reason": decision.reason,
+                                                     "decided_at": utc_now_iso()})  # fmt: skip
+        if recorded["reason"] == decision.reason:
+            recorded = None  # this call took it: report it as it is
+    if recorded is not None:  # taken at the horizon before: the data that came since is not tested again
+        status = PROMOTED if recorded["promote"] else KEPT
+        reason = f"decided at the horizon on {recorded['decided_at']} (one look): {recorded['reason']}"
+        return Outcome(status, reason, decision, *versions), champion, challenger
     status = PROMOTED if decision.promote else KEPT
-    outcome = Outcome(status, decision.reason, decision, str(champion.version), str(challenger.version))
-    return outcome, champion, challenger
+    return Outcome(status, decision.reason, decision, *versions), champion, challenger
 
 
 def promote(settings: Settings, store: FeedbackStore | None = None) -> Outcome:
@@ -119,15 +129,38 @@ def render(outcome: Outcome, organic: dict[str, int] | None = None) -> str:
     return "\n".join(lines)
 
 
+def plan_text(settings: Settings, store: FeedbackStore) -> str:
+    """`promote --plan`: the horizon, what each metric's test detects there, and the users still needed."""
+    outcome, champion, challenger = evaluate(settings, store)
+    if outcome.decision is None:
+        return f"nothing to plan: {outcome.reason}"
+    decision = outcome.decision
+    lines = [f"fixed horizon: {settings.promotion_min_users} users per variant and metric (PROMOTION_MIN_USERS), "
+             f"one-sided alpha {settings.promotion_alpha} over the metrics compared"]  # fmt: skip
+    lines += [
+        p.line(settings.promotion_min_users)
+        for p in plan(decision.champion, decision.challenger, settings.promotion_min_users, settings.promotion_alpha)
+    ]
+    if store.decision(str(champion.version), str(challenger.version)) is not None:
+        lines.append(f"already decided: {outcome.reason}")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None, settings: Settings | None = None) -> int:
     """Exit 0 whatever the decision (not promoting is an answer, not a failure); 1 when it could not be made."""
     parser = argparse.ArgumentParser(prog="./run.sh promote", description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print the decision as one JSON object")
+    parser.add_argument("--plan", action="store_true",
+                        help="say what the test can detect at the horizon and how many more users it needs; "
+                             "decide nothing")  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = settings or get_settings()
     try:
         store = FeedbackStore.from_settings(settings)
+        if args.plan:
+            print(plan_text(settings, store))
+            return 0
         outcome = promote(settings, store)
         organic = store.organic()
     except Exception as exc:

@@ -100,7 +100,7 @@ class Settings:
     # Online champion/challenger (docs/reference.md, "Online champion/challenger")
     challenger_traffic: float = 0.0  # share of users served by the `challenger` alias (sticky by user id)
     feedback_window: int = 50_000  # scored pairs kept per variant and model version for the online AUC
-    promotion_min_feedback: int = 200  # per variant and metric, before `promote` compares the variants
+    promotion_min_users: int = 200  # the fixed horizon: users per variant and metric at which `promote` decides, once
     promotion_alpha: float = 0.05  # significance level of `promote` (Bonferroni-split over the metrics compared)
 
     # Inference consumer
@@ -203,8 +203,10 @@ class Settings:
             raise SettingsError(f"DRIFT_RETRAIN_COOLDOWN_HOURS={self.drift_retrain_cooldown_hours}: expected >= 0")
         if self.feedback_window < 1:
             raise SettingsError(f"FEEDBACK_WINDOW={self.feedback_window}: expected a positive number of pairs")
-        if self.promotion_min_feedback < 1:
-            raise SettingsError(f"PROMOTION_MIN_FEEDBACK={self.promotion_min_feedback}: expected a positive integer")
+        if self.promotion_min_users < 2:
+            raise SettingsError(
+                f"PROMOTION_MIN_USERS={self.promotion_min_users}: expected at least 2 users per variant"
+            )
         if not 0.0 < self.promotion_alpha < 0.5:
             raise SettingsError(f"PROMOTION_ALPHA={self.promotion_alpha}: expected a significance level in (0, 0.5)")
         if self.serve_feature_set not in SERVED_SETS:

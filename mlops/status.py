@@ -240,11 +240,21 @@ def experiment_line(settings: Settings, champion: str) -> str:
     split = problem or f"CHALLENGER_TRAFFIC={share}"
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S)
     store = FeedbackStore.from_settings(settings, client)
-    credited = [f"champion v{champion} {store.stats(CHAMPION, champion).credited}"]
+    arms = [("champion", champion, store.stats(CHAMPION, champion))]
+    if challenger is not None:
+        arms.append(("challenger", challenger, store.stats(CHALLENGER, challenger)))
+    credited = [f"{name} v{version} {s.credited} ({s.hit_users} users on top-k, {s.auc_users} on scores)"
+                for name, version, s in arms]  # fmt: skip
     if challenger is None:
         return f"{split}; no challenger alias; feedback credited: {credited[0]}"
-    credited.append(f"challenger v{challenger} {store.stats(CHALLENGER, challenger).credited}")
-    return f"{split}; feedback credited: {', '.join(credited)} (./run.sh promote decides)"
+    horizon = settings.promotion_min_users
+    recorded = store.decision(champion, challenger)
+    if recorded is not None:
+        when = f"decided at the horizon on {recorded['decided_at']}: {'promote' if recorded['promote'] else 'keep'}"
+    else:
+        short = max(0, horizon - min(max(s.hit_users, s.auc_users) for _, _, s in arms))
+        when = f"the test runs once at {horizon} users per variant (PROMOTION_MIN_USERS), {short} more needed"
+    return f"{split}; feedback credited: {', '.join(credited)}; {when} (./run.sh promote decides)"
 
 
 def dlq_breakdown(settings: Settings) -> str:

@@ -110,7 +110,7 @@ class OnlineView:
 
     share: float
     share_problem: str | None
-    rows: list[tuple[str, str | None, int, str, str]]  # variant, version, credited, hit rate, AUC (with CIs)
+    rows: list[tuple[str, str | None, int, str, str]]  # variant, version, credited, hit rate, AUC (CIs, users)
     verdict: str
 
 
@@ -124,7 +124,7 @@ def online(settings: Settings, champion_version: str | None, challenger_version:
     if challenger_version is None or challenger_version == champion_version:
         verdict = "No challenger to compare: every user is served by the champion."
     else:
-        decision = online_metrics.decide(stats[CHAMPION], stats[CHALLENGER], settings.promotion_min_feedback,
+        decision = online_metrics.decide(stats[CHAMPION], stats[CHALLENGER], settings.promotion_min_users,
                                          settings.promotion_alpha)  # fmt: skip
         verdict = ("./run.sh promote would PROMOTE the challenger: " if decision.promote
                    else "./run.sh promote would keep the champion: ") + decision.reason  # fmt: skip

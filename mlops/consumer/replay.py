@@ -79,7 +79,7 @@ def test_ratings(settings: Settings, run_id: str) -> dict[int, list[tuple[int, f
 
 def replay(
     settings: Settings, topics: StreamTopics, run_id: str, users: int, seed: int, tag: str, timeout: float = 120.0,
-    min_feedback: int | None = None,
+    min_users: int | None = None,
 ) -> ReplayReport:  # fmt: skip
     """Replay `users` test users' ratings of run `run_id` (module docstring); never raises on a stream miss."""
     ratings = test_ratings(settings, run_id)
@@ -108,16 +108,17 @@ def replay(
             continue
         recommended = {r["movie_id"] for r in top["recommendations"]}
         for answer in (top, scored):
-            m = measured.setdefault(answer["variant"], {"version": answer["model_version"], "hits": 0, "trials": 0,
-                                                        "scores": [], "liked": []})  # fmt: skip
+            m = measured.setdefault(answer["variant"], {"version": answer["model_version"], "hits": [], "trials": [],
+                                                        "scores": [], "liked": [], "users": []})  # fmt: skip
             if answer is top:
-                m["hits"] += sum(movie in recommended for movie, _, _ in ratings[user])
-                m["trials"] += len(ratings[user])
+                m["hits"].append(sum(movie in recommended for movie, _, _ in ratings[user]))
+                m["trials"].append(len(ratings[user]))
             else:
                 for movie, rating, _ in ratings[user]:
                     if str(movie) in answer["scores"]:
                         m["scores"].append(answer["scores"][str(movie)])
                         m["liked"].append(rating >= LIKE_THRESHOLD)
+                        m["users"].append(user)
             expected[(answer["variant"], str(answer["model_version"]))] += len(ratings[user])
             # The rating's own time: the serving set holds these ratings, so the stream must not apply them again.
             events += [Feedback(answer["request_id"], user, movie, rating, when) for movie, rating, when in
@@ -125,14 +126,16 @@ def replay(
     for variant in VARIANTS:
         if variant in measured:
             m = measured[variant]
-            report.stats[variant] = VariantStats(variant, str(m["version"]), m["trials"] + len(m["scores"]),
-                                                 m["trials"], m["hits"], np.array(m["scores"], dtype=float),
-                                                 np.array(m["liked"], dtype=bool))  # fmt: skip
+            report.stats[variant] = VariantStats(
+                variant, str(m["version"]), sum(m["trials"]) + len(m["scores"]), np.array(m["trials"], dtype=float),
+                np.array(m["hits"], dtype=float), np.array(m["scores"], dtype=float), np.array(m["liked"], dtype=bool),
+                np.array(m["users"], dtype=np.int64),
+            )  # fmt: skip
     if set(VARIANTS) <= report.stats.keys():
         report.decision = decide(
             report.stats["champion"],
             report.stats["challenger"],
-            min_feedback or settings.promotion_min_feedback,
+            min_users or settings.promotion_min_users,
             settings.promotion_alpha,
         ).reason
 

@@ -24,13 +24,13 @@ from mlops.consumer.reload import ChallengerSource, ModelWatcher, RankerHolder
 from mlops.feedback import PLATFORM_REQUEST, UNKNOWN_REQUEST, credit, organic_reason
 from mlops.online_metrics import (
     VariantStats,
-    auc,
-    auc_se,
     auc_summary,
+    clustered_auc,
+    clustered_rate,
     decide,
+    hit_rate,
     normal_sf,
-    two_proportion_z,
-    wilson,
+    plan,
 )
 from mlops.schemas import Feedback, InvalidRequest, ScoreRequest, TopKRequest
 from mlops.settings import Settings
@@ -160,69 +160,105 @@ def test_feedback_naming_another_users_request_is_refused():
 # --- statistics -----------------------------------------------------------------------------------------------
 
 
-def test_wilson_interval_and_two_proportion_z_match_textbook_values():
-    low, high = wilson(81, 263)  # Wilson (1927) style example: p = 0.308
-    assert low == pytest.approx(0.2553, abs=1e-3) and high == pytest.approx(0.3662, abs=1e-3)
-    assert wilson(0, 10)[0] == 0.0 and wilson(10, 10)[1] == pytest.approx(1.0)
-    # 120/1000 vs 150/1000: pooled p = 0.135, se = 0.015282..., z = 1.963
-    assert two_proportion_z(120, 1000, 150, 1000) == pytest.approx(1.9631, abs=1e-3)
+def test_clustered_rate_is_the_ratio_and_its_se_matches_a_cluster_bootstrap():
+    """Hits over events summed over users; the standard error, with users as clusters, matches resampling users
+    (and is larger than the naive binomial one when a user's events are correlated)."""
+    rng = np.random.default_rng(5)
+    trials = rng.integers(1, 30, 400).astype(float)
+    hits = rng.binomial(trials.astype(int), rng.beta(1, 6, 400)).astype(float)
+    rate, se = clustered_rate(hits, trials)
+    assert rate == pytest.approx(hits.sum() / trials.sum())
+    boots = []
+    for _ in range(400):
+        i = rng.integers(0, 400, 400)
+        boots.append(hits[i].sum() / trials[i].sum())
+    assert se == pytest.approx(np.std(boots), rel=0.15)
+    assert se > 1.5 * math.sqrt(rate * (1 - rate) / trials.sum())  # the events are not independent
+    assert math.isnan(clustered_rate(np.array([1.0]), np.array([3.0]))[0])
     assert normal_sf(1.959963984540054) == pytest.approx(0.025, abs=1e-9)
 
 
-def test_auc_matches_sklearn_with_ties_and_its_se_matches_a_bootstrap():
+def test_clustered_auc_matches_sklearn_and_its_se_matches_a_cluster_bootstrap():
     rng = np.random.default_rng(3)
-    liked = rng.random(600) < 0.4
-    scores = np.round(rng.normal(liked * 0.8, 1.0), 1)  # rounded: ties
-    area = auc(scores, liked)
+    users = np.repeat(np.arange(150), 8)
+    liked = rng.random(len(users)) < 0.4
+    taste = rng.normal(0, 0.7, 150)[users]  # each user's scores move together
+    scores = np.round(rng.normal(liked * 0.8 + taste, 1.0), 1)  # rounded: ties
+    area, se = clustered_auc(scores, liked, users)
     assert area == pytest.approx(roc_auc_score(liked, scores), abs=1e-12)
     boots = []
     for _ in range(300):
-        i = rng.integers(0, len(scores), len(scores))
-        boots.append(auc(scores[i], liked[i]))
-    se = auc_se(area, int(liked.sum()), int((~liked).sum()))
-    assert se == pytest.approx(np.std(boots), rel=0.25)
-    assert math.isnan(auc(np.array([0.1, 0.2]), np.array([True, True])))
+        chosen = rng.integers(0, 150, 150)
+        rows = np.concatenate([np.flatnonzero(users == u) for u in chosen])
+        boots.append(roc_auc_score(liked[rows], scores[rows]))
+    assert se == pytest.approx(np.std(boots), rel=0.2)
+    assert math.isnan(clustered_auc(np.array([0.1, 0.2]), np.array([True, True]), np.array([1, 2]))[0])
 
 
-def _stats(variant: str, hits: int, trials: int, area_shift: float = 0.0, pairs: int = 0, seed: int = 0):
+def _stats(variant: str, hit_p: float, users: int, area_shift: float = 0.0, pair_users: int = 0, seed: int = 0):
+    """`users` users with 5 top-k events each at hit rate `hit_p`; `pair_users` users with 4 scored pairs each."""
     rng = np.random.default_rng(seed)
-    liked = rng.random(pairs) < 0.5
+    trials = np.full(users, 5.0)
+    hits = rng.binomial(5, hit_p, users).astype(float)
+    owners = np.repeat(np.arange(pair_users), 4)
+    liked = rng.random(len(owners)) < 0.5
     scores = rng.normal(liked * area_shift, 1.0)
-    return VariantStats(variant, "1" if variant == CHAMPION else "2", trials + pairs, trials, hits, scores, liked)
+    version = "1" if variant == CHAMPION else "2"
+    return VariantStats(variant, version, int(trials.sum()) + len(owners), trials, hits, scores, liked, owners)
 
 
 def test_promotes_only_on_a_significant_win():
-    champion = _stats(CHAMPION, 300, 1000)
-    decision = decide(champion, _stats(CHALLENGER, 400, 1000), min_feedback=200, alpha=0.05)
-    assert decision.promote and "significantly better on hit_rate" in decision.reason
+    champion = _stats(CHAMPION, 0.30, 400)
+    decision = decide(champion, _stats(CHALLENGER, 0.40, 400, seed=1), min_users=200, alpha=0.05)
+    assert decision.promote and "significantly better on hit_rate" in decision.reason and decision.final
 
 
 def test_keeps_the_champion_without_a_significant_difference():
-    decision = decide(_stats(CHAMPION, 300, 1000), _stats(CHALLENGER, 310, 1000), min_feedback=200, alpha=0.05)
+    decision = decide(_stats(CHAMPION, 0.30, 400), _stats(CHALLENGER, 0.31, 400), min_users=200, alpha=0.05)
     assert not decision.promote and decision.reason.startswith("no significant difference")
     assert decision.tests[0].p_better > 0.05
 
 
 def test_a_win_on_one_metric_does_not_cover_a_loss_on_another():
-    champion = _stats(CHAMPION, 300, 1000, area_shift=1.5, pairs=1000, seed=1)
-    challenger = _stats(CHALLENGER, 400, 1000, area_shift=0.2, pairs=1000, seed=2)
-    decision = decide(champion, challenger, min_feedback=200, alpha=0.05)
+    champion = _stats(CHAMPION, 0.30, 400, area_shift=1.5, pair_users=300, seed=1)
+    challenger = _stats(CHALLENGER, 0.40, 400, area_shift=0.2, pair_users=300, seed=2)
+    decision = decide(champion, challenger, min_users=200, alpha=0.05)
     assert not decision.promote and "significantly worse on auc" in decision.reason
     assert decision.alpha_per_test == pytest.approx(0.025)  # Bonferroni over the two metrics
 
 
-def test_too_little_feedback_says_how_much_is_needed():
-    decision = decide(_stats(CHAMPION, 30, 100), _stats(CHALLENGER, 60, 100), min_feedback=200, alpha=0.05)
-    assert not decision.promote and decision.reason.startswith("too little feedback")
-    assert "needs 200" in decision.reason and "has 100" in decision.reason
+def test_before_the_horizon_it_is_not_yet_and_says_how_many_users():
+    decision = decide(_stats(CHAMPION, 0.1, 100), _stats(CHALLENGER, 0.9, 150), min_users=200, alpha=0.05)
+    assert not decision.promote and not decision.final and decision.reason.startswith("not yet")
+    assert "200 users" in decision.reason and "has 100 and 0 users" in decision.reason and "v2 150" in decision.reason
+
+
+def test_a_perfectly_separated_difference_is_certain_not_zero():
+    """All hits against all misses: both standard errors are 0, and the difference must still count."""
+    ones, zeros = np.full(300, 3.0), np.zeros(300)
+    champion = VariantStats(CHAMPION, "1", 900, ones, zeros)
+    challenger = VariantStats(CHALLENGER, "2", 900, ones, ones)
+    decision = decide(champion, challenger, min_users=200, alpha=0.05)
+    assert decision.promote and decision.tests[0].z == math.inf
+    assert not decide(challenger, champion, min_users=200, alpha=0.05).promote
 
 
 def test_auc_alone_can_decide():
-    champion = _stats(CHAMPION, 0, 0, area_shift=0.3, pairs=2000, seed=3)
-    challenger = _stats(CHALLENGER, 0, 0, area_shift=1.2, pairs=2000, seed=4)
-    decision = decide(champion, challenger, min_feedback=200, alpha=0.05)
+    champion = _stats(CHAMPION, 0, 0, area_shift=0.3, pair_users=500, seed=3)
+    challenger = _stats(CHALLENGER, 0, 0, area_shift=1.2, pair_users=500, seed=4)
+    decision = decide(champion, challenger, min_users=200, alpha=0.05)
     assert decision.promote and [t.metric for t in decision.tests] == ["auc"]
     assert auc_summary(challenger).low > auc_summary(champion).high
+
+
+def test_the_plan_shrinks_the_detectable_difference_with_more_users():
+    champion, challenger = _stats(CHAMPION, 0.3, 300, pair_users=300), _stats(CHALLENGER, 0.3, 120, seed=1)
+    small, large = plan(champion, challenger, 100, 0.05), plan(champion, challenger, 400, 0.05)
+    assert [p.metric for p in small] == ["hit_rate", "auc"]
+    assert large[0].detectable == pytest.approx(small[0].detectable / 2, rel=1e-9)
+    assert "needs 100 more champion and 280 more challenger users" in large[0].line(400)
+    sd = hit_rate(champion).se * math.sqrt(300)
+    assert small[0].per_user_sd == pytest.approx(sd)
 
 
 # --- the consumer's split of a batch --------------------------------------------------------------------------

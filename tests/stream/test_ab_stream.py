@@ -253,13 +253,47 @@ def test_feedback_joins_to_the_variant_that_served_and_bad_feedback_is_dead_lett
     assert metrics.feedback.labels(outcome="duplicate", variant="")._value.get() >= sum(sent.values()) - 1
 
 
+def test_the_first_decision_at_the_horizon_is_final_whatever_feedback_follows(settings, monkeypatch):
+    """The fixed horizon through the real Redis store: the decision taken when both variants reach the horizon
+    is recorded, and a later `promote`, after feedback that would reverse it, repeats it ("one look")."""
+    from types import SimpleNamespace
+
+    from mlops import online_promotion
+    from mlops.feedback import Credit
+
+    champion_v, challenger_v = f"9{uuid.uuid4().int % 10**6}", f"8{uuid.uuid4().int % 10**6}"
+    versions = {CHAMPION: SimpleNamespace(version=champion_v), CHALLENGER: SimpleNamespace(version=challenger_v)}
+    monkeypatch.setattr(online_promotion, "version_by_alias", lambda _settings, alias: versions[alias])
+    store = FeedbackStore.from_settings(settings)
+    strict = settings.replace(promotion_min_users=30, promotion_alpha=0.05)
+
+    def feedback(variant: str, version: str, hit: bool, users: range, tag: str) -> None:
+        store.record([Credit(f"{tag}-{u}-{e}", u, e, variant, version, hit, None, True)
+                      for u in users for e in range(3)], Counter())  # fmt: skip
+
+    feedback(CHAMPION, champion_v, True, range(0, 40), "a")  # the champion's users hit, the challenger's miss
+    feedback(CHALLENGER, challenger_v, False, range(100, 140), "a")
+    first, _, _ = online_promotion.evaluate(strict, store)
+    assert first.status == KEPT and "significantly worse on hit_rate" in first.reason
+    recorded = store.decision(champion_v, challenger_v)
+    assert recorded is not None and recorded["promote"] is False
+    feedback(CHAMPION, champion_v, False, range(40, 400), "b")  # then the tide turns, massively
+    feedback(CHALLENGER, challenger_v, True, range(140, 500), "b")
+    again, _, _ = online_promotion.evaluate(strict, store)
+    assert again.status == KEPT and again.reason.startswith("decided at the horizon on"), again.reason
+    assert "(one look)" in again.reason and again.decision.tests[0].z > 3  # today's data alone would promote
+    assert store.decision(champion_v, challenger_v) == recorded
+
+
 def test_promote_keeps_the_champion_without_a_significant_win_and_promotes_on_one(
     settings, champion, challenger, topics
 ):
-    """Both ways through the real registry and Redis: feedback where the challenger does worse keeps the
-    champion; then feedback where it clearly wins promotes it (aliases moved, reasons on both versions)."""
-    strict = settings.replace(promotion_min_feedback=40, promotion_alpha=0.05)
+    """Both ways through the real registry and Redis: before the horizon, feedback where the challenger does
+    worse changes nothing ("not yet"); at the horizon, once the challenger clearly wins overall, it is promoted
+    (aliases moved, reasons on both versions)."""
     users = _users(settings, champion)
+    early = settings.replace(promotion_min_users=len(users), promotion_alpha=0.05)  # more than either variant has
+    strict = settings.replace(promotion_min_users=40, promotion_alpha=0.05)
     store = FeedbackStore.from_settings(settings)
     consumer = running(settings, topics, SHARE)
     try:
@@ -269,8 +303,9 @@ def test_promote_keeps_the_champion_without_a_significant_win_and_promotes_on_on
         before = {key: store.stats(*key) for key in keys}
         sent = _feedback_round(settings, topics, answers, {CHAMPION: True, CHALLENGER: False}, 1)
         _wait_credited(store, before, sent)
-        kept = promote(strict, store)
-        assert kept.status == KEPT, kept.reason
+        kept = promote(early, store)
+        assert kept.status == KEPT and kept.reason.startswith("not yet"), kept.reason
+        assert store.decision(champion.model_version, challenger) is None  # nothing recorded before the horizon
         assert champion_version(settings) == champion.model_version
         assert champion_version(settings, CHALLENGER) == challenger
 
