@@ -283,6 +283,10 @@ def test_the_first_decision_at_the_horizon_is_final_whatever_feedback_follows(se
     assert again.status == KEPT and again.reason.startswith("decided at the horizon on"), again.reason
     assert "(one look)" in again.reason and again.decision.tests[0].z > 3  # today's data alone would promote
     assert store.decision(champion_v, challenger_v) == recorded
+    planned = online_promotion.plan_text(strict, store)  # `promote --plan`
+    assert planned.startswith("fixed horizon: 30 users per variant and metric (PROMOTION_MIN_USERS)")
+    assert "hit_rate: at 30 users per variant the test detects a difference of" in planned
+    assert "needs 0 more champion and 0 more challenger users" in planned and "already decided:" in planned
 
 
 def test_promote_keeps_the_champion_without_a_significant_win_and_promotes_on_one(
