@@ -70,6 +70,25 @@ def test_s3_has_both_buckets_and_round_trips_an_object(settings):
     assert client.get_object(settings.s3_bucket, "smoke/hello.txt").read() == data
 
 
+def test_s3_refuses_a_wrong_secret_and_anonymous_reads(settings):
+    """Signed requests only: a wrong secret key is refused (nothing listed, nothing written), and so is an
+    unsigned GET of an object that exists."""
+    import requests
+    from minio.error import S3Error
+
+    data = b"only for the key holder"
+    s3_client(settings).put_object(settings.s3_bucket, "smoke/private.txt", io.BytesIO(data), len(data))
+    wrong = s3_client(settings.replace(s3_secret_key="not-the-secret-key"))
+    with pytest.raises(S3Error):
+        wrong.list_buckets()
+    with pytest.raises(S3Error):
+        wrong.put_object(settings.s3_bucket, "smoke/forged.txt", io.BytesIO(b"x"), 1)
+    anonymous = requests.get(f"{settings.s3_endpoint_url}/{settings.s3_bucket}/smoke/private.txt", timeout=10)
+    assert anonymous.status_code == 403 and data not in anonymous.content
+    names = [o.object_name for o in s3_client(settings).list_objects(settings.s3_bucket, prefix="smoke/")]
+    assert "smoke/forged.txt" not in names
+
+
 def test_mlflow_logs_an_artifact_into_the_object_store(settings, mlflow_server, tmp_path):
     import mlflow
 
