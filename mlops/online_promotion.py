@@ -152,7 +152,7 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
     parser.add_argument("--json", action="store_true", help="print the decision as one JSON object")
     parser.add_argument("--plan", action="store_true",
                         help="say what the test can detect at the horizon and how many more users it needs; "
-                             "decide nothing")  # fmt: skip
+                             "act on nothing (a look at or past the horizon still fixes the one decision)")  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = settings or get_settings()

@@ -124,8 +124,14 @@ def online(settings: Settings, champion_version: str | None, challenger_version:
     if challenger_version is None or challenger_version == champion_version:
         verdict = "No challenger to compare: every user is served by the champion."
     else:
+        recorded = store.decision(champion_version or "", challenger_version)
         decision = online_metrics.decide(stats[CHAMPION], stats[CHALLENGER], settings.promotion_min_users,
                                          settings.promotion_alpha)  # fmt: skip
-        verdict = ("./run.sh promote would PROMOTE the challenger: " if decision.promote
-                   else "./run.sh promote would keep the champion: ") + decision.reason  # fmt: skip
+        if recorded is not None:  # the one look at the horizon was taken: later data is not tested again
+            verdict = (f"Decided at the horizon on {recorded['decided_at']}: "
+                       f"{'promote the challenger' if recorded['promote'] else 'keep the champion'}: "
+                       f"{recorded['reason']}")  # fmt: skip
+        else:
+            verdict = ("./run.sh promote would PROMOTE the challenger: " if decision.promote
+                       else "./run.sh promote would keep the champion: ") + decision.reason  # fmt: skip
     return OnlineView(share, problem, rows, verdict)
