@@ -13,7 +13,7 @@ from urllib.parse import quote
 import requests
 
 from mlops.orchestration.summary import MLFLOW_VIEW
-from mlops.registry import CHALLENGER, CHAMPION
+from mlops.registry import CHALLENGER, CHAMPION, model_missing
 from mlops.settings import Settings
 
 TIMEOUT_S = 5.0
@@ -76,8 +76,7 @@ def version_by_alias(settings: Settings, alias: str) -> ModelVersion | None:
     if response.status_code in (400, 404) and ("RESOURCE_DOES_NOT_EXIST" in response.text
                                                 or "not found" in response.text):  # fmt: skip
         return None
-    if response.status_code == 403 and _get(settings, "/api/2.0/mlflow/registered-models/get",
-                                            name=settings.model_name).status_code == 404:  # fmt: skip
+    if response.status_code == 403 and model_missing(settings, TIMEOUT_S):
         return None  # no such model: the basic-auth app denies the alias lookup of what it cannot find
     if not response.ok:
         raise MlflowProblem(f"MLflow answered HTTP {response.status_code} for alias {alias}: {response.text[:200]}")

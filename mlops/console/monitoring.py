@@ -125,13 +125,13 @@ def online(settings: Settings, champion_version: str | None, challenger_version:
         verdict = "No challenger to compare: every user is served by the champion."
     else:
         recorded = store.decision(champion_version or "", challenger_version)
-        decision = online_metrics.decide(stats[CHAMPION], stats[CHALLENGER], settings.promotion_min_users,
-                                         settings.promotion_alpha)  # fmt: skip
         if recorded is not None:  # the one look at the horizon was taken: later data is not tested again
             verdict = (f"Decided at the horizon on {recorded['decided_at']}: "
                        f"{'promote the challenger' if recorded['promote'] else 'keep the champion'}: "
                        f"{recorded['reason']}")  # fmt: skip
         else:
+            decision = online_metrics.decide(stats[CHAMPION], stats[CHALLENGER], settings.promotion_min_users,
+                                             settings.promotion_alpha)  # fmt: skip
             verdict = ("./run.sh promote would PROMOTE the challenger: " if decision.promote
                        else "./run.sh promote would keep the champion: ") + decision.reason  # fmt: skip
     return OnlineView(share, problem, rows, verdict)
