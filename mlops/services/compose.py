@@ -8,12 +8,14 @@ the published ports (`mlops.services.compose_spec`). The containers' own entry p
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from mlops.services.compose_spec import (
@@ -44,21 +46,36 @@ def compose_version(output: str) -> tuple[int, ...] | None:
     return tuple(int(part) for part in match.groups()) if match else None
 
 
+def _probe_version(argv: list[str]) -> tuple[int, ...] | None:
+    try:
+        probe = subprocess.run([*argv, "version", "--short"], capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return compose_version(probe.stdout) if probe.returncode == 0 else None
+
+
 def compose_cli() -> list[str]:
-    """`docker compose` (v2), checked to answer with a version that reads this file; never docker-compose v1."""
+    """Compose v2 or later: the engine's plugin (`docker compose`), else a standalone `docker-compose` binary of
+    v2+ (as built from docker/compose); never docker-compose v1, which cannot read this file."""
     if shutil.which("docker") is None:
         raise ServiceError("docker", f"the `docker` command is not installed: {INSTALL_COMPOSE}")
-    probe = subprocess.run(["docker", "compose", "version", "--short"], capture_output=True, text=True, check=False)
-    version = compose_version(probe.stdout) if probe.returncode == 0 else None
-    if version is None:
-        legacy = " (`docker-compose` v1 is installed, but it is end-of-life and cannot read this file)" if (
-            shutil.which("docker-compose")) else ""  # fmt: skip
-        raise ServiceError("docker", f"`docker compose` (Compose v2) does not answer{legacy}: {INSTALL_COMPOSE}")
-    if version < MIN_COMPOSE:
-        found, need = ".".join(map(str, version)), ".".join(map(str, MIN_COMPOSE))
-        raise ServiceError("docker", f"Docker Compose {found} is too old for docker-compose.yml (needs {need}+): "
-                                     f"{INSTALL_COMPOSE}")  # fmt: skip
-    return ["docker", "compose"]
+    found: list[tuple[list[str], tuple[int, ...]]] = []
+    for argv in (["docker", "compose"], ["docker-compose"]):
+        if argv[0] == "docker-compose" and shutil.which("docker-compose") is None:
+            continue
+        version = _probe_version(argv)
+        if version is not None:
+            if version >= MIN_COMPOSE:
+                return argv
+            found.append((argv, version))
+    if found:
+        argv, version = found[0]
+        have = ".".join(map(str, version))
+        why = "v1, end-of-life, which" if version < (2,) else "too old: it"
+        raise ServiceError("docker", f"`{' '.join(argv)}` is Docker Compose {have} ({why} cannot read "
+                                     f"docker-compose.yml); Compose v2 is needed: {INSTALL_COMPOSE}")  # fmt: skip
+    raise ServiceError("docker", f"Compose v2 does not answer (neither `docker compose` nor a `docker-compose` of "
+                                 f"v2+): {INSTALL_COMPOSE}")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -117,6 +134,26 @@ def readiness(containers: list[Container], expected: set[str], exclude: set[str]
     return states
 
 
+DATASET_MOUNTS = "/opt/mlops/datasets"
+
+
+def dataset_mount(dataset: str, cwd: Path | None = None) -> tuple[Path, str] | None:
+    """A `DATASET` that is a host path: (the path, where the Airflow containers see it), else None.
+
+    The compose file bind-mounts DATASET_HOST_PATH read-only at DATASET_IN_STACK. The container path carries a
+    digest of the host path, so a DATASET changed after `up` (mount not yet renewed) is not found in the
+    containers rather than silently read from the old mount.
+    """
+    path = Path(dataset).expanduser()
+    if not path.is_absolute():
+        path = (cwd or Path.cwd()) / path
+    if dataset in ("", "auto", "synthetic") or not path.exists():
+        return None
+    path = path.resolve()
+    digest = hashlib.sha256(str(path).encode()).hexdigest()[:8]
+    return path, f"{DATASET_MOUNTS}/{path.name}-{digest}"
+
+
 def say(message: str) -> None:
     """Progress for the terminal, flushed at once so that it interleaves with docker's output."""
     print(message, flush=True)
@@ -140,6 +177,16 @@ class ComposeBackend:
         self.env_file = env_file or PROJECT_ROOT / ".env"
         self.timeout_s = timeout_s
         self._cli: list[str] | None = None
+        self._mount = dataset_mount(settings.dataset)
+        if self._mount:  # the host's commands (pipeline, summary) name the dataset as the containers see it
+            self.settings = replace(settings, dataset=self._mount[1])
+
+    def environ(self) -> dict[str, str]:
+        """Compose's environment: the caller's, plus where a host-path DATASET is mounted (empty: nothing)."""
+        env = {**os.environ, "DATASET_HOST_PATH": "", "DATASET_IN_STACK": ""}
+        if self._mount:
+            env.update(DATASET_HOST_PATH=str(self._mount[0]), DATASET_IN_STACK=self._mount[1], DATASET=self._mount[1])
+        return env
 
     # --- plumbing ------------------------------------------------------------------------------
 
@@ -156,7 +203,8 @@ class ComposeBackend:
 
     def _run(self, *args: str, capture: bool = False, all_profiles: bool = False) -> str:
         argv = self.command(*args, all_profiles=all_profiles)
-        proc = subprocess.run(argv, cwd=PROJECT_ROOT, text=True, capture_output=capture, check=False)
+        proc = subprocess.run(argv, cwd=PROJECT_ROOT, env=self.environ(), text=True, capture_output=capture,
+                              check=False)  # fmt: skip
         if proc.returncode != 0:
             detail = (proc.stderr or proc.stdout or "").strip().splitlines()[-1:] if capture else []
             raise ServiceError("docker", f"`{' '.join(argv[len(self._cli or []):])}` failed (exit {proc.returncode})"
@@ -176,7 +224,7 @@ class ComposeBackend:
 
     def _log_tail(self, service: str, lines: int = 20) -> str:
         argv = self.command("logs", "--no-color", "--tail", str(lines), service)
-        proc = subprocess.run(argv, cwd=PROJECT_ROOT, capture_output=True, text=True, check=False)
+        proc = subprocess.run(argv, cwd=PROJECT_ROOT, env=self.environ(), capture_output=True, text=True, check=False)
         return proc.stdout.strip()
 
     def _services(self) -> list[str]:
@@ -187,6 +235,9 @@ class ComposeBackend:
     def up(self) -> None:
         """Build, start (a healthy container is left alone, a dead one restarted), wait for health."""
         self.settings = ensure_strong_passwords(self.settings, self.env_file, self.assume_yes)
+        if self._mount:
+            self.settings = replace(self.settings, dataset=self._mount[1])  # (re-read from .env when it wrote one)
+            say(f"docker: DATASET {self._mount[0]} is mounted read-only at {self._mount[1]} in the Airflow containers")
         problems = endpoint_mismatches(self.settings, compose_spec())
         if problems:
             raise ServiceError("docker", "; ".join(problems))

@@ -78,8 +78,8 @@ def instruction_lines(dockerfile: Path) -> list[tuple[int, str]]:
 
 
 def failing_line(dockerfile: Path, log: str) -> tuple[int, str] | None:
-    """The Dockerfile line of the last step buildah started before failing (its `STEP n/m:` counter)."""
-    steps = re.findall(r"^STEP (\d+)/\d+: ", log, re.M)
+    """The Dockerfile line of the last step started before failing (buildah's `STEP n/m:`, Docker's `Step n/m :`)."""
+    steps = re.findall(r"^(?:STEP|Step) (\d+)/\d+ ?: ", log, re.M)
     if not steps:
         return None
     index = int(steps[-1]) - 1
@@ -96,6 +96,9 @@ class Run:
 
 class Podman:
     """`podman` with this project's configuration: own storage under CACHE, host network, fixed ulimits."""
+
+    binary = "podman"
+    build_flags: tuple[str, ...] = ("--pull=never", "--network=host", "--layers")
 
     def __init__(self, cache: Path = CACHE) -> None:
         self.cache = cache
@@ -118,7 +121,7 @@ class Podman:
         self.env = {**os.environ, "CONTAINERS_CONF": str(conf), "CONTAINERS_STORAGE_CONF": str(storage)}
 
     def __call__(self, *args: str, timeout: float = 600, log: Path | None = None, check: bool = True) -> Run:
-        argv = ["podman", *args]
+        argv = [self.binary, *args]
         started = time.monotonic()
         if log is None:
             proc = subprocess.run(argv, env=self.env, capture_output=True, text=True, timeout=timeout, check=False)
@@ -130,7 +133,7 @@ class Podman:
             output = log.read_text()
         run = Run(proc.returncode, output, time.monotonic() - started)
         if check and run.returncode != 0:
-            raise AssertionError(f"`podman {' '.join(args[:3])} ...` exited {run.returncode}:\n{output[-3000:]}")
+            raise AssertionError(f"`{self.binary} {' '.join(args[:3])} ...` exited {run.returncode}:\n{output[-3000:]}")
         return run
 
     def image_exists(self, image: str) -> bool:
@@ -148,12 +151,13 @@ class Podman:
         rootfs_image = self._rootfs_image(log_dir)
         # The CA certificates this machine adds to Debian's (an egress proxy that re-signs TLS): without them
         # pip inside a build cannot reach PyPI here. A real Docker host behind such a proxy needs the same.
-        extra_ca = self.cache / "extra-ca"
+        context = self.cache / "standin-context"  # never the cache itself, which holds the engine's storage
+        extra_ca = context / "extra-ca"
         shutil.rmtree(extra_ca, ignore_errors=True)
-        extra_ca.mkdir()
+        extra_ca.mkdir(parents=True)
         for cert in Path("/usr/local/share/ca-certificates").glob("*.crt"):
             shutil.copy(cert, extra_ca / cert.name)
-        containerfile = self.cache / "Containerfile.standin"
+        containerfile = context / "Containerfile.standin"
         containerfile.write_text(
             f"FROM {rootfs_image}\n"
             "COPY extra-ca/ /usr/local/share/ca-certificates/\n"
@@ -166,8 +170,7 @@ class Podman:
             'CMD ["python3"]\n'
         )
         # Tagged with the name Docker gives `python:...` (Podman would otherwise file it under localhost/).
-        self("build", "--pull=never", "--network=host", "-t", f"docker.io/library/{base}", "-f", str(containerfile),
-             str(self.cache),
+        self("build", *self.build_flags, "-t", f"docker.io/library/{base}", "-f", str(containerfile), str(context),
              log=log_dir / "standin-build.log")  # fmt: skip
         return time.monotonic() - started
 
@@ -207,14 +210,14 @@ class Podman:
     # --- the project's images -----------------------------------------------------------------------
 
     def build(self, dockerfile: Path, tag: str, context: Path, log: Path, timeout: float = 3600) -> float:
-        """`podman build --pull=never`; seconds taken. A failure names the Dockerfile line that failed."""
-        run = self("build", "--pull=never", "--network=host", "--layers", "-f", str(dockerfile), "-t", tag,
-                   str(context), log=log, timeout=timeout, check=False)  # fmt: skip
+        """`build` from local images only; seconds taken. A failure names the Dockerfile line that failed."""
+        run = self("build", *self.build_flags, "-f", str(dockerfile), "-t", tag, str(context), log=log,
+                   timeout=timeout, check=False)  # fmt: skip
         if run.returncode != 0:
             where = failing_line(dockerfile, run.output)
             at = f"{dockerfile.relative_to(context)}:{where[0]}: {where[1][:160]}" if where else str(dockerfile)
             tail = "\n".join(run.output.rstrip().splitlines()[-25:])
-            raise BuildError(f"podman build of {tag} failed at {at}\n(full log: {log})\n{tail}")
+            raise BuildError(f"{self.binary} build of {tag} failed at {at}\n(full log: {log})\n{tail}")
         return run.seconds
 
     def run(self, image: str, argv: Sequence[str], env: dict[str, str] | None = None, *, timeout: float = 600,

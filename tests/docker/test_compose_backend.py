@@ -105,7 +105,7 @@ def test_the_file_names_the_project_that_status_lists() -> None:
 def fake_tools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **scripts: str) -> None:
     """Put stand-in executables (name -> shell body) first and alone on PATH."""
     bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
+    bin_dir.mkdir(parents=True)
     for name, body in scripts.items():
         tool = bin_dir / name.replace("_", "-")
         tool.write_text(f"#!/bin/sh\n{body}\n")
@@ -138,9 +138,21 @@ def test_docker_compose_v1_is_never_a_fallback(tmp_path: Path, monkeypatch: pyte
     assert "docker-compose-plugin" in message
 
 
+def test_a_standalone_compose_v2_binary_is_used_when_the_plugin_is_absent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docker/compose built as a binary (`docker-compose`, v2 and later: 5.6.0 here) drives the same file."""
+    fake_tools(tmp_path, monkeypatch, docker="echo \"docker: 'compose' is not a docker command.\" >&2; exit 1",
+               docker_compose='[ "$1 $2" = "version --short" ] && echo 5.6.0')  # fmt: skip
+    assert compose_cli() == ["docker-compose"]
+    fake_tools(tmp_path / "both", monkeypatch, docker='[ "$1 $2 $3" = "compose version --short" ] && echo 2.29.1',
+               docker_compose="echo 5.6.0")  # fmt: skip
+    assert compose_cli() == ["docker", "compose"], "the engine's plugin comes first"
+
+
 def test_an_old_compose_v2_or_no_docker_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fake_tools(tmp_path, monkeypatch, docker="echo 1.29.2")
-    with pytest.raises(ServiceError, match=r"Docker Compose 1\.29\.2 is too old"):
+    with pytest.raises(ServiceError, match=r"`docker compose` is Docker Compose 1\.29\.2 .*Compose v2 is needed"):
         compose_cli()
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     with pytest.raises(ServiceError, match="`docker` command is not installed"):
