@@ -42,8 +42,16 @@ def third_party_images() -> dict[str, str]:
 def _jars(standin: str, libs: Path) -> None:
     libs.mkdir(parents=True, exist_ok=True)
     if standin == "kafka":
-        argv = ["mvn", "-q", "-C", "-f", str(STANDINS / "kafka" / "pom.xml"), "dependency:copy-dependencies",
-                f"-DoutputDirectory={libs}", f"-Dmaven.repo.local={Path.home() / '.m2' / 'repository'}"]
+        argv = [
+            "mvn",
+            "-q",
+            "-C",
+            "-f",
+            str(STANDINS / "kafka" / "pom.xml"),
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={libs}",
+            f"-Dmaven.repo.local={Path.home() / '.m2' / 'repository'}",
+        ]
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=1800, check=False)  # fmt: skip
         shutil.rmtree(STANDINS / "kafka" / "target", ignore_errors=True)
         if proc.returncode != 0:

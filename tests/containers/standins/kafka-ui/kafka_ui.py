@@ -20,7 +20,7 @@ def client_config() -> dict[str, str]:
     for name, value in os.environ.items():
         if not name.startswith(PREFIX):
             continue
-        key = name[len(PREFIX):].lower().replace("_", ".")
+        key = name[len(PREFIX) :].lower().replace("_", ".")
         if key == "sasl.jaas.config":
             found = dict(re.findall(r'(username|password)="([^"]*)"', value))
             config["sasl.username"], config["sasl.password"] = found["username"], found["password"]
@@ -38,7 +38,7 @@ def topics() -> dict[str, int]:
 
 
 class Page(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+    def do_GET(self) -> None:
         try:
             found, error = topics(), None
         except Exception as exc:  # any client error is the page's answer, not a crash
@@ -48,8 +48,12 @@ class Page(BaseHTTPRequestHandler):
             self.answer(200 if error is None else 503, "application/json", body)
         else:
             rows = "".join(f"<tr><td>{html.escape(t)}</td><td>{n}</td></tr>" for t, n in found.items())
-            self.answer(200, "text/html", f"<h1>{html.escape(os.environ.get('KAFKA_CLUSTERS_0_NAME', ''))}</h1>"
-                        f"<p>{html.escape(error or '')}</p><table>{rows}</table>")
+            self.answer(
+                200,
+                "text/html",
+                f"<h1>{html.escape(os.environ.get('KAFKA_CLUSTERS_0_NAME', ''))}</h1>"
+                f"<p>{html.escape(error or '')}</p><table>{rows}</table>",
+            )
 
     def answer(self, status: int, kind: str, body: str) -> None:
         data = body.encode()
