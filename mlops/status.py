@@ -395,16 +395,21 @@ def drift_summary(metrics_text: str) -> str:
             f"{worst.value:.3f}, prediction PSI {prediction}; {rows} rows")  # fmt: skip
 
 
-def drift_report(settings: Settings) -> str:
-    """Drift as each consumer exports it (local mode: consumer i on INFERENCE_METRICS_PORT + i)."""
+def drift_report(settings: Settings, metric_urls: list[str] | None = None) -> str:
+    """Drift as each consumer exports it: at `metric_urls` (Docker mode: the ports Docker published), else local
+    mode's consumer i on INFERENCE_METRICS_PORT + i."""
     import requests
 
+    if metric_urls is None:
+        port = settings.inference_metrics_port
+        metric_urls = [f"http://127.0.0.1:{port + i}/metrics" for i in range(settings.inference_consumers)]
     out = ["drift (served model inputs and predictions vs the model's reference profile):"]
-    for index in range(settings.inference_consumers):
-        port = settings.inference_metrics_port + index
+    if not metric_urls:
+        out.append("  -  (no consumer running)")
+    for index, url in enumerate(metric_urls):
 
-        def read(port: int = port) -> str:
-            response = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=TIMEOUT_S)
+        def read(url: str = url) -> str:
+            response = requests.get(url, timeout=TIMEOUT_S)
             response.raise_for_status()
             return drift_summary(response.text)
 
@@ -450,7 +455,10 @@ def alerts_line(settings: Settings) -> str:
     return f"{len(firing)} alert(s) firing: " + ", ".join(names)
 
 
-def print_report(settings: Settings, rows: list[ServiceRow], mode: str, logs: Path | None = None) -> None:
+def print_report(
+    settings: Settings, rows: list[ServiceRow], mode: str, logs: Path | None = None,
+    metric_urls: list[str] | None = None,
+) -> None:  # fmt: skip
     """The whole `./run.sh status` report (services, Spark, stream, drift, alerts), shared by both modes."""
     where = f"; logs in {logs}" if logs else ""
     print(f"mode: {mode}{where}")
@@ -459,6 +467,6 @@ def print_report(settings: Settings, rows: list[ServiceRow], mode: str, logs: Pa
     print()
     print(stream_report(settings))
     if settings.drift_tracking:
-        print(drift_report(settings))
+        print(drift_report(settings, metric_urls))
     alerts, error = _read(lambda: alerts_line(settings))
     print(f"prometheus {settings.prometheus_url}: {'-  (' + error + ')' if error else alerts}", flush=True)

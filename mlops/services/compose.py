@@ -25,8 +25,10 @@ from mlops.services.compose_spec import (
     ONE_SHOT,
     compose_spec,
     endpoint_mismatches,
+    host_ports,
     project_name,
     published_port,
+    taken_ports,
 )
 from mlops.services.errors import ServiceError
 from mlops.services.passwords import ensure_strong_passwords
@@ -78,6 +80,20 @@ def compose_cli() -> list[str]:
                                  f"v2+): {INSTALL_COMPOSE}")  # fmt: skip
 
 
+def check_engine() -> None:
+    """The Docker engine answers `docker info` (at DOCKER_HOST, or the default socket), else one line saying so."""
+    where = os.environ.get("DOCKER_HOST") or "the default socket (/var/run/docker.sock)"
+    try:
+        probe = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True,
+                               timeout=20, check=False)  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ServiceError("docker", f"the Docker engine does not answer at {where}: {exc}") from None
+    if probe.returncode != 0:
+        detail = (probe.stderr.strip().splitlines() or ["no answer"])[-1]
+        raise ServiceError("docker", f"the Docker engine does not answer at {where} ({detail}): start it, or use "
+                                     "local mode (./run.sh --local)")  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Container:
     """One container of this compose project, as `docker inspect` reports it."""
@@ -87,6 +103,7 @@ class Container:
     status: str  # created | running | restarting | exited | ...
     exit_code: int
     health: str | None  # healthy | unhealthy | starting | None (no healthcheck)
+    published: tuple[tuple[int, str, int], ...] = ()  # (container port, host address, host port)
 
     @property
     def ready(self) -> bool:
@@ -108,6 +125,12 @@ def parse_inspect(raw: str) -> list[Container]:
                 status=state.get("Status", "?"),
                 exit_code=int(state.get("ExitCode", 0)),
                 health=(state.get("Health") or {}).get("Status"),
+                published=tuple(
+                    (int(port.split("/")[0]), bind.get("HostIp") or "127.0.0.1", int(bind["HostPort"]))
+                    for port, binds in ((item.get("NetworkSettings") or {}).get("Ports") or {}).items()
+                    for bind in binds or ()
+                    if bind.get("HostPort")
+                ),
             )
         )
     return out
@@ -135,6 +158,7 @@ def readiness(containers: list[Container], expected: set[str], exclude: set[str]
 
 
 DATASET_MOUNTS = "/opt/mlops/datasets"
+CLI_VARIABLES = ("DATASET_HOST_PATH", "DATASET_IN_STACK")  # set by `environ()`, never in .env: not settings
 
 
 def dataset_mount(dataset: str, cwd: Path | None = None) -> tuple[Path, str] | None:
@@ -183,7 +207,7 @@ class ComposeBackend:
 
     def environ(self) -> dict[str, str]:
         """Compose's environment: the caller's, plus where a host-path DATASET is mounted (empty: nothing)."""
-        env = {**os.environ, "DATASET_HOST_PATH": "", "DATASET_IN_STACK": ""}
+        env = {**os.environ, **dict.fromkeys(CLI_VARIABLES, "")}
         if self._mount:
             env.update(DATASET_HOST_PATH=str(self._mount[0]), DATASET_IN_STACK=self._mount[1], DATASET=self._mount[1])
         return env
@@ -194,6 +218,7 @@ class ComposeBackend:
         """A full compose command line for this project, file and `.env`."""
         if self._cli is None:
             self._cli = compose_cli()
+            check_engine()
         base = [*self._cli, "-p", project_name(), "-f", str(COMPOSE_FILE)]
         if self.env_file.exists():
             base += ["--env-file", str(self.env_file)]
@@ -241,8 +266,12 @@ class ComposeBackend:
         problems = endpoint_mismatches(self.settings, compose_spec())
         if problems:
             raise ServiceError("docker", "; ".join(problems))
+        self.refuse_taken_ports()
         started = time.monotonic()
         say("docker: building images (first build downloads the Python stack, Java and the S3A jars)")
+        # The consumer's image first: its dependency layer is identical in every Dockerfile of the project, so
+        # the other builds reuse it from the cache instead of installing the Python stack in parallel.
+        self._run("build", CONSUMER)
         self._run("build")
         say(f"docker: starting services ({CONSUMER} x{self.settings.inference_consumers})")
         self._run("up", "-d", "--remove-orphans", "--scale", f"{CONSUMER}={self.settings.inference_consumers}")
@@ -250,6 +279,23 @@ class ComposeBackend:
         # only be running; restart_consumers() waits for their health.
         self.wait(exclude={CONSUMER})
         say(f"docker: all services healthy in {time.monotonic() - started:.0f}s")
+
+    def refuse_taken_ports(self) -> None:
+        """Before anything is built or started: each fixed host port a service of this stack would publish and
+        something else already holds (our own running containers hold theirs) is named, with who holds it."""
+        from mlops.services.health import port_owner
+
+        spec = compose_spec()
+        mine = {c.service for c in self.containers() if c.status in ("running", "restarting")}
+        wanted = {name for name, svc in spec["services"].items()
+                  if name not in mine and (self.monitoring or MONITORING not in svc.get("profiles", []))}  # fmt: skip
+        taken = taken_ports(host_ports(spec, self.settings, wanted))
+        if taken:
+            lines = [f"{service} needs {host}:{port}, which is taken" + (f" ({port_owner(port)})" if port_owner(port)
+                     else "") for service, host, port in taken]  # fmt: skip
+            raise ServiceError("docker", "nothing was started: " + "; ".join(lines)
+                               + ". Stop what holds it, or change the port in .env (local mode's services: "
+                               "./run.sh down --local)")  # fmt: skip
 
     def wait(self, exclude: set[str] = frozenset(), only: set[str] | None = None) -> None:
         """Poll until every service is ready (`exclude`: running is enough); fail fast when a one-shot failed."""
@@ -331,12 +377,23 @@ class ComposeBackend:
             rows.append(ServiceRow(c.name, state, None, urls.get(c.service, ""), ""))
         return rows
 
+    def metric_urls(self) -> list[str]:
+        """Each running consumer replica's /metrics at the loopback port Docker published for it."""
+        port = int(compose_spec()["services"][CONSUMER]["environment"]["INFERENCE_METRICS_PORT"])
+        return sorted(
+            f"http://{host}:{host_port}/metrics"
+            for c in self.containers()
+            if c.service == CONSUMER and c.status == "running"
+            for inner, host, host_port in c.published
+            if inner == port
+        )
+
     def status(self) -> int:
         """Containers with state and URL, then the mode-agnostic stream/model report."""
         from mlops.status import print_report
 
         rows = self.rows()
-        print_report(self.settings, rows, mode="docker", logs=None)
+        print_report(self.settings, rows, mode="docker", logs=None, metric_urls=self.metric_urls())
         say(f"Kafka UI: {self.urls()['Kafka UI']}")
         running = [r for r in rows if r.state != "done"]
         return 0 if running and all(r.state == "up" for r in running) else 1

@@ -7,6 +7,8 @@ checks read them here instead of repeating them.
 from __future__ import annotations
 
 import re
+import socket
+from dataclasses import fields
 from functools import cache
 from pathlib import Path
 from urllib.parse import urlparse
@@ -80,3 +82,28 @@ def endpoint_mismatches(settings: Settings, spec: dict) -> list[str]:
         servers = settings.kafka_bootstrap_servers
         problems.append(f"KAFKA_BOOTSTRAP_SERVERS={servers}: Docker mode needs 127.0.0.1:<port>")
     return problems
+
+
+def host_ports(spec: dict, settings: Settings, services: set[str]) -> list[tuple[str, str, int]]:
+    """(service, host address, host port) of every fixed port `services` publish, `${VAR}` filled from settings
+    (ports Docker picks, `127.0.0.1::9108`, are left out: they cannot collide)."""
+    values = {f.name.upper(): str(getattr(settings, f.name)) for f in fields(settings)}
+    out = []
+    for name in sorted(services):
+        for entry in spec["services"][name].get("ports", []):
+            text = re.sub(r"\$\{(\w+)(?:[:?-][^}]*)?\}", lambda m: values.get(m.group(1), ""), str(entry))
+            parts = text.rsplit(":", 2)
+            if len(parts) == 3 and parts[1]:
+                out.append((name, parts[0], int(parts[1])))
+    return out
+
+
+def taken_ports(ports: list[tuple[str, str, int]]) -> list[tuple[str, str, int]]:
+    """The entries of `ports` on which something already accepts connections."""
+    taken = []
+    for service, host, port in ports:
+        with socket.socket() as probe:
+            probe.settimeout(1)
+            if probe.connect_ex((host, port)) == 0:
+                taken.append((service, host, port))
+    return taken

@@ -62,6 +62,7 @@ def test_readiness_reports_a_failed_one_shot() -> None:
 
 def test_commands_name_the_project_file_env_and_profile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(compose, "compose_cli", lambda: ["docker", "compose"])
+    monkeypatch.setattr(compose, "check_engine", lambda: None)
     env = tmp_path / ".env"
     env.write_text("DATASET=auto\n")
     backend = ComposeBackend(Settings(), env_file=env)
@@ -157,3 +158,76 @@ def test_an_old_compose_v2_or_no_docker_is_refused(tmp_path: Path, monkeypatch: 
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     with pytest.raises(ServiceError, match="`docker` command is not installed"):
         compose_cli()
+
+
+def test_status_reads_each_consumer_replica_at_the_port_docker_published(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Docker mode publishes no fixed consumer port (replicas would collide): `status` finds each replica's
+    /metrics at the loopback port `docker inspect` reports, and never a stopped replica's."""
+    def consumer(n: int, status: str, host_port: str) -> dict:
+        item = inspect_item("inference", status, n=n)
+        item["NetworkSettings"] = {"Ports": {"9108/tcp": [{"HostIp": "127.0.0.1", "HostPort": host_port}]}}
+        return item
+
+    redis = inspect_item("redis", "running")
+    redis["NetworkSettings"] = {"Ports": {"6379/tcp": [{"HostIp": "127.0.0.1", "HostPort": "6379"}], "1/udp": None}}
+    backend = ComposeBackend(Settings())
+    found = containers(consumer(1, "running", "49153"), consumer(2, "running", "49154"),
+                       consumer(3, "exited", "49155"), redis)  # fmt: skip
+    assert found[0].published == ((9108, "127.0.0.1", 49153),)
+    monkeypatch.setattr(backend, "containers", lambda: found)
+    assert backend.metric_urls() == ["http://127.0.0.1:49153/metrics", "http://127.0.0.1:49154/metrics"]
+
+
+def test_a_host_path_dataset_is_mounted_where_the_tasks_are_told_it_is(tmp_path: Path) -> None:
+    """`DATASET=/some/ml-100k ./run.sh --docker`: the Airflow containers get the folder read-only, and the run's
+    dataset names it as they see it; a changed host path gets a different container path (never the old mount)."""
+    data = tmp_path / "ml-100k"
+    data.mkdir()
+    (data / "u.data").write_text("1\t1\t5\t881250949\n")
+    backend = ComposeBackend(Settings(dataset=str(data)))
+    env = backend.environ()
+    assert env["DATASET_HOST_PATH"] == str(data)
+    assert env["DATASET_IN_STACK"] == env["DATASET"] == backend.settings.dataset
+    assert backend.settings.dataset.startswith(f"{compose.DATASET_MOUNTS}/ml-100k-")
+    other = tmp_path / "elsewhere" / "ml-100k"
+    other.mkdir(parents=True)
+    assert ComposeBackend(Settings(dataset=str(other))).settings.dataset != backend.settings.dataset
+    named = ComposeBackend(Settings(dataset="ml-100k"))
+    assert named.settings.dataset == "ml-100k" and named.environ()["DATASET_HOST_PATH"] == ""
+    volumes = compose_spec()["services"]["airflow-scheduler"]["volumes"]
+    assert "${DATASET_HOST_PATH:-./docker/no-dataset}:${DATASET_IN_STACK:-/opt/mlops/datasets/none}:ro" in volumes
+
+
+def test_no_engine_is_one_line_naming_where_it_was_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    refusal = "Cannot connect to the Docker daemon at unix:///x.sock. Is the docker daemon running?"
+    fake_tools(tmp_path, monkeypatch, docker=f'[ "$1" = "compose" ] && echo 2.29.1 && exit 0\necho "{refusal}" >&2; exit 1')
+    monkeypatch.setenv("DOCKER_HOST", "unix:///x.sock")
+    with pytest.raises(ServiceError) as err:
+        ComposeBackend(Settings()).command("up")
+    message = str(err.value)
+    assert "does not answer at unix:///x.sock" in message and "Is the docker daemon running?" in message
+    assert "\n" not in message
+
+
+def test_a_taken_port_is_named_before_anything_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Something else on Redis's port: `up` names the service and the port and builds nothing; a port our own
+    running container holds is not a conflict (a second `up` leaves it alone)."""
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        backend = ComposeBackend(Settings(redis_port=port))
+        calls: list[tuple] = []
+        monkeypatch.setattr(backend, "_run", lambda *args, **kw: calls.append(args) or "")
+        monkeypatch.setattr(backend, "containers", lambda: [])
+        with pytest.raises(ServiceError) as err:
+            backend.refuse_taken_ports()
+        assert f"redis needs 127.0.0.1:{port}, which is taken" in str(err.value)
+        assert "nothing was started" in str(err.value) and calls == []
+        monkeypatch.setattr(backend, "containers", lambda: containers(inspect_item("redis", "running")))
+        try:
+            backend.refuse_taken_ports()
+        except ServiceError as exc:  # other ports of this machine may be busy, never Redis's own
+            assert f":{port}," not in str(exc)

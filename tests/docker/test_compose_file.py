@@ -15,6 +15,7 @@ import yaml
 from dotenv import dotenv_values
 
 from mlops import settings as settings_module
+from mlops.services.compose import CLI_VARIABLES
 from mlops.services.compose_spec import (
     COMPOSE_FILE,
     CONSUMER,
@@ -39,15 +40,16 @@ def memory_bytes(value: str | int) -> int:
 
 
 def host_ports(service: dict) -> list[tuple[str, int, int]]:
-    """(host ip, host port, container port) of each published port, from v1 strings or v2 long syntax."""
+    """(host ip, host port, container port) of each published port, from v1 strings or v2 long syntax; host port
+    0 where Docker picks one (`127.0.0.1::9108`)."""
     out = []
     for entry in service.get("ports", []):
         if isinstance(entry, dict):
-            out.append((entry.get("host_ip", ""), int(entry["published"]), int(entry["target"])))
+            out.append((entry.get("host_ip", ""), int(entry.get("published") or 0), int(entry["target"])))
         else:
             parts = str(entry).split("/")[0].rsplit(":", 2)
-            assert len(parts) == 3, f"port {entry!r}: publish as ip:host:container"
-            out.append((parts[0], int(parts[1]), int(parts[2])))
+            assert len(parts) == 3, f"port {entry!r}: publish as ip:host:container (or ip::container)"
+            out.append((parts[0], int(parts[1] or 0), int(parts[2])))
     return out
 
 
@@ -67,15 +69,16 @@ def test_resolves_with_env_example(resolved: dict) -> None:
 
 
 def test_every_variable_is_defined_in_env_example() -> None:
-    used = set(re.findall(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)", COMPOSE_FILE.read_text()))
+    used = set(re.findall(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)", COMPOSE_FILE.read_text())) - set(CLI_VARIABLES)
     defined = set(dotenv_values(ENV_EXAMPLE))
     missing = sorted(used - defined)
     assert not missing, f"docker-compose.yml uses {missing}, not defined in .env.example (add them there)"
 
 
 def test_every_variable_is_a_setting() -> None:
-    """Compose interpolates only names that mlops/settings.py defines: one source of truth for .env."""
-    used = set(re.findall(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)", COMPOSE_FILE.read_text()))
+    """Compose interpolates only names that mlops/settings.py defines (one source of truth for .env), and the
+    variables the CLI itself sets for a host-path dataset (compose.CLI_VARIABLES, never in .env)."""
+    used = set(re.findall(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)", COMPOSE_FILE.read_text())) - set(CLI_VARIABLES)
     unknown = sorted(used - set(env_names()))
     assert not unknown, f"docker-compose.yml interpolates {unknown}, which are not fields of mlops.settings.Settings"
 
@@ -185,6 +188,8 @@ def test_no_host_port_collides_and_all_bind_loopback(resolved: dict) -> None:
     for name, svc in resolved["services"].items():
         for ip, host, _ in host_ports(svc):
             assert ip == "127.0.0.1", f"{name}: port {host} must bind 127.0.0.1, not {ip or 'all interfaces'}"
+            if host == 0:  # Docker picks a free one
+                continue
             assert host not in seen, f"host port {host} published by both {seen[host]} and {name}"
             seen[host] = name
 
@@ -192,7 +197,7 @@ def test_no_host_port_collides_and_all_bind_loopback(resolved: dict) -> None:
 def test_consumer_is_scalable(resolved: dict) -> None:
     svc = resolved["services"][CONSUMER]
     assert "container_name" not in svc, "a fixed container_name breaks --scale"
-    assert not svc.get("ports"), "a fixed host port breaks --scale (Prometheus scrapes by DNS instead)"
+    assert all(host == 0 for _, host, _ in host_ports(svc)), "a fixed host port breaks --scale (Docker picks one)"
     for name, other in resolved["services"].items():
         assert name == CONSUMER or "container_name" not in other, f"{name}: no container_name (project prefix)"
 
