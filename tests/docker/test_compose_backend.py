@@ -163,6 +163,7 @@ def test_an_old_compose_v2_or_no_docker_is_refused(tmp_path: Path, monkeypatch: 
 def test_status_reads_each_consumer_replica_at_the_port_docker_published(monkeypatch: pytest.MonkeyPatch) -> None:
     """Docker mode publishes no fixed consumer port (replicas would collide): `status` finds each replica's
     /metrics at the loopback port `docker inspect` reports, and never a stopped replica's."""
+
     def consumer(n: int, status: str, host_port: str) -> dict:
         item = inspect_item("inference", status, n=n)
         item["NetworkSettings"] = {"Ports": {"9108/tcp": [{"HostIp": "127.0.0.1", "HostPort": host_port}]}}
@@ -200,7 +201,8 @@ def test_a_host_path_dataset_is_mounted_where_the_tasks_are_told_it_is(tmp_path:
 
 def test_no_engine_is_one_line_naming_where_it_was_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     refusal = "Cannot connect to the Docker daemon at unix:///x.sock. Is the docker daemon running?"
-    fake_tools(tmp_path, monkeypatch, docker=f'[ "$1" = "compose" ] && echo 2.29.1 && exit 0\necho "{refusal}" >&2; exit 1')
+    body = f'[ "$1" = "compose" ] && echo 2.29.1 && exit 0\necho "{refusal}" >&2; exit 1'
+    fake_tools(tmp_path, monkeypatch, docker=body)
     monkeypatch.setenv("DOCKER_HOST", "unix:///x.sock")
     with pytest.raises(ServiceError) as err:
         ComposeBackend(Settings()).command("up")
