@@ -23,6 +23,14 @@ from podman_build import Podman
 
 DOCKER_CACHE = Path(os.environ.get("MLOPS_DOCKER_CACHE", PODMAN_CACHE.parent / "docker"))
 DOCKER_INSTALL_HINT = "apt-get install -y docker.io debootstrap (./run.sh test -m containers installs them)"
+
+
+def missing_engine() -> list[str]:
+    """What the engine needs and is not installed: dockerd and the docker client, debootstrap for the base."""
+    search = f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin"
+    return [tool for tool in ("dockerd", "docker", "debootstrap") if shutil.which(tool, path=search) is None]
+
+
 class PrivateDockerd:
     """`dockerd` as a plain process on DOCKER_CACHE/docker.sock (no systemd here); `stop()` ends it."""
 
