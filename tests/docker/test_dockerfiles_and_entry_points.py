@@ -1,4 +1,4 @@
-"""The images install from pyproject.toml alone, bake no secret, and run the entry points local mode runs."""
+"""The images install from the lock of pyproject.toml, bake no secret, and run the entry points local mode runs."""
 
 from __future__ import annotations
 
@@ -55,13 +55,31 @@ def test_base_image_is_pinned(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(DOCKERFILES))
-def test_installs_from_pyproject_only(name: str) -> None:
+def test_installs_from_the_lock_of_pyproject(name: str) -> None:
     runs = " ".join(rest for word, rest in instructions(DOCKERFILES[name]) if word == "RUN")
-    assert re.search(r'uv pip install [^&]*"\.\[docker\]"', runs), f"{name}: dependencies must come from pyproject.toml"
+    assert re.search(r"uv pip install [^&]*-r pylock\.toml", runs), f"{name}: dependencies must come from the lock"
     assert re.search(r"uv pip install [^&]*--no-deps -e \.", runs), f"{name}: the package is installed editable"
     assert re.search(r"pip install uv==\d+\.\d+\.\d+ ", runs), f"{name}: the installer itself is pinned"
     assert "requirements" not in runs, f"{name}: no second requirements list"
-    assert "pyproject.toml" in copies(DOCKERFILES[name])
+    assert {"docker/pylock.toml", "pyproject.toml"} <= set(copies(DOCKERFILES[name]))
+
+
+def test_the_lock_is_made_from_pyproject_and_pins_what_it_pins() -> None:
+    """docker/pylock.toml is `uv pip compile` of pyproject.toml's dependencies and `docker` extra (the command is
+    in its header): every version pyproject.toml pins is the one locked, and every locked file has a hash.
+    After changing a dependency: the header's command, run in the project root, refreshes it."""
+    lock_path = PROJECT_ROOT / "docker" / "pylock.toml"
+    header = lock_path.read_text().splitlines()[1]
+    assert "uv pip compile pyproject.toml --extra docker --universal --python-version 3.11 -o docker/pylock.toml" in (
+        header
+    ), header
+    lock = tomllib.loads(lock_path.read_text())
+    locked = {package["name"].lower(): package["version"] for package in lock["packages"]}
+    for name, version in pinned_requirements("docker").items():
+        assert locked.get(name) == version, f"pyproject.toml pins {name}=={version}, the lock has {locked.get(name)}"
+    for package in lock["packages"]:
+        files = package.get("wheels", []) + ([package["sdist"]] if "sdist" in package else [])
+        assert files and all(f.get("hashes", {}).get("sha256") for f in files), f"{package['name']}: no hash"
 
 
 def pinned_requirements(*extras: str) -> dict[str, str]:
@@ -104,7 +122,7 @@ def test_dependency_layers_are_identical_in_every_image() -> None:
     prefixes = set()
     for path in DOCKERFILES.values():
         steps = instructions(path)
-        until = next(i for i, (word, rest) in enumerate(steps) if word == "RUN" and '".[docker]"' in rest)
+        until = next(i for i, (word, rest) in enumerate(steps) if word == "RUN" and "pylock.toml" in rest)
         prefixes.add(tuple(steps[: until + 1]))
     assert len(prefixes) == 1, "the FROM..pip install block differs between Dockerfiles"
 
