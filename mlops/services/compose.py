@@ -118,6 +118,7 @@ class Container:
     exit_code: int
     health: str | None  # healthy | unhealthy | starting | None (no healthcheck)
     published: tuple[tuple[int, str, int], ...] = ()  # (container port, host address, host port)
+    health_output: str = ""  # what the last healthcheck printed
 
     @property
     def ready(self) -> bool:
@@ -139,6 +140,7 @@ def parse_inspect(raw: str) -> list[Container]:
                 status=state.get("Status", "?"),
                 exit_code=int(state.get("ExitCode", 0)),
                 health=(state.get("Health") or {}).get("Status"),
+                health_output=(((state.get("Health") or {}).get("Log") or [{}])[-1].get("Output") or "").strip(),
                 published=tuple(
                     (int(port.split("/")[0]), bind.get("HostIp") or "127.0.0.1", int(bind["HostPort"]))
                     for port, binds in ((item.get("NetworkSettings") or {}).get("Ports") or {}).items()
@@ -151,7 +153,8 @@ def parse_inspect(raw: str) -> list[Container]:
 
 
 def readiness(containers: list[Container], expected: set[str], exclude: set[str]) -> dict[str, str]:
-    """Each expected service's state: done (one-shot), healthy, running (for `exclude`), failed or pending."""
+    """Each expected service's state: done (one-shot), healthy, running (for `exclude`), failed, unhealthy (its
+    healthcheck failed `retries` times in a row after its start period) or pending."""
     groups: dict[str, list[Container]] = {service: [] for service in expected}
     for c in containers:
         if c.service in groups:
@@ -166,6 +169,8 @@ def readiness(containers: list[Container], expected: set[str], exclude: set[str]
             states[service] = "done" if all(c.ready for c in group) else "pending"
         elif service in exclude:
             states[service] = "running" if all(c.status == "running" for c in group) else "pending"
+        elif any(c.health == "unhealthy" for c in group):
+            states[service] = "unhealthy"
         else:
             states[service] = "healthy" if all(c.ready for c in group) else "pending"
     return states
@@ -321,6 +326,11 @@ class ComposeBackend:
             for service, state in sorted(states.items()):
                 if state == "failed":
                     raise ServiceError(service, f"one-shot job failed:\n{self._log_tail(service)}")
+                if state == "unhealthy":
+                    check = next((c.health_output for c in self.containers() if c.service == service), "")
+                    last = check.splitlines()[-1] if check else "(no output)"
+                    raise ServiceError(service, f"failed its healthcheck ({last}); its log ends:\n"
+                                                f"{self._log_tail(service)}")  # fmt: skip
                 if state != "pending" and service not in reported:
                     reported.add(service)
                     say(f"  {service}: {state}")

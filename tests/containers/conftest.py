@@ -35,12 +35,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
-    if not (TIMINGS.builds or TIMINGS.runs):
+    if not (TIMINGS.builds or TIMINGS.runs or TIMINGS.peaks):
         return
     terminalreporter.section("containers: build and run times (s)")
     for kind, table in (("build", TIMINGS.builds), ("run", TIMINGS.runs)):
         for name, seconds in table.items():
             terminalreporter.write_line(f"  {kind:<5} {name:<40} {seconds:8.1f}")
+    if TIMINGS.peaks:
+        terminalreporter.section("containers: peak memory (MiB)")
+        for name, mib in sorted(TIMINGS.peaks.items()):
+            terminalreporter.write_line(f"  {name:<40} {mib:8.0f}")
+        terminalreporter.write_line(f"  {'all together':<40} {sum(TIMINGS.peaks.values()):8.0f}")
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,7 @@ class Timings:
 
     builds: dict[str, float] = field(default_factory=dict)
     runs: dict[str, float] = field(default_factory=dict)
+    peaks: dict[str, float] = field(default_factory=dict)  # container -> peak memory (MiB) its cgroup saw
 
 
 TIMINGS = Timings()

@@ -246,3 +246,20 @@ def test_a_taken_port_is_named_before_anything_starts(monkeypatch: pytest.Monkey
             backend.refuse_taken_ports()
         except ServiceError as exc:  # other ports of this machine may be busy, never Redis's own
             assert f":{port}," not in str(exc)
+
+
+def test_an_unhealthy_service_is_named_with_its_check_and_its_log(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A container whose healthcheck keeps failing stops `up` at once (not after the whole timeout): the error
+    names the service, what the check printed last, and the end of its log."""
+    item = inspect_item("mlflow", "running", health="unhealthy")
+    item["State"]["Health"]["Log"] = [{"ExitCode": 1, "Output": "Traceback ...\nURLError: connection refused\n"}]
+    backend = ComposeBackend(Settings())
+    monkeypatch.setattr(
+        backend, "containers", lambda: containers(item, inspect_item("redis", "running", health="healthy"))
+    )
+    monkeypatch.setattr(backend, "_log_tail", lambda service, lines=20: f"{service}: out of memory")
+    with pytest.raises(ServiceError) as err:
+        backend.wait(only={"mlflow", "redis"})
+    message = str(err.value)
+    assert "mlflow" in message and "URLError: connection refused" in message and "mlflow: out of memory" in message
+    assert readiness(containers(item), {"mlflow"}, exclude={"mlflow"}) == {"mlflow": "running"}

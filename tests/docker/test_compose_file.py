@@ -360,3 +360,23 @@ def test_file_and_resolution_match_the_current_compose_spec(resolved: dict, tmp_
             capture_output=True, text=True, check=False,
         )  # fmt: skip
         assert proc.returncode == 0, f"{path.name} violates the compose spec:\n{proc.stdout}{proc.stderr}"
+
+
+def mebibytes(limit: str) -> int:
+    number, unit = re.fullmatch(r"(\d+)([mg])", str(limit).lower()).groups()
+    return int(number) * (1024 if unit == "g" else 1)
+
+
+def test_the_memory_limits_add_up_to_what_the_file_and_the_docs_say(raw: dict) -> None:
+    """The long-running services' limits (one consumer; one-shots excluded), with and without the monitoring
+    profile, are the figures the compose header and the reference quote."""
+    base = monitoring = 0
+    for name, svc in raw["services"].items():
+        if name in ONE_SHOT:
+            continue
+        limit = mebibytes(svc["mem_limit"])
+        monitoring += limit
+        base += 0 if "monitoring" in svc.get("profiles", []) else limit
+    said = f"add up to {base / 1024:g} GiB with one consumer ({monitoring / 1024:g} GiB with the monitoring profile)"
+    assert said in " ".join(COMPOSE_FILE.read_text().replace("#", " ").split()), said
+    assert said in " ".join((PROJECT_ROOT / "docs" / "reference.md").read_text().split()), said
