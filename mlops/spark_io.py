@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import uuid
 from datetime import UTC, datetime
@@ -86,10 +87,15 @@ def spark_session(app_name: str, settings: Settings, shuffle_partitions: int = 8
 
 
 def s3a_classpath() -> str:
-    """The S3A jars to add, or "" when PySpark already carries them (Docker's images put them there)."""
+    """The S3A jars to add, or "" when Spark already carries them (Docker's images put them into PySpark's jars).
+
+    Under spark-submit, `pyspark` is imported from $SPARK_HOME/python/lib/pyspark.zip, whose parent has no
+    jars: SPARK_HOME (set by spark-submit) is where they are looked for first.
+    """
     import pyspark
 
-    if any((Path(pyspark.__file__).parent / "jars").glob("hadoop-aws-*.jar")):
+    homes = [Path(home) for home in (os.environ.get("SPARK_HOME"), str(Path(pyspark.__file__).parent)) if home]
+    if any(any((home / "jars").glob("hadoop-aws-*.jar")) for home in homes):
         return ""
     from mlops.services import jvm
 
