@@ -39,19 +39,23 @@ wants_containers() {
 
 # System packages local mode needs: redis-server, Java (Spark, Kafka, S3Proxy) and Maven, which fetches
 # the pinned Kafka and S3Proxy jars once (jvm/*/pom.xml). The tests drive the console in Debian's
-# headless chromium (through its chromedriver); the `containers` tests also need Podman with runc and
-# catatonit, debootstrap (their stand-in base image) and PostgreSQL (the metadata database they run against).
+# headless chromium (through its chromedriver) and Docker Engine with debootstrap (a private engine and a
+# stand-in base image); the `containers` tests also need Podman with runc and catatonit, and PostgreSQL
+# (the metadata database they run against).
 system_packages() {
   local missing=()
   if has_arg test "$@"; then
     command -v chromium >/dev/null 2>&1 || missing+=(chromium)
     command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+    # Debian's Docker Engine on a private socket and a debootstrap base (tests/containers: CI's Docker slice,
+    # and the whole compose stack with -m containers)
+    command -v dockerd >/dev/null 2>&1 || [[ -x /usr/sbin/dockerd ]] || missing+=(docker.io)
+    command -v debootstrap >/dev/null 2>&1 || [[ -x /usr/sbin/debootstrap ]] || missing+=(debootstrap)
   fi
   if has_arg test "$@" && wants_containers "$@"; then
     command -v podman >/dev/null 2>&1 || missing+=(podman)
     command -v runc >/dev/null 2>&1 || [[ -x /usr/sbin/runc ]] || missing+=(runc)
     [[ -x /usr/libexec/podman/catatonit ]] || missing+=(catatonit) # podman run --init, as compose's init: true
-    command -v debootstrap >/dev/null 2>&1 || [[ -x /usr/sbin/debootstrap ]] || missing+=(debootstrap)
     compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
   fi
   command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from podman_build import CACHE as PODMAN_CACHE
-from podman_build import Podman
+from podman_build import STANDIN_LABEL, Podman
 
 DOCKER_CACHE = Path(os.environ.get("MLOPS_DOCKER_CACHE", PODMAN_CACHE.parent / "docker"))
 DOCKER_INSTALL_HINT = "apt-get install -y docker.io debootstrap (./run.sh test -m containers installs them)"
@@ -53,7 +53,7 @@ class PrivateDockerd:
 
     def start(self, timeout: float = 60) -> None:
         self.config.mkdir(parents=True, exist_ok=True)
-        if self.answers():  # left running by an interrupted session: reuse it, stop it at the end
+        if self.answers():  # another session's (or one left by an interrupted run): use it, leave it running
             return
         self.socket.unlink(missing_ok=True)
         argv = ["dockerd", "-H", f"unix://{self.socket}", "--data-root", str(self.root / "data"),
@@ -70,11 +70,10 @@ class PrivateDockerd:
             time.sleep(0.5)
 
     def stop(self) -> None:
-        """SIGTERM to dockerd (it stops the containers and its containerd), then wait for it to exit."""
-        pidfile = self.root / "dockerd.pid"
-        pid = self.proc.pid if self.proc else int(pidfile.read_text()) if pidfile.exists() else None
-        if pid is None:
+        """SIGTERM to the dockerd this object started (it stops the containers and its containerd), then wait."""
+        if self.proc is None:
             return
+        pid = self.proc.pid
         try:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
@@ -85,7 +84,7 @@ class PrivateDockerd:
                 os.kill(pid, 0)
             except ProcessLookupError:
                 return
-            if self.proc and self.proc.poll() is not None:
+            if self.proc.poll() is not None:
                 return
             time.sleep(0.5)
         os.kill(pid, signal.SIGKILL)
@@ -103,3 +102,7 @@ class Docker(Podman):
 
     def image_exists(self, image: str) -> bool:
         return self("image", "inspect", image, check=False).returncode == 0
+
+    def _is_standin(self, image: str) -> bool:
+        labels = self("image", "inspect", "--format", "{{json .Config.Labels}}", image).output
+        return STANDIN_LABEL in labels

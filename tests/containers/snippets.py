@@ -16,3 +16,9 @@ for step in STEPS.values():
         sys.exit(result.returncode)
     print(f"step {step.task_id}: ok", flush=True)
 """
+
+IMPORT_ALL = (
+    "import importlib, pkgutil, mlops, lightgbm; "
+    "names = [m.name for m in pkgutil.walk_packages(mlops.__path__, 'mlops.')]; "
+    "[importlib.import_module(n) for n in names]; print(len(names), 'modules')"
+)

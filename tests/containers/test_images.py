@@ -23,7 +23,7 @@ import pytest
 import requests
 from harness import Images, Postgres, base_image, wait_http
 from podman_build import BuildError
-from snippets import PIPELINE
+from snippets import IMPORT_ALL, PIPELINE
 
 from mlops.services.compose_spec import HOST_ONLY_SETTINGS, compose_spec
 from mlops.services.specs import s3_client_environ, settings_environ
@@ -69,13 +69,6 @@ def replace_args(command: list[str], values: dict[str, str]) -> list[str]:
 
 
 # --- every image ------------------------------------------------------------------------------------
-
-
-IMPORT_ALL = (
-    "import importlib, pkgutil, mlops, lightgbm; "
-    "names = [m.name for m in pkgutil.walk_packages(mlops.__path__, 'mlops.')]; "
-    "[importlib.import_module(n) for n in names]; print(len(names), 'modules')"
-)
 
 
 @pytest.mark.parametrize("dockerfile", [INFERENCE, AIRFLOW, MLFLOW, SPARK])
