@@ -29,6 +29,7 @@ from mlops.services.compose_spec import (
     host_ports,
     project_name,
     published_port,
+    spark_sizing_problems,
     taken_ports,
 )
 from mlops.services.errors import ServiceError
@@ -282,7 +283,7 @@ class ComposeBackend:
         if self._mount:
             self.settings = replace(self.settings, dataset=self._mount[1])  # (re-read from .env when it wrote one)
             say(f"docker: DATASET {self._mount[0]} is mounted read-only at {self._mount[1]} in the Airflow containers")
-        problems = endpoint_mismatches(self.settings, compose_spec())
+        problems = endpoint_mismatches(self.settings, compose_spec()) + spark_sizing_problems(compose_spec())
         if problems:
             raise ServiceError("docker", "; ".join(problems))
         self.refuse_taken_ports()

@@ -107,3 +107,48 @@ def taken_ports(ports: list[tuple[str, str, int]]) -> list[tuple[str, str, int]]
             if probe.connect_ex((host, port)) == 0:
                 taken.append((service, host, port))
     return taken
+
+
+def mebibytes(size: str) -> int:
+    """A JVM/Docker size ("1536m", "1g", "2560M") in MiB."""
+    match = re.fullmatch(r"(\d+)([mg])b?", str(size).strip().lower())
+    if not match:
+        raise ValueError(f"{size!r} is not a size like 1536m or 2g")
+    return int(match.group(1)) * (1024 if match.group(2) == "g" else 1)
+
+
+def spark_overhead(heap_mib: int) -> int:
+    """What a Spark JVM needs beyond its heap: spark.{driver,executor}.memoryOverhead's default, max(384m, 10%)."""
+    return max(384, heap_mib // 10)
+
+
+AIRFLOW_SCHEDULER_OWN_MIB = 1024  # the scheduler, its task runner and the training of the largest step
+
+
+def spark_sizing_problems(spec: dict) -> list[str]:
+    """Where the compose file's Spark sizes contradict each other: an executor larger than the worker offers
+    never starts (every Spark step waits for resources until its timeout); a JVM larger than its container's
+    limit is killed. Checked at `up`, before anything is built."""
+    services, env = spec["services"], spec["x-mlops-env"]
+    executor, driver = mebibytes(env["SPARK_EXECUTOR_MEMORY"]), mebibytes(env["SPARK_DRIVER_MEMORY"])
+    command = [str(part) for part in services["spark-worker"]["command"]]
+    offer = mebibytes(command[command.index("--memory") + 1])
+    worker_limit = mebibytes(services["spark-worker"]["mem_limit"])
+    daemon = mebibytes(services["spark-worker"]["environment"].get("SPARK_DAEMON_MEMORY", "1g"))
+    scheduler_limit = mebibytes(services["airflow-scheduler"]["mem_limit"])
+    problems = []
+    if executor > offer:
+        problems.append(f"SPARK_EXECUTOR_MEMORY {executor}m exceeds what spark-worker offers (--memory {offer}m): "
+                        "no executor would start")  # fmt: skip
+    executors = max(1, offer // executor)  # as many as the offer holds, each with its heap and overhead
+    needed = executors * (executor + spark_overhead(executor)) + daemon
+    if needed > worker_limit:
+        problems.append(f"spark-worker's {executors} executor(s) of SPARK_EXECUTOR_MEMORY {executor}m (+"
+                        f"{spark_overhead(executor)}m overhead each) and its {daemon}m daemon need {needed}m, over "
+                        f"its mem_limit {worker_limit}m")  # fmt: skip
+    if driver + spark_overhead(driver) + AIRFLOW_SCHEDULER_OWN_MIB > scheduler_limit:
+        problems.append(
+            f"SPARK_DRIVER_MEMORY {driver}m (+{spark_overhead(driver)}m overhead) and the scheduler's "
+            f"own {AIRFLOW_SCHEDULER_OWN_MIB}m exceed airflow-scheduler's mem_limit {scheduler_limit}m"
+        )
+    return problems

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 import subprocess
 import sys
@@ -22,7 +23,9 @@ from mlops.services.compose_spec import (
     HOST_ONLY_SETTINGS,
     ONE_SHOT,
     endpoint_mismatches,
+    mebibytes,
     published_port,
+    spark_sizing_problems,
 )
 from mlops.settings import PROJECT_ROOT, Settings, env_names, load_settings
 
@@ -362,11 +365,6 @@ def test_file_and_resolution_match_the_current_compose_spec(resolved: dict, tmp_
         assert proc.returncode == 0, f"{path.name} violates the compose spec:\n{proc.stdout}{proc.stderr}"
 
 
-def mebibytes(limit: str) -> int:
-    number, unit = re.fullmatch(r"(\d+)([mg])", str(limit).lower()).groups()
-    return int(number) * (1024 if unit == "g" else 1)
-
-
 def test_the_memory_limits_add_up_to_what_the_file_and_the_docs_say(raw: dict) -> None:
     """The long-running services' limits (one consumer; one-shots excluded), with and without the monitoring
     profile, are the figures the compose header and the reference quote."""
@@ -380,3 +378,21 @@ def test_the_memory_limits_add_up_to_what_the_file_and_the_docs_say(raw: dict) -
     said = f"add up to {base / 1024:g} GiB with one consumer ({monitoring / 1024:g} GiB with the monitoring profile)"
     assert said in " ".join(COMPOSE_FILE.read_text().replace("#", " ").split()), said
     assert said in " ".join((PROJECT_ROOT / "docs" / "reference.md").read_text().split()), said
+
+
+def test_the_spark_sizes_agree_and_a_contradiction_is_named(raw: dict) -> None:
+    """The executor fits the worker's offer, the worker's executors and daemon its container, the driver and the
+    scheduler theirs; `up` refuses a file where they do not (checked before anything is built)."""
+    assert spark_sizing_problems(raw) == []
+    too_big = copy.deepcopy(raw)
+    too_big["x-mlops-env"]["SPARK_EXECUTOR_MEMORY"] = "2g"
+    problems = spark_sizing_problems(too_big)
+    assert "SPARK_EXECUTOR_MEMORY 2048m exceeds what spark-worker offers (--memory 1536m)" in problems[0]
+    driver = copy.deepcopy(raw)
+    driver["x-mlops-env"]["SPARK_DRIVER_MEMORY"] = "4g"
+    (problem,) = spark_sizing_problems(driver)
+    assert "SPARK_DRIVER_MEMORY 4096m" in problem and "airflow-scheduler's mem_limit 2560m" in problem
+    cramped = copy.deepcopy(raw)
+    cramped["services"]["spark-worker"]["mem_limit"] = "1g"
+    (problem,) = spark_sizing_problems(cramped)
+    assert "over its mem_limit 1024m" in problem
