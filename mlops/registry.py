@@ -111,12 +111,25 @@ def artifact_missing(exc: BaseException) -> bool:
     return False
 
 
+# MLflow's proxied artifacts go through the tracking server unless it advertises presigned transfers (it does
+# for an S3 store): the presigned URLs then carry the object store's address as the server sees it, which in
+# Docker mode is `minio:9000`, a name only the compose network resolves. The host's clients (verify, bench,
+# the CLI) then fail to download a model. Every client goes through the server: the one address all reach.
+PROXIED_TRANSFERS_ONLY = {
+    "MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD": "false",
+    "MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD": "false",
+}
+
+
 def sign_in(settings: Settings) -> None:
     """Point the `mlflow` module at the tracking server, signed in as the platform's user. MLflow's client
-    takes basic-auth credentials only from these environment variables, so they are set for this process."""
+    takes basic-auth credentials only from these environment variables, so they are set for this process
+    (with artifact transfers kept on the server, PROXIED_TRANSFERS_ONLY)."""
     import mlflow
 
     os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = settings.mlflow_auth
+    for name, value in PROXIED_TRANSFERS_ONLY.items():
+        os.environ.setdefault(name, value)
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
 
 
