@@ -418,7 +418,10 @@ class ComposeBackend:
         from mlops.status import print_report
 
         rows = self.rows()
-        print_report(self.settings, rows, mode="docker", logs=None, metric_urls=self.metric_urls())
+        # Spark as the containers use it (the compose cluster), its master's UI at the port published for it.
+        spark = compose_spec()["x-mlops-env"]["SPARK_MASTER"]
+        seen = self.settings.replace(spark_master=spark, spark_master_ui_url=self.urls()["Spark master UI"])
+        print_report(seen, rows, mode="docker", logs=None, metric_urls=self.metric_urls())
         say(f"Kafka UI: {self.urls()['Kafka UI']}")
         running = [r for r in rows if r.state != "done"]
         return 0 if running and all(r.state == "up" for r in running) else 1

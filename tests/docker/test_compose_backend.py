@@ -263,3 +263,17 @@ def test_an_unhealthy_service_is_named_with_its_check_and_its_log(monkeypatch: p
     message = str(err.value)
     assert "mlflow" in message and "URLError: connection refused" in message and "mlflow: out of memory" in message
     assert readiness(containers(item), {"mlflow"}, exclude={"mlflow"}) == {"mlflow": "running"}
+
+
+def test_status_reports_the_containers_spark_cluster_not_the_hosts_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The host's .env says local[*] (local mode's default); the containers use the compose cluster, whose
+    master UI is published on the host: status reports that one."""
+    import mlops.status
+
+    seen: list[Settings] = []
+    backend = ComposeBackend(Settings(spark_master="local[*]"))
+    monkeypatch.setattr(backend, "containers", lambda: [])
+    monkeypatch.setattr(mlops.status, "print_report", lambda settings, *a, **kw: seen.append(settings))
+    backend.status()
+    assert seen[0].spark_master == "spark://spark-master:7077"
+    assert seen[0].spark_master_ui_url == "http://127.0.0.1:8081"
