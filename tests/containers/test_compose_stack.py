@@ -32,7 +32,7 @@ from mlops.schemas import PLATFORM, ScoreRequest, encode_request, prediction_key
 from mlops.settings import PROJECT_ROOT, Settings, load_settings
 from mlops.topics import REQUESTS
 
-pytestmark = pytest.mark.containers
+pytestmark = [pytest.mark.containers, pytest.mark.integration, pytest.mark.timeout(7200)]
 
 DATASET = Path(os.environ.get("MLOPS_TEST_ML100K", PROJECT_ROOT.parent / "shared" / "datasets" / "ml-100k"))
 PEAKS = TIMINGS.peaks  # container name -> peak MiB (docker stats)
