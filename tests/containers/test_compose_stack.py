@@ -70,9 +70,11 @@ def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run_sh(clone: Path, engine: PrivateDockerd, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
-    env = {**engine.env, "DATASET": str(DATASET), "INFERENCE_CONSUMERS": "2"}
-    env.pop("VIRTUAL_ENV", None)
-    env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if not p.startswith(str(PROJECT_ROOT)))
+    # A user's shell: none of this test session's settings (its environment overrides .env), no venv of ours.
+    env = {name: os.environ[name] for name in ("HOME", "LANG", "USER", "TMPDIR") if name in os.environ}
+    env["PATH"] = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if not p.startswith(str(PROJECT_ROOT)))
+    env.update({name: engine.env[name] for name in ("DOCKER_HOST", "DOCKER_CONFIG")})
+    env.update(DATASET=str(DATASET), INFERENCE_CONSUMERS="2")
     started = time.monotonic()
     proc = subprocess.run(["./run.sh", *args], cwd=clone, env=env, capture_output=True, text=True, timeout=timeout,
                           check=False)  # fmt: skip
