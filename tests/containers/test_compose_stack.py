@@ -72,7 +72,8 @@ def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def run_sh(clone: Path, engine: PrivateDockerd, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
     # A user's shell: none of this test session's settings (its environment overrides .env), no venv of ours.
     env = {name: os.environ[name] for name in ("HOME", "LANG", "USER", "TMPDIR") if name in os.environ}
-    env["PATH"] = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if not p.startswith(str(PROJECT_ROOT)))
+    ours = str(PROJECT_ROOT)
+    env["PATH"] = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if not p.startswith(ours))
     env.update({name: engine.env[name] for name in ("DOCKER_HOST", "DOCKER_CONFIG")})
     env.update(DATASET=str(DATASET), INFERENCE_CONSUMERS="2")
     started = time.monotonic()
