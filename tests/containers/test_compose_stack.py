@@ -29,7 +29,7 @@ from third_party import build_third_party
 
 from mlops import kafka_auth
 from mlops.schemas import PLATFORM, ScoreRequest, encode_request, prediction_key, request_key
-from mlops.settings import PROJECT_ROOT, Settings, load_settings
+from mlops.settings import PROJECT_ROOT, Settings, env_names, load_settings
 from mlops.topics import REQUESTS
 
 pytestmark = [pytest.mark.containers, pytest.mark.integration, pytest.mark.timeout(7200)]
@@ -70,8 +70,10 @@ def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run_sh(clone: Path, engine: PrivateDockerd, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
-    # A user's shell: none of this test session's settings (its environment overrides .env), no venv of ours.
-    env = {name: os.environ[name] for name in ("HOME", "LANG", "USER", "TMPDIR") if name in os.environ}
+    # A user's shell: the machine's environment (proxy, CA bundles) without this session's settings (they would
+    # override the clone's .env), MLflow, Airflow or AWS variables, or our venv.
+    session = set(env_names()) | {"VIRTUAL_ENV", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    env = {k: v for k, v in os.environ.items() if k not in session and not k.startswith(("MLFLOW_", "AIRFLOW_"))}
     ours = str(PROJECT_ROOT)
     env["PATH"] = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if not p.startswith(ours))
     env.update({name: engine.env[name] for name in ("DOCKER_HOST", "DOCKER_CONFIG")})
