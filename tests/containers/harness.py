@@ -19,7 +19,8 @@ class Timings:
 
     builds: dict[str, float] = field(default_factory=dict)
     runs: dict[str, float] = field(default_factory=dict)
-    peaks: dict[str, float] = field(default_factory=dict)  # container -> peak memory (MiB) its cgroup saw
+    peaks: dict[str, float] = field(default_factory=dict)  # container -> its peak memory (MiB, docker stats)
+    together: float = 0.0  # all containers at the one sample where their sum was highest (MiB)
 
 
 TIMINGS = Timings()
