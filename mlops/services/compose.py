@@ -16,7 +16,7 @@ import re
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from mlops.services.compose_spec import (
@@ -223,7 +223,7 @@ class ComposeBackend:
         self._cli: list[str] | None = None
         self._mount = dataset_mount(settings.dataset)
         if self._mount:  # the host's commands (pipeline, summary) name the dataset as the containers see it
-            self.settings = replace(settings, dataset=self._mount[1])
+            self.settings = settings.replace(dataset=self._mount[1])
 
     def environ(self) -> dict[str, str]:
         """Compose's environment: the caller's, plus where a host-path DATASET is mounted (empty: nothing)."""
@@ -281,7 +281,7 @@ class ComposeBackend:
         """Build, start (a healthy container is left alone, a dead one restarted), wait for health."""
         self.settings = ensure_strong_passwords(self.settings, self.env_file, self.assume_yes)
         if self._mount:
-            self.settings = replace(self.settings, dataset=self._mount[1])  # (re-read from .env when it wrote one)
+            self.settings = self.settings.replace(dataset=self._mount[1])  # (re-read from .env when it wrote one)
             say(f"docker: DATASET {self._mount[0]} is mounted read-only at {self._mount[1]} in the Airflow containers")
         problems = endpoint_mismatches(self.settings, compose_spec()) + spark_sizing_problems(compose_spec())
         if problems:
@@ -311,8 +311,10 @@ class ComposeBackend:
                   if name not in mine and (self.monitoring or MONITORING not in svc.get("profiles", []))}  # fmt: skip
         taken = taken_ports(host_ports(spec, self.settings, wanted))
         if taken:
-            lines = [f"{service} needs {host}:{port}, which is taken" + (f" ({port_owner(port)})" if port_owner(port)
-                     else "") for service, host, port in taken]  # fmt: skip
+            lines = []
+            for service, host, port in taken:
+                owner = port_owner(port)
+                lines.append(f"{service} needs {host}:{port}, which is taken" + (f" ({owner})" if owner else ""))
             raise ServiceError("docker", "nothing was started: " + "; ".join(lines)
                                + ". Stop what holds it, or change the port in .env (local mode's services: "
                                "./run.sh down --local)")  # fmt: skip
