@@ -82,7 +82,9 @@ def run_sh(clone: Path, engine: PrivateDockerd, *args: str, timeout: float) -> s
     proc = subprocess.run(["./run.sh", *args], cwd=clone, env=env, capture_output=True, text=True, timeout=timeout,
                           check=False)  # fmt: skip
     TIMINGS.runs[f"./run.sh {' '.join(args)}"] = time.monotonic() - started
-    (clone / f"run-{'-'.join(a.strip('-') for a in args)}.log").write_text(proc.stdout + proc.stderr)
+    # Kept with the engine's logs: the clone is removed when the test passes.
+    log = engine.root / "logs" / f"stack-run-{'-'.join(a.strip('-') for a in args)}.log"
+    log.write_text(proc.stdout + proc.stderr)
     return proc
 
 
@@ -209,7 +211,7 @@ def test_docker_mode_from_a_fresh_clone_survives_restarts_and_killed_containers(
 
     # Memory: all containers together, at their highest sample, within a laptop's 8 GiB.
     TIMINGS.together = sampler.together
-    (clone / "peaks.json").write_text(json.dumps(PEAKS, indent=1))
+    (engine.root / "logs" / "stack-peaks.json").write_text(json.dumps(PEAKS, indent=1))
     assert 0 < sampler.together <= MEMORY_BUDGET_MIB, f"containers used {sampler.together:.0f} MiB together: {PEAKS}"
 
     # 4. down --purge: containers and volumes gone.
