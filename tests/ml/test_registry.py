@@ -251,8 +251,11 @@ def test_signed_in_clients_move_artifacts_through_the_tracking_server(monkeypatc
 
     from mlops.settings import Settings
 
-    for name in registry.PROXIED_TRANSFERS_ONLY:
-        monkeypatch.delenv(name, raising=False)
+    # Everything sign_in sets is restored afterwards (later tests' subprocesses inherit this environment).
+    for name in (*registry.PROXIED_TRANSFERS_ONLY, "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    monkeypatch.setattr(mlflow, "set_tracking_uri", lambda uri: None)
     registry.sign_in(Settings())
     assert DOWNLOAD.is_set() and DOWNLOAD.get() is False
     assert UPLOAD.is_set() and UPLOAD.get() is False
