@@ -48,8 +48,11 @@ system_packages() {
     command -v chromium >/dev/null 2>&1 || missing+=(chromium)
     command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
     # Debian's Docker Engine on a private socket and a debootstrap base (tests/containers: CI's Docker slice,
-    # and the whole compose stack with -m containers)
-    command -v dockerd >/dev/null 2>&1 || [[ -x /usr/sbin/dockerd ]] || missing+=(docker.io)
+    # and the whole compose stack with -m containers). Not where systemd runs: there the package would start
+    # an engine on the default socket, and every later ./run.sh would switch to Docker mode.
+    if [[ ! -d /run/systemd/system ]]; then
+      command -v dockerd >/dev/null 2>&1 || [[ -x /usr/sbin/dockerd ]] || missing+=(docker.io)
+    fi
     command -v debootstrap >/dev/null 2>&1 || [[ -x /usr/sbin/debootstrap ]] || missing+=(debootstrap)
   fi
   if has_arg test "$@" && wants_containers "$@"; then
