@@ -22,7 +22,7 @@ from podman_build import CACHE as PODMAN_CACHE
 from podman_build import STANDIN_LABEL, Podman
 
 DOCKER_CACHE = Path(os.environ.get("MLOPS_DOCKER_CACHE", PODMAN_CACHE.parent / "docker"))
-DOCKER_INSTALL_HINT = "apt-get install -y docker.io debootstrap (./run.sh test -m containers installs them)"
+DOCKER_INSTALL_HINT = "apt-get install -y docker.io debootstrap (./run.sh test installs them where no systemd runs)"
 
 
 def missing_engine() -> list[str]:
