@@ -2,7 +2,8 @@
 feedback reader.
 
 `python inference/queue_consumer.py --index i` runs it; process i serves its metrics on
-INFERENCE_METRICS_PORT + i, so the N processes that local mode starts never collide.
+INFERENCE_METRICS_PORT + i, so the N processes that local mode starts never collide. Without `--index` (Docker's
+replicas, which share one command) the process is named after its host, a container's own id.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -41,7 +43,7 @@ RELOAD_INTERVAL_S = 10.0
 
 
 def build(
-    settings: Settings, index: int = 0, topics: StreamTopics | None = None, **consumer_overrides: Any
+    settings: Settings, index: int | str = 0, topics: StreamTopics | None = None, **consumer_overrides: Any
 ) -> tuple[StreamConsumer, ModelWatcher]:
     """A consumer and its model watcher, not started; the caller loads the first model and runs them."""
     from mlops.serving import Ranker  # heavy (LightGBM, MLflow): imported when a process really serves
@@ -159,18 +161,30 @@ def prelude(parser: argparse.ArgumentParser, argv: Sequence[str] | None, namespa
     return args, settings, topics
 
 
+def consumer_label(index: int | None) -> int | str:
+    """What names the process (`inference-<label>`: its client id, its drift window's key): the index local mode
+    gives, else the host name. Compose's replicas all run one command, and one shared name would make their
+    drift windows overwrite each other."""
+    return index if index is not None else socket.gethostname()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of one consumer process: serve metrics and health, wait for a model, consume until signalled."""
     parser = argparse.ArgumentParser(description="Kafka inference consumer (micro-batching, idempotent, hot reload)")
-    parser.add_argument("--index", type=int, default=0, help="process number i: metrics on INFERENCE_METRICS_PORT + i")
+    parser.add_argument(
+        "--index",
+        type=int,
+        default=None,
+        help="process number i: metrics on INFERENCE_METRICS_PORT + i (none: port + 0, named after the host)",
+    )
     parser.add_argument("--metrics-port", type=int, default=None, help="override the metrics/health port")
     parser.add_argument("--reload-interval", type=float, default=RELOAD_INTERVAL_S, help="seconds between checks")
     args, settings, topics = prelude(parser, argv)
-    service, watcher = build(settings, args.index, topics)
+    service, watcher = build(settings, consumer_label(args.index), topics)
     watcher.interval = args.reload_interval
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: service.stop())
-    port = args.metrics_port if args.metrics_port is not None else settings.inference_metrics_port + args.index
+    port = args.metrics_port if args.metrics_port is not None else settings.inference_metrics_port + (args.index or 0)
     server = serve(port, service.metrics, service.health, settings.inference_metrics_host)
     try:
         if not wait_for_model(watcher, service):

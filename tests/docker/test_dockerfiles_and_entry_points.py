@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mlops.services.compose_spec import ONE_SHOT
+from mlops.services.compose_spec import ONE_SHOT, compose_spec
 from mlops.services.container_entry import airflow_container_env, build_parser
 from mlops.settings import PROJECT_ROOT
 
@@ -258,3 +258,17 @@ def test_airflow_state_is_shared_by_every_component(resolved: dict) -> None:
                            for v in volumes}  # fmt: skip
     assert len({frozenset(m) for m in mounts.values()}) == 1
     assert ("airflow-state", f"{WORKDIR}/.local") in next(iter(mounts.values()))
+
+
+def test_compose_replicas_name_themselves_after_their_host() -> None:
+    """Every replica of `inference` runs the same command (no --index): named after its host (the container's
+    id), each keeps a drift window and a client id of its own; one shared name made the first Docker run's two
+    replicas both `inference-0`, overwriting each other's window."""
+    import socket
+
+    from mlops.consumer.app import consumer_label
+
+    command = [str(part) for part in compose_spec()["services"]["inference"]["command"]]
+    assert "--index" not in command
+    assert consumer_label(None) == socket.gethostname()
+    assert consumer_label(1) == 1
