@@ -326,12 +326,14 @@ class ComposeBackend:
         deadline = time.monotonic() + self.timeout_s
         reported: set[str] = set()
         while True:
-            states = readiness(self.containers(), expected, exclude)
+            containers = self.containers()
+            states = readiness(containers, expected, exclude)
             for service, state in sorted(states.items()):
                 if state == "failed":
                     raise ServiceError(service, f"one-shot job failed:\n{self._log_tail(service)}")
                 if state == "unhealthy":
-                    check = next((c.health_output for c in self.containers() if c.service == service), "")
+                    sick = (c for c in containers if c.service == service and c.health == "unhealthy")
+                    check = next((c.health_output for c in sick), "")
                     last = check.splitlines()[-1] if check else "(no output)"
                     raise ServiceError(service, f"failed its healthcheck ({last}); its log ends:\n"
                                                 f"{self._log_tail(service)}")  # fmt: skip

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import re
 import socket
-from dataclasses import fields
 from functools import cache
 from pathlib import Path
 from urllib.parse import urlparse
 
 import yaml
 
+from mlops.services.specs import settings_environ
 from mlops.settings import PROJECT_ROOT, Settings
+from mlops.spark_capacity import MIB, parse_size
 
 COMPOSE_FILE = PROJECT_ROOT / "docker-compose.yml"
 MONITORING = "monitoring"  # the optional profile with Prometheus and Grafana
@@ -87,7 +88,7 @@ def endpoint_mismatches(settings: Settings, spec: dict) -> list[str]:
 def host_ports(spec: dict, settings: Settings, services: set[str]) -> list[tuple[str, str, int]]:
     """(service, host address, host port) of every fixed port `services` publish, `${VAR}` filled from settings
     (ports Docker picks, `127.0.0.1::9108`, are left out: they cannot collide)."""
-    values = {f.name.upper(): str(getattr(settings, f.name)) for f in fields(settings)}
+    values = settings_environ(settings)
     out = []
     for name in sorted(services):
         for entry in spec["services"][name].get("ports", []):
@@ -109,12 +110,9 @@ def taken_ports(ports: list[tuple[str, str, int]]) -> list[tuple[str, str, int]]
     return taken
 
 
-def mebibytes(size: str) -> int:
-    """A JVM/Docker size ("1536m", "1g", "2560M") in MiB."""
-    match = re.fullmatch(r"(\d+)([mg])b?", str(size).strip().lower())
-    if not match:
-        raise ValueError(f"{size!r} is not a size like 1536m or 2g")
-    return int(match.group(1)) * (1024 if match.group(2) == "g" else 1)
+def mebibytes(size: str, where: str) -> int:
+    """A JVM/Docker size ("1536m", "1g") in MiB, read as Spark's capacity check reads one; `where` names it."""
+    return parse_size(str(size), where) // MIB
 
 
 def spark_overhead(heap_mib: int) -> int:
@@ -130,12 +128,13 @@ def spark_sizing_problems(spec: dict) -> list[str]:
     never starts (every Spark step waits for resources until its timeout); a JVM larger than its container's
     limit is killed. Checked at `up`, before anything is built."""
     services, env = spec["services"], spec["x-mlops-env"]
-    executor, driver = mebibytes(env["SPARK_EXECUTOR_MEMORY"]), mebibytes(env["SPARK_DRIVER_MEMORY"])
+    executor = mebibytes(env["SPARK_EXECUTOR_MEMORY"], "SPARK_EXECUTOR_MEMORY")
+    driver = mebibytes(env["SPARK_DRIVER_MEMORY"], "SPARK_DRIVER_MEMORY")
     command = [str(part) for part in services["spark-worker"]["command"]]
-    offer = mebibytes(command[command.index("--memory") + 1])
-    worker_limit = mebibytes(services["spark-worker"]["mem_limit"])
-    daemon = mebibytes(services["spark-worker"]["environment"].get("SPARK_DAEMON_MEMORY", "1g"))
-    scheduler_limit = mebibytes(services["airflow-scheduler"]["mem_limit"])
+    offer = mebibytes(command[command.index("--memory") + 1], "spark-worker --memory")
+    worker_limit = mebibytes(services["spark-worker"]["mem_limit"], "spark-worker mem_limit")
+    daemon = mebibytes(services["spark-worker"]["environment"].get("SPARK_DAEMON_MEMORY", "1g"), "SPARK_DAEMON_MEMORY")
+    scheduler_limit = mebibytes(services["airflow-scheduler"]["mem_limit"], "airflow-scheduler mem_limit")
     problems = []
     if executor > offer:
         problems.append(f"SPARK_EXECUTOR_MEMORY {executor}m exceeds what spark-worker offers (--memory {offer}m): "

@@ -27,7 +27,7 @@ from docker_engine import DOCKER_INSTALL_HINT, Docker, PrivateDockerd, missing_e
 from harness import TIMINGS, base_image, our_images
 from third_party import build_third_party
 
-from mlops import kafka_auth
+from mlops.kafka_auth import PLATFORM as PLATFORM_ROLE
 from mlops.schemas import PLATFORM, ScoreRequest, encode_request, prediction_key, request_key
 from mlops.settings import PROJECT_ROOT, Settings, env_names, load_settings
 from mlops.topics import REQUESTS
@@ -138,7 +138,7 @@ def send_scores(settings: Settings, count: int, prefix: str) -> list[str]:
 
     from mlops.consumer.kafka import producer_config
 
-    producer = Producer(producer_config(settings, role=kafka_auth.PLATFORM, **{"linger.ms": 5}))
+    producer = Producer(producer_config(settings, role=PLATFORM_ROLE, **{"linger.ms": 5}))
     ids, failed = [], []
     for i in range(count):
         request = ScoreRequest(f"{prefix}-{uuid.uuid4().hex}", 1 + i % 943, (1 + i % 1682,), PLATFORM)

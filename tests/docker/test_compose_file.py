@@ -372,7 +372,7 @@ def test_the_memory_limits_add_up_to_what_the_file_and_the_docs_say(raw: dict) -
     for name, svc in raw["services"].items():
         if name in ONE_SHOT:
             continue
-        limit = mebibytes(svc["mem_limit"])
+        limit = mebibytes(svc["mem_limit"], f"{name} mem_limit")
         monitoring += limit
         base += 0 if "monitoring" in svc.get("profiles", []) else limit
     said = f"add up to {base / 1024:g} GiB with one consumer ({monitoring / 1024:g} GiB with the monitoring profile)"
